@@ -1,0 +1,179 @@
+//! Every refusal and fault the gateway answers, rendered in exactly one place, in the
+//! native shape of the service the client thinks it is talking to, so SDKs and the az CLI
+//! show them as they show Azure's own (azure-notes §6):
+//! - ARM: `{"error":{"code","message"}}` with `x-ms-error-code`;
+//!   <https://github.com/Azure/azure-resource-manager-rpc/blob/master/v1.0/common-api-details.md#error-response-content>
+//! - Key Vault: `{"error":{"code","message","innererror":{"code"}}}`; its 401 carries the
+//!   `WWW-Authenticate: Bearer authorization=..., resource=...` challenge.
+//!
+//! Messages name the principal, action and scope, never a token or a secret.
+
+use bytes::Bytes;
+use http::{HeaderValue, Response, StatusCode};
+use serde_json::json;
+
+use crate::azure::operation::Operation;
+use crate::azure::route::Service;
+use crate::identity::principal::Principal;
+use crate::policy::{Decision, scope_display};
+use crate::upstream::client::{Body, full};
+
+#[derive(Debug)]
+pub enum GatewayError {
+    /// No token, or one that does not verify.
+    Unauthenticated { message: String, missing: bool },
+    /// The gateway could not check the token (keys or metadata unreachable): fail closed.
+    AuthUnavailable(String),
+    /// Policy said no.
+    Forbidden {
+        principal: Box<Principal>,
+        operation: Box<Operation>,
+        decision: Decision,
+    },
+    /// The request cannot be evaluated as sent.
+    BadRequest { code: &'static str, message: String },
+    /// The gateway could not obtain its own upstream token.
+    UpstreamCredential(String),
+    /// Azure could not be reached, or did not answer in time.
+    Upstream { timeout: bool, message: String },
+}
+
+/// What the renderer needs to know about the request.
+pub struct ErrorContext<'a> {
+    pub service: &'a Service,
+    pub request_id: &'a str,
+    pub correlation_id: &'a str,
+    /// `{authority}/{tenant}` for challenges.
+    pub authority: &'a str,
+    /// The audience agents must ask tokens for (the Key Vault challenge's resource).
+    pub audience: &'a str,
+}
+
+fn quote(s: &str) -> String {
+    s.replace(['"', '\\', '\r', '\n'], " ")
+}
+
+impl GatewayError {
+    pub fn status(&self) -> StatusCode {
+        match self {
+            GatewayError::Unauthenticated { .. } => StatusCode::UNAUTHORIZED,
+            GatewayError::AuthUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            GatewayError::Forbidden { .. } => StatusCode::FORBIDDEN,
+            GatewayError::BadRequest { .. } => StatusCode::BAD_REQUEST,
+            GatewayError::UpstreamCredential(_) => StatusCode::BAD_GATEWAY,
+            GatewayError::Upstream { timeout: true, .. } => StatusCode::GATEWAY_TIMEOUT,
+            GatewayError::Upstream { timeout: false, .. } => StatusCode::BAD_GATEWAY,
+        }
+    }
+
+    /// The error code in the service's vocabulary.
+    pub fn code(&self, service: &Service) -> &'static str {
+        let kv = matches!(service, Service::KeyVault { .. });
+        match self {
+            GatewayError::Unauthenticated { .. } if kv => "Unauthorized",
+            GatewayError::Unauthenticated { missing: true, .. } => "AuthenticationFailed",
+            GatewayError::Unauthenticated { .. } => "InvalidAuthenticationToken",
+            GatewayError::AuthUnavailable(_) => "AuthenticationUnavailable",
+            GatewayError::Forbidden { .. } if kv => "Forbidden",
+            GatewayError::Forbidden { .. } => "AuthorizationFailed",
+            GatewayError::BadRequest { code, .. } => code,
+            GatewayError::UpstreamCredential(_) => "GatewayUpstreamCredentialFailed",
+            GatewayError::Upstream { timeout: true, .. } => "GatewayTimeout",
+            GatewayError::Upstream { timeout: false, .. } => "BadGateway",
+        }
+    }
+
+    pub fn message(&self, service: &Service) -> String {
+        match self {
+            GatewayError::Unauthenticated { message, .. } => {
+                format!("Portcullis: {message}. Present an Entra ID token issued for the gateway.")
+            }
+            GatewayError::AuthUnavailable(m) => {
+                format!("Portcullis could not verify the token right now ({m}); retry later.")
+            }
+            GatewayError::Forbidden {
+                principal,
+                operation,
+                decision,
+            } => match service {
+                Service::KeyVault { vault } => format!(
+                    "Caller is not authorized to perform action on resource.\r\nCaller: appid={};oid={}\r\nAction: '{}'\r\nResource: 'vault:{vault}'\r\nDecisionReason: {}",
+                    principal.app_id.as_deref().unwrap_or("-"),
+                    principal.object_id,
+                    operation.action,
+                    decision.reason
+                ),
+                Service::Arm => format!(
+                    "The client '{}' with object id '{}' does not have authorization to perform action '{}' over scope '{}' or the scope is invalid. Portcullis: {}.",
+                    principal
+                        .display_name
+                        .as_deref()
+                        .unwrap_or(&principal.object_id),
+                    principal.object_id,
+                    operation.action,
+                    scope_display(operation),
+                    decision.reason
+                ),
+            },
+            GatewayError::BadRequest { message, .. } => format!("Portcullis: {message}"),
+            GatewayError::UpstreamCredential(m) => {
+                format!("Portcullis could not obtain its upstream credential: {m}")
+            }
+            GatewayError::Upstream { message, .. } => {
+                format!("Portcullis could not reach Azure: {message}")
+            }
+        }
+    }
+
+    pub fn render(&self, ctx: &ErrorContext<'_>) -> Response<Body> {
+        let code = self.code(ctx.service);
+        let message = self.message(ctx.service);
+        let mut error = json!({"code": code, "message": message});
+        match (self, ctx.service) {
+            (GatewayError::Forbidden { .. }, Service::KeyVault { .. }) => {
+                error["innererror"] = json!({"code": "ForbiddenByRbac"});
+            }
+            (GatewayError::Forbidden { decision, .. }, Service::Arm) => {
+                error["additionalInfo"] = json!([{"type": "PortcullisDecision", "info": {"rule": decision.rule, "reason": decision.reason}}]);
+            }
+            _ => {}
+        }
+        let body = serde_json::to_vec(&json!({ "error": error })).expect("a Value serializes");
+        let mut r = Response::new(full(Bytes::from(body)));
+        *r.status_mut() = self.status();
+        let h = r.headers_mut();
+        h.insert(
+            http::header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json; charset=utf-8"),
+        );
+        h.insert("x-ms-error-code", HeaderValue::from_static(code));
+        h.insert("x-ms-failure-cause", HeaderValue::from_static("gateway"));
+        if let Ok(v) = HeaderValue::from_str(ctx.request_id) {
+            h.insert("x-ms-request-id", v);
+        }
+        if let Ok(v) = HeaderValue::from_str(ctx.correlation_id) {
+            h.insert("x-ms-correlation-request-id", v);
+        }
+        if let GatewayError::Unauthenticated { message, .. } = self {
+            let challenge = match ctx.service {
+                Service::KeyVault { .. } => format!(
+                    "Bearer authorization=\"{}\", resource=\"{}\"",
+                    ctx.authority,
+                    quote(ctx.audience)
+                ),
+                Service::Arm => format!(
+                    "Bearer authorization_uri=\"{}\", error=\"invalid_token\", error_description=\"{}\"",
+                    ctx.authority,
+                    quote(message)
+                ),
+            };
+            if let Ok(v) = HeaderValue::from_str(&challenge) {
+                h.insert(http::header::WWW_AUTHENTICATE, v);
+            }
+        }
+        if matches!(self, GatewayError::AuthUnavailable(_)) {
+            h.insert(http::header::RETRY_AFTER, HeaderValue::from_static("5"));
+        }
+        r
+    }
+}

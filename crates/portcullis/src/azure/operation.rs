@@ -1,0 +1,2112 @@
+//! Naming an Azure request as the RBAC operation it is.
+//!
+//! Policy is decided on this name, so the naming is exact, case-insensitive and refuses rather
+//! than guesses: a request whose shape is not known here gets a [`NamingError`], never a
+//! best-effort name that a rule might wrongly allow.
+//!
+//! Follows azure-notes §3 ("Naming an ARM request as an RBAC operation") and §4 (the batch,
+//! deployment, Resource Graph and long-running-operation forms), which summarise:
+//! - <https://learn.microsoft.com/azure/role-based-access-control/resource-provider-operations>
+//!   (the operation strings and their casing),
+//! - <https://learn.microsoft.com/azure/azure-resource-manager/management/extension-resource-types>
+//!   (`{scope}/providers/{Namespace}/{type}/{name}` extension resources),
+//! - <https://learn.microsoft.com/azure/key-vault/general/rbac-guide> (Key Vault data actions).
+//!
+//! Casing: Azure matches namespaces, types and operations case-insensitively, and so must
+//! policy ([`Operation::action_lower`] is the form to match on). The action is still rendered
+//! readably for audit and explain: the keywords this module knows (`subscriptions`,
+//! `resourceGroups`, `read`, `getSecret/action`, ...) in their documented casing, well-known
+//! namespaces and types from [`CANONICAL_TYPES`], anything else as the client spelled it.
+//! Namespaces, types and POST action segments must be plain ASCII tokens, so that no Unicode
+//! case folding (a Kelvin sign `K` lowering to `k`) can make two spellings compare differently
+//! here and in policy, and no `*` can reach a pattern matcher.
+
+use http::Method;
+use serde::Serialize;
+
+// === public types ===
+
+/// Which RBAC permission list an operation is checked against: `Actions` (control) or
+/// `DataActions` (data). `*` in `Actions` does not grant data actions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Plane {
+    Control,
+    Data,
+}
+
+impl Plane {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Plane::Control => "control",
+            Plane::Data => "data",
+        }
+    }
+}
+
+/// Where an operation applies.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Scope {
+    /// The ARM id RBAC evaluates the operation at, in canonical form:
+    /// `/subscriptions/{s}/resourceGroups/{rg}/providers/{Ns}/{type}/{name}...` with canonical
+    /// keywords (`subscriptions`, `resourceGroups`, `providers`) and every other segment as the
+    /// client sent it. For a list (`GET .../virtualMachines`) it is the parent the list is read
+    /// from; for a POST action it is the resource acted on (without the action segment);
+    /// tenant-wide operations (`GET /subscriptions`, `POST /batch`, Resource Graph) have `/`.
+    /// `None` on the Key Vault data plane, where `vault` is set instead.
+    pub resource_id: Option<String>,
+    pub subscription: Option<String>,
+    pub resource_group: Option<String>,
+    /// Provider namespace of the (last) provider segment, as sent, e.g. "Microsoft.Compute";
+    /// "Microsoft.Resources" (or "Microsoft.KeyVault") when the path has no providers segment.
+    pub provider: Option<String>,
+    /// The operated-on type, cased like the action: "Microsoft.Compute/virtualMachines",
+    /// "Microsoft.KeyVault/vaults/secrets".
+    pub resource_type: Option<String>,
+    /// The name of the resource or item operated on (the last name segment only, for nested
+    /// resources); `None` for lists and tenant-wide operations.
+    pub resource_name: Option<String>,
+    /// Key Vault data plane: the vault name.
+    pub vault: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Operation {
+    pub plane: Plane,
+    /// RBAC action or data action: "Microsoft.Compute/virtualMachines/delete",
+    /// "Microsoft.KeyVault/vaults/secrets/getSecret/action".
+    pub action: String,
+    pub scope: Scope,
+    /// The api-version query parameter (required for ARM; Key Vault too).
+    pub api_version: String,
+}
+
+impl Operation {
+    /// The action in the form to match policy on. Azure compares operations
+    /// case-insensitively, so policy must too; the action is ASCII by construction, so ASCII
+    /// lowering is the whole of case folding here.
+    pub fn action_lower(&self) -> String {
+        self.action.to_ascii_lowercase()
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum NamingError {
+    #[error("the api-version query parameter is required")]
+    MissingApiVersion,
+    #[error("the api-version query parameter is given more than once with different values")]
+    ConflictingApiVersion,
+    #[error("method {method} is not allowed on {path}")]
+    MethodNotAllowed { method: String, path: String },
+    #[error("malformed path {path:?}: {reason}")]
+    MalformedPath { path: String, reason: &'static str },
+    #[error("'providers' is not followed by a resource provider namespace in {0}")]
+    MissingNamespace(String),
+    #[error("{segment:?} is not a valid {what} in {path}")]
+    InvalidSegment {
+        segment: String,
+        what: &'static str,
+        path: String,
+    },
+    #[error("no operation is known for {method} {path}")]
+    UnknownShape { method: String, path: String },
+    #[error("{0:?} is not a valid key vault name")]
+    InvalidVault(String),
+}
+
+// === entry points ===
+
+/// ARM (management plane): method + the request path (already percent-decoded & normalized by
+/// the caller, starting with '/') + the raw query string.
+pub fn name_arm(method: &Method, path: &str, query: &str) -> Result<Operation, NamingError> {
+    let req = Req::new(method, path)?;
+    let segs = segments(path)?;
+    let (action, scope) = arm(&req, &segs)?;
+    let api_version = api_version(query)?;
+    Ok(Operation {
+        plane: Plane::Control,
+        action,
+        scope,
+        api_version,
+    })
+}
+
+/// Key Vault data plane: `vault` name and the path below the vault ("/secrets/x/y"), decoded
+/// and normalized like the ARM path.
+pub fn name_keyvault(
+    method: &Method,
+    vault: &str,
+    path: &str,
+    query: &str,
+) -> Result<Operation, NamingError> {
+    if vault.is_empty()
+        || !vault
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+    {
+        return Err(NamingError::InvalidVault(vault.to_string()));
+    }
+    let req = Req::new(method, path)?;
+    let segs = segments(path)?;
+    let Some(kv) = keyvault(req.verb, &segs) else {
+        return Err(req.no_operation(|v| keyvault(v, &segs).is_some()));
+    };
+    let api_version = api_version(query)?;
+    let resource_type = format!("Microsoft.KeyVault/vaults/{}", kv.object);
+    Ok(Operation {
+        plane: Plane::Data,
+        action: format!("{resource_type}/{}", kv.verb),
+        scope: Scope {
+            provider: Some("Microsoft.KeyVault".to_string()),
+            resource_type: Some(resource_type),
+            resource_name: kv.name.map(str::to_string),
+            vault: Some(vault.to_string()),
+            ..Scope::default()
+        },
+        api_version,
+    })
+}
+
+// === the request ===
+
+/// The methods Azure's REST APIs use. HEAD is an existence check and names as a read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Verb {
+    Get,
+    Head,
+    Put,
+    Patch,
+    Delete,
+    Post,
+}
+
+const VERBS: [Verb; 6] = [
+    Verb::Get,
+    Verb::Head,
+    Verb::Put,
+    Verb::Patch,
+    Verb::Delete,
+    Verb::Post,
+];
+
+impl Verb {
+    fn is_read(self) -> bool {
+        matches!(self, Verb::Get | Verb::Head)
+    }
+}
+
+/// What error messages need to know about the request being named.
+struct Req<'a> {
+    verb: Verb,
+    method: &'a Method,
+    path: &'a str,
+}
+
+impl<'a> Req<'a> {
+    fn new(method: &'a Method, path: &'a str) -> Result<Self, NamingError> {
+        let verb = match *method {
+            Method::GET => Verb::Get,
+            Method::HEAD => Verb::Head,
+            Method::PUT => Verb::Put,
+            Method::PATCH => Verb::Patch,
+            Method::DELETE => Verb::Delete,
+            Method::POST => Verb::Post,
+            _ => {
+                return Err(NamingError::MethodNotAllowed {
+                    method: method.to_string(),
+                    path: path.to_string(),
+                });
+            }
+        };
+        Ok(Req { verb, method, path })
+    }
+
+    fn not_allowed(&self) -> NamingError {
+        NamingError::MethodNotAllowed {
+            method: self.method.to_string(),
+            path: self.path.to_string(),
+        }
+    }
+
+    fn unknown(&self) -> NamingError {
+        NamingError::UnknownShape {
+            method: self.method.to_string(),
+            path: self.path.to_string(),
+        }
+    }
+
+    /// The path names nothing for this method: say whether another method would have named it.
+    fn no_operation(&self, names_with: impl Fn(Verb) -> bool) -> NamingError {
+        if VERBS.into_iter().any(names_with) {
+            self.not_allowed()
+        } else {
+            self.unknown()
+        }
+    }
+
+    fn invalid(&self, segment: &str, what: &'static str) -> NamingError {
+        NamingError::InvalidSegment {
+            segment: segment.to_string(),
+            what,
+            path: self.path.to_string(),
+        }
+    }
+
+    /// Only a read is meaningful here.
+    fn read(&self, action: &str, scope: Scope) -> Result<(String, Scope), NamingError> {
+        if self.verb.is_read() {
+            Ok((action.to_string(), scope))
+        } else {
+            Err(self.not_allowed())
+        }
+    }
+}
+
+/// The path's segments. The caller has normalized the path already; what would make it
+/// ambiguous is refused again here so that naming never depends on that having happened.
+fn segments(path: &str) -> Result<Vec<&str>, NamingError> {
+    let malformed = |reason| NamingError::MalformedPath {
+        path: path.to_string(),
+        reason,
+    };
+    let rest = path
+        .strip_prefix('/')
+        .ok_or_else(|| malformed("it does not start with '/'"))?;
+    if rest.is_empty() {
+        return Ok(Vec::new());
+    }
+    let segs: Vec<&str> = rest.split('/').collect();
+    for seg in &segs {
+        match *seg {
+            "" => return Err(malformed("it has an empty segment")),
+            "." | ".." => return Err(malformed("it has a dot segment")),
+            _ => {}
+        }
+    }
+    Ok(segs)
+}
+
+/// The `api-version` parameter, its name matched case-insensitively as ARM does. Two different
+/// values are refused: the upstream might honour the other one.
+fn api_version(query: &str) -> Result<String, NamingError> {
+    let mut found: Option<String> = None;
+    for (key, value) in form_urlencoded::parse(query.as_bytes()) {
+        if !key.eq_ignore_ascii_case("api-version") {
+            continue;
+        }
+        match &found {
+            Some(v) if *v != value => return Err(NamingError::ConflictingApiVersion),
+            Some(_) => {}
+            None => found = Some(value.into_owned()),
+        }
+    }
+    match found {
+        Some(v) if !v.is_empty() => Ok(v),
+        _ => Err(NamingError::MissingApiVersion),
+    }
+}
+
+fn is(seg: &str, keyword: &str) -> bool {
+    seg.eq_ignore_ascii_case(keyword)
+}
+
+/// Types and action segments are plain identifiers; anything else is refused (see the module
+/// doc on casing and wildcards).
+fn is_token(s: &str) -> bool {
+    !s.is_empty()
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
+/// `Company.Service[.More]`: every resource provider namespace has at least one dot.
+fn is_namespace(s: &str) -> bool {
+    let mut parts = 0;
+    for part in s.split('.') {
+        if !is_token(part) {
+            return false;
+        }
+        parts += 1;
+    }
+    parts >= 2
+}
+
+// === ARM ===
+
+const RESOURCES: &str = "Microsoft.Resources";
+
+/// A scope defined by Microsoft.Resources itself (tenant, subscription, resource group).
+fn resources_scope(
+    id: &str,
+    subscription: Option<&str>,
+    resource_group: Option<&str>,
+    resource_type: &str,
+    name: Option<&str>,
+) -> Scope {
+    Scope {
+        resource_id: Some(id.to_string()),
+        subscription: subscription.map(str::to_string),
+        resource_group: resource_group.map(str::to_string),
+        provider: Some(RESOURCES.to_string()),
+        resource_type: Some(resource_type.to_string()),
+        resource_name: name.map(str::to_string),
+        vault: None,
+    }
+}
+
+fn arm(req: &Req, segs: &[&str]) -> Result<(String, Scope), NamingError> {
+    let Some((&first, rest)) = segs.split_first() else {
+        return Err(req.unknown());
+    };
+    if is(first, "subscriptions") {
+        return subscriptions(req, rest);
+    }
+    if is(first, "providers") {
+        return match rest {
+            // Providers - List / Get At Tenant Scope: provider metadata, no resources.
+            [] => req.read(
+                "Microsoft.Resources/providers/read",
+                resources_scope("/", None, None, "Microsoft.Resources/providers", None),
+            ),
+            [ns] => {
+                namespace(req, ns)?;
+                req.read(
+                    "Microsoft.Resources/providers/read",
+                    Scope {
+                        provider: Some(ns.to_string()),
+                        ..resources_scope(
+                            &format!("/providers/{ns}"),
+                            None,
+                            None,
+                            "Microsoft.Resources/providers",
+                            Some(ns),
+                        )
+                    },
+                )
+            }
+            _ => provider_chain(req, &Base::default(), At::Tenant, segs),
+        };
+    }
+    if is(first, "tenants") && rest.is_empty() {
+        return req.read(
+            "Microsoft.Resources/tenants/read",
+            resources_scope("/", None, None, "Microsoft.Resources/tenants", None),
+        );
+    }
+    if is(first, "batch") && rest.is_empty() {
+        // azure-notes §4: the inner requests are named one by one by the caller; this names
+        // the envelope only.
+        return if req.verb == Verb::Post {
+            Ok((
+                "Microsoft.Resources/batch/action".to_string(),
+                resources_scope("/", None, None, "Microsoft.Resources/batch", None),
+            ))
+        } else {
+            Err(req.not_allowed())
+        };
+    }
+    Err(req.unknown())
+}
+
+/// Everything after `/subscriptions`.
+fn subscriptions(req: &Req, segs: &[&str]) -> Result<(String, Scope), NamingError> {
+    const SUBSCRIPTIONS: &str = "Microsoft.Resources/subscriptions";
+    let Some((&sub, rest)) = segs.split_first() else {
+        return req.read(
+            "Microsoft.Resources/subscriptions/read",
+            resources_scope("/", None, None, SUBSCRIPTIONS, None),
+        );
+    };
+    let id = format!("/subscriptions/{sub}");
+    let s = Some(sub);
+    let Some((&kw, rest)) = rest.split_first() else {
+        return req.read(
+            "Microsoft.Resources/subscriptions/read",
+            resources_scope(&id, s, None, SUBSCRIPTIONS, s),
+        );
+    };
+    if is(kw, "resourceGroups") {
+        return resource_groups(req, sub, rest);
+    }
+    if is(kw, "providers") {
+        return subscription_providers(req, sub, &segs[1..]);
+    }
+    let (action, ty, item) = match rest {
+        [] if is(kw, "resources") => (
+            "Microsoft.Resources/subscriptions/resources/read",
+            "Microsoft.Resources/subscriptions/resources",
+            None,
+        ),
+        [] if is(kw, "locations") => (
+            "Microsoft.Resources/subscriptions/locations/read",
+            "Microsoft.Resources/subscriptions/locations",
+            None,
+        ),
+        // Where ARM's own long-running operations (a resource group delete) are polled.
+        [op] if is(kw, "operationresults") => (
+            "Microsoft.Resources/subscriptions/operationresults/read",
+            "Microsoft.Resources/subscriptions/operationresults",
+            Some(*op),
+        ),
+        _ => return Err(req.unknown()),
+    };
+    let id = match item {
+        Some(op) => format!("{id}/operationresults/{op}"),
+        None => id,
+    };
+    req.read(action, resources_scope(&id, s, None, ty, item))
+}
+
+/// Everything after `/subscriptions/{s}/resourceGroups`.
+fn resource_groups(req: &Req, sub: &str, segs: &[&str]) -> Result<(String, Scope), NamingError> {
+    const GROUPS: &str = "Microsoft.Resources/subscriptions/resourceGroups";
+    let s = Some(sub);
+    let Some((&rg, rest)) = segs.split_first() else {
+        return req.read(
+            "Microsoft.Resources/subscriptions/resourceGroups/read",
+            resources_scope(&format!("/subscriptions/{sub}"), s, None, GROUPS, None),
+        );
+    };
+    let id = format!("/subscriptions/{sub}/resourceGroups/{rg}");
+    let scope = resources_scope(&id, s, Some(rg), GROUPS, Some(rg));
+    match rest {
+        [] => {
+            let verb = match req.verb {
+                Verb::Get | Verb::Head => "read",
+                Verb::Put | Verb::Patch => "write",
+                Verb::Delete => "delete",
+                Verb::Post => return Err(req.not_allowed()),
+            };
+            Ok((format!("{GROUPS}/{verb}"), scope))
+        }
+        [kw, ..] if is(kw, "providers") => {
+            let base = Base {
+                id,
+                subscription: Some(sub),
+                resource_group: Some(rg),
+            };
+            provider_chain(req, &base, At::ResourceGroup, rest)
+        }
+        [kw] if is(kw, "resources") => req.read(
+            "Microsoft.Resources/subscriptions/resourceGroups/resources/read",
+            Scope {
+                resource_type: Some(format!("{GROUPS}/resources")),
+                resource_name: None,
+                ..scope
+            },
+        ),
+        // moveResources, validateMoveResources, exportTemplate: the generic POST rule.
+        [action] if req.verb == Verb::Post => {
+            if !is_token(action) {
+                return Err(req.invalid(action, "action"));
+            }
+            Ok((format!("{GROUPS}/{action}/action"), scope))
+        }
+        [_] => Err(req.not_allowed()),
+        _ => Err(req.unknown()),
+    }
+}
+
+/// `/subscriptions/{s}/providers...`: provider registration, or a provider block at
+/// subscription scope. `segs` starts at `providers`.
+fn subscription_providers(
+    req: &Req,
+    sub: &str,
+    segs: &[&str],
+) -> Result<(String, Scope), NamingError> {
+    const PROVIDERS: &str = "Microsoft.Resources/subscriptions/providers";
+    let s = Some(sub);
+    let id = format!("/subscriptions/{sub}");
+    match &segs[1..] {
+        [] => req.read(
+            "Microsoft.Resources/subscriptions/providers/read",
+            resources_scope(&id, s, None, PROVIDERS, None),
+        ),
+        [ns, rest @ ..] if rest.is_empty() || (rest.len() == 1 && is_registration(rest[0])) => {
+            namespace(req, ns)?;
+            let scope = Scope {
+                provider: Some(ns.to_string()),
+                ..resources_scope(
+                    &format!("{id}/providers/{ns}"),
+                    s,
+                    None,
+                    PROVIDERS,
+                    Some(ns),
+                )
+            };
+            match rest {
+                [] => req.read("Microsoft.Resources/subscriptions/providers/read", scope),
+                [verb] if req.verb == Verb::Post => {
+                    let verb = if is(verb, "register") {
+                        "register"
+                    } else {
+                        "unregister"
+                    };
+                    Ok((format!("{}/{verb}/action", canonical_type(ns, &[])), scope))
+                }
+                _ => Err(req.not_allowed()),
+            }
+        }
+        _ => {
+            let base = Base {
+                id,
+                subscription: s,
+                resource_group: None,
+            };
+            provider_chain(req, &base, At::Subscription, segs)
+        }
+    }
+}
+
+fn is_registration(seg: &str) -> bool {
+    is(seg, "register") || is(seg, "unregister")
+}
+
+fn namespace(req: &Req, seg: &str) -> Result<(), NamingError> {
+    if is_namespace(seg) {
+        Ok(())
+    } else {
+        Err(req.invalid(seg, "resource provider namespace"))
+    }
+}
+
+/// The scope a provider block hangs off.
+#[derive(Default)]
+struct Base<'a> {
+    /// Canonical id of the scope; empty for the tenant root.
+    id: String,
+    subscription: Option<&'a str>,
+    resource_group: Option<&'a str>,
+}
+
+/// What a provider block is directly under. Overrides use it to pin where a deviating
+/// operation exists (Resource Graph is tenant-level, name checks subscription-level).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum At {
+    Tenant,
+    Subscription,
+    ResourceGroup,
+    /// An extension resource: the block follows another resource.
+    Resource,
+}
+
+/// How the tail after the last `/providers/{Namespace}` reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Shape {
+    /// `{type}/{name}...`: ends on a name.
+    Resource,
+    /// `...{type}`: a list of resources of that type.
+    Collection,
+    /// POST `{type}/{name}.../{action}`.
+    Action,
+}
+
+/// `segs` starts at a `providers` keyword. Names the block after the LAST provider segment;
+/// the blocks before it are the scope of an extension resource. Type and name segments
+/// alternate, so a `providers` keyword is only recognised where a type would be, and a
+/// resource may be named "providers".
+fn provider_chain(
+    req: &Req,
+    base: &Base,
+    at: At,
+    segs: &[&str],
+) -> Result<(String, Scope), NamingError> {
+    let ns_of = |i: usize| -> Result<&str, NamingError> {
+        let ns = segs
+            .get(i + 1)
+            .ok_or_else(|| NamingError::MissingNamespace(req.path.to_string()))?;
+        namespace(req, ns)?;
+        Ok(ns)
+    };
+    let mut prefix = base.id.clone();
+    let mut at = at;
+    let mut ns = ns_of(0)?;
+    let mut tail_start = 2;
+    let mut i = tail_start;
+    while i < segs.len() {
+        if (i - tail_start).is_multiple_of(2) && is(segs[i], "providers") {
+            if i == tail_start {
+                // `/providers/{Ns}/providers/...`: an extension of nothing.
+                return Err(req.unknown());
+            }
+            prefix = format!("{prefix}/providers/{ns}/{}", segs[tail_start..i].join("/"));
+            at = At::Resource;
+            ns = ns_of(i)?;
+            tail_start = i + 2;
+            i = tail_start;
+        } else {
+            i += 1;
+        }
+    }
+    let tail = &segs[tail_start.min(segs.len())..];
+    name_block(req, base, &prefix, at, ns, tail)
+}
+
+fn name_block(
+    req: &Req,
+    base: &Base,
+    prefix: &str,
+    at: At,
+    ns: &str,
+    tail: &[&str],
+) -> Result<(String, Scope), NamingError> {
+    let n = tail.len();
+    if n == 0 {
+        return Err(req.unknown());
+    }
+    for ty in tail.iter().step_by(2) {
+        if !is_token(ty) {
+            return Err(req.invalid(ty, "resource type"));
+        }
+    }
+    let shape = if n.is_multiple_of(2) {
+        Shape::Resource
+    } else if req.verb == Verb::Post && n >= 3 {
+        Shape::Action
+    } else {
+        Shape::Collection
+    };
+    let (resource, action_seg) = match shape {
+        Shape::Action => (&tail[..n - 1], Some(tail[n - 1])),
+        Shape::Resource | Shape::Collection => (tail, None),
+    };
+    let types: Vec<&str> = resource.iter().step_by(2).copied().collect();
+    let type_path = canonical_type(ns, &types);
+
+    let id_segs = match shape {
+        Shape::Collection => &tail[..n - 1],
+        Shape::Resource | Shape::Action => resource,
+    };
+    let resource_id = if id_segs.is_empty() {
+        if prefix.is_empty() { "/" } else { prefix }.to_string()
+    } else {
+        format!("{prefix}/providers/{ns}/{}", id_segs.join("/"))
+    };
+    let resource_name = match shape {
+        Shape::Collection => None,
+        Shape::Resource | Shape::Action => resource.last().map(|s| s.to_string()),
+    };
+
+    let action = match find_override(req.verb, at, ns, tail) {
+        Some(o) => o.action.to_string(),
+        None => match (shape, req.verb) {
+            (Shape::Action, _) => {
+                let a = action_seg.unwrap_or_default();
+                if !is_token(a) {
+                    return Err(req.invalid(a, "action"));
+                }
+                format!("{type_path}/{a}/action")
+            }
+            (_, Verb::Get | Verb::Head) => format!("{type_path}/read"),
+            (Shape::Resource, Verb::Put | Verb::Patch) => format!("{type_path}/write"),
+            (Shape::Resource, Verb::Delete) => format!("{type_path}/delete"),
+            // POST to a resource itself, POST/PUT/PATCH/DELETE to a list: no such operation.
+            _ => return Err(req.not_allowed()),
+        },
+    };
+    let scope = Scope {
+        resource_id: Some(resource_id),
+        subscription: base.subscription.map(str::to_string),
+        resource_group: base.resource_group.map(str::to_string),
+        provider: Some(ns.to_string()),
+        resource_type: Some(type_path),
+        resource_name,
+        vault: None,
+    };
+    Ok((action, scope))
+}
+
+// === overrides ===
+
+/// An operation whose RBAC name is not what the generic rule gives (or which the generic
+/// rule refuses), or one pinned here because it hands out secrets and must not move if the
+/// generic rule changes.
+struct Override {
+    method: Verb,
+    /// Where the block must sit; `None` for anywhere.
+    at: Option<At>,
+    /// `{Namespace}/{segments after it}`, `*` for any single name segment; matched
+    /// case-insensitively against the block after the last `providers`.
+    pattern: &'static str,
+    action: &'static str,
+    /// Why this entry exists, with its source: for the next reader of the table (a test
+    /// checks every entry has one).
+    #[cfg_attr(not(test), allow(dead_code))]
+    why: &'static str,
+}
+
+/// Sources: the resource provider operations list
+/// (learn.microsoft.com/azure/role-based-access-control/resource-provider-operations) unless
+/// an entry says otherwise.
+static OVERRIDES: &[Override] = &[
+    Override {
+        method: Verb::Post,
+        at: Some(At::Tenant),
+        pattern: "Microsoft.ResourceGraph/resources",
+        action: "Microsoft.ResourceGraph/resources/read",
+        why: "a Resource Graph query is a POST that reads; RBAC lists it as resources/read \
+              (azure-notes §4: tenant-wide, the pipeline restricts it)",
+    },
+    Override {
+        method: Verb::Post,
+        at: Some(At::Subscription),
+        pattern: "Microsoft.Storage/checkNameAvailability",
+        action: "Microsoft.Storage/checknameavailability/read",
+        why: "POST that reads; RBAC: Microsoft.Storage/checknameavailability/read",
+    },
+    Override {
+        method: Verb::Post,
+        at: Some(At::Subscription),
+        pattern: "Microsoft.KeyVault/checkNameAvailability",
+        action: "Microsoft.KeyVault/checkNameAvailability/read",
+        why: "POST that reads; RBAC: Microsoft.KeyVault/checkNameAvailability/read",
+    },
+    Override {
+        method: Verb::Post,
+        at: Some(At::Subscription),
+        pattern: "Microsoft.Web/checknameavailability",
+        action: "Microsoft.Web/checknameavailability/read",
+        why: "POST that reads; RBAC: microsoft.web/checknameavailability/read",
+    },
+    Override {
+        method: Verb::Post,
+        at: None,
+        pattern: "Microsoft.Web/sites/*/config/appsettings/list",
+        action: "Microsoft.Web/sites/config/list/action",
+        why: "returns app settings (secrets); azure-notes §3 names it config/list/action",
+    },
+    Override {
+        method: Verb::Post,
+        at: None,
+        pattern: "Microsoft.Web/sites/*/config/connectionstrings/list",
+        action: "Microsoft.Web/sites/config/list/action",
+        why: "returns connection strings (secrets); same RBAC operation as appsettings/list",
+    },
+    Override {
+        method: Verb::Post,
+        at: None,
+        pattern: "Microsoft.Web/sites/*/config/publishingcredentials/list",
+        action: "Microsoft.Web/sites/config/list/action",
+        why: "returns deployment credentials (secrets); same RBAC operation as appsettings/list",
+    },
+    Override {
+        method: Verb::Post,
+        at: None,
+        pattern: "Microsoft.Web/sites/*/slots/*/config/appsettings/list",
+        action: "Microsoft.Web/sites/slots/config/list/action",
+        why: "a deployment slot's app settings (secrets); RBAC: sites/slots/config/list/action",
+    },
+];
+
+fn find_override(verb: Verb, at: At, ns: &str, tail: &[&str]) -> Option<&'static Override> {
+    OVERRIDES.iter().find(|o| {
+        if o.method != verb || o.at.is_some_and(|a| a != at) {
+            return false;
+        }
+        let mut pattern = o.pattern.split('/');
+        let ns_matches = pattern.next().is_some_and(|p| is(ns, p));
+        let rest: Vec<&str> = pattern.collect();
+        ns_matches
+            && rest.len() == tail.len()
+            && rest.iter().zip(tail).all(|(p, s)| *p == "*" || is(s, p))
+    })
+}
+
+// === canonical casing ===
+
+/// Well-known namespaces and types in the casing the RBAC operations list uses. Only for
+/// readable output (audit, explain): matching is case-insensitive regardless. A prefix of an
+/// entry applies on its own, so "Microsoft.KeyVault/vaults/keys" is cased by the secrets entry
+/// up to `vaults`.
+pub const CANONICAL_TYPES: &[&str] = &[
+    "Microsoft.Authorization/locks",
+    "Microsoft.Authorization/policyAssignments",
+    "Microsoft.Authorization/policyDefinitions",
+    "Microsoft.Authorization/roleAssignments",
+    "Microsoft.Authorization/roleDefinitions",
+    "Microsoft.Compute/disks",
+    "Microsoft.Compute/snapshots",
+    "Microsoft.Compute/virtualMachineScaleSets",
+    "Microsoft.Compute/virtualMachines/extensions",
+    "Microsoft.ContainerRegistry/registries",
+    "Microsoft.ContainerService/managedClusters",
+    "Microsoft.DocumentDB/databaseAccounts",
+    "Microsoft.Insights/diagnosticSettings",
+    "Microsoft.KeyVault/deletedVaults",
+    "Microsoft.KeyVault/vaults/accessPolicies",
+    "Microsoft.KeyVault/vaults/keys",
+    "Microsoft.KeyVault/vaults/secrets",
+    "Microsoft.ManagedIdentity/userAssignedIdentities",
+    "Microsoft.Management/managementGroups",
+    "Microsoft.Network/loadBalancers",
+    "Microsoft.Network/networkInterfaces",
+    "Microsoft.Network/networkSecurityGroups",
+    "Microsoft.Network/privateEndpoints",
+    "Microsoft.Network/publicIPAddresses",
+    "Microsoft.Network/virtualNetworks/subnets",
+    "Microsoft.ResourceGraph/resources",
+    "Microsoft.Resources/deployments",
+    "Microsoft.Resources/deploymentScripts",
+    "Microsoft.Sql/servers/databases",
+    "Microsoft.Storage/storageAccounts/blobServices/containers",
+    "Microsoft.Web/serverfarms",
+    "Microsoft.Web/sites/config",
+    "Microsoft.Web/sites/slots",
+];
+
+/// `{Namespace}/{type}/{subtype}...` with well-known parts in canonical casing.
+fn canonical_type(ns: &str, types: &[&str]) -> String {
+    let mut out_ns = ns;
+    let mut out: Vec<&str> = types.to_vec();
+    for entry in CANONICAL_TYPES {
+        let mut parts = entry.split('/');
+        let Some(entry_ns) = parts.next() else {
+            continue;
+        };
+        if !is(ns, entry_ns) {
+            continue;
+        }
+        out_ns = entry_ns;
+        for (k, part) in parts.enumerate() {
+            match types.get(k) {
+                Some(t) if is(t, part) => out[k] = part,
+                _ => break,
+            }
+        }
+    }
+    let mut s = out_ns.to_string();
+    for t in out {
+        s.push('/');
+        s.push_str(t);
+    }
+    s
+}
+
+// === Key Vault data plane ===
+
+/// A Key Vault data action: `Microsoft.KeyVault/vaults/{object}/{verb}`.
+struct KvAction<'a> {
+    object: &'static str,
+    verb: &'static str,
+    name: Option<&'a str>,
+}
+
+fn kv<'a>(
+    object: &'static str,
+    verb: &'static str,
+    name: Option<&&'a str>,
+) -> Option<KvAction<'a>> {
+    Some(KvAction {
+        object,
+        verb,
+        name: name.copied(),
+    })
+}
+
+/// The azure-notes §3 table, completed from the Key Vault section of the resource provider
+/// operations list. Keywords match case-insensitively; an item named like a keyword
+/// (`versions`, `backup`) is read as the keyword, as Key Vault does. HEAD is taken as GET.
+fn keyvault<'a>(verb: Verb, segs: &[&'a str]) -> Option<KvAction<'a>> {
+    use Verb::{Delete, Patch, Post, Put};
+    let (&first, rest) = segs.split_first()?;
+    let read = verb.is_read();
+    let first = first.to_ascii_lowercase();
+    match first.as_str() {
+        "secrets" => match (verb, rest) {
+            (_, []) if read => kv("secrets", "readMetadata/action", None),
+            (Post, [r]) if is(r, "restore") => kv("secrets", "restore/action", None),
+            (Put, [n]) => kv("secrets", "setSecret/action", Some(n)),
+            (Patch, [n] | [n, _]) => kv("secrets", "update/action", Some(n)),
+            (Delete, [n]) => kv("secrets", "delete", Some(n)),
+            (_, [n, v]) if read && is(v, "versions") => {
+                kv("secrets", "readMetadata/action", Some(n))
+            }
+            (_, [n] | [n, _]) if read => kv("secrets", "getSecret/action", Some(n)),
+            (Post, [n, b]) if is(b, "backup") => kv("secrets", "backup/action", Some(n)),
+            _ => None,
+        },
+        "deletedsecrets" => match (verb, rest) {
+            (_, []) if read => kv("secrets", "readMetadata/action", None),
+            (_, [n]) if read => kv("secrets", "readMetadata/action", Some(n)),
+            (Post, [n, r]) if is(r, "recover") => kv("secrets", "recover/action", Some(n)),
+            (Delete, [n]) => kv("secrets", "purge/action", Some(n)),
+            _ => None,
+        },
+        "keys" => match (verb, rest) {
+            (_, []) if read => kv("keys", "read", None),
+            (Post, [r]) if is(r, "restore") => kv("keys", "restore/action", None),
+            (_, [n, p]) if read && is(p, "rotationpolicy") => {
+                kv("keyrotationpolicies", "read", Some(n))
+            }
+            (Put, [n, p]) if is(p, "rotationpolicy") => kv("keyrotationpolicies", "write", Some(n)),
+            (_, [n] | [n, _]) if read => kv("keys", "read", Some(n)),
+            (Put, [n]) => kv("keys", "import/action", Some(n)),
+            (Patch, [n] | [n, _]) => kv("keys", "update/action", Some(n)),
+            (Delete, [n]) => kv("keys", "delete", Some(n)),
+            (Post, [n, op]) => {
+                let verb = match op.to_ascii_lowercase().as_str() {
+                    "create" => "create/action",
+                    "backup" => "backup/action",
+                    "rotate" => "rotate/action",
+                    _ => return None,
+                };
+                kv("keys", verb, Some(n))
+            }
+            (Post, [n, _version, op]) => {
+                let verb = match op.to_ascii_lowercase().as_str() {
+                    "encrypt" => "encrypt/action",
+                    "decrypt" => "decrypt/action",
+                    "wrapkey" => "wrap/action",
+                    "unwrapkey" => "unwrap/action",
+                    "sign" => "sign/action",
+                    "verify" => "verify/action",
+                    "release" => "release/action",
+                    _ => return None,
+                };
+                kv("keys", verb, Some(n))
+            }
+            _ => None,
+        },
+        "deletedkeys" => match (verb, rest) {
+            (_, []) if read => kv("keys", "read", None),
+            (_, [n]) if read => kv("keys", "read", Some(n)),
+            (Post, [n, r]) if is(r, "recover") => kv("keys", "recover/action", Some(n)),
+            (Delete, [n]) => kv("keys", "purge/action", Some(n)),
+            _ => None,
+        },
+        "certificates" => match (verb, rest) {
+            // Issuers and contacts live under /certificates but are their own objects.
+            (_, [i, rest @ ..]) if is(i, "issuers") => match (verb, rest) {
+                (_, [] | [_]) if read => kv("certificatecas", "read", rest.first()),
+                (Put | Patch, [n]) => kv("certificatecas", "write", Some(n)),
+                (Delete, [n]) => kv("certificatecas", "delete", Some(n)),
+                _ => None,
+            },
+            // RBAC lists only certificatecontacts/write; reading contacts has no operation
+            // of its own, so it is refused rather than guessed.
+            (Put | Delete, [c]) if is(c, "contacts") => kv("certificatecontacts", "write", None),
+            (_, [c, ..]) if is(c, "contacts") => None,
+            (_, []) if read => kv("certificates", "read", None),
+            (Post, [r]) if is(r, "restore") => kv("certificates", "restore/action", None),
+            // {n}, {n}/versions, {n}/{version}, {n}/policy, {n}/pending (create's poll).
+            (_, [n] | [n, _]) if read => kv("certificates", "read", Some(n)),
+            (Delete, [n]) => kv("certificates", "delete", Some(n)),
+            // Updating the policy or a pending operation has no documented operation of its
+            // own: refused rather than guessed to be update/action.
+            (Patch, [_, p]) if is(p, "policy") || is(p, "pending") => None,
+            (Patch, [n] | [n, _]) => kv("certificates", "update/action", Some(n)),
+            (Post, [n, op]) => {
+                let verb = match op.to_ascii_lowercase().as_str() {
+                    "create" => "create/action",
+                    "import" => "import/action",
+                    "backup" => "backup/action",
+                    _ => return None,
+                };
+                kv("certificates", verb, Some(n))
+            }
+            _ => None,
+        },
+        "deletedcertificates" => match (verb, rest) {
+            (_, []) if read => kv("certificates", "read", None),
+            (_, [n]) if read => kv("certificates", "read", Some(n)),
+            (Post, [n, r]) if is(r, "recover") => kv("certificates", "recover/action", Some(n)),
+            (Delete, [n]) => kv("certificates", "purge/action", Some(n)),
+            _ => None,
+        },
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    const Q: &str = "api-version=2024-03-01";
+    const SUB: &str = "00000000-0000-0000-0000-000000000001";
+
+    fn m(s: &str) -> Method {
+        Method::from_bytes(s.as_bytes()).expect("test method")
+    }
+
+    fn arm_action(method: &str, path: &str) -> String {
+        match name_arm(&m(method), path, Q) {
+            Ok(op) => op.action,
+            Err(e) => panic!("{method} {path}: {e}"),
+        }
+    }
+
+    fn arm_err(method: &str, path: &str) -> NamingError {
+        match name_arm(&m(method), path, Q) {
+            Ok(op) => panic!("{method} {path} named {}", op.action),
+            Err(e) => e,
+        }
+    }
+
+    fn kv_action(method: &str, path: &str) -> String {
+        match name_keyvault(&m(method), "kv1", path, "api-version=7.4") {
+            Ok(op) => {
+                assert_eq!(op.plane, Plane::Data);
+                op.action
+            }
+            Err(e) => panic!("{method} {path}: {e}"),
+        }
+    }
+
+    fn rg(tail: &str) -> String {
+        format!("/subscriptions/{SUB}/resourceGroups/rg1{tail}")
+    }
+
+    // === azure-notes §3 examples ===
+
+    #[test]
+    fn notes_examples() {
+        let vm = rg("/providers/Microsoft.Compute/virtualMachines/vm1");
+        assert_eq!(
+            arm_action("POST", &format!("{vm}/start")),
+            "Microsoft.Compute/virtualMachines/start/action"
+        );
+        assert_eq!(
+            arm_action(
+                "POST",
+                &rg("/providers/Microsoft.Storage/storageAccounts/sa/listKeys")
+            ),
+            "Microsoft.Storage/storageAccounts/listKeys/action"
+        );
+        assert_eq!(
+            arm_action("GET", &format!("/subscriptions/{SUB}/resourcegroups/rg1")),
+            "Microsoft.Resources/subscriptions/resourceGroups/read"
+        );
+        assert_eq!(
+            arm_action("DELETE", &rg("")),
+            "Microsoft.Resources/subscriptions/resourceGroups/delete"
+        );
+        assert_eq!(
+            arm_action(
+                "PUT",
+                &format!(
+                    "/subscriptions/{SUB}/providers/Microsoft.Authorization/roleAssignments/ra1"
+                )
+            ),
+            "Microsoft.Authorization/roleAssignments/write"
+        );
+        assert_eq!(
+            arm_action(
+                "POST",
+                &rg("/providers/Microsoft.Web/sites/app1/config/appsettings/list")
+            ),
+            "Microsoft.Web/sites/config/list/action"
+        );
+    }
+
+    #[test]
+    fn crud_verbs() {
+        let vm = rg("/providers/Microsoft.Compute/virtualMachines/vm1");
+        for (method, verb) in [
+            ("GET", "read"),
+            ("HEAD", "read"),
+            ("PUT", "write"),
+            ("PATCH", "write"),
+            ("DELETE", "delete"),
+        ] {
+            assert_eq!(
+                arm_action(method, &vm),
+                format!("Microsoft.Compute/virtualMachines/{verb}")
+            );
+        }
+        for (method, verb) in [
+            ("GET", "read"),
+            ("PUT", "write"),
+            ("PATCH", "write"),
+            ("DELETE", "delete"),
+        ] {
+            assert_eq!(
+                arm_action(method, &rg("")),
+                format!("Microsoft.Resources/subscriptions/resourceGroups/{verb}")
+            );
+        }
+    }
+
+    #[test]
+    fn resource_scope_is_filled() {
+        let path = rg("/providers/Microsoft.Compute/virtualMachines/vm1");
+        let op = name_arm(&Method::DELETE, &path, Q).expect("named");
+        assert_eq!(op.plane, Plane::Control);
+        assert_eq!(op.api_version, "2024-03-01");
+        assert_eq!(
+            op.scope,
+            Scope {
+                resource_id: Some(path.clone()),
+                subscription: Some(SUB.to_string()),
+                resource_group: Some("rg1".to_string()),
+                provider: Some("Microsoft.Compute".to_string()),
+                resource_type: Some("Microsoft.Compute/virtualMachines".to_string()),
+                resource_name: Some("vm1".to_string()),
+                vault: None,
+            }
+        );
+    }
+
+    #[test]
+    fn collections_and_nesting() {
+        let list = rg("/providers/Microsoft.Compute/virtualMachines");
+        let op = name_arm(&Method::GET, &list, Q).expect("named");
+        assert_eq!(op.action, "Microsoft.Compute/virtualMachines/read");
+        assert_eq!(op.scope.resource_id.as_deref(), Some(rg("").as_str()));
+        assert_eq!(op.scope.resource_name, None);
+
+        let secret = rg("/providers/Microsoft.KeyVault/vaults/kv/secrets/s1");
+        let op = name_arm(&Method::PUT, &secret, Q).expect("named");
+        assert_eq!(op.action, "Microsoft.KeyVault/vaults/secrets/write");
+        assert_eq!(
+            op.scope.resource_type.as_deref(),
+            Some("Microsoft.KeyVault/vaults/secrets")
+        );
+        assert_eq!(op.scope.resource_name.as_deref(), Some("s1"));
+        assert_eq!(op.scope.resource_id.as_deref(), Some(secret.as_str()));
+
+        let secrets = rg("/providers/Microsoft.KeyVault/vaults/kv/secrets");
+        let op = name_arm(&Method::GET, &secrets, Q).expect("named");
+        assert_eq!(op.action, "Microsoft.KeyVault/vaults/secrets/read");
+        assert_eq!(
+            op.scope.resource_id.as_deref(),
+            Some(rg("/providers/Microsoft.KeyVault/vaults/kv").as_str())
+        );
+
+        assert_eq!(
+            arm_action(
+                "GET",
+                &rg(
+                    "/providers/Microsoft.Storage/storageAccounts/sa/blobServices/default/containers"
+                )
+            ),
+            "Microsoft.Storage/storageAccounts/blobServices/containers/read"
+        );
+        assert_eq!(
+            arm_action(
+                "GET",
+                &format!("/subscriptions/{SUB}/providers/Microsoft.Compute/virtualMachines")
+            ),
+            "Microsoft.Compute/virtualMachines/read"
+        );
+    }
+
+    #[test]
+    fn post_action_scope_is_the_resource() {
+        let vm = rg("/providers/Microsoft.Compute/virtualMachines/vm1");
+        let op = name_arm(&Method::POST, &format!("{vm}/restart"), Q).expect("named");
+        assert_eq!(op.scope.resource_id.as_deref(), Some(vm.as_str()));
+        assert_eq!(op.scope.resource_name.as_deref(), Some("vm1"));
+    }
+
+    #[test]
+    fn extension_resources_take_the_last_provider() {
+        let vm = rg("/providers/Microsoft.Compute/virtualMachines/vm1");
+        let ra = format!("{vm}/providers/Microsoft.Authorization/roleAssignments/x");
+        let op = name_arm(&Method::PUT, &ra, Q).expect("named");
+        assert_eq!(op.action, "Microsoft.Authorization/roleAssignments/write");
+        assert_eq!(op.scope.resource_id.as_deref(), Some(ra.as_str()));
+        assert_eq!(
+            op.scope.provider.as_deref(),
+            Some("Microsoft.Authorization")
+        );
+        assert_eq!(op.scope.resource_group.as_deref(), Some("rg1"));
+        assert_eq!(op.scope.subscription.as_deref(), Some(SUB));
+
+        let list = format!("{vm}/providers/Microsoft.Authorization/roleAssignments");
+        let op = name_arm(&Method::GET, &list, Q).expect("named");
+        assert_eq!(op.action, "Microsoft.Authorization/roleAssignments/read");
+        assert_eq!(op.scope.resource_id.as_deref(), Some(vm.as_str()));
+
+        assert_eq!(
+            arm_action(
+                "PUT",
+                &rg("/providers/Microsoft.Authorization/roleAssignments/x")
+            ),
+            "Microsoft.Authorization/roleAssignments/write"
+        );
+        assert_eq!(
+            arm_action(
+                "PUT",
+                "/providers/Microsoft.Management/managementGroups/mg1/providers/Microsoft.Authorization/roleAssignments/x"
+            ),
+            "Microsoft.Authorization/roleAssignments/write"
+        );
+        assert_eq!(
+            arm_action(
+                "PUT",
+                &format!("{vm}/providers/Microsoft.Insights/diagnosticSettings/d1")
+            ),
+            "Microsoft.Insights/diagnosticSettings/write"
+        );
+    }
+
+    #[test]
+    fn names_may_be_keywords() {
+        // A resource group and a VM named "providers" are names, not keywords.
+        let path = format!(
+            "/subscriptions/{SUB}/resourceGroups/providers/providers/Microsoft.Compute/virtualMachines/providers"
+        );
+        let op = name_arm(&Method::DELETE, &path, Q).expect("named");
+        assert_eq!(op.action, "Microsoft.Compute/virtualMachines/delete");
+        assert_eq!(op.scope.resource_group.as_deref(), Some("providers"));
+        assert_eq!(op.scope.resource_name.as_deref(), Some("providers"));
+    }
+
+    #[test]
+    fn microsoft_resources_shapes() {
+        let s = format!("/subscriptions/{SUB}");
+        for (method, path, action) in [
+            (
+                "GET",
+                "/subscriptions".to_string(),
+                "Microsoft.Resources/subscriptions/read",
+            ),
+            ("GET", s.clone(), "Microsoft.Resources/subscriptions/read"),
+            (
+                "GET",
+                format!("{s}/resourceGroups"),
+                "Microsoft.Resources/subscriptions/resourceGroups/read",
+            ),
+            (
+                "GET",
+                rg("/resources"),
+                "Microsoft.Resources/subscriptions/resourceGroups/resources/read",
+            ),
+            (
+                "GET",
+                format!("{s}/resources"),
+                "Microsoft.Resources/subscriptions/resources/read",
+            ),
+            (
+                "GET",
+                format!("{s}/locations"),
+                "Microsoft.Resources/subscriptions/locations/read",
+            ),
+            (
+                "GET",
+                format!("{s}/operationresults/abc"),
+                "Microsoft.Resources/subscriptions/operationresults/read",
+            ),
+            (
+                "GET",
+                "/tenants".to_string(),
+                "Microsoft.Resources/tenants/read",
+            ),
+            (
+                "GET",
+                "/providers".to_string(),
+                "Microsoft.Resources/providers/read",
+            ),
+            (
+                "GET",
+                "/providers/Microsoft.Compute".to_string(),
+                "Microsoft.Resources/providers/read",
+            ),
+            (
+                "GET",
+                format!("{s}/providers"),
+                "Microsoft.Resources/subscriptions/providers/read",
+            ),
+            (
+                "GET",
+                format!("{s}/providers/Microsoft.Compute"),
+                "Microsoft.Resources/subscriptions/providers/read",
+            ),
+            (
+                "POST",
+                format!("{s}/providers/Microsoft.Compute/register"),
+                "Microsoft.Compute/register/action",
+            ),
+            (
+                "POST",
+                format!("{s}/providers/microsoft.compute/UNREGISTER"),
+                "Microsoft.Compute/unregister/action",
+            ),
+            (
+                "POST",
+                format!("{s}/providers/Contoso.Widgets/register"),
+                "Contoso.Widgets/register/action",
+            ),
+            (
+                "POST",
+                rg("/moveResources"),
+                "Microsoft.Resources/subscriptions/resourceGroups/moveResources/action",
+            ),
+            (
+                "POST",
+                "/batch".to_string(),
+                "Microsoft.Resources/batch/action",
+            ),
+            (
+                "GET",
+                "/providers/Microsoft.Compute/operations".to_string(),
+                "Microsoft.Compute/operations/read",
+            ),
+        ] {
+            assert_eq!(arm_action(method, &path), action, "{method} {path}");
+        }
+        let op = name_arm(&Method::GET, "/subscriptions", Q).expect("named");
+        assert_eq!(op.scope.resource_id.as_deref(), Some("/"));
+        let op = name_arm(&Method::POST, "/batch", Q).expect("named");
+        assert_eq!(op.scope.resource_id.as_deref(), Some("/"));
+    }
+
+    #[test]
+    fn deployments_at_any_scope() {
+        let scopes = [
+            rg(""),
+            format!("/subscriptions/{SUB}"),
+            String::new(),
+            "/providers/Microsoft.Management/managementGroups/mg1".to_string(),
+        ];
+        for scope in scopes {
+            let d = format!("{scope}/providers/Microsoft.Resources/deployments/d1");
+            assert_eq!(
+                arm_action("GET", &d),
+                "Microsoft.Resources/deployments/read"
+            );
+            assert_eq!(
+                arm_action("PUT", &d),
+                "Microsoft.Resources/deployments/write"
+            );
+            assert_eq!(
+                arm_action("DELETE", &d),
+                "Microsoft.Resources/deployments/delete"
+            );
+            for a in ["validate", "whatIf", "cancel"] {
+                assert_eq!(
+                    arm_action("POST", &format!("{d}/{a}")),
+                    format!("Microsoft.Resources/deployments/{a}/action")
+                );
+            }
+            assert_eq!(
+                arm_action("GET", &format!("{d}/operations")),
+                "Microsoft.Resources/deployments/operations/read"
+            );
+        }
+    }
+
+    #[test]
+    fn long_running_operation_polls() {
+        let base = format!("/subscriptions/{SUB}/providers/Microsoft.Compute/locations/westus");
+        for (kind, action) in [
+            ("operations", "Microsoft.Compute/locations/operations/read"),
+            (
+                "operationResults",
+                "Microsoft.Compute/locations/operationResults/read",
+            ),
+            (
+                "asyncoperations",
+                "Microsoft.Compute/locations/asyncoperations/read",
+            ),
+        ] {
+            let op = name_arm(&Method::GET, &format!("{base}/{kind}/op-1"), Q).expect("named");
+            assert_eq!(op.action, action);
+            assert_eq!(op.scope.subscription.as_deref(), Some(SUB));
+        }
+        assert!(matches!(
+            arm_err("DELETE", &format!("{base}/operations")),
+            NamingError::MethodNotAllowed { .. }
+        ));
+    }
+
+    #[test]
+    fn overrides() {
+        let s = format!("/subscriptions/{SUB}");
+        let op = name_arm(
+            &Method::POST,
+            "/providers/Microsoft.ResourceGraph/resources",
+            Q,
+        )
+        .expect("named");
+        assert_eq!(op.action, "Microsoft.ResourceGraph/resources/read");
+        assert_eq!(op.scope.resource_id.as_deref(), Some("/"));
+        assert_eq!(
+            arm_action(
+                "POST",
+                &format!("{s}/providers/Microsoft.Storage/checkNameAvailability")
+            ),
+            "Microsoft.Storage/checknameavailability/read"
+        );
+        assert_eq!(
+            arm_action(
+                "POST",
+                &format!("{s}/providers/Microsoft.KeyVault/checkNameAvailability")
+            ),
+            "Microsoft.KeyVault/checkNameAvailability/read"
+        );
+        assert_eq!(
+            arm_action(
+                "POST",
+                &format!("{s}/providers/microsoft.web/CheckNameAvailability")
+            ),
+            "Microsoft.Web/checknameavailability/read"
+        );
+        for config in ["appsettings", "connectionstrings", "publishingcredentials"] {
+            assert_eq!(
+                arm_action(
+                    "POST",
+                    &rg(&format!(
+                        "/providers/Microsoft.Web/sites/app1/config/{config}/list"
+                    ))
+                ),
+                "Microsoft.Web/sites/config/list/action"
+            );
+        }
+        assert_eq!(
+            arm_action(
+                "POST",
+                &rg("/providers/Microsoft.Web/sites/app1/slots/staging/config/appsettings/list")
+            ),
+            "Microsoft.Web/sites/slots/config/list/action"
+        );
+        // The tenant-level override does not leak to other scopes.
+        assert!(matches!(
+            arm_err(
+                "POST",
+                &format!("{s}/providers/Microsoft.ResourceGraph/resources")
+            ),
+            NamingError::MethodNotAllowed { .. }
+        ));
+    }
+
+    #[test]
+    fn override_table_is_well_formed() {
+        for o in OVERRIDES {
+            let mut parts = o.pattern.split('/');
+            assert!(parts.next().is_some_and(is_namespace), "{}", o.pattern);
+            assert!(parts.all(|p| p == "*" || is_token(p)), "{}", o.pattern);
+            assert!(!o.why.is_empty());
+            assert!(o.action.split('/').all(|p| is_namespace(p) || is_token(p)));
+        }
+    }
+
+    #[test]
+    fn canonical_table_agrees_with_itself() {
+        for a in CANONICAL_TYPES {
+            for b in CANONICAL_TYPES {
+                for (x, y) in a.split('/').zip(b.split('/')) {
+                    if !is(x, y) {
+                        break;
+                    }
+                    assert_eq!(x, y, "{a} vs {b}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn case_variants_name_the_same_action() {
+        let canonical = arm_action(
+            "DELETE",
+            &rg("/providers/Microsoft.Compute/virtualMachines/vm1"),
+        );
+        let shouting = arm_action(
+            "DELETE",
+            &format!(
+                "/SUBSCRIPTIONS/{SUB}/RESOURCEGROUPS/RG1/PROVIDERS/MICROSOFT.COMPUTE/VIRTUALMACHINES/VM1"
+            ),
+        );
+        assert_eq!(canonical, "Microsoft.Compute/virtualMachines/delete");
+        assert_eq!(shouting, canonical);
+
+        let op = name_arm(
+            &Method::GET,
+            &format!(
+                "/Subscriptions/{SUB}/ResourceGroups/RG1/Providers/microsoft.keyvault/VAULTS/kv"
+            ),
+            "API-VERSION=1",
+        )
+        .expect("named");
+        assert_eq!(op.action, "Microsoft.KeyVault/vaults/read");
+        // Keywords canonical, names as sent.
+        assert_eq!(
+            op.scope.resource_id.as_deref(),
+            Some(
+                format!(
+                    "/subscriptions/{SUB}/resourceGroups/RG1/providers/microsoft.keyvault/VAULTS/kv"
+                )
+                .as_str()
+            )
+        );
+        assert_eq!(op.scope.provider.as_deref(), Some("microsoft.keyvault"));
+        assert_eq!(op.action_lower(), "microsoft.keyvault/vaults/read");
+
+        // Unknown namespaces and types keep the client's spelling.
+        assert_eq!(
+            arm_action("GET", &rg("/providers/contoso.WIDGETS/gadgets/g1")),
+            "contoso.WIDGETS/gadgets/read"
+        );
+    }
+
+    #[test]
+    fn api_version_is_required() {
+        let vm = rg("/providers/Microsoft.Compute/virtualMachines/vm1");
+        for q in ["", "x=1", "api-version=", "apiversion=1"] {
+            assert_eq!(
+                name_arm(&Method::GET, &vm, q),
+                Err(NamingError::MissingApiVersion),
+                "{q}"
+            );
+        }
+        assert_eq!(
+            name_arm(&Method::GET, &vm, "api-version=1&Api-Version=2"),
+            Err(NamingError::ConflictingApiVersion)
+        );
+        let op = name_arm(
+            &Method::GET,
+            &vm,
+            "a=b&Api-Version=2021-04-01&api-version=2021-04-01",
+        )
+        .expect("named");
+        assert_eq!(op.api_version, "2021-04-01");
+        assert_eq!(
+            name_keyvault(&Method::GET, "kv1", "/secrets", ""),
+            Err(NamingError::MissingApiVersion)
+        );
+    }
+
+    #[test]
+    fn refuses_rather_than_guesses() {
+        let s = format!("/subscriptions/{SUB}");
+        let vm = rg("/providers/Microsoft.Compute/virtualMachines/vm1");
+        for (method, path) in [
+            ("GET", "/".to_string()),
+            ("GET", "/foo".to_string()),
+            ("GET", "/tenants/t1".to_string()),
+            ("GET", format!("{s}/foo")),
+            ("GET", rg("/foo/bar")),
+            ("GET", rg("/providers/Microsoft.Compute")),
+            (
+                "GET",
+                format!("{vm}/providers/Microsoft.Authorization/providers/Microsoft.X/y"),
+            ),
+        ] {
+            assert!(
+                matches!(arm_err(method, &path), NamingError::UnknownShape { .. }),
+                "{method} {path}"
+            );
+        }
+        for (method, path) in [
+            ("OPTIONS", vm.clone()),
+            ("TRACE", vm.clone()),
+            ("get", vm.clone()),
+            ("POST", vm.clone()),
+            ("PUT", rg("/providers/Microsoft.Compute/virtualMachines")),
+            ("DELETE", "/subscriptions".to_string()),
+            ("PUT", s.clone()),
+            ("POST", rg("")),
+            ("GET", "/batch".to_string()),
+            ("GET", format!("{s}/providers/Microsoft.Compute/register")),
+            (
+                "POST",
+                "/providers/Microsoft.Compute/virtualMachines".to_string(),
+            ),
+            ("GET", rg("/moveResources")),
+            // Only POST names `{rg}/{action}`.
+            ("GET", rg("/foo")),
+        ] {
+            assert!(
+                matches!(arm_err(method, &path), NamingError::MethodNotAllowed { .. }),
+                "{method} {path}"
+            );
+        }
+        for path in [
+            format!("{vm}/providers"),
+            rg("/providers"),
+            format!("{s}/resourceGroups/rg1/providers"),
+        ] {
+            assert!(
+                matches!(
+                    arm_err("GET", &path),
+                    NamingError::MissingNamespace(_) | NamingError::MethodNotAllowed { .. }
+                ),
+                "{path}"
+            );
+        }
+        assert_eq!(
+            arm_err("GET", &format!("{vm}/providers")),
+            NamingError::MissingNamespace(format!("{vm}/providers"))
+        );
+        for path in [
+            "".to_string(),
+            "subscriptions".to_string(),
+            format!("{s}//resourceGroups"),
+            format!("{vm}/"),
+            format!("{s}/resourceGroups/rg1/../rg2"),
+            format!("{s}/./resourceGroups"),
+        ] {
+            assert!(
+                matches!(arm_err("GET", &path), NamingError::MalformedPath { .. }),
+                "{path}"
+            );
+        }
+        for (method, path) in [
+            ("GET", rg("/providers/Compute/virtualMachines/vm1")),
+            ("GET", rg("/providers/Microsoft.Compute/virtual*/vm1")),
+            ("POST", format!("{vm}/st*rt")),
+            ("GET", rg("/providers/Microsoft.\u{212A}eyVault/vaults/kv")),
+            (
+                "GET",
+                rg("/providers/Microsoft.KeyVault/vaults/kv/\u{17F}ecrets/x"),
+            ),
+        ] {
+            assert!(
+                matches!(arm_err(method, &path), NamingError::InvalidSegment { .. }),
+                "{method} {path}"
+            );
+        }
+    }
+
+    // === Key Vault ===
+
+    #[test]
+    fn keyvault_secrets() {
+        for (method, path, action) in [
+            ("GET", "/secrets", "secrets/readMetadata/action"),
+            ("GET", "/secrets/s1/versions", "secrets/readMetadata/action"),
+            ("GET", "/deletedsecrets", "secrets/readMetadata/action"),
+            ("GET", "/deletedsecrets/s1", "secrets/readMetadata/action"),
+            ("GET", "/secrets/s1", "secrets/getSecret/action"),
+            (
+                "GET",
+                "/secrets/s1/0123456789abcdef",
+                "secrets/getSecret/action",
+            ),
+            ("HEAD", "/secrets/s1", "secrets/getSecret/action"),
+            ("PUT", "/secrets/s1", "secrets/setSecret/action"),
+            (
+                "PATCH",
+                "/secrets/s1/0123456789abcdef",
+                "secrets/update/action",
+            ),
+            ("PATCH", "/secrets/s1", "secrets/update/action"),
+            ("DELETE", "/secrets/s1", "secrets/delete"),
+            ("POST", "/secrets/s1/backup", "secrets/backup/action"),
+            ("POST", "/secrets/restore", "secrets/restore/action"),
+            (
+                "POST",
+                "/deletedsecrets/s1/recover",
+                "secrets/recover/action",
+            ),
+            ("DELETE", "/deletedsecrets/s1", "secrets/purge/action"),
+            ("GET", "/SECRETS/s1/VERSIONS", "secrets/readMetadata/action"),
+            ("POST", "/Secrets/s1/Backup", "secrets/backup/action"),
+            ("DELETE", "/DeletedSecrets/s1", "secrets/purge/action"),
+        ] {
+            assert_eq!(
+                kv_action(method, path),
+                format!("Microsoft.KeyVault/vaults/{action}"),
+                "{method} {path}"
+            );
+        }
+        let op =
+            name_keyvault(&Method::GET, "kv1", "/secrets/s1", "api-version=7.4").expect("named");
+        assert_eq!(
+            op.scope,
+            Scope {
+                provider: Some("Microsoft.KeyVault".to_string()),
+                resource_type: Some("Microsoft.KeyVault/vaults/secrets".to_string()),
+                resource_name: Some("s1".to_string()),
+                vault: Some("kv1".to_string()),
+                ..Scope::default()
+            }
+        );
+    }
+
+    #[test]
+    fn keyvault_keys_and_certificates() {
+        for (method, path, action) in [
+            ("GET", "/keys", "keys/read"),
+            ("GET", "/keys/k1", "keys/read"),
+            ("GET", "/keys/k1/versions", "keys/read"),
+            ("GET", "/keys/k1/v1", "keys/read"),
+            ("POST", "/keys/k1/create", "keys/create/action"),
+            ("PUT", "/keys/k1", "keys/import/action"),
+            ("DELETE", "/keys/k1", "keys/delete"),
+            ("PATCH", "/keys/k1/v1", "keys/update/action"),
+            ("POST", "/keys/k1/backup", "keys/backup/action"),
+            ("POST", "/keys/restore", "keys/restore/action"),
+            ("POST", "/keys/k1/rotate", "keys/rotate/action"),
+            ("GET", "/keys/k1/rotationpolicy", "keyrotationpolicies/read"),
+            (
+                "PUT",
+                "/keys/k1/rotationpolicy",
+                "keyrotationpolicies/write",
+            ),
+            ("GET", "/deletedkeys/k1", "keys/read"),
+            ("POST", "/deletedkeys/k1/recover", "keys/recover/action"),
+            ("DELETE", "/deletedkeys/k1", "keys/purge/action"),
+            ("POST", "/keys/k1/v1/encrypt", "keys/encrypt/action"),
+            ("POST", "/keys/k1/v1/decrypt", "keys/decrypt/action"),
+            ("POST", "/keys/k1/v1/wrapkey", "keys/wrap/action"),
+            ("POST", "/keys/k1/v1/unwrapKey", "keys/unwrap/action"),
+            ("POST", "/keys/k1/v1/sign", "keys/sign/action"),
+            ("POST", "/keys/k1/v1/verify", "keys/verify/action"),
+            ("POST", "/keys/k1/v1/release", "keys/release/action"),
+            ("GET", "/certificates", "certificates/read"),
+            ("GET", "/certificates/c1", "certificates/read"),
+            ("GET", "/certificates/c1/pending", "certificates/read"),
+            ("GET", "/certificates/c1/versions", "certificates/read"),
+            (
+                "POST",
+                "/certificates/c1/create",
+                "certificates/create/action",
+            ),
+            (
+                "POST",
+                "/certificates/c1/import",
+                "certificates/import/action",
+            ),
+            (
+                "POST",
+                "/certificates/c1/backup",
+                "certificates/backup/action",
+            ),
+            (
+                "POST",
+                "/certificates/restore",
+                "certificates/restore/action",
+            ),
+            ("PATCH", "/certificates/c1/v1", "certificates/update/action"),
+            ("DELETE", "/certificates/c1", "certificates/delete"),
+            ("GET", "/deletedcertificates", "certificates/read"),
+            (
+                "POST",
+                "/deletedcertificates/c1/recover",
+                "certificates/recover/action",
+            ),
+            (
+                "DELETE",
+                "/deletedcertificates/c1",
+                "certificates/purge/action",
+            ),
+            ("GET", "/certificates/issuers", "certificatecas/read"),
+            ("PUT", "/certificates/issuers/i1", "certificatecas/write"),
+            (
+                "DELETE",
+                "/certificates/Issuers/i1",
+                "certificatecas/delete",
+            ),
+            ("PUT", "/certificates/contacts", "certificatecontacts/write"),
+        ] {
+            assert_eq!(
+                kv_action(method, path),
+                format!("Microsoft.KeyVault/vaults/{action}"),
+                "{method} {path}"
+            );
+        }
+    }
+
+    #[test]
+    fn keyvault_refuses_unknown() {
+        let err = |method: &str, path: &str| {
+            name_keyvault(&m(method), "kv1", path, "api-version=7.4").expect_err(path)
+        };
+        for (method, path) in [
+            ("GET", "/"),
+            ("GET", "/storage"),
+            ("GET", "/secrets/s1/v1/x"),
+            ("POST", "/keys/k1/v1/exfiltrate"),
+        ] {
+            assert!(
+                matches!(err(method, path), NamingError::UnknownShape { .. }),
+                "{method} {path}"
+            );
+        }
+        for (method, path) in [
+            ("POST", "/secrets"),
+            ("DELETE", "/secrets"),
+            ("PUT", "/secrets/s1/v1"),
+            ("GET", "/certificates/contacts"),
+            ("PATCH", "/certificates/c1/policy"),
+            ("OPTIONS", "/secrets"),
+            // A GET would read version "encrypt"; no POST names a version-less operation.
+            ("POST", "/keys/k1/encrypt"),
+            ("POST", "/secrets/s1/frobnicate"),
+        ] {
+            assert!(
+                matches!(err(method, path), NamingError::MethodNotAllowed { .. }),
+                "{method} {path}"
+            );
+        }
+        assert!(matches!(
+            err("GET", "secrets"),
+            NamingError::MalformedPath { .. }
+        ));
+        assert!(matches!(
+            err("GET", "/secrets//x"),
+            NamingError::MalformedPath { .. }
+        ));
+        for vault in ["", "a.b", "kv/1", "k v"] {
+            assert_eq!(
+                name_keyvault(&Method::GET, vault, "/secrets", "api-version=7.4"),
+                Err(NamingError::InvalidVault(vault.to_string()))
+            );
+        }
+    }
+
+    #[test]
+    fn serializes_plane_lowercase() {
+        let op = name_keyvault(&Method::GET, "kv1", "/secrets", "api-version=7.4").expect("named");
+        let json = serde_json::to_value(&op).expect("serializes");
+        assert_eq!(json["plane"], "data");
+        assert_eq!(
+            json["action"],
+            "Microsoft.KeyVault/vaults/secrets/readMetadata/action"
+        );
+    }
+
+    // === properties ===
+
+    /// Valid requests across every shape named here; the case property flips them.
+    fn known_requests() -> Vec<(Method, String)> {
+        let s = format!("/subscriptions/{SUB}");
+        let vm = rg("/providers/Microsoft.Compute/virtualMachines/vm1");
+        vec![
+            (Method::DELETE, vm.clone()),
+            (Method::POST, format!("{vm}/start")),
+            (
+                Method::PUT,
+                format!("{vm}/providers/Microsoft.Authorization/roleAssignments/x"),
+            ),
+            (
+                Method::GET,
+                rg("/providers/Microsoft.Compute/virtualMachines"),
+            ),
+            (
+                Method::PUT,
+                rg("/providers/Microsoft.KeyVault/vaults/kv/secrets/s1"),
+            ),
+            (Method::GET, rg("")),
+            (Method::GET, rg("/resources")),
+            (Method::POST, rg("/moveResources")),
+            (Method::GET, "/subscriptions".to_string()),
+            (Method::GET, format!("{s}/resources")),
+            (Method::GET, format!("{s}/providers")),
+            (
+                Method::POST,
+                format!("{s}/providers/Microsoft.Compute/register"),
+            ),
+            (
+                Method::GET,
+                format!("{s}/providers/Microsoft.Compute/locations/westus/operations/o1"),
+            ),
+            (Method::GET, format!("{s}/operationresults/o1")),
+            (Method::POST, "/batch".to_string()),
+            (Method::GET, "/tenants".to_string()),
+            (
+                Method::POST,
+                "/providers/Microsoft.ResourceGraph/resources".to_string(),
+            ),
+            (
+                Method::POST,
+                format!("{s}/providers/Microsoft.Storage/checkNameAvailability"),
+            ),
+            (
+                Method::POST,
+                rg("/providers/Microsoft.Web/sites/a/config/connectionstrings/list"),
+            ),
+            (
+                Method::POST,
+                rg("/providers/Microsoft.Resources/deployments/d1/whatIf"),
+            ),
+        ]
+    }
+
+    fn known_kv_requests() -> Vec<(Method, &'static str)> {
+        vec![
+            (Method::GET, "/secrets/s1/versions"),
+            (Method::GET, "/secrets/s1"),
+            (Method::POST, "/secrets/restore"),
+            (Method::DELETE, "/deletedsecrets/s1"),
+            (Method::POST, "/keys/k1/v1/unwrapkey"),
+            (Method::GET, "/keys/k1/rotationpolicy"),
+            (Method::PUT, "/certificates/issuers/i1"),
+            (Method::POST, "/certificates/c1/import"),
+        ]
+    }
+
+    fn flip_case(s: &str, mask: &[bool]) -> String {
+        s.chars()
+            .zip(mask.iter().cycle())
+            .map(|(c, &flip)| match (flip, c.is_ascii_uppercase()) {
+                (false, _) => c,
+                (true, true) => c.to_ascii_lowercase(),
+                (true, false) => c.to_ascii_uppercase(),
+            })
+            .collect()
+    }
+
+    fn namespace_strategy() -> impl Strategy<Value = String> {
+        prop_oneof![
+            "Contoso\\.[A-Z][a-zA-Z0-9]{1,10}",
+            Just("Microsoft.Compute".to_string()),
+            Just("Microsoft.KeyVault".to_string()),
+            Just("Microsoft.Storage".to_string()),
+        ]
+    }
+
+    fn type_strategy() -> impl Strategy<Value = String> {
+        "[a-z][a-zA-Z0-9]{0,12}"
+            .prop_filter("a type, not the providers keyword", |t| !is(t, "providers"))
+    }
+
+    fn name_strategy() -> impl Strategy<Value = String> {
+        "[a-zA-Z0-9._()-]{1,20}".prop_filter("not a dot segment", |n| n != "." && n != "..")
+    }
+
+    fn method_strategy() -> impl Strategy<Value = (Method, &'static str)> {
+        prop_oneof![
+            Just((Method::GET, "read")),
+            Just((Method::HEAD, "read")),
+            Just((Method::PUT, "write")),
+            Just((Method::PATCH, "write")),
+            Just((Method::DELETE, "delete")),
+        ]
+    }
+
+    /// What every successful naming must look like, whatever the input.
+    fn check_clean(op: &Operation) -> Result<(), TestCaseError> {
+        prop_assert!(op.action.is_ascii());
+        prop_assert!(!op.action.contains('*'));
+        prop_assert!(op.action.split('/').all(|p| !p.is_empty()));
+        prop_assert!(
+            op.scope
+                .resource_id
+                .as_deref()
+                .is_none_or(|id| id.starts_with('/'))
+        );
+        prop_assert_eq!(op.scope.resource_id.is_some(), op.plane == Plane::Control);
+        Ok(())
+    }
+
+    proptest! {
+        /// Flipping the case of any ASCII letter anywhere in a valid request (keywords,
+        /// namespaces, types, names, action segments, the api-version key) never changes the
+        /// lowered action.
+        #[test]
+        fn lowered_action_is_case_invariant(
+            pick in 0usize..1000,
+            mask in proptest::collection::vec(any::<bool>(), 1..64),
+        ) {
+            let arm = known_requests();
+            let (method, path) = &arm[pick % arm.len()];
+            let want = name_arm(method, path, Q).expect("known request").action_lower();
+            let flipped = flip_case(path, &mask);
+            let query = flip_case(Q, &mask);
+            let got = name_arm(method, &flipped, &query).expect("flipped request");
+            prop_assert_eq!(got.action_lower(), want);
+
+            let kv = known_kv_requests();
+            let (method, path) = &kv[pick % kv.len()];
+            let want = name_keyvault(method, "kv1", path, Q).expect("known kv").action_lower();
+            let got = name_keyvault(method, "kv1", &flip_case(path, &mask), Q).expect("flipped kv");
+            prop_assert_eq!(got.action_lower(), want);
+        }
+
+        #[test]
+        fn generated_paths_are_case_invariant(
+            ns in namespace_strategy(),
+            t1 in type_strategy(),
+            n1 in name_strategy(),
+            sub in name_strategy(),
+            group in name_strategy(),
+            (method, _) in method_strategy(),
+            mask in proptest::collection::vec(any::<bool>(), 1..64),
+        ) {
+            let path =
+                format!("/subscriptions/{sub}/resourceGroups/{group}/providers/{ns}/{t1}/{n1}");
+            let want = name_arm(&method, &path, Q).expect("valid").action_lower();
+            let got = name_arm(&method, &flip_case(&path, &mask), Q).expect("flipped");
+            prop_assert_eq!(got.action_lower(), want);
+        }
+
+        /// Naming never panics, and whatever it names is a clean ASCII action with no
+        /// wildcard or empty segment.
+        #[test]
+        fn never_panics_on_arbitrary_input(
+            method in prop_oneof![
+                Just(Method::GET), Just(Method::HEAD), Just(Method::PUT), Just(Method::PATCH),
+                Just(Method::DELETE), Just(Method::POST), Just(Method::OPTIONS),
+                Just(Method::CONNECT),
+            ],
+            path in "\\PC{0,200}",
+            query in "\\PC{0,60}",
+        ) {
+            let named = [
+                name_arm(&method, &path, &query),
+                name_keyvault(&method, "kv1", &path, &query),
+            ];
+            for op in named.into_iter().flatten() {
+                check_clean(&op)?;
+            }
+        }
+
+        /// The same, with paths made mostly of the words the parser looks for, so that the
+        /// deep branches are reached.
+        #[test]
+        fn never_panics_on_keyword_soup(
+            method in prop_oneof![
+                Just(Method::GET), Just(Method::PUT), Just(Method::PATCH),
+                Just(Method::DELETE), Just(Method::POST),
+            ],
+            segs in proptest::collection::vec(prop_oneof![
+                Just("subscriptions".to_string()), Just("resourceGroups".to_string()),
+                Just("providers".to_string()), Just("Microsoft.Compute".to_string()),
+                Just("virtualMachines".to_string()), Just("register".to_string()),
+                Just("resources".to_string()), Just("batch".to_string()),
+                Just("secrets".to_string()), Just("keys".to_string()),
+                Just("certificates".to_string()), Just("issuers".to_string()),
+                Just("versions".to_string()), Just("".to_string()),
+                "[a-zA-Z0-9.*]{1,8}",
+            ], 0..12),
+        ) {
+            let path = format!("/{}", segs.join("/"));
+            let named = [
+                name_arm(&method, &path, Q),
+                name_keyvault(&method, "kv1", &path, Q),
+            ];
+            for op in named.into_iter().flatten() {
+                check_clean(&op)?;
+            }
+        }
+
+        /// `/subscriptions/{guid}/resourceGroups/{rg}/providers/{Ns}/{t1}/{n1}[/{t2}/{n2}]`
+        /// names exactly `{Ns}/{t1}[/{t2}]/{verb}`, and its id is the path itself.
+        #[test]
+        fn resource_paths_name_exactly(
+            sub in "[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}",
+            group in name_strategy(),
+            ns in "Contoso\\.[A-Z][a-zA-Z0-9]{1,10}",
+            t1 in type_strategy(),
+            n1 in name_strategy(),
+            child in proptest::option::of((type_strategy(), name_strategy())),
+            (method, verb) in method_strategy(),
+        ) {
+            let mut path =
+                format!("/subscriptions/{sub}/resourceGroups/{group}/providers/{ns}/{t1}/{n1}");
+            let mut want = format!("{ns}/{t1}");
+            if let Some((t2, n2)) = &child {
+                path.push_str(&format!("/{t2}/{n2}"));
+                want.push_str(&format!("/{t2}"));
+            }
+            want.push('/');
+            want.push_str(verb);
+            let op = name_arm(&method, &path, Q).expect("valid resource path");
+            prop_assert_eq!(&op.action, &want);
+            prop_assert_eq!(op.scope.resource_id.as_deref(), Some(path.as_str()));
+            prop_assert_eq!(op.scope.resource_group.as_deref(), Some(group.as_str()));
+
+            // And a POST of an action segment on it names `.../{action}/action`.
+            let post =
+                name_arm(&Method::POST, &format!("{path}/doThing"), Q).expect("valid action");
+            let mut want = format!("{ns}/{t1}");
+            if let Some((t2, _)) = &child {
+                want.push_str(&format!("/{t2}"));
+            }
+            want.push_str("/doThing/action");
+            prop_assert_eq!(post.action, want);
+        }
+    }
+}

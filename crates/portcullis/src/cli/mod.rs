@@ -1,0 +1,39 @@
+//! The command line: one file per command group.
+
+mod demo;
+pub mod serve;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(
+    name = "portcullis",
+    version,
+    about = "An identity-aware gateway between AI agents and Azure"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run everything on this machine with no Azure account: the embedded Azure simulator
+    /// (and, as it is built, the gateway in front of it), with a short tour.
+    Demo(demo::DemoArgs),
+    /// Run the gateway with a configuration file.
+    Serve(serve::ServeArgs),
+}
+
+pub async fn run(cli: Cli) -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    match cli.command {
+        Command::Demo(args) => demo::run(args).await,
+        Command::Serve(args) => serve::run(args).await,
+    }
+}

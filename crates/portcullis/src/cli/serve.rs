@@ -1,0 +1,91 @@
+//! `portcullis serve --config FILE`: the gateway, until SIGINT or SIGTERM.
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+use crate::config;
+use crate::server::{self, Listeners};
+
+#[derive(clap::Args)]
+pub struct ServeArgs {
+    /// The YAML configuration file.
+    #[arg(long, short, env = "PORTCULLIS_CONFIG")]
+    config: PathBuf,
+}
+
+/// Binds, builds and serves a configuration; returns the shutdown switch and the server task.
+pub async fn start(cfg: config::Config) -> anyhow::Result<Running> {
+    let gateway = TcpListener::bind(cfg.listen_gateway)
+        .await
+        .with_context(|| format!("binding the gateway listener {}", cfg.listen_gateway))?;
+    let admin = TcpListener::bind(cfg.listen_admin)
+        .await
+        .with_context(|| format!("binding the admin listener {}", cfg.listen_admin))?;
+    let gateway_addr = gateway.local_addr()?;
+    let admin_addr = admin.local_addr()?;
+    let built = server::build::build(cfg)?;
+    let (stop, rx) = watch::channel(false);
+    let task = tokio::spawn(server::run(
+        Listeners { gateway, admin },
+        built.tls,
+        built.gateway,
+        rx,
+    ));
+    Ok(Running {
+        stop,
+        task,
+        gateway_addr,
+        admin_addr,
+        ca_file: built.ca_file,
+    })
+}
+
+pub struct Running {
+    pub stop: watch::Sender<bool>,
+    pub task: tokio::task::JoinHandle<()>,
+    pub gateway_addr: std::net::SocketAddr,
+    pub admin_addr: std::net::SocketAddr,
+    pub ca_file: Option<PathBuf>,
+}
+
+impl Running {
+    pub async fn shutdown(self) {
+        let _ = self.stop.send(true);
+        let _ = self.task.await;
+    }
+}
+
+pub async fn wait_for_signal() -> anyhow::Result<()> {
+    #[cfg(unix)]
+    {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+        tokio::select! {
+            r = tokio::signal::ctrl_c() => r?,
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    tokio::signal::ctrl_c().await?;
+    Ok(())
+}
+
+pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
+    let cfg = config::load(&args.config)?;
+    let running = start(cfg).await?;
+    eprintln!(
+        "portcullis: gateway on https://{}, admin on https://{}",
+        running.gateway_addr, running.admin_addr
+    );
+    if let Some(ca) = &running.ca_file {
+        eprintln!(
+            "portcullis: development CA at {} (clients must trust it)",
+            ca.display()
+        );
+    }
+    wait_for_signal().await?;
+    running.shutdown().await;
+    Ok(())
+}

@@ -1,0 +1,123 @@
+//! The validated configuration the rest of the gateway uses.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::policy::Policy;
+use crate::secret::Secret;
+
+#[derive(Debug)]
+pub struct Config {
+    pub listen_gateway: SocketAddr,
+    pub listen_admin: SocketAddr,
+    pub public_host: Option<String>,
+    pub tls: TlsSource,
+    pub state_dir: PathBuf,
+    pub identity: IdentityConfig,
+    pub upstream: UpstreamConfig,
+    pub policy: Policy,
+}
+
+#[derive(Debug, Clone)]
+pub enum TlsSource {
+    Files {
+        cert: PathBuf,
+        key: PathBuf,
+    },
+    /// A development CA generated on first start and kept in this directory.
+    DevCa {
+        dir: PathBuf,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TenantMode {
+    Single(String),
+    /// `common` or `organizations`: issuers carry `{tenantid}`.
+    Multi(String),
+}
+
+impl TenantMode {
+    /// The tenant segment of metadata URLs.
+    pub fn path(&self) -> &str {
+        match self {
+            TenantMode::Single(t) | TenantMode::Multi(t) => t,
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct IdentityConfig {
+    /// No trailing slash.
+    pub authority: String,
+    pub tenant: TenantMode,
+    /// Lowercased tenant ids whose tokens are accepted.
+    pub allowed_tenants: Vec<String>,
+    pub audiences: Vec<String>,
+    pub versions: Vec<u8>,
+    pub clock_skew: Duration,
+    pub ca_file: Option<PathBuf>,
+    pub overage: Option<OverageConfig>,
+}
+
+#[derive(Debug, Clone)]
+pub struct OverageConfig {
+    pub graph_url: String,
+    pub credential: String,
+    pub cache_ttl: Duration,
+}
+
+#[derive(Debug)]
+pub struct UpstreamConfig {
+    pub arm_url: String,
+    pub keyvault_url: String,
+    pub arm_resource: String,
+    pub keyvault_resource: String,
+    pub ca_file: Option<PathBuf>,
+    pub timeout: Duration,
+    pub default_credential: String,
+    pub credentials: BTreeMap<String, CredentialConfig>,
+}
+
+impl UpstreamConfig {
+    /// The upstream base URL of a vault's data plane.
+    pub fn vault_url(&self, vault: &str) -> String {
+        self.keyvault_url.replace("{vault}", vault)
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MiProtocol {
+    Imds,
+    AppService,
+}
+
+#[derive(Debug)]
+pub enum CredentialConfig {
+    ClientSecret {
+        authority: String,
+        tenant: String,
+        client_id: String,
+        secret: Secret,
+    },
+    ClientCertificate {
+        authority: String,
+        tenant: String,
+        client_id: String,
+        certificate_pem: Secret,
+    },
+    WorkloadIdentity {
+        authority: String,
+        tenant: String,
+        client_id: String,
+        token_file: PathBuf,
+    },
+    ManagedIdentity {
+        protocol: MiProtocol,
+        endpoint: String,
+        client_id: Option<String>,
+        identity_header: Option<Secret>,
+    },
+}

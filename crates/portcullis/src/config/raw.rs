@@ -1,0 +1,157 @@
+//! The configuration file as written: serde structures that mirror the YAML, refusing
+//! unknown keys. Nothing here is trusted yet; `validate.rs` turns it into `model.rs`.
+
+use std::path::PathBuf;
+
+use serde::Deserialize;
+use serde_saphyr::Spanned;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawConfig {
+    #[serde(default)]
+    pub listen: RawListen,
+    /// Host name agents use; enables `{vault}.vault.{public_host}` Key Vault routing.
+    pub public_host: Option<String>,
+    #[serde(default)]
+    pub tls: RawTls,
+    pub state_dir: Option<PathBuf>,
+    pub identity: RawIdentity,
+    pub upstream: RawUpstream,
+    #[serde(default)]
+    pub policy: RawPolicy,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawListen {
+    pub gateway: Option<String>,
+    pub admin: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawTls {
+    pub cert_file: Option<PathBuf>,
+    pub key_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawIdentity {
+    pub authority: Option<String>,
+    /// A tenant id, or `common` / `organizations` for multi-tenant.
+    pub tenant: Spanned<String>,
+    pub allowed_tenants: Option<Vec<String>>,
+    pub audiences: Spanned<Vec<String>>,
+    pub versions: Option<Vec<u8>>,
+    pub clock_skew_secs: Option<u64>,
+    pub ca_file: Option<PathBuf>,
+    pub groups_overage: Option<RawOverage>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawOverage {
+    pub graph_url: Option<String>,
+    pub credential: Spanned<String>,
+    pub cache_ttl_secs: Option<u64>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawUpstream {
+    pub arm_url: Option<String>,
+    /// With `{vault}` where the vault name goes.
+    pub keyvault_url: Option<String>,
+    pub arm_resource: Option<String>,
+    pub keyvault_resource: Option<String>,
+    pub ca_file: Option<PathBuf>,
+    pub timeout_secs: Option<u64>,
+    pub default_credential: Option<Spanned<String>>,
+    pub credentials: std::collections::BTreeMap<String, RawCredential>,
+}
+
+/// Where a secret comes from: never inline in the file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "snake_case")]
+pub enum RawSecret {
+    Env(String),
+    File(PathBuf),
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, tag = "type", rename_all = "snake_case")]
+pub enum RawCredential {
+    ClientSecret {
+        tenant: Option<String>,
+        client_id: String,
+        client_secret: RawSecret,
+        authority: Option<String>,
+    },
+    ClientCertificate {
+        tenant: Option<String>,
+        client_id: String,
+        /// PEM holding the certificate and its private key.
+        certificate_file: PathBuf,
+        authority: Option<String>,
+    },
+    WorkloadIdentity {
+        tenant: Option<String>,
+        client_id: Option<String>,
+        /// Defaults to `AZURE_FEDERATED_TOKEN_FILE`; re-read on every token request.
+        token_file: Option<PathBuf>,
+        authority: Option<String>,
+    },
+    ManagedIdentity {
+        /// `imds` (VMs, default) or `app_service`.
+        protocol: Option<String>,
+        endpoint: Option<String>,
+        client_id: Option<String>,
+        /// App Service only; defaults to the `IDENTITY_HEADER` variable.
+        identity_header: Option<RawSecret>,
+    },
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawPolicy {
+    /// A policy file whose aliases and rules come first (relative to this file).
+    pub include: Option<PathBuf>,
+    #[serde(default)]
+    pub aliases: RawAliases,
+    #[serde(default)]
+    pub rules: Vec<Spanned<RawRule>>,
+}
+
+/// Readable names for object ids, so rules say `group:ai-agents`.
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAliases {
+    #[serde(default)]
+    pub groups: std::collections::BTreeMap<String, String>,
+    #[serde(default)]
+    pub users: std::collections::BTreeMap<String, String>,
+    #[serde(default)]
+    pub apps: std::collections::BTreeMap<String, String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRule {
+    pub name: String,
+    pub effect: String,
+    #[serde(default)]
+    pub principals: Vec<String>,
+    #[serde(default)]
+    pub actions: Vec<String>,
+    #[serde(default)]
+    pub not_actions: Vec<String>,
+    #[serde(default)]
+    pub data_actions: Vec<String>,
+    #[serde(default)]
+    pub not_data_actions: Vec<String>,
+    #[serde(default)]
+    pub scopes: Vec<String>,
+    pub description: Option<String>,
+}

@@ -1,0 +1,234 @@
+//! Validating an agent's Entra ID access token (azure-notes §1):
+//! <https://learn.microsoft.com/entra/identity-platform/access-tokens#validate-tokens>
+//!
+//! 1. Shape: three base64url parts, a bounded size, header `alg: RS256` with a `kid`, no
+//!    `crit`. `jku`, `x5u` and embedded `jwk` are never followed: keys come only from the
+//!    configured authority's metadata.
+//! 2. The unverified payload only picks which metadata to use: `ver` (1.0 or 2.0, as
+//!    configured) and `tid` (which must be an allowed tenant).
+//! 3. The issuer must equal the metadata's (with `{tenantid}` replaced by `tid` for
+//!    multi-tenant authorities), the signature must verify with the key its `kid` names, the
+//!    audience must be the gateway's own, and `exp`/`nbf` hold within the configured skew.
+
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use jsonwebtoken::{Algorithm, Validation};
+use serde_json::Value;
+
+use super::jwks::{KeyCache, KeyError};
+use super::principal::{Principal, PrincipalKind};
+use crate::config::{IdentityConfig, TenantMode};
+
+/// Tokens larger than this are refused before any parsing (Entra's are a few KB).
+pub const MAX_TOKEN_LEN: usize = 16 * 1024;
+
+#[derive(Debug, thiserror::Error, Clone, PartialEq)]
+pub enum TokenError {
+    #[error("no bearer token was presented")]
+    Missing,
+    #[error("the token is malformed: {0}")]
+    Malformed(String),
+    #[error("the token's algorithm is not accepted (RS256 only)")]
+    Algorithm,
+    #[error("the token's version '{0}' is not accepted")]
+    Version(String),
+    #[error("the token's tenant '{0}' is not allowed")]
+    Tenant(String),
+    #[error("the token's issuer '{0}' is not the expected one")]
+    Issuer(String),
+    #[error("the token's audience is not this gateway")]
+    Audience,
+    #[error("the token has expired")]
+    Expired,
+    #[error("the token is not valid yet")]
+    NotYetValid,
+    #[error("the token's signature does not verify")]
+    Signature,
+    #[error("{0}")]
+    Key(KeyError),
+}
+
+impl TokenError {
+    /// Whether the fault is the gateway's (keys or metadata unreachable), not the token's.
+    pub fn is_unavailable(&self) -> bool {
+        matches!(
+            self,
+            TokenError::Key(KeyError::Unavailable(_) | KeyError::Metadata(_))
+        )
+    }
+}
+
+fn b64_json(part: &str) -> Result<Value, TokenError> {
+    let bytes = URL_SAFE_NO_PAD
+        .decode(part)
+        .map_err(|_| TokenError::Malformed("a part is not base64url".into()))?;
+    serde_json::from_slice(&bytes).map_err(|_| TokenError::Malformed("a part is not JSON".into()))
+}
+
+fn is_guid(s: &str) -> bool {
+    s.len() == 36
+        && s.char_indices().all(|(i, c)| {
+            if matches!(i, 8 | 13 | 18 | 23) {
+                c == '-'
+            } else {
+                c.is_ascii_hexdigit()
+            }
+        })
+}
+
+/// Checks a token and says who it names. Group overage is left for the caller to resolve
+/// (`needs_groups_lookup` on the result).
+pub async fn validate(
+    cfg: &IdentityConfig,
+    keys: &KeyCache,
+    token: &str,
+) -> Result<(Principal, bool), TokenError> {
+    if token.is_empty() {
+        return Err(TokenError::Missing);
+    }
+    if token.len() > MAX_TOKEN_LEN {
+        return Err(TokenError::Malformed("the token is too large".into()));
+    }
+    let parts: Vec<&str> = token.split('.').collect();
+    if parts.len() != 3 || parts.iter().any(|p| p.is_empty()) {
+        return Err(TokenError::Malformed(
+            "a JWT has three non-empty parts".into(),
+        ));
+    }
+    let header = b64_json(parts[0])?;
+    if header["alg"] != "RS256" {
+        return Err(TokenError::Algorithm);
+    }
+    if header.get("crit").is_some() {
+        return Err(TokenError::Malformed(
+            "critical header extensions are not supported".into(),
+        ));
+    }
+    let kid = header["kid"]
+        .as_str()
+        .filter(|k| !k.is_empty() && k.len() <= 128)
+        .ok_or_else(|| TokenError::Malformed("no kid".into()))?;
+    let payload = b64_json(parts[1])?;
+    let version = match payload["ver"].as_str() {
+        Some("1.0") => 1,
+        Some("2.0") => 2,
+        other => return Err(TokenError::Version(other.unwrap_or("").to_owned())),
+    };
+    if !cfg.versions.contains(&version) {
+        return Err(TokenError::Version(format!("{version}.0")));
+    }
+    let tid = payload["tid"]
+        .as_str()
+        .map(str::to_ascii_lowercase)
+        .unwrap_or_default();
+    if !is_guid(&tid) || !cfg.allowed_tenants.contains(&tid) {
+        return Err(TokenError::Tenant(tid));
+    }
+    let metadata_url = match version {
+        1 => format!(
+            "{}/{}/.well-known/openid-configuration",
+            cfg.authority,
+            cfg.tenant.path()
+        ),
+        _ => format!(
+            "{}/{}/v2.0/.well-known/openid-configuration",
+            cfg.authority,
+            cfg.tenant.path()
+        ),
+    };
+    let metadata = keys
+        .metadata(&metadata_url)
+        .await
+        .map_err(TokenError::Key)?;
+    let expected_issuer = match &cfg.tenant {
+        TenantMode::Multi(_) => metadata.issuer.replace("{tenantid}", &tid),
+        TenantMode::Single(_) => metadata.issuer.clone(),
+    };
+    if payload["iss"].as_str() != Some(expected_issuer.as_str()) {
+        return Err(TokenError::Issuer(
+            payload["iss"].as_str().unwrap_or("").to_owned(),
+        ));
+    }
+    let key = keys
+        .key(&metadata.jwks_uri, kid)
+        .await
+        .map_err(TokenError::Key)?;
+    let mut v = Validation::new(Algorithm::RS256);
+    v.leeway = cfg.clock_skew.as_secs();
+    v.validate_nbf = true;
+    v.set_audience(&cfg.audiences);
+    v.set_issuer(&[&expected_issuer]);
+    v.set_required_spec_claims(&["exp", "aud", "iss"]);
+    let claims = jsonwebtoken::decode::<Value>(token, &key, &v)
+        .map_err(|e| {
+            use jsonwebtoken::errors::ErrorKind::*;
+            match e.kind() {
+                ExpiredSignature => TokenError::Expired,
+                ImmatureSignature => TokenError::NotYetValid,
+                InvalidAudience => TokenError::Audience,
+                InvalidIssuer => TokenError::Issuer(String::new()),
+                InvalidSignature => TokenError::Signature,
+                InvalidAlgorithm => TokenError::Algorithm,
+                other => TokenError::Malformed(format!("{other:?}")),
+            }
+        })?
+        .claims;
+    principal(&claims, &tid, version)
+}
+
+/// Reads the principal from verified claims.
+fn principal(c: &Value, tid: &str, version: u8) -> Result<(Principal, bool), TokenError> {
+    let s = |k: &str| c.get(k).and_then(Value::as_str).map(str::to_owned);
+    let oid = s("oid")
+        .map(|o| o.to_ascii_lowercase())
+        .filter(|o| is_guid(o))
+        .ok_or_else(|| TokenError::Malformed("no oid claim".into()))?;
+    let app_id = s("appid")
+        .or_else(|| s("azp"))
+        .map(|a| a.to_ascii_lowercase());
+    let is_app = s("idtyp").as_deref() == Some("app")
+        || (c.get("scp").is_none()
+            && c.get("upn").is_none()
+            && c.get("preferred_username").is_none());
+    let kind = if !is_app {
+        PrincipalKind::User
+    } else if c.get("xms_mirid").is_some() {
+        PrincipalKind::ManagedIdentity
+    } else {
+        PrincipalKind::App
+    };
+    let strings = |k: &str| -> Vec<String> {
+        c.get(k)
+            .and_then(Value::as_array)
+            .map(|a| {
+                a.iter()
+                    .filter_map(Value::as_str)
+                    .map(str::to_owned)
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let groups: Vec<String> = strings("groups")
+        .iter()
+        .map(|g| g.to_ascii_lowercase())
+        .collect();
+    // Overage: too many groups for the token; they must be looked up (never at the URL the
+    // token names).
+    let overage = c.pointer("/_claim_names/groups").is_some()
+        || c.get("hasgroups").and_then(Value::as_bool) == Some(true);
+    Ok((
+        Principal {
+            tenant_id: tid.to_owned(),
+            object_id: oid,
+            kind,
+            app_id,
+            groups,
+            roles: strings("roles"),
+            display_name: s("name")
+                .or_else(|| s("upn"))
+                .or_else(|| s("preferred_username")),
+            token_version: version,
+        },
+        overage,
+    ))
+}

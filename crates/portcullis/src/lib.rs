@@ -1,0 +1,16 @@
+//! Portcullis: an identity-aware gateway between AI agents and Azure.
+//!
+//! Every request flows through `pipeline.rs`: route → authenticate → classify → decide →
+//! forward → rewrite. See ARCHITECTURE.md for the map and a reading order.
+#![forbid(unsafe_code)]
+
+pub mod azure;
+pub mod cli;
+pub mod config;
+pub mod identity;
+pub mod metrics;
+pub mod pipeline;
+pub mod policy;
+pub mod secret;
+pub mod server;
+pub mod upstream;

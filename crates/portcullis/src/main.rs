@@ -1,0 +1,11 @@
+//! The `portcullis` command: parses arguments and hands over to the library.
+
+use clap::Parser;
+
+fn main() -> anyhow::Result<()> {
+    let cli = portcullis::cli::Cli::parse();
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?
+        .block_on(portcullis::cli::run(cli))
+}

@@ -1,0 +1,8 @@
+//! Counters the gateway keeps about itself (exported by the operability work).
+
+use std::sync::atomic::AtomicU64;
+
+/// Key-set fetches that failed (the previous keys were kept, if any).
+pub static JWKS_REFRESH_FAILURES: AtomicU64 = AtomicU64::new(0);
+/// Upstream token requests that failed.
+pub static UPSTREAM_TOKEN_FAILURES: AtomicU64 = AtomicU64::new(0);

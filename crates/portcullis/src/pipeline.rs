@@ -1,0 +1,426 @@
+//! The request pipeline, top to bottom: route → authenticate → classify → decide → forward
+//! → rewrite. Each phase is a plain function over what the previous one produced; data
+//! flows one way. (Hold, mask and record join as their issues land: hold after decide,
+//! mask and record after forward.)
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::Bytes;
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::{Method, Request, Response, StatusCode};
+use http_body_util::{BodyExt, Limited};
+use hyper::body::Incoming;
+
+use crate::azure::error::{ErrorContext, GatewayError};
+use crate::azure::operation::{self, Operation};
+use crate::azure::rewrite::{Binder, rewrite_body_links};
+use crate::azure::route::{self, Routed, Service};
+use crate::config::UpstreamConfig;
+use crate::identity::principal::Principal;
+use crate::identity::{AuthError, Authenticator};
+use crate::policy::{Decision, Effect, Policy};
+use crate::upstream::client::{Body, BoxError, ClientError, HttpClient, full};
+use crate::upstream::credential::TokenProvider;
+
+/// JSON answers up to this size are read whole so their `nextLink`s can be rewritten;
+/// larger ones stream through unchanged (paging then leaves the gateway: logged).
+const MAX_REWRITE_BODY: usize = 64 * 1024 * 1024;
+
+/// Headers that never cross the gateway: hop-by-hop ones (RFC 9110 §7.6.1), the agent's
+/// credentials, and anything that would let the agent speak for the gateway.
+const STRIPPED_REQUEST_HEADERS: &[&str] = &[
+    "authorization",
+    "proxy-authorization",
+    "cookie",
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+    "host",
+    "content-length",
+    "forwarded",
+    "x-forwarded-for",
+    "x-forwarded-host",
+    "x-forwarded-proto",
+    "x-forwarded-port",
+    "x-real-ip",
+    "x-ms-authorization-auxiliary",
+];
+
+const STRIPPED_RESPONSE_HEADERS: &[&str] = &[
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+    "set-cookie",
+];
+
+/// Headers that would change the evaluated method: refused, never honoured (azure-notes §4).
+const METHOD_OVERRIDES: &[&str] = &[
+    "x-http-method-override",
+    "x-http-method",
+    "x-method-override",
+];
+
+/// Azure's long-running-operation headers that hold absolute URLs to rewrite.
+const LRO_HEADERS: &[&str] = &["azure-asyncoperation", "location", "operation-location"];
+
+/// Everything a request needs that outlives it.
+pub struct Gateway {
+    pub auth: Authenticator,
+    pub policy: Policy,
+    pub upstream: UpstreamConfig,
+    pub tokens: Arc<TokenProvider>,
+    pub http: HttpClient,
+    pub binder: Binder,
+    pub public_host: Option<String>,
+    /// `{authority}/{tenant}`: where the challenge sends clients for a token.
+    pub challenge_authority: String,
+    /// The audience agents ask tokens for.
+    pub audience: String,
+}
+
+/// The request as the phases see it.
+struct Exchange {
+    request_id: String,
+    correlation_id: String,
+    routed: Routed,
+    /// The query without the gateway's binding parameter: what is forwarded.
+    query: String,
+    binding: Option<String>,
+}
+
+pub async fn handle(gw: Arc<Gateway>, req: Request<Incoming>) -> Response<Body> {
+    let started = Instant::now();
+    let request_id = uuid::Uuid::new_v4().to_string();
+    let correlation_id = req
+        .headers()
+        .get("x-ms-correlation-request-id")
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| !v.is_empty() && v.len() <= 128 && v.bytes().all(|b| b.is_ascii_graphic()))
+        .map(str::to_owned)
+        .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+    let host = req
+        .headers()
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .map(str::to_owned)
+        .or_else(|| req.uri().authority().map(|a| a.to_string()))
+        .unwrap_or_default();
+    let method = req.method().clone();
+    let routed = match route::route(&host, req.uri().path(), gw.public_host.as_deref()) {
+        Ok(r) => r,
+        Err(e) => {
+            let err = GatewayError::BadRequest {
+                code: "InvalidRequestPath",
+                message: e.to_string(),
+            };
+            let ctx = ErrorContext {
+                service: &Service::Arm,
+                request_id: &request_id,
+                correlation_id: &correlation_id,
+                authority: &gw.challenge_authority,
+                audience: &gw.audience,
+            };
+            return err.render(&ctx);
+        }
+    };
+    let (query, binding) = Binder::split(req.uri().query().unwrap_or(""));
+    let ex = Exchange {
+        request_id,
+        correlation_id,
+        routed,
+        query,
+        binding,
+    };
+    let mut principal_id = None;
+    let mut action = None;
+    let outcome = async {
+        let principal = authenticate(&gw, req.headers()).await?;
+        principal_id = Some(principal.object_id.clone());
+        refuse_method_overrides(req.headers())?;
+        let operation = classify(&ex, &method)?;
+        action = Some(operation.action.clone());
+        let raw_path = req.uri().path().to_owned();
+        decide(&gw, &ex, &principal, &operation, &raw_path)?;
+        let response = forward(&gw, &ex, req, &principal).await?;
+        Ok::<_, GatewayError>(response)
+    }
+    .await;
+    let response = match outcome {
+        Ok(r) => r,
+        Err(e) => {
+            let ctx = ErrorContext {
+                service: &ex.routed.service,
+                request_id: &ex.request_id,
+                correlation_id: &ex.correlation_id,
+                authority: &gw.challenge_authority,
+                audience: &gw.audience,
+            };
+            e.render(&ctx)
+        }
+    };
+    tracing::info!(
+        request_id = %ex.request_id,
+        method = %method,
+        path = %ex.routed.path,
+        principal = principal_id.as_deref().unwrap_or("-"),
+        action = action.as_deref().unwrap_or("-"),
+        status = response.status().as_u16(),
+        elapsed_ms = started.elapsed().as_millis() as u64,
+        "request"
+    );
+    response
+}
+
+// === authenticate ===
+
+async fn authenticate(gw: &Gateway, headers: &HeaderMap) -> Result<Principal, GatewayError> {
+    let token = match headers.get(header::AUTHORIZATION).map(|v| v.to_str()) {
+        None => {
+            return Err(GatewayError::Unauthenticated {
+                message: "the Authorization header is missing".into(),
+                missing: true,
+            });
+        }
+        Some(Err(_)) => {
+            return Err(GatewayError::Unauthenticated {
+                message: "the Authorization header is not valid text".into(),
+                missing: false,
+            });
+        }
+        Some(Ok(v)) => match v.split_once(' ') {
+            Some((scheme, t)) if scheme.eq_ignore_ascii_case("bearer") => t.trim(),
+            _ => {
+                return Err(GatewayError::Unauthenticated {
+                    message: "the Authorization header is not a Bearer token".into(),
+                    missing: false,
+                });
+            }
+        },
+    };
+    gw.auth.authenticate(token).await.map_err(|e| match e {
+        AuthError::Token(t) if t.is_unavailable() => GatewayError::AuthUnavailable(t.to_string()),
+        AuthError::Token(t) => GatewayError::Unauthenticated {
+            message: t.to_string(),
+            missing: false,
+        },
+        AuthError::Groups(m) => GatewayError::AuthUnavailable(m),
+    })
+}
+
+fn refuse_method_overrides(headers: &HeaderMap) -> Result<(), GatewayError> {
+    match METHOD_OVERRIDES.iter().find(|h| headers.contains_key(**h)) {
+        Some(h) => Err(GatewayError::BadRequest {
+            code: "MethodOverrideNotAllowed",
+            message: format!(
+                "the {h} header is not accepted: the method sent is the method evaluated"
+            ),
+        }),
+        None => Ok(()),
+    }
+}
+
+// === classify ===
+
+fn classify(ex: &Exchange, method: &Method) -> Result<Operation, GatewayError> {
+    let named = match &ex.routed.service {
+        Service::Arm => operation::name_arm(method, &ex.routed.path, &ex.query),
+        Service::KeyVault { vault } => {
+            operation::name_keyvault(method, vault, &ex.routed.path, &ex.query)
+        }
+    };
+    named.map_err(|e| GatewayError::BadRequest {
+        code: "UnrecognizedOperation",
+        message: format!(
+            "the request cannot be named as an Azure operation, so it is refused: {e}"
+        ),
+    })
+}
+
+// === decide ===
+
+fn decide(
+    gw: &Gateway,
+    ex: &Exchange,
+    principal: &Principal,
+    operation: &Operation,
+    raw_path: &str,
+) -> Result<Decision, GatewayError> {
+    let mut decision = gw.policy.decide(principal, operation);
+    // A poll or page the gateway itself handed this principal continues what policy already
+    // allowed; an explicit deny rule still wins.
+    if decision.effect == Effect::Deny
+        && decision.rule.is_none()
+        && let Some(b) = &ex.binding
+        && gw.binder.verify(principal, raw_path, &ex.query, b)
+    {
+        decision = Decision {
+            effect: Effect::Allow,
+            rule: None,
+            reason: format!(
+                "continuation (poll or page) of an operation this principal was allowed to start: {}",
+                operation.action
+            ),
+        };
+    }
+    match decision.effect {
+        Effect::Allow => Ok(decision),
+        Effect::Deny => Err(GatewayError::Forbidden {
+            principal: Box::new(principal.clone()),
+            operation: Box::new(operation.clone()),
+            decision,
+        }),
+    }
+}
+
+// === forward ===
+
+fn upstream_base<'g>(gw: &'g Gateway, service: &Service) -> (String, &'g str) {
+    match service {
+        Service::Arm => (
+            gw.upstream.arm_url.clone(),
+            gw.upstream.arm_resource.as_str(),
+        ),
+        Service::KeyVault { vault } => (
+            gw.upstream.vault_url(vault),
+            gw.upstream.keyvault_resource.as_str(),
+        ),
+    }
+}
+
+async fn forward(
+    gw: &Gateway,
+    ex: &Exchange,
+    req: Request<Incoming>,
+    principal: &Principal,
+) -> Result<Response<Body>, GatewayError> {
+    let (base, resource) = upstream_base(gw, &ex.routed.service);
+    let token = gw
+        .tokens
+        .token(&gw.upstream.default_credential, resource)
+        .await
+        .map_err(|e| GatewayError::UpstreamCredential(e.to_string()))?;
+    let sep = if ex.query.is_empty() { "" } else { "?" };
+    let url = format!("{base}{}{sep}{}", ex.routed.upstream_path, ex.query);
+    let (parts, body) = req.into_parts();
+    let mut out = Request::builder().method(parts.method.clone()).uri(&url);
+    let headers = out.headers_mut().expect("a fresh builder has headers");
+    for (k, v) in &parts.headers {
+        if !STRIPPED_REQUEST_HEADERS.contains(&k.as_str())
+            && !k.as_str().starts_with("x-portcullis-")
+        {
+            headers.append(k.clone(), v.clone());
+        }
+    }
+    let bearer = HeaderValue::from_str(&format!("Bearer {}", token.expose())).map_err(|_| {
+        GatewayError::UpstreamCredential("the upstream token is not header text".into())
+    })?;
+    headers.insert(header::AUTHORIZATION, bearer);
+    headers.insert(
+        "x-ms-correlation-request-id",
+        HeaderValue::from_str(&ex.correlation_id).expect("checked printable ASCII"),
+    );
+    let body: Body = body.map_err(|e| Box::new(e) as BoxError).boxed();
+    let upstream_req = out.body(body).map_err(|e| GatewayError::Upstream {
+        timeout: false,
+        message: e.to_string(),
+    })?;
+    let resp = gw.http.send(upstream_req).await.map_err(|e| match e {
+        ClientError::Timeout { .. } => GatewayError::Upstream {
+            timeout: true,
+            message: e.to_string(),
+        },
+        other => GatewayError::Upstream {
+            timeout: false,
+            message: other.to_string(),
+        },
+    })?;
+    if resp.status() == StatusCode::UNAUTHORIZED {
+        // Azure refused the gateway's own token: never hand the agent Azure's challenge.
+        return Err(GatewayError::UpstreamCredential(
+            "Azure refused the gateway's token (401)".into(),
+        ));
+    }
+    rewrite(gw, ex, &parts.method, resp, principal, &base).await
+}
+
+// === rewrite ===
+
+async fn rewrite(
+    gw: &Gateway,
+    ex: &Exchange,
+    method: &Method,
+    resp: Response<Incoming>,
+    principal: &Principal,
+    base: &str,
+) -> Result<Response<Body>, GatewayError> {
+    let upstream = url::Url::parse(base).map_err(|e| GatewayError::Upstream {
+        timeout: false,
+        message: format!("upstream base {base}: {e}"),
+    })?;
+    let (mut parts, body) = resp.into_parts();
+    for h in STRIPPED_RESPONSE_HEADERS {
+        parts.headers.remove(*h);
+    }
+    for h in LRO_HEADERS {
+        if let Some(v) = parts.headers.get(*h).and_then(|v| v.to_str().ok())
+            && let Some(new) = gw
+                .binder
+                .rewrite(v, &upstream, &ex.routed.gateway_base, principal)
+        {
+            parts.headers.insert(
+                HeaderName::from_static(h),
+                HeaderValue::from_str(&new).expect("a rewritten URL is header text"),
+            );
+        }
+    }
+    parts.headers.insert(
+        "x-portcullis-request-id",
+        HeaderValue::from_str(&ex.request_id).expect("a uuid"),
+    );
+    let is_json = parts
+        .headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|c| c.to_ascii_lowercase().contains("json"));
+    let declared = parts
+        .headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok());
+    let may_page = *method == Method::GET
+        && is_json
+        && parts.status.is_success()
+        && declared.is_none_or(|n| n <= MAX_REWRITE_BODY);
+    if !may_page {
+        return Ok(Response::from_parts(
+            parts,
+            body.map_err(|e| Box::new(e) as BoxError).boxed(),
+        ));
+    }
+    let bytes: Bytes = Limited::new(body, MAX_REWRITE_BODY)
+        .collect()
+        .await
+        .map_err(|e| GatewayError::Upstream {
+            timeout: false,
+            message: format!("reading Azure's answer: {e}"),
+        })?
+        .to_bytes();
+    let rewritten = rewrite_body_links(&bytes, &|u| {
+        gw.binder
+            .rewrite(u, &upstream, &ex.routed.gateway_base, principal)
+    });
+    let bytes = rewritten.map(Bytes::from).unwrap_or(bytes);
+    parts
+        .headers
+        .insert(header::CONTENT_LENGTH, HeaderValue::from(bytes.len()));
+    Ok(Response::from_parts(parts, full(bytes)))
+}

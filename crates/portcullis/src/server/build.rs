@@ -1,0 +1,136 @@
+//! Assembling a gateway from its validated configuration: clients, caches, credentials,
+//! the URL-binding key, and the TLS identity.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::azure::rewrite::Binder;
+use crate::config::{Config, TenantMode};
+use crate::identity::Authenticator;
+use crate::identity::jwks::KeyCache;
+use crate::identity::overage::GroupResolver;
+use crate::pipeline::Gateway;
+use crate::upstream::client::HttpClient;
+use crate::upstream::credential::TokenProvider;
+
+/// How often every known key set and metadata document is refreshed.
+const KEY_REFRESH: Duration = Duration::from_secs(3600);
+
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    #[error(transparent)]
+    Client(#[from] crate::upstream::client::ClientError),
+    #[error(transparent)]
+    Tls(#[from] super::tls::TlsError),
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+}
+
+pub struct Built {
+    pub gateway: Arc<Gateway>,
+    pub tls: Arc<rustls::ServerConfig>,
+    /// The development CA clients must trust, when the gateway generated its certificate.
+    pub ca_file: Option<PathBuf>,
+}
+
+/// The key that signs rewritten poll and page URLs, kept so restarts keep them valid.
+fn binding_key(dir: &Path) -> Result<Vec<u8>, BuildError> {
+    let path = dir.join("url-binding.key");
+    let io = |source| BuildError::Io {
+        path: path.clone(),
+        source,
+    };
+    if let Ok(existing) = std::fs::read(&path)
+        && existing.len() >= 32
+    {
+        return Ok(existing);
+    }
+    std::fs::create_dir_all(dir).map_err(|source| BuildError::Io {
+        path: dir.to_path_buf(),
+        source,
+    })?;
+    let key: [u8; 32] = rand::random();
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(0o600);
+    }
+    use std::io::Write;
+    options
+        .open(&path)
+        .and_then(|mut f| f.write_all(&key))
+        .map_err(io)?;
+    Ok(key.to_vec())
+}
+
+pub fn build(config: Config) -> Result<Built, BuildError> {
+    let cas: Vec<PathBuf> = config
+        .identity
+        .ca_file
+        .iter()
+        .chain(config.upstream.ca_file.iter())
+        .cloned()
+        .collect();
+    let http = HttpClient::new(&cas, config.upstream.timeout)?;
+    let keys = Arc::new(KeyCache::new(http.clone()));
+    keys.spawn_background_refresh(KEY_REFRESH);
+    let mut upstream = config.upstream;
+    let credentials: HashMap<_, _> = std::mem::take(&mut upstream.credentials)
+        .into_iter()
+        .collect();
+    let tokens = Arc::new(TokenProvider::new(http.clone(), credentials));
+    let groups = config
+        .identity
+        .overage
+        .clone()
+        .map(|o| GroupResolver::new(o, http.clone(), tokens.clone()));
+    let challenge_authority = match &config.identity.tenant {
+        TenantMode::Single(t) | TenantMode::Multi(t) => {
+            format!("{}/{t}", config.identity.authority)
+        }
+    };
+    let audience = config
+        .identity
+        .audiences
+        .first()
+        .cloned()
+        .unwrap_or_default();
+    let mut names = vec![
+        "localhost".to_owned(),
+        "127.0.0.1".to_owned(),
+        "::1".to_owned(),
+    ];
+    if let Some(h) = &config.public_host {
+        names.push(h.clone());
+        names.push(format!("*.vault.{h}"));
+    }
+    let ip = config.listen_gateway.ip();
+    if !ip.is_unspecified() && !names.contains(&ip.to_string()) {
+        names.push(ip.to_string());
+    }
+    let (tls, ca_file) = super::tls::server_config(&config.tls, &names)?;
+    let binder = Binder::new(binding_key(&config.state_dir)?);
+    let gateway = Gateway {
+        auth: Authenticator::new(config.identity, keys, groups),
+        policy: config.policy,
+        upstream,
+        tokens,
+        http,
+        binder,
+        public_host: config.public_host,
+        challenge_authority,
+        audience,
+    };
+    Ok(Built {
+        gateway: Arc::new(gateway),
+        tls,
+        ca_file,
+    })
+}

@@ -1,0 +1,4 @@
+//! Forwarding to Azure: the outbound client and the gateway's own credentials.
+
+pub mod client;
+pub mod credential;

@@ -1,0 +1,124 @@
+//! `portcullis demo` from the outside: it starts, writes its environment file, and every
+//! command of its printed tour does what the tour says.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+
+#[test]
+fn the_demo_tour_works_as_printed() {
+    let dir = std::env::temp_dir().join(format!("pc-demo-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let mut child = Command::new(env!("CARGO_BIN_EXE_portcullis"))
+        .args([
+            "demo",
+            "--listen",
+            "127.0.0.1:0",
+            "--admin-listen",
+            "127.0.0.1:0",
+            "--sim-listen",
+            "127.0.0.1:0",
+            "--dir",
+        ])
+        .arg(&dir)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let mut tour = Vec::new();
+    for line in BufReader::new(stdout).lines() {
+        let line = line.unwrap();
+        if line.starts_with("Press Ctrl-C") {
+            break;
+        }
+        tour.push(line);
+    }
+    let env_line = tour
+        .iter()
+        .find(|l| l.trim_start().starts_with("set -a;"))
+        .expect("the tour says how to load the environment")
+        .trim()
+        .to_owned();
+    let alias = tour
+        .iter()
+        .find(|l| l.trim_start().starts_with("alias pc="))
+        .unwrap()
+        .trim()
+        .to_owned();
+    let commands: Vec<String> = tour
+        .iter()
+        .map(|l| l.trim())
+        .filter(|l| l.starts_with("pc ") || l.starts_with("curl "))
+        .map(str::to_owned)
+        .collect();
+    assert_eq!(commands.len(), 7, "{tour:#?}");
+    let run = |cmd: &str| {
+        let script = format!("shopt -s expand_aliases\n{env_line}\n{alias}\n{cmd}\n");
+        let out = Command::new("bash").arg("-c").arg(script).output().unwrap();
+        assert!(
+            out.status.success(),
+            "{cmd}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let outputs: Vec<String> = commands.iter().map(|c| run(c)).collect();
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(
+        outputs[0].contains("\"vm1\"") || outputs[0].contains("\"demo-kv\""),
+        "resources: {}",
+        outputs[0]
+    );
+    assert!(
+        outputs[0].contains("keyvault") || outputs[0].contains("https://127.0.0.1"),
+        "a nextLink through the gateway: {}",
+        outputs[0]
+    );
+    assert_eq!(outputs[1].trim(), "\"Succeeded\"");
+    assert_eq!(outputs[2].trim(), "\"AuthorizationFailed\"");
+    assert!(
+        outputs[3].contains("demo-kv.vault.azure.net/secrets/db-password/"),
+        "{}",
+        outputs[3]
+    );
+    assert_eq!(outputs[4].trim(), "\"AuthorizationFailed\"");
+    assert_eq!(outputs[5].trim(), "\"AuthenticationFailed\"");
+    assert!(
+        outputs[6].contains("\"caller\":\"portcullis-baseline\""),
+        "{}",
+        outputs[6]
+    );
+    assert!(
+        !outputs[6].contains("\"caller\":\"agent\""),
+        "Azure never saw the agent: {}",
+        outputs[6]
+    );
+    let env = std::fs::read_to_string(dir.join("demo.env")).unwrap();
+    for key in [
+        "PORTCULLIS_URL=",
+        "PORTCULLIS_ADMIN_URL=",
+        "PORTCULLIS_CA=",
+        "SIM_URL=",
+        "DEMO_SUBSCRIPTION=",
+        "AGENT_TOKEN=",
+        "OTHER_AGENT_TOKEN=",
+        "APPROVER_TOKEN=",
+        "APPROVER2_TOKEN=",
+    ] {
+        assert!(env.contains(key), "{key} in demo.env");
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn the_shipped_demo_policy_names_the_simulators_groups() {
+    let policy = include_str!("../../../../policies/demo.yaml");
+    for group in ["ai-agents", "approvers"] {
+        let id = azure_sim::config::derived_id("group", group).to_string();
+        assert!(
+            policy.contains(&format!("{group}: {id}")),
+            "{group} is {id} in the simulator"
+        );
+    }
+}

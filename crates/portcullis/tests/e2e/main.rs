@@ -1,0 +1,196 @@
+//! End-to-end tests of the gateway: a simulator and a gateway per test, each on a free
+//! loopback port, talking real TLS; assertions on what the client got and on what the
+//! simulator ("Azure") saw.
+
+mod credentials;
+mod datapath;
+mod demo;
+mod identity;
+
+use std::path::{Path, PathBuf};
+
+use azure_sim::{SimConfig, SimOptions, Simulator};
+use portcullis::cli::serve::{Running, start};
+use reqwest::{Method, StatusCode};
+use serde_json::Value;
+
+pub const API: &str = "api-version=2024-07-01";
+pub const GATEWAY_API: &str = "api://portcullis";
+
+/// A policy for tests: the demo's, plus VM writes in demo-rg.
+pub const TEST_RULES: &str = r#"
+  rules:
+    - name: agents-write-vms
+      effect: allow
+      principals: [group:ai-agents]
+      actions: [Microsoft.Compute/virtualMachines/write]
+      scopes: ["/subscriptions/*/resourceGroups/demo-rg"]
+"#;
+
+pub struct Env {
+    pub sim: Simulator,
+    pub gw: Running,
+    pub http: reqwest::Client,
+    pub dir: PathBuf,
+}
+
+/// Writes what a credential needs into the test directory and returns its YAML (a flow map).
+pub type CredentialSetup = Box<dyn Fn(&Simulator, &Path) -> String>;
+
+pub struct Setup {
+    pub sim_config: SimConfig,
+    /// The `baseline` credential; a client secret when absent.
+    pub credential: Option<CredentialSetup>,
+    /// Extra YAML under `policy:` after the include of the demo policy.
+    pub rules: &'static str,
+    pub public_host: Option<&'static str>,
+}
+
+impl Default for Setup {
+    fn default() -> Self {
+        Setup {
+            sim_config: SimConfig::default(),
+            credential: None,
+            rules: TEST_RULES,
+            public_host: None,
+        }
+    }
+}
+
+fn write(path: &Path, text: &str) {
+    std::fs::write(path, text).unwrap();
+}
+
+/// A client trusting the gateway's development CA, optionally resolving a name to it.
+pub fn client(ca: &Path, resolve: Option<(&str, std::net::SocketAddr)>) -> reqwest::Client {
+    let pem = std::fs::read(ca).unwrap();
+    let mut b = reqwest::Client::builder()
+        .add_root_certificate(reqwest::Certificate::from_pem(&pem).unwrap())
+        .tls_built_in_root_certs(false)
+        .redirect(reqwest::redirect::Policy::none());
+    if let Some((host, addr)) = resolve {
+        b = b.resolve(host, addr);
+    }
+    b.build().unwrap()
+}
+
+impl Env {
+    pub async fn start() -> Env {
+        Self::with(Setup::default()).await
+    }
+
+    pub async fn with(setup: Setup) -> Env {
+        let dir = std::env::temp_dir().join(format!("pc-e2e-{}", uuid_like()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let sim = Simulator::start(SimOptions {
+            config: setup.sim_config,
+            tls_dir: Some(dir.join("sim")),
+            ..SimOptions::default()
+        })
+        .await
+        .unwrap();
+        let app = |n: &str| sim.config().principal(n).unwrap().clone();
+        write(
+            &dir.join("baseline.secret"),
+            app("portcullis-baseline").secret.as_deref().unwrap(),
+        );
+        write(
+            &dir.join("policy.yaml"),
+            include_str!("../../../../policies/demo.yaml"),
+        );
+        let api = sim.config().api_for(GATEWAY_API).unwrap().app_id;
+        let credential = match &setup.credential {
+            Some(make) => make(&sim, &dir),
+            None => format!(
+                "{{type: client_secret, client_id: {}, client_secret: {{file: baseline.secret}}}}",
+                app("portcullis-baseline").app_id.unwrap()
+            ),
+        };
+        let public_host = setup
+            .public_host
+            .map(|h| format!("public_host: {h}\n"))
+            .unwrap_or_default();
+        let yaml = format!(
+            "listen: {{gateway: \"127.0.0.1:0\", admin: \"127.0.0.1:0\"}}\n{public_host}state_dir: state\nidentity:\n  authority: {sim}\n  tenant: {tenant}\n  audiences: [{GATEWAY_API}, {api}]\n  ca_file: sim/ca.pem\n  groups_overage: {{graph_url: {sim}, credential: baseline}}\nupstream:\n  arm_url: {sim}\n  keyvault_url: \"{sim}/keyvault/{{vault}}\"\n  ca_file: sim/ca.pem\n  credentials:\n    baseline: {credential}\npolicy:\n  include: policy.yaml\n{rules}",
+            sim = sim.url(),
+            tenant = sim.tenant_id(),
+            rules = setup.rules,
+        );
+        write(&dir.join("portcullis.yaml"), &yaml);
+        let cfg = portcullis::config::load(&dir.join("portcullis.yaml"))
+            .unwrap_or_else(|e| panic!("{e}\n{yaml}"));
+        let gw = start(cfg).await.unwrap();
+        let http = client(gw.ca_file.as_ref().unwrap(), None);
+        Env { sim, gw, http, dir }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("https://{}{path}", self.gw.gateway_addr)
+    }
+
+    pub fn rg(&self) -> String {
+        format!(
+            "/subscriptions/{}/resourceGroups/demo-rg",
+            self.sim.subscription_id()
+        )
+    }
+
+    pub fn token(&self, principal: &str) -> String {
+        self.sim.token(principal, GATEWAY_API).unwrap()
+    }
+
+    pub async fn call(
+        &self,
+        token: Option<&str>,
+        method: Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> (StatusCode, reqwest::header::HeaderMap, Value) {
+        let url = if path.starts_with("https://") {
+            path.to_owned()
+        } else {
+            self.url(path)
+        };
+        let mut req = self.http.request(method, url);
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        send(req).await
+    }
+
+    pub async fn agent(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> (StatusCode, reqwest::header::HeaderMap, Value) {
+        let t = self.token("agent");
+        self.call(Some(&t), method, path, body).await
+    }
+}
+
+pub async fn send(req: reqwest::RequestBuilder) -> (StatusCode, reqwest::header::HeaderMap, Value) {
+    let resp = req.send().await.expect("the gateway answers");
+    let status = resp.status();
+    let headers = resp.headers().clone();
+    let bytes = resp.bytes().await.unwrap();
+    let body = if bytes.is_empty() {
+        Value::Null
+    } else {
+        serde_json::from_slice(&bytes)
+            .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into_owned()))
+    };
+    (status, headers, body)
+}
+
+fn uuid_like() -> String {
+    use std::time::{SystemTime, UNIX_EPOCH};
+    let n = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    format!("{n:x}-{}", std::process::id())
+}
