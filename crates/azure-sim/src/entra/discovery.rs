@@ -10,20 +10,26 @@ use serde_json::json;
 use crate::sim::Sim;
 use crate::wire::{SimResponse, aad_error};
 
-fn is_multi_tenant(tenant: &str) -> bool {
-    tenant.eq_ignore_ascii_case("common") || tenant.eq_ignore_ascii_case("organizations")
-}
-
-pub fn metadata(sim: &Sim, tenant: &str, v2: bool) -> SimResponse {
-    let multi = is_multi_tenant(tenant);
+/// Whether `tenant` names a multi-tenant authority; an error answer for unknown tenants.
+fn tenant_kind(sim: &Sim, tenant: &str) -> Result<bool, SimResponse> {
+    let multi =
+        tenant.eq_ignore_ascii_case("common") || tenant.eq_ignore_ascii_case("organizations");
     if !multi && !sim.config.is_tenant(tenant) {
-        return aad_error(
+        return Err(aad_error(
             StatusCode::BAD_REQUEST,
             "invalid_tenant",
             90002,
             &format!("Tenant '{tenant}' not found."),
-        );
+        ));
     }
+    Ok(multi)
+}
+
+pub fn metadata(sim: &Sim, tenant: &str, v2: bool) -> SimResponse {
+    let multi = match tenant_kind(sim, tenant) {
+        Ok(m) => m,
+        Err(r) => return r,
+    };
     let base = sim.authority();
     // Endpoints use the name the client used; the issuer always names the tenant by id.
     let t = if multi {
@@ -86,15 +92,10 @@ pub fn metadata(sim: &Sim, tenant: &str, v2: bool) -> SimResponse {
 }
 
 pub fn keys(sim: &Sim, tenant: &str, v2: bool) -> SimResponse {
-    let multi = is_multi_tenant(tenant);
-    if !multi && !sim.config.is_tenant(tenant) {
-        return aad_error(
-            StatusCode::BAD_REQUEST,
-            "invalid_tenant",
-            90002,
-            &format!("Tenant '{tenant}' not found."),
-        );
-    }
+    let multi = match tenant_kind(sim, tenant) {
+        Ok(m) => m,
+        Err(r) => return r,
+    };
     let issuer = v2.then(|| sim.v2_issuer_for_keys(multi));
     SimResponse::json(StatusCode::OK, &sim.keys.jwks(issuer.as_deref()))
 }

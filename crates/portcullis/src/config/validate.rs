@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use super::model::*;
 use super::raw::*;
+use crate::identity::is_guid;
 use crate::policy::{ActionPattern, Effect, Policy, PrincipalMatcher, Rule, ScopePattern};
 use crate::secret::Secret;
 
@@ -32,17 +33,6 @@ impl Problems<'_> {
         };
         self.list.push(format!("{place}: {}", message.into()));
     }
-}
-
-fn is_guid(s: &str) -> bool {
-    s.len() == 36
-        && s.char_indices().all(|(i, c)| {
-            if matches!(i, 8 | 13 | 18 | 23) {
-                c == '-'
-            } else {
-                c.is_ascii_hexdigit()
-            }
-        })
 }
 
 fn addr(p: &mut Problems<'_>, value: Option<&str>, default: &str, what: &str) -> SocketAddr {

@@ -15,6 +15,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use jsonwebtoken::{Algorithm, Validation};
 use serde_json::Value;
 
+use super::is_guid;
 use super::jwks::{KeyCache, KeyError};
 use super::principal::{Principal, PrincipalKind};
 use crate::config::{IdentityConfig, TenantMode};
@@ -63,17 +64,6 @@ fn b64_json(part: &str) -> Result<Value, TokenError> {
         .decode(part)
         .map_err(|_| TokenError::Malformed("a part is not base64url".into()))?;
     serde_json::from_slice(&bytes).map_err(|_| TokenError::Malformed("a part is not JSON".into()))
-}
-
-fn is_guid(s: &str) -> bool {
-    s.len() == 36
-        && s.char_indices().all(|(i, c)| {
-            if matches!(i, 8 | 13 | 18 | 23) {
-                c == '-'
-            } else {
-                c.is_ascii_hexdigit()
-            }
-        })
 }
 
 /// Checks a token and says who it names. Group overage is left for the caller to resolve

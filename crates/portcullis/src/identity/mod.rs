@@ -21,6 +21,18 @@ pub enum AuthError {
     Groups(String),
 }
 
+/// Whether `s` is a GUID in its canonical 8-4-4-4-12 form (tenant and object ids).
+pub fn is_guid(s: &str) -> bool {
+    s.len() == 36
+        && s.char_indices().all(|(i, c)| {
+            if matches!(i, 8 | 13 | 18 | 23) {
+                c == '-'
+            } else {
+                c.is_ascii_hexdigit()
+            }
+        })
+}
+
 pub struct Authenticator {
     pub cfg: IdentityConfig,
     pub keys: Arc<KeyCache>,

@@ -108,6 +108,35 @@ impl TokenProvider {
         Ok(token)
     }
 
+    /// The client-credentials grant; `proof` is `("client_secret", ..)` or
+    /// `("client_assertion", ..)` (a JWT, whose type is then named too).
+    async fn client_credentials(
+        &self,
+        url: &str,
+        client_id: &str,
+        scope: &str,
+        proof: (&str, &str),
+    ) -> Result<Value, ClientError> {
+        let mut pairs = vec![
+            ("grant_type", "client_credentials"),
+            ("client_id", client_id),
+            proof,
+            ("scope", scope),
+        ];
+        if proof.0 == "client_assertion" {
+            pairs.push(("client_assertion_type", CLIENT_ASSERTION_TYPE));
+        }
+        let body = form(&pairs);
+        self.http
+            .json(
+                Method::POST,
+                url,
+                HeaderMap::new(),
+                Some(("application/x-www-form-urlencoded", body)),
+            )
+            .await
+    }
+
     async fn fetch(
         &self,
         name: &str,
@@ -119,6 +148,10 @@ impl TokenProvider {
             name: name.to_owned(),
             source,
         };
+        let setup_err = |message: String| CredentialError::Setup {
+            name: name.to_owned(),
+            message,
+        };
         let answer = match cfg {
             CredentialConfig::ClientSecret {
                 authority,
@@ -127,19 +160,7 @@ impl TokenProvider {
                 secret,
             } => {
                 let url = format!("{authority}/{tenant}/oauth2/v2.0/token");
-                let form = form(&[
-                    ("grant_type", "client_credentials"),
-                    ("client_id", client_id),
-                    ("client_secret", secret.expose()),
-                    ("scope", &scope),
-                ]);
-                self.http
-                    .json(
-                        Method::POST,
-                        &url,
-                        HeaderMap::new(),
-                        Some(("application/x-www-form-urlencoded", form)),
-                    )
+                self.client_credentials(&url, client_id, &scope, ("client_secret", secret.expose()))
                     .await
                     .map_err(fetch_err)?
             }
@@ -151,28 +172,15 @@ impl TokenProvider {
             } => {
                 let url = format!("{authority}/{tenant}/oauth2/v2.0/token");
                 let assertion =
-                    certificate_assertion(certificate_pem, client_id, &url).map_err(|message| {
-                        CredentialError::Setup {
-                            name: name.to_owned(),
-                            message,
-                        }
-                    })?;
-                let form = form(&[
-                    ("grant_type", "client_credentials"),
-                    ("client_id", client_id),
-                    ("client_assertion_type", CLIENT_ASSERTION_TYPE),
+                    certificate_assertion(certificate_pem, client_id, &url).map_err(setup_err)?;
+                self.client_credentials(
+                    &url,
+                    client_id,
+                    &scope,
                     ("client_assertion", assertion.expose()),
-                    ("scope", &scope),
-                ]);
-                self.http
-                    .json(
-                        Method::POST,
-                        &url,
-                        HeaderMap::new(),
-                        Some(("application/x-www-form-urlencoded", form)),
-                    )
-                    .await
-                    .map_err(fetch_err)?
+                )
+                .await
+                .map_err(fetch_err)?
             }
             CredentialConfig::WorkloadIdentity {
                 authority,
@@ -181,31 +189,20 @@ impl TokenProvider {
                 token_file,
             } => {
                 let assertion = tokio::fs::read_to_string(token_file).await.map_err(|e| {
-                    CredentialError::Setup {
-                        name: name.to_owned(),
-                        message: format!(
-                            "reading the federated token {}: {e}",
-                            token_file.display()
-                        ),
-                    }
+                    setup_err(format!(
+                        "reading the federated token {}: {e}",
+                        token_file.display()
+                    ))
                 })?;
                 let url = format!("{authority}/{tenant}/oauth2/v2.0/token");
-                let form = form(&[
-                    ("grant_type", "client_credentials"),
-                    ("client_id", client_id),
-                    ("client_assertion_type", CLIENT_ASSERTION_TYPE),
+                self.client_credentials(
+                    &url,
+                    client_id,
+                    &scope,
                     ("client_assertion", assertion.trim()),
-                    ("scope", &scope),
-                ]);
-                self.http
-                    .json(
-                        Method::POST,
-                        &url,
-                        HeaderMap::new(),
-                        Some(("application/x-www-form-urlencoded", form)),
-                    )
-                    .await
-                    .map_err(fetch_err)?
+                )
+                .await
+                .map_err(fetch_err)?
             }
             CredentialConfig::ManagedIdentity {
                 protocol,

@@ -186,3 +186,45 @@ async fn v1_and_v2_tokens_and_group_overage() {
         .count();
     assert_eq!(graph, 1, "the groups are cached");
 }
+
+#[tokio::test]
+async fn a_multi_tenant_authority_checks_the_issuer_for_the_tokens_tenant() {
+    let probe = Env::start().await;
+    let tenant = probe.sim.tenant_id();
+    drop(probe);
+    let env = Env::with(crate::Setup {
+        allowed_tenants: Some(vec![tenant.clone()]),
+        ..crate::Setup::default()
+    })
+    .await;
+    let rg = format!("{}?api-version=2022-09-01", env.rg());
+    for version in [1, 2] {
+        let t = mint(
+            &env,
+            json!({"principal": "agent", "audience": GATEWAY_API, "version": version}),
+        );
+        let (s, _, body) = env.call(Some(&t), Method::GET, &rg, None).await;
+        assert_eq!(s, StatusCode::OK, "v{version}: {body}");
+    }
+    let other = "99999999-9999-9999-9999-999999999999";
+    let env = Env::with(crate::Setup {
+        allowed_tenants: Some(vec![other.into()]),
+        ..crate::Setup::default()
+    })
+    .await;
+    let (s, _, body) = env
+        .call(Some(&env.token("agent")), Method::GET, &rg, None)
+        .await;
+    assert_eq!(
+        s,
+        StatusCode::UNAUTHORIZED,
+        "a tenant outside the allow-list: {body}"
+    );
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("tenant"),
+        "{body}"
+    );
+}

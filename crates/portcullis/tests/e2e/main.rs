@@ -44,6 +44,8 @@ pub struct Setup {
     /// Extra YAML under `policy:` after the include of the demo policy.
     pub rules: &'static str,
     pub public_host: Option<&'static str>,
+    /// Use the multi-tenant authority (`common`) with this allow-list instead of the tenant.
+    pub allowed_tenants: Option<Vec<String>>,
 }
 
 impl Default for Setup {
@@ -53,6 +55,7 @@ impl Default for Setup {
             credential: None,
             rules: TEST_RULES,
             public_host: None,
+            allowed_tenants: None,
         }
     }
 }
@@ -102,9 +105,14 @@ impl Env {
         let credential = match &setup.credential {
             Some(make) => make(&sim, &dir),
             None => format!(
-                "{{type: client_secret, client_id: {}, client_secret: {{file: baseline.secret}}}}",
+                "{{type: client_secret, tenant: {}, client_id: {}, client_secret: {{file: baseline.secret}}}}",
+                sim.tenant_id(),
                 app("portcullis-baseline").app_id.unwrap()
             ),
+        };
+        let tenant = match &setup.allowed_tenants {
+            Some(list) => format!("common\n  allowed_tenants: [{}]", list.join(", ")),
+            None => sim.tenant_id(),
         };
         let public_host = setup
             .public_host
@@ -113,7 +121,6 @@ impl Env {
         let yaml = format!(
             "listen: {{gateway: \"127.0.0.1:0\", admin: \"127.0.0.1:0\"}}\n{public_host}state_dir: state\nidentity:\n  authority: {sim}\n  tenant: {tenant}\n  audiences: [{GATEWAY_API}, {api}]\n  ca_file: sim/ca.pem\n  groups_overage: {{graph_url: {sim}, credential: baseline}}\nupstream:\n  arm_url: {sim}\n  keyvault_url: \"{sim}/keyvault/{{vault}}\"\n  ca_file: sim/ca.pem\n  credentials:\n    baseline: {credential}\npolicy:\n  include: policy.yaml\n{rules}",
             sim = sim.url(),
-            tenant = sim.tenant_id(),
             rules = setup.rules,
         );
         write(&dir.join("portcullis.yaml"), &yaml);
