@@ -118,6 +118,7 @@ async fn handle(
     if !delay.is_zero() {
         tokio::time::sleep(delay).await;
     }
+    let faulted = || service_of(&req, &host, &req.segments());
     let (response, caller, service) = match injected {
         Some(Injected::Drop) => return Err(DropConnection),
         Some(Injected::Throttle(secs)) => {
@@ -127,7 +128,7 @@ async fn handle(
                 "The request is being throttled (fault injection).",
             )
             .header("retry-after", secs.to_string());
-            (r, None, Service::Arm)
+            (r, None, faulted())
         }
         Some(Injected::Error(status)) => {
             let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
@@ -138,7 +139,7 @@ async fn handle(
                     "The server encountered an internal error (fault injection).",
                 ),
                 None,
-                Service::Arm,
+                faulted(),
             )
         }
         None => dispatch(&sim, &req, &host),
@@ -169,48 +170,52 @@ fn vault_from_host(host: &str) -> Option<String> {
         .then(|| first.to_owned())
 }
 
-fn dispatch(sim: &Sim, req: &SimRequest, host: &str) -> (SimResponse, Option<Caller>, Service) {
-    let segments = req.segments();
-    if let Some(vault) = vault_from_host(host) {
-        let (r, c) = keyvault::handle(sim, &vault, &segments, req, &req.base_url);
-        return (r, c, Service::KeyVault);
+/// Which service a request addresses: Key Vault by host or `/keyvault/{vault}`, the
+/// managed-identity endpoints, Graph (`/v1.0`), the Entra authority (`/{tenant}/...`), else ARM.
+fn service_of(req: &SimRequest, host: &str, segments: &[String]) -> Service {
+    if vault_from_host(host).is_some() {
+        return Service::KeyVault;
     }
     let first = segments
         .first()
         .map(|s| s.to_ascii_lowercase())
         .unwrap_or_default();
     match first.as_str() {
-        "keyvault" if segments.len() >= 2 => {
-            let base = format!("{}/keyvault/{}", req.base_url, segments[1]);
-            let (r, c) = keyvault::handle(sim, &segments[1], &segments[2..], req, &base);
-            (r, c, Service::KeyVault)
-        }
+        "keyvault" if segments.len() >= 2 => Service::KeyVault,
         "metadata"
             if req
                 .path
                 .eq_ignore_ascii_case("/metadata/identity/oauth2/token") =>
         {
-            (
-                entra::managed_identity::imds(sim, req),
-                None,
-                Service::ManagedIdentity,
-            )
+            Service::ManagedIdentity
         }
-        "msi" if req.path.eq_ignore_ascii_case("/msi/token") => (
-            entra::managed_identity::app_service(sim, req),
-            None,
-            Service::ManagedIdentity,
-        ),
-        "v1.0" => {
-            let (r, c) = graph::handle(sim, &segments, req);
-            (r, c, Service::Graph)
-        }
-        _ if entra::owns(&segments) => (entra::handle(sim, &segments, req), None, Service::Entra),
-        _ => {
-            let (r, c) = arm::handle(sim, req);
-            (r, c, Service::Arm)
-        }
+        "msi" if req.path.eq_ignore_ascii_case("/msi/token") => Service::ManagedIdentity,
+        "v1.0" => Service::Graph,
+        _ if entra::owns(segments) => Service::Entra,
+        _ => Service::Arm,
     }
+}
+
+fn dispatch(sim: &Sim, req: &SimRequest, host: &str) -> (SimResponse, Option<Caller>, Service) {
+    let segments = req.segments();
+    let service = service_of(req, host, &segments);
+    let (response, caller) = match service {
+        Service::KeyVault => match vault_from_host(host) {
+            Some(vault) => keyvault::handle(sim, &vault, &segments, req, &req.base_url),
+            None => {
+                let base = format!("{}/keyvault/{}", req.base_url, segments[1]);
+                keyvault::handle(sim, &segments[1], &segments[2..], req, &base)
+            }
+        },
+        Service::ManagedIdentity if req.path.eq_ignore_ascii_case("/msi/token") => {
+            (entra::managed_identity::app_service(sim, req), None)
+        }
+        Service::ManagedIdentity => (entra::managed_identity::imds(sim, req), None),
+        Service::Graph => graph::handle(sim, &segments, req),
+        Service::Entra => (entra::handle(sim, &segments, req), None),
+        Service::Arm => arm::handle(sim, req),
+    };
+    (response, caller, service)
 }
 
 fn into_hyper(r: SimResponse) -> Response<Full<Bytes>> {

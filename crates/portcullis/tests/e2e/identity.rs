@@ -228,3 +228,58 @@ async fn a_multi_tenant_authority_checks_the_issuer_for_the_tokens_tenant() {
         "{body}"
     );
 }
+
+#[tokio::test]
+async fn an_unreachable_key_set_keeps_the_last_good_keys_and_fails_closed_without_any() {
+    let env = Env::start().await;
+    let rg = format!("{}?api-version=2022-09-01", env.rg());
+    let discovery: String = format!("/{}/discovery", env.sim.tenant_id());
+    // Keys cached, then the key endpoint fails: tokens signed by known keys still pass.
+    let old = env.token("agent");
+    let (s, _, _) = env.call(Some(&old), Method::GET, &rg, None).await;
+    assert_eq!(s, StatusCode::OK);
+    env.sim
+        .set_faults(azure_sim::Faults {
+            path_prefix: Some(discovery.clone()),
+            error_rate: 1.0,
+            error_status: Some(503),
+            ..Default::default()
+        })
+        .unwrap();
+    env.sim.rotate_keys(false);
+    let (s, _, body) = env.agent(Method::GET, &rg, None).await;
+    assert_eq!(
+        s,
+        StatusCode::UNAUTHORIZED,
+        "a new kid cannot be fetched: {body}"
+    );
+    let (s, _, body) = env.call(Some(&old), Method::GET, &rg, None).await;
+    assert_eq!(s, StatusCode::OK, "the last good keys are kept: {body}");
+
+    // A fresh gateway that never got keys refuses with 503 rather than let anything through.
+    let cold = Env::start().await;
+    cold.sim
+        .set_faults(azure_sim::Faults {
+            path_prefix: Some(format!("/{}/discovery", cold.sim.tenant_id())),
+            error_rate: 1.0,
+            error_status: Some(503),
+            ..Default::default()
+        })
+        .unwrap();
+    let (s, h, body) = cold
+        .agent(
+            Method::GET,
+            &format!("{}?api-version=2022-09-01", cold.rg()),
+            None,
+        )
+        .await;
+    assert_eq!(s, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+    assert_eq!(body["error"]["code"], "AuthenticationUnavailable");
+    assert!(h.get("retry-after").is_some());
+    assert!(
+        cold.sim
+            .calls_since(0)
+            .iter()
+            .all(|c| c.service != azure_sim::Service::Arm)
+    );
+}
