@@ -379,19 +379,14 @@ impl<'a> Context<'a> {
             "if" => self.eval_if(name, args, src),
             "and" | "or" => self.eval_and_or(name, lname == "or", args, src),
             known if KNOWN_FUNCTIONS.contains(&known) => {
-                let values = self.eval_args(args, src)?;
+                let mut values = Vec::with_capacity(args.len());
+                for arg in args {
+                    values.push(self.eval_node(arg, src)?);
+                }
                 self.finish_call(&lname, name, &values, src)
             }
             _ => Err(unknown_function(name, src)),
         }
-    }
-
-    fn eval_args(&self, args: &[Node], src: &str) -> Result<Vec<Value>, TemplateError> {
-        let mut values = Vec::with_capacity(args.len());
-        for arg in args {
-            values.push(self.eval_node(arg, src)?);
-        }
-        Ok(values)
     }
 
     /// Only the chosen branch is evaluated, as Azure documents, so a branch may be invalid

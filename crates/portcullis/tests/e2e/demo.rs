@@ -122,3 +122,33 @@ fn the_shipped_demo_policy_names_the_simulators_groups() {
         );
     }
 }
+
+/// The README's first command is `cargo run --release -- demo` at the workspace root, where
+/// two packages have binaries: without `default-run` cargo refuses to choose.
+#[test]
+fn cargo_run_at_the_root_runs_the_gateway() {
+    let out = std::process::Command::new(env!("CARGO"))
+        .args([
+            "metadata",
+            "--format-version",
+            "1",
+            "--no-deps",
+            "--offline",
+        ])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let meta: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let pkg = meta["packages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["name"] == "portcullis")
+        .unwrap();
+    assert_eq!(pkg["default_run"], "portcullis");
+}
