@@ -387,3 +387,22 @@ async fn upstream_tokens_are_cached_and_refreshed_before_expiry() {
         "an expiring token is refreshed before use"
     );
 }
+
+#[tokio::test]
+async fn the_admin_listener_answers_health_over_tls() {
+    let env = Env::start().await;
+    let url = format!("https://{}/healthz", env.gw.admin_addr);
+    let (s, _, body) = send(env.http.get(&url)).await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(body["status"], "ok");
+    let (s, _, _) = send(
+        env.http
+            .get(format!("https://{}/subscriptions", env.gw.admin_addr)),
+    )
+    .await;
+    assert_eq!(
+        s,
+        StatusCode::NOT_FOUND,
+        "the admin listener never forwards to Azure"
+    );
+}
