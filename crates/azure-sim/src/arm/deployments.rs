@@ -15,10 +15,10 @@ use serde_json::{Map, Value, json};
 use sha2::{Digest, Sha256};
 
 use crate::arm::Ctx;
-use crate::arm::expressions::{Context, TemplateHost};
 use crate::arm::lro::{self, Style};
 use crate::arm::resources::{Located, create_or_replace, locate, remove_with_children};
 use crate::arm::route::Address;
+use crate::arm::template::{Context, TemplateHost};
 use crate::wire::{SimResponse, arm_error};
 use crate::world::{Effect, World, now_rfc3339};
 

@@ -6,12 +6,12 @@
 pub mod batch;
 pub mod compute;
 pub mod deployments;
-pub mod expressions;
 pub mod keyvault;
 pub mod lro;
 pub mod resources;
 pub mod route;
 pub mod storage;
+pub mod template;
 
 use http::StatusCode;
 use serde_json::{Value, json};
