@@ -19,6 +19,7 @@ use crate::azure::route::{self, Routed, Service};
 use crate::config::UpstreamConfig;
 use crate::identity::principal::Principal;
 use crate::identity::{AuthError, Authenticator};
+use crate::policy::condition::{self, Facts};
 use crate::policy::{Decision, Effect, Policy};
 use crate::upstream::client::{Body, BoxError, ClientError, HttpClient, full};
 use crate::upstream::credential::TokenProvider;
@@ -149,8 +150,35 @@ pub async fn handle(gw: Arc<Gateway>, req: Request<Incoming>) -> Response<Body> 
         let operation = classify(&ex, &method)?;
         action = Some(operation.action.clone());
         let raw_path = req.uri().path().to_owned();
-        decide(&gw, &ex, &principal, &operation, &raw_path)?;
-        let response = forward(&gw, &ex, req, &principal).await?;
+        let (parts, body) = req.into_parts();
+        // Read the body only when a rule that could apply has a condition reading it.
+        let (body, seen) = if gw.policy.needs_body(&principal, &operation) {
+            read_for_conditions(body, gw.policy.max_body_bytes).await?
+        } else {
+            (stream(body), condition::Body::Absent)
+        };
+        let facts = Facts::new(
+            &principal,
+            &operation,
+            method.as_str(),
+            &ex.routed.path,
+            &ex.query,
+            &parts.headers,
+            &seen,
+        );
+        let decision = decide(&gw, &ex, &principal, &operation, &raw_path, &facts)?;
+        for note in &decision.audit {
+            tracing::warn!(request_id = %ex.request_id, audit = %note, "audit-mode rule matched");
+        }
+        let response = forward(
+            &gw,
+            &ex,
+            parts,
+            body,
+            &principal,
+            decision.credential.as_deref(),
+        )
+        .await?;
         Ok::<_, GatewayError>(response)
     }
     .await;
@@ -253,8 +281,9 @@ fn decide(
     principal: &Principal,
     operation: &Operation,
     raw_path: &str,
+    facts: &Facts,
 ) -> Result<Decision, GatewayError> {
-    let mut decision = gw.policy.decide(principal, operation);
+    let mut decision = gw.policy.decide_with(principal, operation, facts);
     // A poll or page the gateway itself handed this principal continues what policy already
     // allowed; an explicit deny rule still wins.
     if decision.effect == Effect::Deny
@@ -262,22 +291,91 @@ fn decide(
         && let Some(b) = &ex.binding
         && gw.binder.verify(principal, raw_path, &ex.query, b)
     {
-        decision = Decision {
-            effect: Effect::Allow,
-            rule: None,
-            reason: format!(
-                "continuation (poll or page) of an operation this principal was allowed to start: {}",
-                operation.action
-            ),
-        };
+        decision = Decision::allow(format!(
+            "continuation (poll or page) of an operation this principal was allowed to start: {}",
+            operation.action
+        ));
     }
     match decision.effect {
         Effect::Allow => Ok(decision),
+        // Just-in-time approval is not built yet: a held request is refused, saying so.
+        Effect::Approve => Err(GatewayError::ApprovalRequired {
+            principal: Box::new(principal.clone()),
+            operation: Box::new(operation.clone()),
+            decision: Box::new(decision),
+        }),
         Effect::Deny => Err(GatewayError::Forbidden {
             principal: Box::new(principal.clone()),
             operation: Box::new(operation.clone()),
-            decision,
+            decision: Box::new(decision),
         }),
+    }
+}
+
+fn stream(body: Incoming) -> Body {
+    body.map_err(|e| Box::new(e) as BoxError).boxed()
+}
+
+/// Reads up to `cap` bytes of a body for conditions. The body forwarded afterwards is the
+/// same bytes (what was read, then the rest of the stream): reading never changes it.
+async fn read_for_conditions(
+    mut body: Incoming,
+    cap: usize,
+) -> Result<(Body, condition::Body), GatewayError> {
+    use http_body_util::BodyExt as _;
+    let mut read = bytes::BytesMut::new();
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|e| GatewayError::BadRequest {
+            code: "InvalidRequestBody",
+            message: format!("reading the request body: {e}"),
+        })?;
+        if let Ok(data) = frame.into_data() {
+            read.extend_from_slice(&data);
+            if read.len() > cap {
+                let prefix = read.freeze();
+                return Ok((
+                    Prefixed {
+                        prefix: Some(prefix),
+                        rest: body,
+                    }
+                    .boxed(),
+                    condition::Body::TooLarge,
+                ));
+            }
+        }
+    }
+    let bytes = read.freeze();
+    let seen = if bytes.iter().all(u8::is_ascii_whitespace) {
+        condition::Body::Absent
+    } else {
+        match serde_json::from_slice(&bytes) {
+            Ok(v) => condition::Body::Json(v),
+            Err(_) => condition::Body::NotJson,
+        }
+    };
+    Ok((full(bytes), seen))
+}
+
+/// A body whose first bytes were already read: those, then the rest of the stream.
+struct Prefixed {
+    prefix: Option<Bytes>,
+    rest: Incoming,
+}
+
+impl hyper::body::Body for Prefixed {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Bytes>, BoxError>>> {
+        if let Some(p) = self.prefix.take() {
+            return std::task::Poll::Ready(Some(Ok(hyper::body::Frame::data(p))));
+        }
+        std::pin::Pin::new(&mut self.rest)
+            .poll_frame(cx)
+            .map(|f| f.map(|r| r.map_err(|e| Box::new(e) as BoxError)))
     }
 }
 
@@ -299,18 +397,21 @@ fn upstream_base<'g>(gw: &'g Gateway, service: &Service) -> (String, &'g str) {
 async fn forward(
     gw: &Gateway,
     ex: &Exchange,
-    req: Request<Incoming>,
+    parts: http::request::Parts,
+    body: Body,
     principal: &Principal,
+    credential: Option<&str>,
 ) -> Result<Response<Body>, GatewayError> {
     let (base, resource) = upstream_base(gw, &ex.routed.service);
+    // The deciding rule may name a credential (e.g. `elevated`); else the default one.
+    let credential = credential.unwrap_or(&gw.upstream.default_credential);
     let token = gw
         .tokens
-        .token(&gw.upstream.default_credential, resource)
+        .token(credential, resource)
         .await
         .map_err(|e| GatewayError::UpstreamCredential(e.to_string()))?;
     let sep = if ex.query.is_empty() { "" } else { "?" };
     let url = format!("{base}{}{sep}{}", ex.routed.upstream_path, ex.query);
-    let (parts, body) = req.into_parts();
     let mut out = Request::builder().method(parts.method.clone()).uri(&url);
     let headers = out.headers_mut().expect("a fresh builder has headers");
     for (k, v) in &parts.headers {
@@ -328,7 +429,6 @@ async fn forward(
         "x-ms-correlation-request-id",
         HeaderValue::from_str(&ex.correlation_id).expect("checked printable ASCII"),
     );
-    let body: Body = body.map_err(|e| Box::new(e) as BoxError).boxed();
     let upstream_req = out.body(body).map_err(|e| GatewayError::Upstream {
         timeout: false,
         message: e.to_string(),

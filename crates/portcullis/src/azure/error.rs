@@ -28,7 +28,13 @@ pub enum GatewayError {
     Forbidden {
         principal: Box<Principal>,
         operation: Box<Operation>,
-        decision: Decision,
+        decision: Box<Decision>,
+    },
+    /// Policy holds this request for a human's approval, which the gateway cannot take yet.
+    ApprovalRequired {
+        principal: Box<Principal>,
+        operation: Box<Operation>,
+        decision: Box<Decision>,
     },
     /// The request cannot be evaluated as sent.
     BadRequest { code: &'static str, message: String },
@@ -58,7 +64,9 @@ impl GatewayError {
         match self {
             GatewayError::Unauthenticated { .. } => StatusCode::UNAUTHORIZED,
             GatewayError::AuthUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
-            GatewayError::Forbidden { .. } => StatusCode::FORBIDDEN,
+            GatewayError::Forbidden { .. } | GatewayError::ApprovalRequired { .. } => {
+                StatusCode::FORBIDDEN
+            }
             GatewayError::BadRequest { .. } => StatusCode::BAD_REQUEST,
             GatewayError::UpstreamCredential(_) => StatusCode::BAD_GATEWAY,
             GatewayError::Upstream { timeout: true, .. } => StatusCode::GATEWAY_TIMEOUT,
@@ -76,6 +84,8 @@ impl GatewayError {
             GatewayError::AuthUnavailable(_) => "AuthenticationUnavailable",
             GatewayError::Forbidden { .. } if kv => "Forbidden",
             GatewayError::Forbidden { .. } => "AuthorizationFailed",
+            GatewayError::ApprovalRequired { .. } if kv => "Forbidden",
+            GatewayError::ApprovalRequired { .. } => "ApprovalRequired",
             GatewayError::BadRequest { code, .. } => code,
             GatewayError::UpstreamCredential(_) => "GatewayUpstreamCredentialFailed",
             GatewayError::Upstream { timeout: true, .. } => "GatewayTimeout",
@@ -115,6 +125,21 @@ impl GatewayError {
                     decision.reason
                 ),
             },
+            GatewayError::ApprovalRequired {
+                principal,
+                decision,
+                ..
+            } => {
+                let approvers = decision
+                    .approval
+                    .as_ref()
+                    .map(|a| a.approvers_display.join(", "))
+                    .unwrap_or_default();
+                format!(
+                    "Portcullis: approval required: {} (principal {}). It needs the consent of {approvers}; just-in-time approval is not available in this version of the gateway, so the request is refused and nothing was sent to Azure.",
+                    decision.reason, principal.object_id,
+                )
+            }
             GatewayError::BadRequest { message, .. } => format!("Portcullis: {message}"),
             GatewayError::UpstreamCredential(m) => {
                 format!("Portcullis could not obtain its upstream credential: {m}")
@@ -132,6 +157,12 @@ impl GatewayError {
         match (self, ctx.service) {
             (GatewayError::Forbidden { .. }, Service::KeyVault { .. }) => {
                 error["innererror"] = json!({"code": "ForbiddenByRbac"});
+            }
+            (GatewayError::ApprovalRequired { .. }, Service::KeyVault { .. }) => {
+                error["innererror"] = json!({"code": "ApprovalRequired"});
+            }
+            (GatewayError::ApprovalRequired { decision, .. }, Service::Arm) => {
+                error["additionalInfo"] = json!([{"type": "PortcullisDecision", "info": {"rule": decision.rule, "reason": decision.reason, "effect": "approve"}}]);
             }
             (GatewayError::Forbidden { decision, .. }, Service::Arm) => {
                 error["additionalInfo"] = json!([{"type": "PortcullisDecision", "info": {"rule": decision.rule, "reason": decision.reason}}]);

@@ -3,6 +3,7 @@
 //! environment conventions, `model` is what the rest of the gateway uses.
 
 pub mod model;
+pub mod policy;
 pub mod raw;
 pub mod validate;
 

@@ -18,6 +18,9 @@ pub struct Config {
     pub identity: IdentityConfig,
     pub upstream: UpstreamConfig,
     pub policy: Policy,
+    /// Things that load but are probably mistakes (rules that can never match, shadowed
+    /// rules), each with `file:line`.
+    pub warnings: Vec<String>,
 }
 
 #[derive(Debug, Clone)]

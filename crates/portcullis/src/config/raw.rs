@@ -122,6 +122,8 @@ pub struct RawPolicy {
     pub aliases: RawAliases,
     #[serde(default)]
     pub rules: Vec<Spanned<RawRule>>,
+    /// The largest request body conditions may read (bytes); default 1 MiB.
+    pub max_body_bytes: Option<usize>,
 }
 
 /// Readable names for object ids, so rules say `group:ai-agents`.
@@ -134,6 +136,10 @@ pub struct RawAliases {
     pub users: std::collections::BTreeMap<String, String>,
     #[serde(default)]
     pub apps: std::collections::BTreeMap<String, String>,
+    /// Named scope lists, so a shipped policy says `scope:agents` and the configuration
+    /// that includes it says where that is.
+    #[serde(default)]
+    pub scopes: std::collections::BTreeMap<String, Vec<String>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -154,4 +160,19 @@ pub struct RawRule {
     #[serde(default)]
     pub scopes: Vec<String>,
     pub description: Option<String>,
+    /// A CEL condition.
+    pub when: Option<String>,
+    pub approval: Option<RawApproval>,
+    pub credential: Option<String>,
+    /// `enforce` (default) or `audit`.
+    pub mode: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawApproval {
+    pub approvers: Vec<String>,
+    pub quorum: Option<u32>,
+    /// `90s`, `10m`, `2h`; default 10m.
+    pub timeout: Option<String>,
 }

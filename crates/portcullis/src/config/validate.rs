@@ -3,7 +3,7 @@
 //! `AZURE_AUTHORITY_HOST`, `IDENTITY_ENDPOINT`, `IDENTITY_HEADER`), secrets read from the
 //! environment or files, and every problem reported at once with its `file:line`.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -11,7 +11,6 @@ use std::time::Duration;
 use super::model::*;
 use super::raw::*;
 use crate::identity::is_guid;
-use crate::policy::{ActionPattern, Effect, Policy, PrincipalMatcher, Rule, ScopePattern};
 use crate::secret::Secret;
 
 /// Where the environment comes from: the process in production, a map in tests.
@@ -463,7 +462,10 @@ pub fn validate(
         credentials,
     };
 
-    let policy = included_policy(&mut p, base, raw.policy);
+    let credential_names: BTreeSet<String> = upstream.credentials.keys().cloned().collect();
+    let (policy, problems, warnings) =
+        super::policy::validate_policy(file, base, raw.policy, Some(&credential_names));
+    p.list.extend(problems);
     if p.list.is_empty() {
         Ok(Config {
             listen_gateway,
@@ -474,177 +476,9 @@ pub fn validate(
             identity,
             upstream,
             policy,
+            warnings,
         })
     } else {
         Err(p.list)
     }
-}
-
-fn principal(aliases: &RawAliases, s: &str) -> Result<PrincipalMatcher, String> {
-    if s.trim() == "*" {
-        return Ok(PrincipalMatcher::Any);
-    }
-    let (kind, value) = s.split_once(':').ok_or_else(|| {
-        format!("principal '{s}' must be kind:value (group:, role:, app:, user:, tenant:) or *")
-    })?;
-    let value = value.trim();
-    let resolve = |map: &BTreeMap<String, String>| -> Result<String, String> {
-        let id = map
-            .get(value)
-            .map(String::as_str)
-            .unwrap_or(value)
-            .to_ascii_lowercase();
-        if is_guid(&id) {
-            Ok(id)
-        } else {
-            Err(format!(
-                "principal '{s}': '{value}' is neither an object id nor a known alias"
-            ))
-        }
-    };
-    Ok(match kind.trim() {
-        "group" => PrincipalMatcher::Group(resolve(&aliases.groups)?),
-        "user" => PrincipalMatcher::User(resolve(&aliases.users)?),
-        "app" => PrincipalMatcher::App(resolve(&aliases.apps)?),
-        "tenant" => PrincipalMatcher::Tenant(resolve(&BTreeMap::new())?),
-        "role" if !value.is_empty() => PrincipalMatcher::Role(value.to_owned()),
-        other => return Err(format!("principal '{s}': unknown kind '{other}'")),
-    })
-}
-
-/// The policy: an included file's rules first, then the inline ones; aliases from both.
-fn included_policy(p: &mut Problems<'_>, base: &Path, mut raw: RawPolicy) -> Policy {
-    let Some(include) = raw.include.take() else {
-        return policy(p, raw);
-    };
-    let path = base.join(&include);
-    let file = path.display().to_string();
-    let included: Result<RawPolicy, String> = std::fs::read_to_string(&path)
-        .map_err(|e| format!("{}: policy.include: reading {file}: {e}", p.file))
-        .and_then(|text| {
-            serde_saphyr::from_str(&text).map_err(|e| e.to_string().replace("<input>", &file))
-        });
-    let inc = match included {
-        Ok(r) => r,
-        Err(message) => {
-            p.list.push(message);
-            return policy(p, raw);
-        }
-    };
-    if inc.include.is_some() {
-        p.list
-            .push(format!("{file}: an included policy cannot include another"));
-    }
-    let mut aliases = inc.aliases;
-    aliases.groups.extend(raw.aliases.groups);
-    aliases.users.extend(raw.aliases.users);
-    aliases.apps.extend(raw.aliases.apps);
-    let mut inner = Problems {
-        file: &file,
-        list: Vec::new(),
-    };
-    let mut merged = policy(
-        &mut inner,
-        RawPolicy {
-            include: None,
-            aliases: aliases.clone(),
-            rules: inc.rules,
-        },
-    );
-    p.list.extend(inner.list);
-    let inline = policy(
-        p,
-        RawPolicy {
-            include: None,
-            aliases,
-            rules: raw.rules,
-        },
-    );
-    merged.rules.extend(inline.rules);
-    merged
-}
-
-fn policy(p: &mut Problems<'_>, raw: RawPolicy) -> Policy {
-    let mut rules = Vec::new();
-    let mut names = HashSet::new();
-    for spanned in raw.rules {
-        let line = Some(spanned.referenced.line());
-        let r = spanned.value;
-        let origin = format!("{}:{}", p.file, spanned.referenced.line());
-        if !names.insert(r.name.clone()) {
-            p.at(line, format!("rule '{}' is defined twice", r.name));
-        }
-        let effect = match r.effect.as_str() {
-            "allow" => Effect::Allow,
-            "deny" => Effect::Deny,
-            other => {
-                p.at(
-                    line,
-                    format!("rule '{}': effect '{other}' is not allow or deny", r.name),
-                );
-                Effect::Deny
-            }
-        };
-        let mut patterns = |list: &[String], what: &str| -> Vec<ActionPattern> {
-            list.iter()
-                .filter_map(|a| {
-                    ActionPattern::parse(a)
-                        .map_err(|e| p.at(line, format!("rule '{}': {what}: {e}", r.name)))
-                        .ok()
-                })
-                .collect()
-        };
-        let actions = patterns(&r.actions, "actions");
-        let not_actions = patterns(&r.not_actions, "not_actions");
-        let data_actions = patterns(&r.data_actions, "data_actions");
-        let not_data_actions = patterns(&r.not_data_actions, "not_data_actions");
-        if actions.is_empty() && data_actions.is_empty() {
-            p.at(
-                line,
-                format!("rule '{}': give actions or data_actions", r.name),
-            );
-        }
-        let principals: Vec<PrincipalMatcher> = r
-            .principals
-            .iter()
-            .filter_map(|s| {
-                principal(&raw.aliases, s)
-                    .map_err(|e| p.at(line, format!("rule '{}': {e}", r.name)))
-                    .ok()
-            })
-            .collect();
-        if r.principals.is_empty() {
-            p.at(
-                line,
-                format!("rule '{}': give principals (use '*' for everyone)", r.name),
-            );
-        }
-        let scopes: Vec<ScopePattern> = r
-            .scopes
-            .iter()
-            .filter_map(|s| {
-                ScopePattern::parse(s)
-                    .map_err(|e| p.at(line, format!("rule '{}': {e}", r.name)))
-                    .ok()
-            })
-            .collect();
-        if r.scopes.is_empty() {
-            p.at(
-                line,
-                format!("rule '{}': give scopes (use '*' for everywhere)", r.name),
-            );
-        }
-        rules.push(Rule {
-            name: r.name,
-            effect,
-            principals,
-            actions,
-            not_actions,
-            data_actions,
-            not_data_actions,
-            scopes,
-            origin,
-        });
-    }
-    Policy { rules }
 }

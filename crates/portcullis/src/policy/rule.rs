@@ -3,19 +3,65 @@
 //! never grant data actions, as in RBAC), `*` wildcards, and scopes as ARM id prefixes.
 //! <https://learn.microsoft.com/azure/role-based-access-control/role-definitions>
 //!
-//! Precedence: a matching deny beats any allow; no matching rule denies. Matching is
-//! case-insensitive throughout, as Azure's names are.
+//! Precedence: deny over approve over allow; no matching rule denies. A condition that
+//! cannot be evaluated fails closed: a deny or approve rule is taken as matching, an allow
+//! rule as not matching. Rules in audit mode are evaluated and reported, never enforced.
+//! Matching is case-insensitive throughout, as Azure's names are.
+
+use std::time::Duration;
 
 use serde::Serialize;
 
+use super::condition::{Condition, Facts};
+use super::index::Index;
 use crate::azure::operation::{Operation, Plane};
 use crate::identity::principal::Principal;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, PartialOrd, Ord)]
 #[serde(rename_all = "lowercase")]
 pub enum Effect {
     Allow,
+    Approve,
     Deny,
+}
+
+impl Effect {
+    pub fn verb(self) -> &'static str {
+        match self {
+            Effect::Allow => "allows",
+            Effect::Approve => "holds for approval",
+            Effect::Deny => "denies",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    Enforce,
+    /// Evaluated and reported, never enforced.
+    Audit,
+}
+
+/// Who must consent to a held request, how many, and for how long it may wait.
+#[derive(Debug, Clone, Serialize)]
+pub struct ApprovalSpec {
+    /// As written (`group:approvers`), for people to read.
+    pub approvers_display: Vec<String>,
+    #[serde(skip)]
+    pub approvers: Vec<PrincipalMatcher>,
+    pub quorum: u32,
+    #[serde(with = "secs")]
+    pub timeout: Duration,
+}
+
+mod secs {
+    pub fn serialize<S: serde::Serializer>(
+        d: &std::time::Duration,
+        s: S,
+    ) -> Result<S::Ok, S::Error> {
+        s.serialize_u64(d.as_secs())
+    }
 }
 
 /// Who a rule is about. Ids are lowercased at load; aliases are resolved to ids.
@@ -73,6 +119,13 @@ impl ActionPattern {
                 .collect(),
             source: p.to_owned(),
         })
+    }
+
+    /// The lowercased provider namespace every action this pattern matches starts with, or
+    /// `None` when the pattern begins with a wildcard.
+    pub fn namespace(&self) -> Option<String> {
+        let (ns, _) = self.parts[0].split_once('/')?;
+        (!ns.is_empty()).then(|| ns.to_owned())
     }
 
     /// `action` must be lowercased.
@@ -186,15 +239,23 @@ pub struct Rule {
     pub data_actions: Vec<ActionPattern>,
     pub not_data_actions: Vec<ActionPattern>,
     pub scopes: Vec<ScopePattern>,
+    /// A CEL condition that must also hold.
+    pub when: Option<Condition>,
+    pub approval: Option<ApprovalSpec>,
+    /// The upstream credential that forwards what this rule lets through.
+    pub credential: Option<String>,
+    pub mode: Mode,
     /// Where the rule is written (`file:line`), for explanations.
     pub origin: String,
 }
 
-/// Why a rule did or did not apply.
+/// Why a rule did not apply.
+#[derive(Debug, Clone, PartialEq, Eq)]
 enum Miss {
     Principal,
     Action,
     Scope,
+    Condition(String),
 }
 
 impl Rule {
@@ -225,80 +286,182 @@ pub fn scope_display(op: &Operation) -> String {
     }
 }
 
-/// The outcome, with the rule that decided and a sentence for humans.
+/// A rule that did not decide, and why: what `policy explain` and refusals show.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Near {
+    pub rule: String,
+    pub effect: Effect,
+    pub why: String,
+}
+
+/// The outcome, with the rule that decided and a sentence for humans.
+#[derive(Debug, Clone, Serialize)]
 pub struct Decision {
     pub effect: Effect,
     /// `None` when no rule matched (the default deny).
     pub rule: Option<String>,
     pub reason: String,
+    /// The upstream credential the deciding rule names, if any.
+    pub credential: Option<String>,
+    /// For `approve`: who must consent.
+    pub approval: Option<ApprovalSpec>,
+    /// Audit-mode rules that matched: what they would have done.
+    pub audit: Vec<String>,
+    /// For refusals: the rules that came closest, and why they did not apply.
+    pub nearest: Vec<Near>,
 }
+
+impl Decision {
+    pub fn allow(reason: String) -> Decision {
+        Decision {
+            effect: Effect::Allow,
+            rule: None,
+            reason,
+            credential: None,
+            approval: None,
+            audit: Vec::new(),
+            nearest: Vec::new(),
+        }
+    }
+}
+
+/// How many near misses a refusal lists.
+const MAX_NEAREST: usize = 3;
 
 #[derive(Debug, Clone, Default)]
 pub struct Policy {
     pub rules: Vec<Rule>,
+    /// Rules by the provider namespace their action patterns can match.
+    index: Index,
+    /// The largest request body conditions may read; larger ones are "too large" (fail closed).
+    pub max_body_bytes: usize,
 }
 
+/// The default cap on bodies read for conditions.
+pub const DEFAULT_MAX_BODY: usize = 1024 * 1024;
+
 impl Policy {
-    pub fn decide(&self, p: &Principal, op: &Operation) -> Decision {
+    pub fn new(rules: Vec<Rule>, max_body_bytes: usize) -> Policy {
+        let index = Index::build(&rules);
+        Policy {
+            rules,
+            index,
+            max_body_bytes,
+        }
+    }
+
+    /// Whether deciding this request may need its body: a rule that applies to the principal,
+    /// action and scope has a condition reading `request`.
+    pub fn needs_body(&self, p: &Principal, op: &Operation) -> bool {
         let action = op.action.to_ascii_lowercase();
-        let mut allow: Option<&Rule> = None;
-        let mut near: Option<(&Rule, &'static str)> = None;
-        for rule in &self.rules {
-            match rule.check(p, op, &action) {
-                Ok(()) if rule.effect == Effect::Deny => {
-                    return Decision {
-                        effect: Effect::Deny,
-                        rule: Some(rule.name.clone()),
-                        reason: format!(
-                            "rule '{}' ({}) denies {} on {}",
-                            rule.name,
-                            rule.origin,
-                            op.action,
-                            scope_display(op)
-                        ),
-                    };
-                }
-                Ok(()) => {
-                    allow.get_or_insert(rule);
-                }
-                Err(Miss::Scope) if rule.effect == Effect::Allow && near.is_none() => {
-                    near = Some((rule, "allows this action, but not at this scope"));
-                }
-                Err(Miss::Action) if rule.effect == Effect::Allow && near.is_none() => {
-                    near = Some((
-                        rule,
-                        "applies to this principal, but does not grant this action",
+        self.index.candidates(&action).any(|i| {
+            let r = &self.rules[i];
+            r.when.as_ref().is_some_and(|c| c.reads_request) && r.check(p, op, &action).is_ok()
+        })
+    }
+
+    /// Decides without request facts (conditions reading `request` fail closed).
+    pub fn decide(&self, p: &Principal, op: &Operation) -> Decision {
+        let facts = Facts::new(
+            p,
+            op,
+            "",
+            "",
+            "",
+            &http::HeaderMap::new(),
+            &super::condition::Body::Absent,
+        );
+        self.decide_with(p, op, &facts)
+    }
+
+    pub fn decide_with(&self, p: &Principal, op: &Operation, facts: &Facts) -> Decision {
+        let action = op.action.to_ascii_lowercase();
+        let scope = scope_display(op);
+        let mut winner: Option<(&Rule, Option<String>)> = None;
+        let mut audit = Vec::new();
+        let mut nearest = Vec::new();
+        for i in self.index.candidates(&action) {
+            let rule = &self.rules[i];
+            let outcome = rule.check(p, op, &action).and_then(|()| match &rule.when {
+                None => Ok(None),
+                Some(c) => match c.evaluate(facts) {
+                    Ok(true) => Ok(None),
+                    Ok(false) => Err(Miss::Condition("its condition is false".into())),
+                    // Fail closed: an undecidable deny or approve applies; an allow does not.
+                    Err(e) if rule.effect != Effect::Allow => Ok(Some(format!("its condition could not be evaluated ({e}), so it applies (fail closed)"))),
+                    Err(e) => Err(Miss::Condition(format!("its condition could not be evaluated ({e}), so it does not apply (fail closed)"))),
+                },
+            });
+            match outcome {
+                Ok(note) if rule.mode == Mode::Audit => {
+                    audit.push(format!(
+                        "rule '{}' (audit) would {} {} on {scope}{}",
+                        rule.name,
+                        rule.effect.verb().trim_end_matches('s'),
+                        op.action,
+                        note.map(|n| format!("; {n}")).unwrap_or_default()
                     ));
                 }
-                Err(_) => {}
+                Ok(note) => {
+                    if winner.as_ref().is_none_or(|(w, _)| rule.effect > w.effect) {
+                        winner = Some((rule, note));
+                    }
+                }
+                Err(miss) => {
+                    let why = match miss {
+                        Miss::Principal => None,
+                        Miss::Action => {
+                            Some("applies to this principal, but not to this action".to_owned())
+                        }
+                        Miss::Scope => Some("covers this action, but not at this scope".to_owned()),
+                        Miss::Condition(c) => Some(c),
+                    };
+                    if let Some(why) = why
+                        && nearest.len() < MAX_NEAREST
+                    {
+                        nearest.push(Near {
+                            rule: rule.name.clone(),
+                            effect: rule.effect,
+                            why,
+                        });
+                    }
+                }
             }
         }
-        match allow {
-            Some(rule) => Decision {
-                effect: Effect::Allow,
+        match winner {
+            Some((rule, note)) => Decision {
+                effect: rule.effect,
                 rule: Some(rule.name.clone()),
                 reason: format!(
-                    "rule '{}' ({}) allows {} on {}",
+                    "rule '{}' ({}) {} {} on {scope}{}",
                     rule.name,
                     rule.origin,
+                    rule.effect.verb(),
                     op.action,
-                    scope_display(op)
+                    note.map(|n| format!("; {n}")).unwrap_or_default()
                 ),
+                credential: rule.credential.clone(),
+                approval: rule.approval.clone(),
+                audit,
+                nearest: if rule.effect == Effect::Allow {
+                    Vec::new()
+                } else {
+                    nearest
+                },
             },
             None => {
-                let mut reason = format!(
-                    "no rule allows {} on {} (default deny)",
-                    op.action,
-                    scope_display(op)
-                );
-                if let Some((rule, why)) = near {
-                    reason.push_str(&format!("; nearest: rule '{}' {why}", rule.name));
+                let mut reason = format!("no rule allows {} on {scope} (default deny)", op.action);
+                if let Some(n) = nearest.first() {
+                    reason.push_str(&format!("; nearest: rule '{}' {}", n.rule, n.why));
                 }
                 Decision {
                     effect: Effect::Deny,
                     rule: None,
                     reason,
+                    credential: None,
+                    approval: None,
+                    audit,
+                    nearest,
                 }
             }
         }
@@ -344,6 +507,10 @@ mod tests {
                 .iter()
                 .map(|s| ScopePattern::parse(s).unwrap())
                 .collect(),
+            when: None,
+            approval: None,
+            credential: None,
+            mode: Mode::Enforce,
             origin: "test:1".into(),
         }
     }
@@ -378,8 +545,8 @@ mod tests {
 
     #[test]
     fn deny_beats_allow_and_nothing_matching_denies() {
-        let policy = Policy {
-            rules: vec![
+        let policy = Policy::new(
+            vec![
                 rule(
                     "read",
                     Effect::Allow,
@@ -393,7 +560,8 @@ mod tests {
                     &["*"],
                 ),
             ],
-        };
+            DEFAULT_MAX_BODY,
+        );
         let p = principal(&["g1"]);
         assert_eq!(policy.decide(&p, &op("GET", VM)).effect, Effect::Allow);
         let d = policy.decide(&p, &op("DELETE", VM));
@@ -408,14 +576,15 @@ mod tests {
 
     #[test]
     fn scopes_are_segment_prefixes_case_insensitively() {
-        let policy = Policy {
-            rules: vec![rule(
+        let policy = Policy::new(
+            vec![rule(
                 "read",
                 Effect::Allow,
                 &["*/read"],
                 &["/subscriptions/*/resourceGroups/demo-rg"],
             )],
-        };
+            DEFAULT_MAX_BODY,
+        );
         let p = principal(&["g1"]);
         assert_eq!(
             policy.decide(&p, &op("GET", &VM.to_uppercase())).effect,
@@ -433,9 +602,10 @@ mod tests {
 
     #[test]
     fn actions_never_grant_data_actions() {
-        let policy = Policy {
-            rules: vec![rule("all", Effect::Allow, &["*"], &["*"])],
-        };
+        let policy = Policy::new(
+            vec![rule("all", Effect::Allow, &["*"], &["*"])],
+            DEFAULT_MAX_BODY,
+        );
         let kv = crate::azure::operation::name_keyvault(
             &http::Method::GET,
             "demo-kv",
@@ -446,7 +616,7 @@ mod tests {
         assert_eq!(policy.decide(&principal(&["g1"]), &kv).effect, Effect::Deny);
         let mut r = rule("data", Effect::Allow, &[], &["vault:demo-*"]);
         r.data_actions = vec![ActionPattern::parse("Microsoft.KeyVault/vaults/secrets/*").unwrap()];
-        let policy = Policy { rules: vec![r] };
+        let policy = Policy::new(vec![r], DEFAULT_MAX_BODY);
         assert_eq!(
             policy.decide(&principal(&["g1"]), &kv).effect,
             Effect::Allow
@@ -458,9 +628,169 @@ mod tests {
         let mut r = rule("most", Effect::Allow, &["Microsoft.Compute/*"], &["*"]);
         r.not_actions =
             vec![ActionPattern::parse("Microsoft.Compute/virtualMachines/delete").unwrap()];
-        let policy = Policy { rules: vec![r] };
+        let policy = Policy::new(vec![r], DEFAULT_MAX_BODY);
         let p = principal(&["g1"]);
         assert_eq!(policy.decide(&p, &op("PUT", VM)).effect, Effect::Allow);
         assert_eq!(policy.decide(&p, &op("DELETE", VM)).effect, Effect::Deny);
+    }
+
+    fn body_facts(p: &Principal, op: &Operation, body: crate::policy::condition::Body) -> Facts {
+        Facts::new(p, op, "PUT", "/", "", &http::HeaderMap::new(), &body)
+    }
+
+    #[test]
+    fn deny_beats_approve_beats_allow() {
+        let sa = "/subscriptions/s1/resourceGroups/demo-rg/providers/Microsoft.Storage/storageAccounts/sa1";
+        let mut approve = rule("approve-writes", Effect::Approve, &["*/write"], &["*"]);
+        approve.credential = Some("elevated".into());
+        let policy = Policy::new(
+            vec![
+                rule("allow-all", Effect::Allow, &["*"], &["*"]),
+                approve,
+                rule("no-deletes", Effect::Deny, &["*/delete"], &["*"]),
+            ],
+            DEFAULT_MAX_BODY,
+        );
+        let p = principal(&["g1"]);
+        assert_eq!(policy.decide(&p, &op("GET", sa)).effect, Effect::Allow);
+        let d = policy.decide(&p, &op("PUT", sa));
+        assert_eq!(
+            (d.effect, d.rule.as_deref(), d.credential.as_deref()),
+            (Effect::Approve, Some("approve-writes"), Some("elevated"))
+        );
+        assert_eq!(policy.decide(&p, &op("DELETE", sa)).effect, Effect::Deny);
+    }
+
+    #[test]
+    fn undecidable_conditions_fail_closed() {
+        use crate::policy::condition::{Body, Condition};
+        let sa = "/subscriptions/s1/resourceGroups/demo-rg/providers/Microsoft.Storage/storageAccounts/sa1";
+        let mut allow = rule("allow-eastus", Effect::Allow, &["*/write"], &["*"]);
+        allow.when = Some(Condition::compile("request.body.location == 'eastus'").unwrap());
+        let mut deny = rule("deny-westeurope", Effect::Deny, &["*/write"], &["*"]);
+        deny.when = Some(Condition::compile("request.body.location == 'westeurope'").unwrap());
+        let policy = Policy::new(vec![allow, deny], DEFAULT_MAX_BODY);
+        let p = principal(&["g1"]);
+        let o = op("PUT", sa);
+        assert!(policy.needs_body(&p, &o));
+        let d = |b| policy.decide_with(&p, &o, &body_facts(&p, &o, b));
+        assert_eq!(
+            d(Body::Json(serde_json::json!({"location": "eastus"}))).effect,
+            Effect::Allow
+        );
+        let westeurope = d(Body::Json(serde_json::json!({"location": "westeurope"})));
+        assert_eq!(
+            (westeurope.effect, westeurope.rule.as_deref()),
+            (Effect::Deny, Some("deny-westeurope"))
+        );
+        for body in [Body::TooLarge, Body::NotJson, Body::Absent] {
+            let decision = d(body);
+            assert_eq!(
+                (decision.effect, decision.rule.as_deref()),
+                (Effect::Deny, Some("deny-westeurope")),
+                "{}",
+                decision.reason
+            );
+            assert!(
+                decision.reason.contains("fail closed"),
+                "{}",
+                decision.reason
+            );
+        }
+        assert!(
+            !policy.needs_body(&p, &op("GET", sa)),
+            "no rule reads a GET's body"
+        );
+    }
+
+    #[test]
+    fn audit_rules_report_but_never_enforce() {
+        let mut audit = rule("would-deny", Effect::Deny, &["*"], &["*"]);
+        audit.mode = Mode::Audit;
+        let policy = Policy::new(
+            vec![rule("read", Effect::Allow, &["*/read"], &["*"]), audit],
+            DEFAULT_MAX_BODY,
+        );
+        let d = policy.decide(&principal(&["g1"]), &op("GET", VM));
+        assert_eq!(d.effect, Effect::Allow);
+        assert_eq!(d.audit.len(), 1);
+        assert!(d.audit[0].contains("would-deny"), "{:?}", d.audit);
+    }
+
+    #[test]
+    fn the_index_finds_namespaced_and_wildcard_rules_in_order() {
+        let rules = vec![
+            rule("compute", Effect::Allow, &["Microsoft.Compute/*"], &["*"]),
+            rule("storage", Effect::Allow, &["Microsoft.Storage/*"], &["*"]),
+            rule("everything", Effect::Allow, &["*/read"], &["*"]),
+            rule(
+                "compute-2",
+                Effect::Deny,
+                &["microsoft.compute/virtualMachines/delete"],
+                &["*"],
+            ),
+        ];
+        let index = super::Index::build(&rules);
+        let got: Vec<usize> = index
+            .candidates("microsoft.compute/virtualmachines/delete")
+            .collect();
+        assert_eq!(got, vec![0, 2, 3]);
+        let got: Vec<usize> = index.candidates("microsoft.keyvault/vaults/read").collect();
+        assert_eq!(got, vec![2]);
+    }
+
+    mod properties {
+        use super::*;
+        use proptest::prelude::*;
+
+        fn segment() -> impl Strategy<Value = String> {
+            prop::sample::select(vec![
+                "Microsoft.Compute",
+                "Microsoft.Storage",
+                "virtualMachines",
+                "storageAccounts",
+                "read",
+                "write",
+                "delete",
+                "listKeys",
+                "action",
+                "*",
+            ])
+            .prop_map(str::to_owned)
+        }
+
+        fn pattern() -> impl Strategy<Value = String> {
+            prop::collection::vec(segment(), 1..4)
+                .prop_map(|s| s.join("/"))
+                .prop_filter("a pattern needs a slash or is *", |p| {
+                    p == "*" || p.contains('/')
+                })
+        }
+
+        proptest! {
+            /// Whatever the rules, an allow names a rule one of whose patterns matches the
+            /// action, and that rule's not_actions do not.
+            #[test]
+            fn no_allow_outside_its_patterns(patterns in prop::collection::vec((pattern(), prop::option::of(pattern())), 1..6), verb in prop::sample::select(vec!["GET", "PUT", "DELETE", "POST"])) {
+                let rules: Vec<Rule> = patterns.iter().enumerate().map(|(i, (a, not))| {
+                    let mut r = rule(&format!("r{i}"), Effect::Allow, &[a.as_str()], &["*"]);
+                    r.not_actions = not.iter().map(|n| ActionPattern::parse(n).unwrap()).collect();
+                    r
+                }).collect();
+                let policy = Policy::new(rules.clone(), DEFAULT_MAX_BODY);
+                let path = if verb == "POST" { format!("{VM}/start") } else { VM.to_owned() };
+                let o = op(verb, &path);
+                let d = policy.decide(&principal(&["g1"]), &o);
+                if d.effect == Effect::Allow {
+                    let r = rules.iter().find(|r| Some(&r.name) == d.rule.as_ref()).unwrap();
+                    let action = o.action.to_ascii_lowercase();
+                    prop_assert!(r.actions.iter().any(|a| a.matches(&action)));
+                    prop_assert!(!r.not_actions.iter().any(|a| a.matches(&action)));
+                } else {
+                    let granted = rules.iter().any(|r| r.actions.iter().any(|a| a.matches(&o.action.to_ascii_lowercase())) && !r.not_actions.iter().any(|a| a.matches(&o.action.to_ascii_lowercase())));
+                    prop_assert!(!granted, "a granting rule exists but the decision was {:?}", d);
+                }
+            }
+        }
     }
 }

@@ -1,0 +1,524 @@
+//! The policy section (or a policy file): from its YAML shape to `Policy`, with every
+//! problem at its `file:line`, and warnings for rules that load but are probably mistakes.
+//! Used by configuration loading and by `portcullis policy check|explain|test`.
+
+use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::path::Path;
+use std::time::Duration;
+
+use super::raw::{RawAliases, RawApproval, RawPolicy, RawRule};
+use crate::identity::is_guid;
+use crate::policy::condition::Condition;
+use crate::policy::{
+    ActionPattern, ApprovalSpec, DEFAULT_MAX_BODY, Effect, Mode, Policy, PrincipalMatcher, Rule,
+    ScopePattern,
+};
+
+/// Problems, per file: errors refuse the policy; warnings are reported and loaded.
+struct Report<'a> {
+    file: &'a str,
+    errors: Vec<String>,
+    warnings: Vec<String>,
+}
+
+impl Report<'_> {
+    fn error(&mut self, line: u64, message: impl Into<String>) {
+        self.errors
+            .push(format!("{}:{line}: {}", self.file, message.into()));
+    }
+
+    fn warn(&mut self, line: u64, message: impl Into<String>) {
+        self.warnings
+            .push(format!("{}:{line}: warning: {}", self.file, message.into()));
+    }
+}
+
+/// Validates a policy; `credentials` (when known) are the upstream credentials rules may
+/// name. Returns the policy, the errors and the warnings.
+pub fn validate_policy(
+    file: &str,
+    base: &Path,
+    mut raw: RawPolicy,
+    credentials: Option<&BTreeSet<String>>,
+) -> (Policy, Vec<String>, Vec<String>) {
+    let mut errors = Vec::new();
+    let mut warnings = Vec::new();
+    let mut rules = Vec::new();
+    let mut aliases = std::mem::take(&mut raw.aliases);
+    let max_body = raw.max_body_bytes.unwrap_or(DEFAULT_MAX_BODY);
+    if let Some(include) = raw.include.take() {
+        let path = base.join(&include);
+        let inc_file = path.display().to_string();
+        let included: Result<RawPolicy, String> = std::fs::read_to_string(&path)
+            .map_err(|e| format!("{file}: policy.include: reading {inc_file}: {e}"))
+            .and_then(|text| {
+                serde_saphyr::from_str(&text)
+                    .map_err(|e| e.to_string().replace("<input>", &inc_file))
+            });
+        match included {
+            Ok(inc) => {
+                if inc.include.is_some() {
+                    errors.push(format!(
+                        "{inc_file}: an included policy cannot include another"
+                    ));
+                }
+                // The includer's aliases say what the included file's names mean.
+                let mut merged = inc.aliases;
+                merge_aliases(&mut merged, std::mem::take(&mut aliases));
+                aliases = merged;
+                let mut report = Report {
+                    file: &inc_file,
+                    errors: Vec::new(),
+                    warnings: Vec::new(),
+                };
+                rules.extend(validate_rules(
+                    &mut report,
+                    &aliases,
+                    inc.rules,
+                    credentials,
+                ));
+                errors.extend(report.errors);
+                warnings.extend(report.warnings);
+            }
+            Err(message) => errors.push(message),
+        }
+    }
+    let mut report = Report {
+        file,
+        errors: Vec::new(),
+        warnings: Vec::new(),
+    };
+    rules.extend(validate_rules(
+        &mut report,
+        &aliases,
+        raw.rules,
+        credentials,
+    ));
+    errors.extend(report.errors);
+    let mut names = HashSet::new();
+    for r in &rules {
+        if !names.insert(r.name.clone()) {
+            errors.push(format!("{}: rule '{}' is defined twice", r.origin, r.name));
+        }
+    }
+    warnings.extend(report.warnings);
+    warnings.extend(shadowed(&rules));
+    (Policy::new(rules, max_body), errors, warnings)
+}
+
+fn merge_aliases(into: &mut RawAliases, from: RawAliases) {
+    into.groups.extend(from.groups);
+    into.users.extend(from.users);
+    into.apps.extend(from.apps);
+    into.scopes.extend(from.scopes);
+}
+
+fn principal(aliases: &RawAliases, s: &str) -> Result<PrincipalMatcher, String> {
+    if s.trim() == "*" {
+        return Ok(PrincipalMatcher::Any);
+    }
+    let (kind, value) = s.split_once(':').ok_or_else(|| {
+        format!("principal '{s}' must be kind:value (group:, role:, app:, user:, tenant:) or *")
+    })?;
+    let value = value.trim();
+    let resolve = |map: &BTreeMap<String, String>| -> Result<String, String> {
+        let id = map
+            .get(value)
+            .map(String::as_str)
+            .unwrap_or(value)
+            .to_ascii_lowercase();
+        if is_guid(&id) {
+            Ok(id)
+        } else {
+            Err(format!(
+                "principal '{s}': '{value}' is neither an object id nor a known alias"
+            ))
+        }
+    };
+    Ok(match kind.trim() {
+        "group" => PrincipalMatcher::Group(resolve(&aliases.groups)?),
+        "user" => PrincipalMatcher::User(resolve(&aliases.users)?),
+        "app" => PrincipalMatcher::App(resolve(&aliases.apps)?),
+        "tenant" => PrincipalMatcher::Tenant(resolve(&BTreeMap::new())?),
+        "role" if !value.is_empty() => PrincipalMatcher::Role(value.to_owned()),
+        other => return Err(format!("principal '{s}': unknown kind '{other}'")),
+    })
+}
+
+/// Parses `90s`, `10m`, `2h` (a bare number is seconds).
+pub fn duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let (digits, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
+    let n: u64 = digits
+        .parse()
+        .map_err(|_| format!("'{s}' is not a duration like 90s, 10m or 2h"))?;
+    let secs = match unit {
+        "" | "s" => n,
+        "m" => n * 60,
+        "h" => n * 3600,
+        _ => return Err(format!("'{s}' is not a duration like 90s, 10m or 2h")),
+    };
+    Ok(Duration::from_secs(secs))
+}
+
+fn approval(
+    r: &mut Report<'_>,
+    line: u64,
+    name: &str,
+    aliases: &RawAliases,
+    raw: &RawApproval,
+) -> ApprovalSpec {
+    let approvers: Vec<PrincipalMatcher> = raw
+        .approvers
+        .iter()
+        .filter_map(|a| {
+            principal(aliases, a)
+                .map_err(|e| r.error(line, format!("rule '{name}': approval.approvers: {e}")))
+                .ok()
+        })
+        .collect();
+    if raw.approvers.is_empty() {
+        r.error(
+            line,
+            format!("rule '{name}': approval.approvers is empty: nobody could approve"),
+        );
+    }
+    let quorum = raw.quorum.unwrap_or(1);
+    if quorum == 0 {
+        r.error(
+            line,
+            format!("rule '{name}': approval.quorum must be at least 1"),
+        );
+    }
+    let timeout = match raw.timeout.as_deref().map(duration) {
+        None => Duration::from_secs(600),
+        Some(Ok(d)) if d.as_secs() > 0 => d,
+        Some(Ok(_)) => {
+            r.error(
+                line,
+                format!("rule '{name}': approval.timeout must be positive"),
+            );
+            Duration::from_secs(600)
+        }
+        Some(Err(e)) => {
+            r.error(line, format!("rule '{name}': approval.timeout: {e}"));
+            Duration::from_secs(600)
+        }
+    };
+    ApprovalSpec {
+        approvers_display: raw.approvers.clone(),
+        approvers,
+        quorum,
+        timeout,
+    }
+}
+
+fn scopes(
+    r: &mut Report<'_>,
+    line: u64,
+    name: &str,
+    aliases: &RawAliases,
+    list: &[String],
+) -> Vec<ScopePattern> {
+    let mut out = Vec::new();
+    for s in list {
+        let expanded: Vec<String> = match s.trim().strip_prefix("scope:") {
+            Some(alias) => {
+                match aliases.scopes.get(alias) {
+                    Some(l) if !l.is_empty() => l.clone(),
+                    _ => {
+                        r.error(line, format!("rule '{name}': scope alias '{alias}' is not defined (aliases.scopes)"));
+                        continue;
+                    }
+                }
+            }
+            None => vec![s.clone()],
+        };
+        for e in expanded {
+            match ScopePattern::parse(&e) {
+                Ok(p) => out.push(p),
+                Err(m) => r.error(line, format!("rule '{name}': {m}")),
+            }
+        }
+    }
+    out
+}
+
+fn validate_rules(
+    r: &mut Report<'_>,
+    aliases: &RawAliases,
+    raw: Vec<serde_saphyr::Spanned<RawRule>>,
+    credentials: Option<&BTreeSet<String>>,
+) -> Vec<Rule> {
+    let mut rules = Vec::new();
+    for spanned in raw {
+        let line = spanned.referenced.line();
+        let raw = spanned.value;
+        let name = raw.name.clone();
+        let effect = match raw.effect.as_str() {
+            "allow" => Effect::Allow,
+            "deny" => Effect::Deny,
+            "approve" => Effect::Approve,
+            other => {
+                r.error(
+                    line,
+                    format!("rule '{name}': effect '{other}' is not allow, approve or deny"),
+                );
+                Effect::Deny
+            }
+        };
+        let mode = match raw.mode.as_deref() {
+            None | Some("enforce") => Mode::Enforce,
+            Some("audit") => Mode::Audit,
+            Some(other) => {
+                r.error(
+                    line,
+                    format!("rule '{name}': mode '{other}' is not enforce or audit"),
+                );
+                Mode::Enforce
+            }
+        };
+        let mut patterns = |list: &[String], what: &str| -> Vec<ActionPattern> {
+            list.iter()
+                .filter_map(|a| {
+                    ActionPattern::parse(a)
+                        .map_err(|e| r.error(line, format!("rule '{name}': {what}: {e}")))
+                        .ok()
+                })
+                .collect()
+        };
+        let actions = patterns(&raw.actions, "actions");
+        let not_actions = patterns(&raw.not_actions, "not_actions");
+        let data_actions = patterns(&raw.data_actions, "data_actions");
+        let not_data_actions = patterns(&raw.not_data_actions, "not_data_actions");
+        if raw.actions.is_empty() && raw.data_actions.is_empty() {
+            r.error(line, format!("rule '{name}': give actions or data_actions"));
+        }
+        if raw.principals.is_empty() {
+            r.error(
+                line,
+                format!("rule '{name}': give principals (use '*' for everyone)"),
+            );
+        }
+        let principals: Vec<PrincipalMatcher> = raw
+            .principals
+            .iter()
+            .filter_map(|s| {
+                principal(aliases, s)
+                    .map_err(|e| r.error(line, format!("rule '{name}': {e}")))
+                    .ok()
+            })
+            .collect();
+        if raw.scopes.is_empty() {
+            r.error(
+                line,
+                format!("rule '{name}': give scopes (use '*' for everywhere)"),
+            );
+        }
+        let scopes = scopes(r, line, &name, aliases, &raw.scopes);
+        let when = raw.when.as_deref().and_then(|w| {
+            Condition::compile(w)
+                .map_err(|e| r.error(line, format!("rule '{name}': when: {e}")))
+                .ok()
+        });
+        let approval = match (&raw.approval, effect) {
+            (Some(a), Effect::Approve) => Some(approval(r, line, &name, aliases, a)),
+            (None, Effect::Approve) => {
+                r.error(
+                    line,
+                    format!("rule '{name}': an approve rule needs approval.approvers"),
+                );
+                None
+            }
+            (Some(_), _) => {
+                r.error(
+                    line,
+                    format!("rule '{name}': approval only applies to effect: approve"),
+                );
+                None
+            }
+            (None, _) => None,
+        };
+        if let (Some(c), Some(known)) = (&raw.credential, credentials)
+            && !known.contains(c)
+        {
+            r.error(
+                line,
+                format!(
+                    "rule '{name}': credential '{c}' is not one of upstream.credentials ({})",
+                    known.iter().cloned().collect::<Vec<_>>().join(", ")
+                ),
+            );
+        }
+        if raw.credential.is_some() && effect == Effect::Deny {
+            r.error(
+                line,
+                format!(
+                    "rule '{name}': a deny rule forwards nothing, so it cannot name a credential"
+                ),
+            );
+        }
+        // Never-matching: every granted pattern is also excluded.
+        let dead = |grant: &[ActionPattern], except: &[ActionPattern]| {
+            !grant.is_empty()
+                && grant.iter().all(|g| {
+                    except
+                        .iter()
+                        .any(|e| e.source == "*" || e.source.eq_ignore_ascii_case(&g.source))
+                })
+        };
+        if dead(&actions, &not_actions) || dead(&data_actions, &not_data_actions) {
+            r.warn(
+                line,
+                format!("rule '{name}' can never match: everything it grants it also excludes"),
+            );
+        }
+        if !actions.is_empty()
+            && actions.iter().all(|a| {
+                a.source
+                    .to_ascii_lowercase()
+                    .starts_with("microsoft.keyvault/vaults/secrets/")
+                    && a.source.contains("/action")
+            })
+        {
+            r.warn(line, format!("rule '{name}': these look like data actions; `actions` never match the data plane (use data_actions)"));
+        }
+        rules.push(Rule {
+            name,
+            effect,
+            principals,
+            actions,
+            not_actions,
+            data_actions,
+            not_data_actions,
+            scopes,
+            when,
+            approval,
+            credential: raw.credential,
+            mode,
+            origin: format!("{}:{line}", r.file),
+        });
+    }
+    rules
+}
+
+/// Rules that an unconditional deny for everyone, everywhere, makes pointless.
+fn shadowed(rules: &[Rule]) -> Vec<String> {
+    let mut out = Vec::new();
+    let blanket: Vec<&Rule> = rules
+        .iter()
+        .filter(|d| {
+            d.effect == Effect::Deny
+                && d.mode == Mode::Enforce
+                && d.when.is_none()
+                && d.principals.contains(&PrincipalMatcher::Any)
+                && d.scopes.contains(&ScopePattern::Everywhere)
+        })
+        .collect();
+    for r in rules.iter().filter(|r| r.effect != Effect::Deny) {
+        let covered =
+            |grant: &[ActionPattern],
+             deny_of: fn(&Rule) -> (&[ActionPattern], &[ActionPattern])| {
+                !grant.is_empty()
+                    && grant.iter().all(|g| {
+                        blanket.iter().any(|d| {
+                            let (deny, except) = deny_of(d);
+                            except.is_empty()
+                                && deny.iter().any(|p| {
+                                    p.source == "*" || p.source.eq_ignore_ascii_case(&g.source)
+                                })
+                        })
+                    })
+            };
+        let control = covered(&r.actions, |d| (&d.actions, &d.not_actions));
+        let data = r.data_actions.is_empty()
+            || covered(&r.data_actions, |d| (&d.data_actions, &d.not_data_actions));
+        if control && data {
+            out.push(format!("{}: warning: rule '{}' is shadowed: a deny rule for everyone, everywhere, covers everything it grants", r.origin, r.name));
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn check(yaml: &str) -> (Policy, Vec<String>, Vec<String>) {
+        let raw: RawPolicy = serde_saphyr::from_str(yaml).unwrap();
+        let creds: BTreeSet<String> = ["baseline".to_owned(), "elevated".to_owned()].into();
+        validate_policy("p.yaml", Path::new("."), raw, Some(&creds))
+    }
+
+    #[test]
+    fn approve_rules_conditions_credentials_and_modes() {
+        let (policy, errors, warnings) = check(
+            "aliases:\n  groups: {agents: 11111111-2222-3333-4444-555555555555, approvers: 11111111-2222-3333-4444-666666666666}\n  scopes: {agents: [/subscriptions/*/resourceGroups/demo-rg]}\nrules:\n  - name: approve-storage\n    effect: approve\n    principals: [group:agents]\n    actions: [Microsoft.Storage/storageAccounts/write]\n    scopes: [scope:agents]\n    when: 'request.body.location != \"westeurope\"'\n    approval: {approvers: [group:approvers], quorum: 2, timeout: 15m}\n    credential: elevated\n    mode: audit\n",
+        );
+        assert!(errors.is_empty(), "{errors:?}");
+        assert!(warnings.is_empty(), "{warnings:?}");
+        let r = &policy.rules[0];
+        assert_eq!(
+            (r.effect, r.mode, r.credential.as_deref()),
+            (Effect::Approve, Mode::Audit, Some("elevated"))
+        );
+        let a = r.approval.as_ref().unwrap();
+        assert_eq!((a.quorum, a.timeout.as_secs()), (2, 900));
+        assert!(r.when.as_ref().unwrap().reads_request);
+        assert_eq!(
+            r.scopes,
+            vec![ScopePattern::parse("/subscriptions/*/resourceGroups/demo-rg").unwrap()]
+        );
+    }
+
+    #[test]
+    fn every_problem_has_its_line() {
+        let (_, errors, _) = check(
+            "rules:\n  - name: a\n    effect: approve\n    principals: ['*']\n    actions: ['*/write']\n    scopes: [scope:nowhere]\n    when: '1 +'\n    credential: superuser\n  - name: a\n    effect: deny\n    principals: ['*']\n    actions: ['*']\n    scopes: ['*']\n    approval: {approvers: []}\n",
+        );
+        let joined = errors.join("\n");
+        for expected in [
+            "p.yaml:2: rule 'a': scope alias 'nowhere'",
+            "p.yaml:2: rule 'a': when: CEL",
+            "p.yaml:2: rule 'a': credential 'superuser'",
+            "p.yaml:2: rule 'a': an approve rule needs approval.approvers",
+            "p.yaml:9: rule 'a': approval only applies",
+            "rule 'a' is defined twice",
+        ] {
+            assert!(
+                joined.contains(expected),
+                "missing '{expected}' in:\n{joined}"
+            );
+        }
+    }
+
+    #[test]
+    fn warnings_for_dead_and_shadowed_rules() {
+        let (_, errors, warnings) = check(
+            "rules:\n  - name: dead\n    effect: allow\n    principals: ['*']\n    actions: [Microsoft.Compute/virtualMachines/read]\n    not_actions: ['*']\n    scopes: ['*']\n  - name: shadowed\n    effect: allow\n    principals: ['*']\n    actions: [Microsoft.Compute/virtualMachines/delete]\n    scopes: ['*']\n  - name: no-deletes\n    effect: deny\n    principals: ['*']\n    actions: [Microsoft.Compute/virtualMachines/delete]\n    scopes: ['*']\n",
+        );
+        assert!(errors.is_empty(), "{errors:?}");
+        assert!(
+            warnings
+                .iter()
+                .any(|w| w.starts_with("p.yaml:2: warning: rule 'dead' can never match")),
+            "{warnings:?}"
+        );
+        assert!(
+            warnings
+                .iter()
+                .any(|w| w.starts_with("p.yaml:8: warning: rule 'shadowed' is shadowed")),
+            "{warnings:?}"
+        );
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(duration("90s").unwrap().as_secs(), 90);
+        assert_eq!(duration("10m").unwrap().as_secs(), 600);
+        assert_eq!(duration("2h").unwrap().as_secs(), 7200);
+        assert_eq!(duration("30").unwrap().as_secs(), 30);
+        assert!(duration("ten minutes").is_err());
+        assert!(duration("5d").is_err());
+    }
+}

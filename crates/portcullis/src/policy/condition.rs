@@ -1,0 +1,217 @@
+//! Conditions in CEL (<https://github.com/google/cel-spec>), compiled once when the policy
+//! loads, evaluated per request over what the gateway knows of it:
+//!
+//! - `principal`: `oid`, `tid`, `kind`, `app_id`, `groups`, `roles`
+//! - `operation`: `action`, `plane`, `subscription`, `resource_group`, `resource_type`,
+//!   `resource_name`, `api_version`
+//! - `request`: `method`, `path`, `query` (map), `headers` (map, lowercased names, without
+//!   credentials), `body` (the parsed JSON; absent when there is none, it is not JSON, or it
+//!   is larger than the cap)
+//!
+//! A condition that cannot be evaluated (a missing field, a type error, a body too large to
+//! read) is an error, never `false`: the caller fails closed on it.
+
+use cel::{Context, Program};
+use serde_json::{Map, Value, json};
+
+use crate::azure::operation::Operation;
+use crate::identity::principal::Principal;
+
+pub struct Condition {
+    pub source: String,
+    program: Program,
+    /// Whether it reads `request` (and so may need the body).
+    pub reads_request: bool,
+}
+
+impl std::fmt::Debug for Condition {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("Condition").field(&self.source).finish()
+    }
+}
+
+impl Clone for Condition {
+    fn clone(&self) -> Self {
+        Condition::compile(&self.source).expect("a compiled condition compiles again")
+    }
+}
+
+impl Condition {
+    pub fn compile(source: &str) -> Result<Condition, String> {
+        let program = Program::compile(source)
+            .map_err(|e| format!("CEL: {}", e.to_string().replace('\n', " ")))?;
+        // Unknown variables cannot be refused here (comprehension variables look the same);
+        // they fail at evaluation, which fails closed.
+        let reads_request = program.references().has_variable("request");
+        Ok(Condition {
+            source: source.to_owned(),
+            program,
+            reads_request,
+        })
+    }
+
+    /// `Ok(true)` when the condition holds; an error when it cannot be decided.
+    pub fn evaluate(&self, facts: &Facts) -> Result<bool, String> {
+        let mut ctx = Context::default();
+        ctx.add_variable("principal", &facts.principal)
+            .map_err(|e| e.to_string())?;
+        ctx.add_variable("operation", &facts.operation)
+            .map_err(|e| e.to_string())?;
+        ctx.add_variable("request", &facts.request)
+            .map_err(|e| e.to_string())?;
+        match self.program.execute(&ctx) {
+            Ok(cel::Value::Bool(b)) => Ok(b),
+            Ok(other) => Err(format!("the condition gave {other:?}, not a boolean")),
+            Err(e) => Err(e.to_string()),
+        }
+    }
+}
+
+/// What a request's body is, as far as conditions can see it.
+#[derive(Debug, Clone)]
+pub enum Body {
+    /// Not read (no rule needed it) or empty.
+    Absent,
+    Json(Value),
+    TooLarge,
+    NotJson,
+}
+
+/// The request as conditions see it, built once per request.
+pub struct Facts {
+    principal: Value,
+    operation: Value,
+    request: Value,
+}
+
+impl Facts {
+    pub fn new(
+        p: &Principal,
+        op: &Operation,
+        method: &str,
+        path: &str,
+        query: &str,
+        headers: &http::HeaderMap,
+        body: &Body,
+    ) -> Facts {
+        let mut q = Map::new();
+        for (k, v) in form_urlencoded::parse(query.as_bytes()) {
+            q.insert(k.into_owned(), json!(v));
+        }
+        let mut h = Map::new();
+        for (k, v) in headers {
+            let name = k.as_str();
+            if matches!(name, "authorization" | "proxy-authorization" | "cookie") {
+                continue;
+            }
+            if let Ok(v) = v.to_str() {
+                h.insert(name.to_owned(), json!(v));
+            }
+        }
+        let mut request = json!({"method": method, "path": path, "query": q, "headers": h});
+        if let Body::Json(v) = body {
+            request["body"] = v.clone();
+        }
+        Facts {
+            principal: json!({
+                "oid": p.object_id, "tid": p.tenant_id, "kind": p.kind, "app_id": p.app_id,
+                "groups": p.groups, "roles": p.roles,
+            }),
+            operation: json!({
+                "action": op.action, "plane": op.plane,
+                "subscription": op.scope.subscription, "resource_group": op.scope.resource_group,
+                "resource_type": op.scope.resource_type, "resource_name": op.scope.resource_name,
+                "api_version": op.api_version,
+            }),
+            request,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::identity::principal::PrincipalKind;
+
+    fn facts(body: Body) -> Facts {
+        let p = Principal {
+            tenant_id: "t".into(),
+            object_id: "o".into(),
+            kind: PrincipalKind::App,
+            app_id: Some("a".into()),
+            groups: vec!["g1".into()],
+            roles: vec![],
+            display_name: None,
+            token_version: 2,
+        };
+        let op = crate::azure::operation::name_arm(
+            &http::Method::PUT,
+            "/subscriptions/s/resourceGroups/rg/providers/Microsoft.Storage/storageAccounts/sa",
+            "api-version=2023-01-01",
+        )
+        .unwrap();
+        let mut headers = http::HeaderMap::new();
+        headers.insert("authorization", "Bearer secret".parse().unwrap());
+        headers.insert("x-portcullis-reason", "cleanup".parse().unwrap());
+        Facts::new(
+            &p,
+            &op,
+            "PUT",
+            "/subscriptions/s",
+            "api-version=2023-01-01",
+            &headers,
+            &body,
+        )
+    }
+
+    #[test]
+    fn conditions_see_the_principal_operation_and_request() {
+        let f = facts(Body::Json(json!({"location": "eastus"})));
+        let c = Condition::compile("request.body.location != 'westeurope' && 'g1' in principal.groups && operation.resource_group == 'rg'").unwrap();
+        assert!(c.reads_request);
+        assert_eq!(c.evaluate(&f), Ok(true));
+        let c = Condition::compile("request.headers['x-portcullis-reason'] == 'cleanup'").unwrap();
+        assert_eq!(c.evaluate(&f), Ok(true));
+        let c = Condition::compile("'authorization' in request.headers").unwrap();
+        assert_eq!(
+            c.evaluate(&f),
+            Ok(false),
+            "credentials are never visible to conditions"
+        );
+    }
+
+    #[test]
+    fn undecidable_conditions_are_errors() {
+        let c = Condition::compile("request.body.location == 'eastus'").unwrap();
+        assert!(
+            c.evaluate(&facts(Body::TooLarge)).is_err(),
+            "no body to read is an error, not false"
+        );
+        assert!(
+            Condition::compile("operation.action")
+                .unwrap()
+                .evaluate(&facts(Body::Absent))
+                .is_err(),
+            "not a boolean"
+        );
+        assert!(Condition::compile("1 +").is_err());
+        assert!(
+            Condition::compile("secrets.x == 1")
+                .unwrap()
+                .evaluate(&facts(Body::Absent))
+                .is_err(),
+            "unknown variables fail evaluation"
+        );
+        assert_eq!(
+            Condition::compile("principal.groups.exists(g, g == 'g1')")
+                .unwrap()
+                .evaluate(&facts(Body::Absent)),
+            Ok(true)
+        );
+        assert!(
+            !Condition::compile("principal.oid == 'o'")
+                .unwrap()
+                .reads_request
+        );
+    }
+}
