@@ -14,6 +14,8 @@ use crate::config;
 
 /// The demo's policy, as shipped.
 const DEMO_POLICY: &str = include_str!("../../../../policies/demo.yaml");
+/// The pack the demo policy includes.
+const AGENT_BASELINE: &str = include_str!("../../../../policies/agent-baseline.yaml");
 
 #[derive(clap::Args)]
 pub struct DemoArgs {
@@ -138,6 +140,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         write_private(&dir.join(format!("{name}.secret")), &secret)?;
     }
     std::fs::write(dir.join("policy.yaml"), DEMO_POLICY)?;
+    std::fs::write(dir.join("agent-baseline.yaml"), AGENT_BASELINE)?;
     let config_path = dir.join("portcullis.yaml");
     std::fs::write(&config_path, demo_config(&sim, &args))?;
     let cfg = config::load(&config_path)?;
@@ -209,9 +212,20 @@ fn print_tour(gw: &str, sub: &str, env_path: &Path, config_path: &Path) {
         "  pc -X DELETE -H \"Authorization: Bearer $AGENT_TOKEN\" '{rg}/providers/Microsoft.Compute/virtualMachines/vm1?api-version=2024-07-01' | jq .error.code"
     );
     println!();
-    println!("  # A Key Vault secret through the gateway");
     println!(
-        "  pc -H \"Authorization: Bearer $AGENT_TOKEN\" '{gw}/keyvault/demo-kv/secrets/db-password?api-version=7.4' | jq .id"
+        "  # Key Vault through the gateway: listing secrets is allowed; reading a value is held"
+    );
+    println!("  # for approval by the agent-baseline pack (approvals and masking are coming)");
+    println!(
+        "  pc -H \"Authorization: Bearer $AGENT_TOKEN\" '{gw}/keyvault/demo-kv/secrets?api-version=7.4' | jq '.value[].id'"
+    );
+    println!(
+        "  pc -H \"Authorization: Bearer $AGENT_TOKEN\" '{gw}/keyvault/demo-kv/secrets/db-password?api-version=7.4' | jq .error.innererror.code"
+    );
+    println!();
+    println!("  # Creating a storage account in demo-rg needs an approver");
+    println!(
+        "  pc -X PUT -H \"Authorization: Bearer $AGENT_TOKEN\" -H 'content-type: application/json' -d '{{\"location\":\"eastus\"}}' '{rg}/providers/Microsoft.Storage/storageAccounts/agentstore?api-version=2023-05-01' | jq .error.code"
     );
     println!();
     println!("  # An agent in no group is refused; no token at all gets ARM's 401");

@@ -1,6 +1,7 @@
 //! The command line: one file per command group.
 
 mod demo;
+pub mod policy;
 pub mod serve;
 
 use clap::{Parser, Subcommand};
@@ -23,6 +24,8 @@ enum Command {
     Demo(demo::DemoArgs),
     /// Run the gateway with a configuration file.
     Serve(serve::ServeArgs),
+    /// Check, explain and test policies.
+    Policy(policy::PolicyArgs),
 }
 
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
@@ -35,5 +38,6 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Demo(args) => demo::run(args).await,
         Command::Serve(args) => serve::run(args).await,
+        Command::Policy(args) => policy::run(args),
     }
 }

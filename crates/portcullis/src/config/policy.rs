@@ -33,52 +33,131 @@ impl Report<'_> {
     }
 }
 
+/// How deep policy files may include one another.
+const MAX_INCLUDE_DEPTH: usize = 4;
+
 /// Validates a policy; `credentials` (when known) are the upstream credentials rules may
-/// name. Returns the policy, the errors and the warnings.
+/// name. Returns the policy, the errors and the warnings. Included files come first, and the
+/// includer's aliases say what the included files' names mean.
 pub fn validate_policy(
+    file: &str,
+    base: &Path,
+    raw: RawPolicy,
+    credentials: Option<&BTreeSet<String>>,
+) -> Checked {
+    let (rules, max_body, aliases, errors, mut warnings) =
+        collect(file, base, raw, credentials, RawAliases::default(), 0);
+    let mut errors = errors;
+    let mut names = HashSet::new();
+    for r in &rules {
+        if !names.insert(r.name.clone()) {
+            errors.push(format!("{}: rule '{}' is defined twice", r.origin, r.name));
+        }
+    }
+    warnings.extend(shadowed(&rules));
+    Checked {
+        policy: Policy::new(rules, max_body.unwrap_or(DEFAULT_MAX_BODY)),
+        errors,
+        warnings,
+        aliases,
+    }
+}
+
+/// A validated policy, what is wrong with it, and the aliases it was read with.
+pub struct Checked {
+    pub policy: Policy,
+    pub errors: Vec<String>,
+    pub warnings: Vec<String>,
+    pub aliases: RawAliases,
+}
+
+impl Checked {
+    /// Resolves a principal attribute written like a rule's (`group:ai-agents`).
+    pub fn resolve(&self, attribute: &str) -> Result<PrincipalMatcher, String> {
+        principal(&self.aliases, attribute)
+    }
+}
+
+/// Checks a policy file, or the policy of a configuration file (one with `identity:`),
+/// without needing the configuration's secrets.
+pub fn check_file(path: &Path) -> Result<Checked, Vec<String>> {
+    let file = path.display().to_string();
+    let text = std::fs::read_to_string(path).map_err(|e| vec![format!("{file}: {e}")])?;
+    let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
+    let generic: serde_json::Value =
+        serde_saphyr::from_str(&text).map_err(|e| vec![e.to_string().replace("<input>", &file)])?;
+    let checked = if generic.get("identity").is_some() {
+        let raw: super::raw::RawConfig = serde_saphyr::from_str(&text)
+            .map_err(|e| vec![e.to_string().replace("<input>", &file)])?;
+        let credentials: BTreeSet<String> = raw.upstream.credentials.keys().cloned().collect();
+        validate_policy(&file, &base, raw.policy, Some(&credentials))
+    } else {
+        let raw: RawPolicy = serde_saphyr::from_str(&text)
+            .map_err(|e| vec![e.to_string().replace("<input>", &file)])?;
+        validate_policy(&file, &base, raw, None)
+    };
+    if checked.errors.is_empty() {
+        Ok(checked)
+    } else {
+        Err(checked.errors)
+    }
+}
+
+type Collected = (
+    Vec<Rule>,
+    Option<usize>,
+    RawAliases,
+    Vec<String>,
+    Vec<String>,
+);
+
+/// One file and what it includes; `outer` are the aliases of the files including it.
+fn collect(
     file: &str,
     base: &Path,
     mut raw: RawPolicy,
     credentials: Option<&BTreeSet<String>>,
-) -> (Policy, Vec<String>, Vec<String>) {
+    outer: RawAliases,
+    depth: usize,
+) -> Collected {
     let mut errors = Vec::new();
     let mut warnings = Vec::new();
     let mut rules = Vec::new();
+    // Outer files' aliases win: they say what an included pack's names mean.
     let mut aliases = std::mem::take(&mut raw.aliases);
-    let max_body = raw.max_body_bytes.unwrap_or(DEFAULT_MAX_BODY);
+    merge_aliases(&mut aliases, outer);
+    let mut max_body = raw.max_body_bytes;
     if let Some(include) = raw.include.take() {
         let path = base.join(&include);
         let inc_file = path.display().to_string();
-        let included: Result<RawPolicy, String> = std::fs::read_to_string(&path)
-            .map_err(|e| format!("{file}: policy.include: reading {inc_file}: {e}"))
-            .and_then(|text| {
-                serde_saphyr::from_str(&text)
-                    .map_err(|e| e.to_string().replace("<input>", &inc_file))
-            });
-        match included {
+        let parsed: Result<RawPolicy, String> = if depth >= MAX_INCLUDE_DEPTH {
+            Err(format!(
+                "{file}: include {inc_file}: policy files nest more than {MAX_INCLUDE_DEPTH} deep"
+            ))
+        } else {
+            std::fs::read_to_string(&path)
+                .map_err(|e| format!("{file}: include: reading {inc_file}: {e}"))
+                .and_then(|text| {
+                    serde_saphyr::from_str(&text)
+                        .map_err(|e| e.to_string().replace("<input>", &inc_file))
+                })
+        };
+        match parsed {
             Ok(inc) => {
-                if inc.include.is_some() {
-                    errors.push(format!(
-                        "{inc_file}: an included policy cannot include another"
-                    ));
-                }
-                // The includer's aliases say what the included file's names mean.
-                let mut merged = inc.aliases;
-                merge_aliases(&mut merged, std::mem::take(&mut aliases));
-                aliases = merged;
-                let mut report = Report {
-                    file: &inc_file,
-                    errors: Vec::new(),
-                    warnings: Vec::new(),
-                };
-                rules.extend(validate_rules(
-                    &mut report,
-                    &aliases,
-                    inc.rules,
+                let inc_base = path.parent().map(Path::to_path_buf).unwrap_or_default();
+                let (inc_rules, inc_max, inc_aliases, inc_errors, inc_warnings) = collect(
+                    &inc_file,
+                    &inc_base,
+                    inc,
                     credentials,
-                ));
-                errors.extend(report.errors);
-                warnings.extend(report.warnings);
+                    aliases.clone(),
+                    depth + 1,
+                );
+                rules.extend(inc_rules);
+                max_body = max_body.or(inc_max);
+                errors.extend(inc_errors);
+                warnings.extend(inc_warnings);
+                aliases = inc_aliases;
             }
             Err(message) => errors.push(message),
         }
@@ -95,17 +174,11 @@ pub fn validate_policy(
         credentials,
     ));
     errors.extend(report.errors);
-    let mut names = HashSet::new();
-    for r in &rules {
-        if !names.insert(r.name.clone()) {
-            errors.push(format!("{}: rule '{}' is defined twice", r.origin, r.name));
-        }
-    }
     warnings.extend(report.warnings);
-    warnings.extend(shadowed(&rules));
-    (Policy::new(rules, max_body), errors, warnings)
+    (rules, max_body, aliases, errors, warnings)
 }
 
+/// Adds `from`'s aliases to `into`; `from` wins where both name the same thing.
 fn merge_aliases(into: &mut RawAliases, from: RawAliases) {
     into.groups.extend(from.groups);
     into.users.extend(from.users);
@@ -447,7 +520,8 @@ mod tests {
     fn check(yaml: &str) -> (Policy, Vec<String>, Vec<String>) {
         let raw: RawPolicy = serde_saphyr::from_str(yaml).unwrap();
         let creds: BTreeSet<String> = ["baseline".to_owned(), "elevated".to_owned()].into();
-        validate_policy("p.yaml", Path::new("."), raw, Some(&creds))
+        let c = validate_policy("p.yaml", Path::new("."), raw, Some(&creds));
+        (c.policy, c.errors, c.warnings)
     }
 
     #[test]

@@ -463,9 +463,9 @@ pub fn validate(
     };
 
     let credential_names: BTreeSet<String> = upstream.credentials.keys().cloned().collect();
-    let (policy, problems, warnings) =
-        super::policy::validate_policy(file, base, raw.policy, Some(&credential_names));
-    p.list.extend(problems);
+    let checked = super::policy::validate_policy(file, base, raw.policy, Some(&credential_names));
+    p.list.extend(checked.errors);
+    let (policy, warnings) = (checked.policy, checked.warnings);
     if p.list.is_empty() {
         Ok(Config {
             listen_gateway,

@@ -167,7 +167,11 @@ pub async fn validate(
 }
 
 /// Reads the principal from verified claims.
-fn principal(c: &Value, tid: &str, version: u8) -> Result<(Principal, bool), TokenError> {
+pub(crate) fn principal(
+    c: &Value,
+    tid: &str,
+    version: u8,
+) -> Result<(Principal, bool), TokenError> {
     let s = |k: &str| c.get(k).and_then(Value::as_str).map(str::to_owned);
     let oid = s("oid")
         .map(|o| o.to_ascii_lowercase())

@@ -3,7 +3,9 @@
 //! never grant data actions, as in RBAC), `*` wildcards, and scopes as ARM id prefixes.
 //! <https://learn.microsoft.com/azure/role-based-access-control/role-definitions>
 //!
-//! Precedence: deny over approve over allow; no matching rule denies. A condition that
+//! Precedence: deny over approve over allow; among matching rules of the winning effect the
+//! one written last decides (included packs come first, so a policy's own rules refine
+//! them); no matching rule denies. A condition that
 //! cannot be evaluated fails closed: a deny or approve rule is taken as matching, an allow
 //! rule as not matching. Rules in audit mode are evaluated and reported, never enforced.
 //! Matching is case-insensitive throughout, as Azure's names are.
@@ -403,31 +405,38 @@ impl Policy {
                     ));
                 }
                 Ok(note) => {
-                    if winner.as_ref().is_none_or(|(w, _)| rule.effect > w.effect) {
+                    if winner.as_ref().is_none_or(|(w, _)| rule.effect >= w.effect) {
                         winner = Some((rule, note));
                     }
                 }
                 Err(miss) => {
-                    let why = match miss {
-                        Miss::Principal => None,
-                        Miss::Action => {
-                            Some("applies to this principal, but not to this action".to_owned())
-                        }
-                        Miss::Scope => Some("covers this action, but not at this scope".to_owned()),
-                        Miss::Condition(c) => Some(c),
+                    // The closest misses first: a condition that failed, then a scope, then an action.
+                    let (rank, why) = match miss {
+                        Miss::Principal => continue,
+                        Miss::Condition(c) => (0, c),
+                        Miss::Scope => (1, "covers this action, but not at this scope".to_owned()),
+                        Miss::Action => (
+                            2,
+                            "applies to this principal, but not to this action".to_owned(),
+                        ),
                     };
-                    if let Some(why) = why
-                        && nearest.len() < MAX_NEAREST
-                    {
-                        nearest.push(Near {
+                    nearest.push((
+                        rank,
+                        Near {
                             rule: rule.name.clone(),
                             effect: rule.effect,
                             why,
-                        });
-                    }
+                        },
+                    ));
                 }
             }
         }
+        nearest.sort_by_key(|(rank, _)| *rank);
+        let nearest: Vec<Near> = nearest
+            .into_iter()
+            .take(MAX_NEAREST)
+            .map(|(_, n)| n)
+            .collect();
         match winner {
             Some((rule, note)) => Decision {
                 effect: rule.effect,

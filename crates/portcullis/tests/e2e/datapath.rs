@@ -406,3 +406,96 @@ async fn the_admin_listener_answers_health_over_tls() {
         "the admin listener never forwards to Azure"
     );
 }
+
+#[tokio::test]
+async fn approve_rules_refuse_with_approval_required_until_approvals_exist() {
+    let env = Env::start().await;
+    let since = env.sim.last_call_seq();
+    let sa = format!(
+        "{}/providers/Microsoft.Storage/storageAccounts/heldstore?api-version=2023-05-01",
+        env.rg()
+    );
+    let (s, h, body) = env
+        .agent(Method::PUT, &sa, Some(json!({"location": "eastus"})))
+        .await;
+    assert_eq!(s, StatusCode::FORBIDDEN, "{body}");
+    assert_eq!(header(&h, "x-ms-error-code"), "ApprovalRequired");
+    let message = body["error"]["message"].as_str().unwrap();
+    assert!(
+        message.contains("hold-storage-create") && message.contains("group:approvers"),
+        "{message}"
+    );
+    assert_eq!(
+        body["error"]["additionalInfo"][0]["info"]["effect"],
+        "approve"
+    );
+    assert!(
+        env.sim
+            .calls_since(since)
+            .iter()
+            .all(|c| c.service != azure_sim::Service::Arm),
+        "nothing was forwarded"
+    );
+}
+
+#[tokio::test]
+async fn conditions_read_the_body_which_is_forwarded_unchanged_with_the_rules_credential() {
+    let env = Env::start().await;
+    let rg = format!("{}?api-version=2022-09-01", env.rg());
+    let since = env.sim.last_call_seq();
+    let (s, _, body) = env
+        .agent(
+            Method::PUT,
+            &rg,
+            Some(
+                json!({"location": "eastus", "tags": {"reason": "cost report", "owner": "agent"}}),
+            ),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{body}");
+    assert_eq!(
+        body["tags"],
+        json!({"reason": "cost report", "owner": "agent"}),
+        "Azure received the body as sent"
+    );
+    let put = env
+        .sim
+        .calls_since(since)
+        .into_iter()
+        .find(|c| c.method == "PUT")
+        .unwrap();
+    assert_eq!(
+        put.caller.unwrap().name.as_deref(),
+        Some("portcullis-elevated"),
+        "the rule's credential forwarded it"
+    );
+
+    // No reason: the condition cannot be evaluated (no such key), so the allow does not
+    // apply (fail closed), and nothing reaches Azure.
+    let since = env.sim.last_call_seq();
+    let (s, _, body) = env
+        .agent(Method::PUT, &rg, Some(json!({"location": "eastus"})))
+        .await;
+    assert_eq!(s, StatusCode::FORBIDDEN, "{body}");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("fail closed"),
+        "{body}"
+    );
+    let (s, _, _) = env
+        .agent(
+            Method::PUT,
+            &rg,
+            Some(json!({"location": "eastus", "tags": {"reason": ""}})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::FORBIDDEN, "an empty reason is false");
+    assert!(
+        env.sim
+            .calls_since(since)
+            .iter()
+            .all(|c| c.service != azure_sim::Service::Arm)
+    );
+}

@@ -51,7 +51,7 @@ fn the_demo_tour_works_as_printed() {
         .filter(|l| l.starts_with("pc ") || l.starts_with("curl "))
         .map(str::to_owned)
         .collect();
-    assert_eq!(commands.len(), 7, "{tour:#?}");
+    assert_eq!(commands.len(), 9, "{tour:#?}");
     let run = |cmd: &str| {
         let script = format!("shopt -s expand_aliases\n{env_line}\n{alias}\n{cmd}\n");
         let out = Command::new("bash").arg("-c").arg(script).output().unwrap();
@@ -71,28 +71,43 @@ fn the_demo_tour_works_as_printed() {
         outputs[0]
     );
     assert!(
-        outputs[0].contains("keyvault") || outputs[0].contains("https://127.0.0.1"),
+        outputs[0].contains("https://127.0.0.1"),
         "a nextLink through the gateway: {}",
         outputs[0]
     );
     assert_eq!(outputs[1].trim(), "\"Succeeded\"");
     assert_eq!(outputs[2].trim(), "\"AuthorizationFailed\"");
     assert!(
-        outputs[3].contains("demo-kv.vault.azure.net/secrets/db-password/"),
+        outputs[3].contains("demo-kv.vault.azure.net/secrets/db-password"),
         "{}",
         outputs[3]
     );
-    assert_eq!(outputs[4].trim(), "\"AuthorizationFailed\"");
-    assert_eq!(outputs[5].trim(), "\"AuthenticationFailed\"");
+    assert_eq!(
+        outputs[4].trim(),
+        "\"ApprovalRequired\"",
+        "a secret's value is held"
+    );
+    assert_eq!(
+        outputs[5].trim(),
+        "\"ApprovalRequired\"",
+        "a storage account create is held"
+    );
+    assert_eq!(outputs[6].trim(), "\"AuthorizationFailed\"");
+    assert_eq!(outputs[7].trim(), "\"AuthenticationFailed\"");
     assert!(
-        outputs[6].contains("\"caller\":\"portcullis-baseline\""),
+        outputs[8].contains("\"caller\":\"portcullis-baseline\""),
         "{}",
-        outputs[6]
+        outputs[8]
     );
     assert!(
-        !outputs[6].contains("\"caller\":\"agent\""),
+        !outputs[8].contains("\"caller\":\"agent\""),
         "Azure never saw the agent: {}",
-        outputs[6]
+        outputs[8]
+    );
+    assert!(
+        !outputs[8].contains("storageAccounts/agentstore"),
+        "the held create never reached Azure: {}",
+        outputs[8]
     );
     let env = std::fs::read_to_string(dir.join("demo.env")).unwrap();
     for key in [

@@ -6,6 +6,7 @@ mod credentials;
 mod datapath;
 mod demo;
 mod identity;
+mod policy_tools;
 
 use std::path::{Path, PathBuf};
 
@@ -98,9 +99,10 @@ impl Env {
             app("portcullis-baseline").secret.as_deref().unwrap(),
         );
         write(
-            &dir.join("policy.yaml"),
-            include_str!("../../../../policies/demo.yaml"),
+            &dir.join("elevated.secret"),
+            app("portcullis-elevated").secret.as_deref().unwrap(),
         );
+        write(&dir.join("policy.yaml"), include_str!("policy.yaml"));
         let api = sim.config().api_for(GATEWAY_API).unwrap().app_id;
         let credential = match &setup.credential {
             Some(make) => make(&sim, &dir),
@@ -119,9 +121,11 @@ impl Env {
             .map(|h| format!("public_host: {h}\n"))
             .unwrap_or_default();
         let yaml = format!(
-            "listen: {{gateway: \"127.0.0.1:0\", admin: \"127.0.0.1:0\"}}\n{public_host}state_dir: state\nidentity:\n  authority: {sim}\n  tenant: {tenant}\n  audiences: [{GATEWAY_API}, {api}]\n  ca_file: sim/ca.pem\n  groups_overage: {{graph_url: {sim}, credential: baseline}}\nupstream:\n  arm_url: {sim}\n  keyvault_url: \"{sim}/keyvault/{{vault}}\"\n  ca_file: sim/ca.pem\n  credentials:\n    baseline: {credential}\npolicy:\n  include: policy.yaml\n{rules}",
+            "listen: {{gateway: \"127.0.0.1:0\", admin: \"127.0.0.1:0\"}}\n{public_host}state_dir: state\nidentity:\n  authority: {sim}\n  tenant: {tenant}\n  audiences: [{GATEWAY_API}, {api}]\n  ca_file: sim/ca.pem\n  groups_overage: {{graph_url: {sim}, credential: baseline}}\nupstream:\n  arm_url: {sim}\n  keyvault_url: \"{sim}/keyvault/{{vault}}\"\n  ca_file: sim/ca.pem\n  credentials:\n    baseline: {credential}\n    elevated: {{type: client_secret, tenant: {tid}, client_id: {elevated}, client_secret: {{file: elevated.secret}}}}\npolicy:\n  include: policy.yaml\n{rules}",
             sim = sim.url(),
             rules = setup.rules,
+            tid = sim.tenant_id(),
+            elevated = app("portcullis-elevated").app_id.unwrap(),
         );
         write(&dir.join("portcullis.yaml"), &yaml);
         let cfg = portcullis::config::load(&dir.join("portcullis.yaml"))

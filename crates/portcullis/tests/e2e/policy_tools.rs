@@ -1,0 +1,236 @@
+//! The policy tools from the outside: `portcullis policy check|explain|test` on the shipped
+//! packs and on broken files, and every policy example in `docs/` loads.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../..")
+        .canonicalize()
+        .unwrap()
+}
+
+fn portcullis(args: &[&str]) -> (bool, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_portcullis"))
+        .args(args)
+        .current_dir(repo())
+        .env("RUST_BACKTRACE", "0")
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    )
+}
+
+#[test]
+fn every_shipped_pack_passes_its_tests() {
+    let tests: Vec<PathBuf> = std::fs::read_dir(repo().join("policies/tests"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.to_string_lossy().ends_with(".test.yaml"))
+        .collect();
+    assert!(
+        tests.len() >= 3,
+        "agent-baseline, read-only and demo have tests: {tests:?}"
+    );
+    let mut out = Vec::new();
+    let (passed, failed) = portcullis::cli::policy::run_tests(&tests, &mut out).unwrap();
+    assert_eq!(failed, 0, "{}", String::from_utf8_lossy(&out));
+    assert!(passed >= 20);
+    // Each pack is covered by a test file.
+    for pack in ["agent-baseline", "read-only", "demo"] {
+        assert!(
+            tests
+                .iter()
+                .any(|t| t.file_name().unwrap().to_string_lossy().starts_with(pack)),
+            "{pack} has no tests"
+        );
+    }
+}
+
+#[test]
+fn policy_test_reports_failures_and_a_summary() {
+    let dir = std::env::temp_dir().join(format!("pc-ptest-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let policy = repo().join("policies/tests/read-only.yaml");
+    std::fs::write(
+        dir.join("wrong.test.yaml"),
+        format!("policy: {}\ncases:\n  - name: a wrong expectation\n    principal: [group:readers]\n    request: PUT /subscriptions/s/resourceGroups/reports-rg?api-version=2022-09-01\n    expect: allow\n", policy.display()),
+    )
+    .unwrap();
+    let (ok, out) = portcullis(&[
+        "policy",
+        "test",
+        dir.join("wrong.test.yaml").to_str().unwrap(),
+    ]);
+    assert!(!ok, "a failing case fails the command");
+    assert!(
+        out.contains("FAIL") && out.contains("a wrong expectation"),
+        "{out}"
+    );
+    assert!(out.contains("policy: 0 passed, 1 failed"), "{out}");
+    let (ok, out) = portcullis(&["policy", "test", "policies/tests/read-only.test.yaml"]);
+    assert!(ok, "{out}");
+    assert!(out.contains("policy: 5 passed, 0 failed"), "{out}");
+}
+
+#[test]
+fn policy_check_names_problems_and_fails() {
+    let (ok, out) = portcullis(&[
+        "policy",
+        "check",
+        "policies/demo.yaml",
+        "policies/tests/agent-baseline.yaml",
+        "policies/tests/read-only.yaml",
+    ]);
+    assert!(ok, "{out}");
+    assert!(out.contains("ok: policies/demo.yaml"), "{out}");
+    let dir = std::env::temp_dir().join(format!("pc-pcheck-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let bad = dir.join("bad.yaml");
+    std::fs::write(&bad, "rules:\n  - name: r\n    effect: allow\n    principals: ['*']\n    actions: [Microsoft.Compute/*]\n    scopes: ['*']\n    when: 'request.body.x =='\n").unwrap();
+    let (ok, out) = portcullis(&["policy", "check", bad.to_str().unwrap()]);
+    assert!(!ok);
+    assert!(out.contains("bad.yaml:2: rule 'r': when: CEL"), "{out}");
+    std::fs::write(
+        &bad,
+        "rules:\n  - name: r\n    effect: allow\n    colour: blue\n",
+    )
+    .unwrap();
+    let (ok, out) = portcullis(&["policy", "check", bad.to_str().unwrap()]);
+    assert!(!ok);
+    assert!(
+        out.contains("line 4") && out.contains("colour"),
+        "unknown keys name their place: {out}"
+    );
+}
+
+#[test]
+fn policy_explain_says_what_and_why() {
+    let sub = "/subscriptions/00000000-0000-0000-0000-0000000000aa";
+    let (ok, out) = portcullis(&[
+        "policy",
+        "explain",
+        "--config",
+        "policies/demo.yaml",
+        "--principal",
+        "group:ai-agents",
+        "--request",
+        &format!(
+            "DELETE {sub}/resourceGroups/demo-rg/providers/Microsoft.Compute/virtualMachines/vm1?api-version=2024-07-01"
+        ),
+    ]);
+    assert!(ok, "{out}");
+    assert!(
+        out.contains("operation   Microsoft.Compute/virtualMachines/delete (control plane)"),
+        "{out}"
+    );
+    assert!(
+        out.contains("decision    DENY by rule 'baseline-no-deletes'"),
+        "{out}"
+    );
+    let (ok, out) = portcullis(&[
+        "policy",
+        "explain",
+        "--config",
+        "policies/demo.yaml",
+        "--principal",
+        "group:ai-agents",
+        "--request",
+        &format!(
+            "PUT {sub}/resourceGroups/demo-rg/providers/Microsoft.Storage/storageAccounts/s1?api-version=2023-05-01"
+        ),
+    ]);
+    assert!(ok, "{out}");
+    assert!(
+        out.contains("decision    APPROVAL REQUIRED by rule 'demo-approve-storage-create'"),
+        "{out}"
+    );
+    assert!(
+        out.contains("credential  elevated") && out.contains("approvers   group:approvers"),
+        "{out}"
+    );
+    let (ok, out) = portcullis(&[
+        "policy",
+        "explain",
+        "--config",
+        "policies/demo.yaml",
+        "--principal",
+        "group:approvers",
+        "--request",
+        &format!("GET {sub}/resourceGroups/demo-rg?api-version=2022-09-01"),
+    ]);
+    assert!(ok, "{out}");
+    assert!(out.contains("default deny"), "{out}");
+    let (ok, out) = portcullis(&[
+        "policy",
+        "explain",
+        "--config",
+        "policies/demo.yaml",
+        "--principal",
+        "group:ai-agents",
+        "--request",
+        "GET /nowhere",
+    ]);
+    assert!(!ok, "an unnamable request is refused: {out}");
+}
+
+/// Every ```yaml block in docs/ parses as what it shows (a configuration or a policy), and
+/// every policy example validates.
+#[test]
+fn every_example_in_docs_loads() {
+    let mut seen = 0;
+    for entry in std::fs::read_dir(repo().join("docs")).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_none_or(|e| e != "md") {
+            continue;
+        }
+        let text = std::fs::read_to_string(&path).unwrap();
+        for (i, block) in text.split("```yaml\n").skip(1).enumerate() {
+            let yaml = block.split("\n```").next().unwrap();
+            let name = format!("{}#{i}", path.display());
+            let dir = std::env::temp_dir().join(format!(
+                "pc-doc-{}-{i}-{}",
+                std::process::id(),
+                path.file_stem().unwrap().to_string_lossy()
+            ));
+            std::fs::create_dir_all(&dir).unwrap();
+            // Examples may include the shipped packs by name.
+            for pack in std::fs::read_dir(repo().join("policies")).unwrap() {
+                let pack = pack.unwrap().path();
+                if pack.extension().is_some_and(|e| e == "yaml") {
+                    std::fs::copy(&pack, dir.join(pack.file_name().unwrap())).unwrap();
+                }
+            }
+            let file = dir.join("example.yaml");
+            std::fs::write(&file, yaml).unwrap();
+            if yaml.contains("\nidentity:")
+                || yaml.starts_with("identity:")
+                || yaml.contains("listen:")
+            {
+                // A configuration: its shape must parse (its secrets are not on this machine).
+                let generic: Result<serde_json::Value, _> = serde_saphyr::from_str(yaml);
+                assert!(generic.is_ok(), "{name}: {generic:?}");
+            } else if yaml.contains("rules:") {
+                let policy_part = if yaml.starts_with("policy:") {
+                    yaml.replace("\n  ", "\n")
+                        .trim_start_matches("policy:")
+                        .to_owned()
+                } else {
+                    yaml.to_owned()
+                };
+                std::fs::write(&file, policy_part).unwrap();
+                let checked = portcullis::config::policy::check_file(&file);
+                assert!(checked.is_ok(), "{name}: {:?}", checked.err());
+            }
+            seen += 1;
+        }
+    }
+    assert!(seen >= 3, "docs have examples ({seen})");
+}
