@@ -219,13 +219,14 @@ pub fn evaluate(
         )
     })?;
     let body = body.map_or(Body::Absent, Body::Json);
+    let headers = http::HeaderMap::new();
     let facts = Facts::new(
         p,
         &op,
         method.as_str(),
         &routed.path,
         query,
-        &http::HeaderMap::new(),
+        &headers,
         &body,
     );
     let decision = checked.policy.decide_with(p, &op, &facts);

@@ -17,6 +17,10 @@ use serde_json::{Map, Value, json};
 use crate::azure::operation::Operation;
 use crate::identity::principal::Principal;
 
+/// CEL's standard library, built once: building it is most of what a fresh context costs.
+static STDLIB: std::sync::LazyLock<std::sync::Arc<cel::Env>> =
+    std::sync::LazyLock::new(|| std::sync::Arc::new(cel::Env::stdlib()));
+
 pub struct Condition {
     pub source: String,
     program: Program,
@@ -51,15 +55,9 @@ impl Condition {
     }
 
     /// `Ok(true)` when the condition holds; an error when it cannot be decided.
-    pub fn evaluate(&self, facts: &Facts) -> Result<bool, String> {
-        let mut ctx = Context::default();
-        ctx.add_variable("principal", &facts.principal)
-            .map_err(|e| e.to_string())?;
-        ctx.add_variable("operation", &facts.operation)
-            .map_err(|e| e.to_string())?;
-        ctx.add_variable("request", &facts.request)
-            .map_err(|e| e.to_string())?;
-        match self.program.execute(&ctx) {
+    pub fn evaluate(&self, facts: &Facts<'_>) -> Result<bool, String> {
+        let outcome = self.program.execute(facts.context()?);
+        match outcome {
             Ok(cel::Value::Bool(b)) => Ok(b),
             Ok(other) => Err(format!("the condition gave {other:?}, not a boolean")),
             Err(e) => Err(e.to_string()),
@@ -77,53 +75,95 @@ pub enum Body {
     NotJson,
 }
 
-/// The request as conditions see it, built once per request.
-pub struct Facts {
-    principal: Value,
-    operation: Value,
-    request: Value,
+/// The request as conditions see it. The CEL values are built on first use only, so a
+/// decision without conditions costs nothing here.
+pub struct Facts<'a> {
+    principal: &'a Principal,
+    operation: &'a Operation,
+    method: &'a str,
+    path: &'a str,
+    query: &'a str,
+    headers: &'a http::HeaderMap,
+    body: &'a Body,
+    /// The CEL context, built the first time a condition is evaluated and shared by all the
+    /// conditions of this decision.
+    context: std::cell::OnceCell<Result<Context<'static, 'static>, String>>,
 }
 
-impl Facts {
+impl<'a> Facts<'a> {
     pub fn new(
-        p: &Principal,
-        op: &Operation,
-        method: &str,
-        path: &str,
-        query: &str,
-        headers: &http::HeaderMap,
-        body: &Body,
-    ) -> Facts {
-        let mut q = Map::new();
-        for (k, v) in form_urlencoded::parse(query.as_bytes()) {
-            q.insert(k.into_owned(), json!(v));
-        }
-        let mut h = Map::new();
-        for (k, v) in headers {
-            let name = k.as_str();
-            if matches!(name, "authorization" | "proxy-authorization" | "cookie") {
-                continue;
-            }
-            if let Ok(v) = v.to_str() {
-                h.insert(name.to_owned(), json!(v));
-            }
-        }
-        let mut request = json!({"method": method, "path": path, "query": q, "headers": h});
-        if let Body::Json(v) = body {
-            request["body"] = v.clone();
-        }
+        principal: &'a Principal,
+        operation: &'a Operation,
+        method: &'a str,
+        path: &'a str,
+        query: &'a str,
+        headers: &'a http::HeaderMap,
+        body: &'a Body,
+    ) -> Facts<'a> {
         Facts {
-            principal: json!({
-                "oid": p.object_id, "tid": p.tenant_id, "kind": p.kind, "app_id": p.app_id,
-                "groups": p.groups, "roles": p.roles,
-            }),
-            operation: json!({
-                "action": op.action, "plane": op.plane,
-                "subscription": op.scope.subscription, "resource_group": op.scope.resource_group,
-                "resource_type": op.scope.resource_type, "resource_name": op.scope.resource_name,
-                "api_version": op.api_version,
-            }),
-            request,
+            principal,
+            operation,
+            method,
+            path,
+            query,
+            headers,
+            body,
+            context: std::cell::OnceCell::new(),
+        }
+    }
+
+    fn context(&self) -> Result<&Context<'static, 'static>, String> {
+        self.context
+            .get_or_init(|| {
+                let [principal, operation, request] = self.values();
+                let mut ctx = Context::with_env(STDLIB.clone());
+                ctx.add_variable("principal", principal)
+                    .map_err(|e| e.to_string())?;
+                ctx.add_variable("operation", operation)
+                    .map_err(|e| e.to_string())?;
+                ctx.add_variable("request", request)
+                    .map_err(|e| e.to_string())?;
+                Ok(ctx)
+            })
+            .as_ref()
+            .map_err(Clone::clone)
+    }
+
+    fn values(&self) -> [Value; 3] {
+        {
+            let (p, op) = (self.principal, self.operation);
+            let mut q = Map::new();
+            for (k, v) in form_urlencoded::parse(self.query.as_bytes()) {
+                q.insert(k.into_owned(), json!(v));
+            }
+            let mut h = Map::new();
+            for (k, v) in self.headers {
+                let name = k.as_str();
+                if matches!(name, "authorization" | "proxy-authorization" | "cookie") {
+                    continue;
+                }
+                if let Ok(v) = v.to_str() {
+                    h.insert(name.to_owned(), json!(v));
+                }
+            }
+            let mut request =
+                json!({"method": self.method, "path": self.path, "query": q, "headers": h});
+            if let Body::Json(v) = self.body {
+                request["body"] = v.clone();
+            }
+            [
+                json!({
+                    "oid": p.object_id, "tid": p.tenant_id, "kind": p.kind, "app_id": p.app_id,
+                    "groups": p.groups, "roles": p.roles,
+                }),
+                json!({
+                    "action": op.action, "plane": op.plane,
+                    "subscription": op.scope.subscription, "resource_group": op.scope.resource_group,
+                    "resource_type": op.scope.resource_type, "resource_name": op.scope.resource_name,
+                    "api_version": op.api_version,
+                }),
+                request,
+            ]
         }
     }
 }
@@ -133,7 +173,8 @@ mod tests {
     use super::*;
     use crate::identity::principal::PrincipalKind;
 
-    fn facts(body: Body) -> Facts {
+    /// Evaluates `source` against a fixed request with `body`.
+    fn eval(source: &str, body: Body) -> Result<bool, String> {
         let p = Principal {
             tenant_id: "t".into(),
             object_id: "o".into(),
@@ -153,7 +194,7 @@ mod tests {
         let mut headers = http::HeaderMap::new();
         headers.insert("authorization", "Bearer secret".parse().unwrap());
         headers.insert("x-portcullis-reason", "cleanup".parse().unwrap());
-        Facts::new(
+        let facts = Facts::new(
             &p,
             &op,
             "PUT",
@@ -161,20 +202,25 @@ mod tests {
             "api-version=2023-01-01",
             &headers,
             &body,
-        )
+        );
+        Condition::compile(source)?.evaluate(&facts)
     }
 
     #[test]
     fn conditions_see_the_principal_operation_and_request() {
-        let f = facts(Body::Json(json!({"location": "eastus"})));
+        let body = || Body::Json(json!({"location": "eastus"}));
         let c = Condition::compile("request.body.location != 'westeurope' && 'g1' in principal.groups && operation.resource_group == 'rg'").unwrap();
         assert!(c.reads_request);
-        assert_eq!(c.evaluate(&f), Ok(true));
-        let c = Condition::compile("request.headers['x-portcullis-reason'] == 'cleanup'").unwrap();
-        assert_eq!(c.evaluate(&f), Ok(true));
-        let c = Condition::compile("'authorization' in request.headers").unwrap();
+        assert_eq!(eval(&c.source, body()), Ok(true));
         assert_eq!(
-            c.evaluate(&f),
+            eval(
+                "request.headers['x-portcullis-reason'] == 'cleanup'",
+                body()
+            ),
+            Ok(true)
+        );
+        assert_eq!(
+            eval("'authorization' in request.headers", body()),
             Ok(false),
             "credentials are never visible to conditions"
         );
@@ -182,30 +228,21 @@ mod tests {
 
     #[test]
     fn undecidable_conditions_are_errors() {
-        let c = Condition::compile("request.body.location == 'eastus'").unwrap();
         assert!(
-            c.evaluate(&facts(Body::TooLarge)).is_err(),
+            eval("request.body.location == 'eastus'", Body::TooLarge).is_err(),
             "no body to read is an error, not false"
         );
         assert!(
-            Condition::compile("operation.action")
-                .unwrap()
-                .evaluate(&facts(Body::Absent))
-                .is_err(),
+            eval("operation.action", Body::Absent).is_err(),
             "not a boolean"
         );
         assert!(Condition::compile("1 +").is_err());
         assert!(
-            Condition::compile("secrets.x == 1")
-                .unwrap()
-                .evaluate(&facts(Body::Absent))
-                .is_err(),
+            eval("secrets.x == 1", Body::Absent).is_err(),
             "unknown variables fail evaluation"
         );
         assert_eq!(
-            Condition::compile("principal.groups.exists(g, g == 'g1')")
-                .unwrap()
-                .evaluate(&facts(Body::Absent)),
+            eval("principal.groups.exists(g, g == 'g1')", Body::Absent),
             Ok(true)
         );
         assert!(

@@ -210,16 +210,13 @@ impl ScopePattern {
                 let Some(id) = &op.scope.resource_id else {
                     return false;
                 };
-                let segments: Vec<String> = id
-                    .split('/')
-                    .filter(|x| !x.is_empty())
-                    .map(|x| x.to_ascii_lowercase())
-                    .collect();
-                segments.len() >= pattern.len()
-                    && pattern
-                        .iter()
-                        .zip(&segments)
-                        .all(|(p, s)| p == "*" || p == s)
+                // Segment by segment, without allocating: this runs for every candidate rule.
+                let mut segments = id.split('/').filter(|x| !x.is_empty());
+                pattern.iter().all(|p| {
+                    segments
+                        .next()
+                        .is_some_and(|s| p == "*" || p.eq_ignore_ascii_case(s))
+                })
             }
             (ScopePattern::Vault(parts), Plane::Data) => op
                 .scope
@@ -364,15 +361,8 @@ impl Policy {
 
     /// Decides without request facts (conditions reading `request` fail closed).
     pub fn decide(&self, p: &Principal, op: &Operation) -> Decision {
-        let facts = Facts::new(
-            p,
-            op,
-            "",
-            "",
-            "",
-            &http::HeaderMap::new(),
-            &super::condition::Body::Absent,
-        );
+        let headers = http::HeaderMap::new();
+        let facts = Facts::new(p, op, "", "", "", &headers, &super::condition::Body::Absent);
         self.decide_with(p, op, &facts)
     }
 
@@ -643,8 +633,13 @@ mod tests {
         assert_eq!(policy.decide(&p, &op("DELETE", VM)).effect, Effect::Deny);
     }
 
-    fn body_facts(p: &Principal, op: &Operation, body: crate::policy::condition::Body) -> Facts {
-        Facts::new(p, op, "PUT", "/", "", &http::HeaderMap::new(), &body)
+    fn body_facts<'a>(
+        p: &'a Principal,
+        op: &'a Operation,
+        body: &'a crate::policy::condition::Body,
+        headers: &'a http::HeaderMap,
+    ) -> Facts<'a> {
+        Facts::new(p, op, "PUT", "/", "", headers, body)
     }
 
     #[test]
@@ -682,7 +677,8 @@ mod tests {
         let p = principal(&["g1"]);
         let o = op("PUT", sa);
         assert!(policy.needs_body(&p, &o));
-        let d = |b| policy.decide_with(&p, &o, &body_facts(&p, &o, b));
+        let headers = http::HeaderMap::new();
+        let d = |b: Body| policy.decide_with(&p, &o, &body_facts(&p, &o, &b, &headers));
         assert_eq!(
             d(Body::Json(serde_json::json!({"location": "eastus"}))).effect,
             Effect::Allow
