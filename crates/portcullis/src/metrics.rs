@@ -6,3 +6,7 @@ use std::sync::atomic::AtomicU64;
 pub static JWKS_REFRESH_FAILURES: AtomicU64 = AtomicU64::new(0);
 /// Upstream token requests that failed.
 pub static UPSTREAM_TOKEN_FAILURES: AtomicU64 = AtomicU64::new(0);
+/// Policies swapped in by hot reload.
+pub static POLICY_RELOADS: AtomicU64 = AtomicU64::new(0);
+/// Reloads refused because the new policy was invalid.
+pub static POLICY_RELOAD_FAILURES: AtomicU64 = AtomicU64::new(0);

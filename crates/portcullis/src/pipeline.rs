@@ -76,7 +76,11 @@ const LRO_HEADERS: &[&str] = &["azure-asyncoperation", "location", "operation-lo
 /// Everything a request needs that outlives it.
 pub struct Gateway {
     pub auth: Authenticator,
-    pub policy: Policy,
+    /// The policy in force; hot reload swaps it whole. Each request loads it once, so it is
+    /// decided by exactly one complete policy.
+    pub policy: arc_swap::ArcSwap<Policy>,
+    /// Where the policy is reloaded from (none for gateways built in code).
+    pub policy_source: Option<crate::server::reload::PolicySource>,
     pub upstream: UpstreamConfig,
     pub tokens: Arc<TokenProvider>,
     pub http: HttpClient,
@@ -152,8 +156,9 @@ pub async fn handle(gw: Arc<Gateway>, req: Request<Incoming>) -> Response<Body> 
         let raw_path = req.uri().path().to_owned();
         let (parts, body) = req.into_parts();
         // Read the body only when a rule that could apply has a condition reading it.
-        let (body, seen) = if gw.policy.needs_body(&principal, &operation) {
-            read_for_conditions(body, gw.policy.max_body_bytes).await?
+        let policy = gw.policy.load_full();
+        let (body, seen) = if policy.needs_body(&principal, &operation) {
+            read_for_conditions(body, policy.max_body_bytes).await?
         } else {
             (stream(body), condition::Body::Absent)
         };
@@ -166,7 +171,7 @@ pub async fn handle(gw: Arc<Gateway>, req: Request<Incoming>) -> Response<Body> 
             &parts.headers,
             &seen,
         );
-        let decision = decide(&gw, &ex, &principal, &operation, &raw_path, &facts)?;
+        let decision = decide(&gw, &policy, &ex, &principal, &operation, &raw_path, &facts)?;
         for note in &decision.audit {
             tracing::warn!(request_id = %ex.request_id, audit = %note, "audit-mode rule matched");
         }
@@ -277,13 +282,14 @@ fn classify(ex: &Exchange, method: &Method) -> Result<Operation, GatewayError> {
 
 fn decide(
     gw: &Gateway,
+    policy: &Policy,
     ex: &Exchange,
     principal: &Principal,
     operation: &Operation,
     raw_path: &str,
     facts: &Facts,
 ) -> Result<Decision, GatewayError> {
-    let mut decision = gw.policy.decide_with(principal, operation, facts);
+    let mut decision = policy.decide_with(principal, operation, facts);
     // A poll or page the gateway itself handed this principal continues what policy already
     // allowed; an explicit deny rule still wins.
     if decision.effect == Effect::Deny

@@ -28,6 +28,12 @@ pub async fn start(cfg: config::Config) -> anyhow::Result<Running> {
     let admin_addr = admin.local_addr()?;
     let built = server::build::build(cfg)?;
     let (stop, rx) = watch::channel(false);
+    // Hot reload of the policy: SIGHUP, or a change to the configuration or its policy files.
+    let reloader = server::reload::spawn(
+        built.gateway.clone(),
+        std::time::Duration::from_secs(1),
+        rx.clone(),
+    );
     let task = tokio::spawn(server::run(
         Listeners { gateway, admin },
         built.tls,
@@ -37,6 +43,7 @@ pub async fn start(cfg: config::Config) -> anyhow::Result<Running> {
     Ok(Running {
         stop,
         task,
+        reloader,
         gateway_addr,
         admin_addr,
         ca_file: built.ca_file,
@@ -46,6 +53,7 @@ pub async fn start(cfg: config::Config) -> anyhow::Result<Running> {
 pub struct Running {
     pub stop: watch::Sender<bool>,
     pub task: tokio::task::JoinHandle<()>,
+    pub reloader: tokio::task::JoinHandle<()>,
     pub gateway_addr: std::net::SocketAddr,
     pub admin_addr: std::net::SocketAddr,
     pub ca_file: Option<PathBuf>,
@@ -55,6 +63,7 @@ impl Running {
     pub async fn shutdown(self) {
         let _ = self.stop.send(true);
         let _ = self.task.await;
+        let _ = self.reloader.await;
     }
 }
 

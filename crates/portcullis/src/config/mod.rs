@@ -43,9 +43,11 @@ pub fn load(path: &Path) -> Result<Config, ConfigError> {
         source,
     })?;
     let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
-    parse(&text, &path.display().to_string(), &base, &|k| {
+    let mut config = parse(&text, &path.display().to_string(), &base, &|k| {
         std::env::var(k).ok()
-    })
+    })?;
+    config.source_path = Some(path.to_path_buf());
+    Ok(config)
 }
 
 #[cfg(test)]

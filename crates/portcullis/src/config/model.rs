@@ -18,6 +18,8 @@ pub struct Config {
     pub identity: IdentityConfig,
     pub upstream: UpstreamConfig,
     pub policy: Policy,
+    /// The file this configuration was loaded from (hot reload watches it).
+    pub source_path: Option<PathBuf>,
     /// Things that load but are probably mistakes (rules that can never match, shadowed
     /// rules), each with `file:line`.
     pub warnings: Vec<String>,

@@ -81,6 +81,15 @@ impl Checked {
 /// Checks a policy file, or the policy of a configuration file (one with `identity:`),
 /// without needing the configuration's secrets.
 pub fn check_file(path: &Path) -> Result<Checked, Vec<String>> {
+    check_file_with(path, None)
+}
+
+/// As `check_file`; rules may name only `credentials` when given (a running gateway's), else
+/// the ones the configuration file lists.
+pub fn check_file_with(
+    path: &Path,
+    running: Option<&BTreeSet<String>>,
+) -> Result<Checked, Vec<String>> {
     let file = path.display().to_string();
     let text = std::fs::read_to_string(path).map_err(|e| vec![format!("{file}: {e}")])?;
     let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
@@ -89,8 +98,8 @@ pub fn check_file(path: &Path) -> Result<Checked, Vec<String>> {
     let checked = if generic.get("identity").is_some() {
         let raw: super::raw::RawConfig = serde_saphyr::from_str(&text)
             .map_err(|e| vec![e.to_string().replace("<input>", &file)])?;
-        let credentials: BTreeSet<String> = raw.upstream.credentials.keys().cloned().collect();
-        validate_policy(&file, &base, raw.policy, Some(&credentials))
+        let listed: BTreeSet<String> = raw.upstream.credentials.keys().cloned().collect();
+        validate_policy(&file, &base, raw.policy, Some(running.unwrap_or(&listed)))
     } else {
         let raw: RawPolicy = serde_saphyr::from_str(&text)
             .map_err(|e| vec![e.to_string().replace("<input>", &file)])?;
@@ -101,6 +110,32 @@ pub fn check_file(path: &Path) -> Result<Checked, Vec<String>> {
     } else {
         Err(checked.errors)
     }
+}
+
+/// The file and every policy file it includes, for watching them.
+pub fn files_of(path: &Path) -> Vec<std::path::PathBuf> {
+    let mut files = vec![path.to_path_buf()];
+    let mut current = path.to_path_buf();
+    for _ in 0..=MAX_INCLUDE_DEPTH {
+        let Ok(text) = std::fs::read_to_string(&current) else {
+            break;
+        };
+        let Ok(doc) = serde_saphyr::from_str::<serde_json::Value>(&text) else {
+            break;
+        };
+        let include = doc
+            .pointer("/policy/include")
+            .or_else(|| doc.get("include"))
+            .and_then(|v| v.as_str());
+        let Some(include) = include else { break };
+        current = current
+            .parent()
+            .map(Path::to_path_buf)
+            .unwrap_or_default()
+            .join(include);
+        files.push(current.clone());
+    }
+    files
 }
 
 type Collected = (

@@ -477,6 +477,7 @@ pub fn validate(
             upstream,
             policy,
             warnings,
+            source_path: None,
         })
     } else {
         Err(p.list)

@@ -82,6 +82,8 @@ pub fn build(config: Config) -> Result<Built, BuildError> {
     let keys = Arc::new(KeyCache::new(http.clone()));
     keys.spawn_background_refresh(KEY_REFRESH);
     let mut upstream = config.upstream;
+    let credential_names: std::collections::BTreeSet<String> =
+        upstream.credentials.keys().cloned().collect();
     let credentials: HashMap<_, _> = std::mem::take(&mut upstream.credentials)
         .into_iter()
         .collect();
@@ -119,7 +121,13 @@ pub fn build(config: Config) -> Result<Built, BuildError> {
     let binder = Binder::new(binding_key(&config.state_dir)?);
     let gateway = Gateway {
         auth: Authenticator::new(config.identity, keys, groups),
-        policy: config.policy,
+        policy: arc_swap::ArcSwap::from_pointee(config.policy),
+        policy_source: config
+            .source_path
+            .map(|config_path| super::reload::PolicySource {
+                config_path,
+                credentials: credential_names,
+            }),
         upstream,
         tokens,
         http,

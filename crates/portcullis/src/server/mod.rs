@@ -4,6 +4,7 @@
 
 pub mod admin;
 pub mod build;
+pub mod reload;
 pub mod tls;
 
 use std::sync::Arc;

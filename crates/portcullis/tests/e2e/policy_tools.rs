@@ -234,3 +234,96 @@ fn every_example_in_docs_loads() {
     }
     assert!(seen >= 3, "docs have examples ({seen})");
 }
+
+/// Hot reload under load: every request is answered, and decided by the old or the new
+/// policy, whole; an invalid policy is refused and the running one stays.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hot_reload_under_load() {
+    use reqwest::{Method, StatusCode};
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::time::{Duration, Instant};
+
+    let env = Arc::new(crate::Env::start().await);
+    let policy_file = env.dir.join("policy.yaml");
+    let original = std::fs::read_to_string(&policy_file).unwrap();
+    let vm = format!(
+        "{}/providers/Microsoft.Compute/virtualMachines/vm1?api-version=2024-07-01",
+        env.rg()
+    );
+    let rg = format!("{}?api-version=2022-09-01", env.rg());
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut workers = Vec::new();
+    for _ in 0..6 {
+        let (env, stop, vm, rg) = (env.clone(), stop.clone(), vm.clone(), rg.clone());
+        workers.push(tokio::spawn(async move {
+            let mut rules_seen = Vec::new();
+            let mut n = 0;
+            while !stop.load(Ordering::Relaxed) && n < 5000 {
+                n += 1;
+                let (s, _, body) = env.agent(Method::GET, &rg, None).await;
+                assert_eq!(s, StatusCode::OK, "a read failed during reload: {body}");
+                let (s, _, body) = env.agent(Method::DELETE, &vm, None).await;
+                assert_eq!(s, StatusCode::FORBIDDEN, "{body}");
+                let rule = body["error"]["additionalInfo"][0]["info"]["rule"]
+                    .as_str()
+                    .unwrap_or("none")
+                    .to_owned();
+                assert!(
+                    rule == "no-vm-deletes" || rule == "no-vm-deletes-v2",
+                    "decided by a half-loaded policy? rule {rule}"
+                );
+                rules_seen.push(rule);
+            }
+            rules_seen
+        }));
+    }
+    let decided_by = |rule: &'static str| {
+        let env = env.clone();
+        let vm = vm.clone();
+        async move {
+            let (_, _, body) = env.agent(Method::DELETE, &vm, None).await;
+            body["error"]["additionalInfo"][0]["info"]["rule"] == rule
+        }
+    };
+    // Replace the policy the way editors do: write aside, then rename over it.
+    let write = |text: &str| {
+        let aside = env.dir.join("policy.yaml.new");
+        std::fs::write(&aside, text).unwrap();
+        std::fs::rename(&aside, &policy_file).unwrap();
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    write(&original.replace("name: no-vm-deletes", "name: no-vm-deletes-v2"));
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while !decided_by("no-vm-deletes-v2").await {
+        assert!(
+            Instant::now() < deadline,
+            "the new policy was not picked up"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let failures = portcullis::metrics::POLICY_RELOAD_FAILURES.load(Ordering::Relaxed);
+    write(&original.replace("effect: deny", "effect: forbid-maybe"));
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while portcullis::metrics::POLICY_RELOAD_FAILURES.load(Ordering::Relaxed) == failures {
+        assert!(
+            Instant::now() < deadline,
+            "the invalid policy was never looked at"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        decided_by("no-vm-deletes-v2").await,
+        "an invalid policy leaves the running one in force"
+    );
+    stop.store(true, Ordering::Relaxed);
+    let mut seen = Vec::new();
+    for w in workers {
+        seen.extend(w.await.unwrap());
+    }
+    assert!(
+        seen.iter().any(|r| r == "no-vm-deletes"),
+        "requests ran before the reload"
+    );
+    assert!(seen.iter().any(|r| r == "no-vm-deletes-v2"), "and after it");
+}

@@ -1,0 +1,102 @@
+//! Policy hot reload, on SIGHUP and when the configuration file or a policy file it
+//! includes changes (polled: editors that replace files by renaming are seen too).
+//!
+//! A new policy is validated in full first; only a valid one is swapped in, atomically, so
+//! every request is decided by exactly one complete policy: the one loaded when it reached
+//! the decision. An invalid one is refused and logged and counted; the old one stays.
+
+use std::collections::BTreeSet;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, SystemTime};
+
+use crate::config::policy::{check_file_with, files_of};
+use crate::pipeline::Gateway;
+
+/// Where the running policy came from.
+pub struct PolicySource {
+    pub config_path: PathBuf,
+    /// The running gateway's upstream credentials: a reloaded rule may name only these.
+    pub credentials: BTreeSet<String>,
+}
+
+/// Loads the policy again; swaps it in if valid. Returns the number of rules.
+pub fn reload(gw: &Gateway) -> Result<usize, Vec<String>> {
+    let Some(source) = &gw.policy_source else {
+        return Err(vec![
+            "this gateway was not started from a configuration file".into(),
+        ]);
+    };
+    match check_file_with(&source.config_path, Some(&source.credentials)) {
+        Ok(checked) => {
+            for w in &checked.warnings {
+                tracing::warn!(warning = %w, "policy warning");
+            }
+            let rules = checked.policy.rules.len();
+            gw.policy.store(Arc::new(checked.policy));
+            crate::metrics::POLICY_RELOADS.fetch_add(1, Ordering::Relaxed);
+            tracing::info!(rules, "policy reloaded");
+            Ok(rules)
+        }
+        Err(errors) => {
+            crate::metrics::POLICY_RELOAD_FAILURES.fetch_add(1, Ordering::Relaxed);
+            tracing::error!(problems = %errors.join("; "), "policy reload refused; the previous policy stays");
+            Err(errors)
+        }
+    }
+}
+
+/// What identifies a file's content cheaply: modification time and length.
+fn fingerprint(files: &[PathBuf]) -> Vec<Option<(SystemTime, u64)>> {
+    files
+        .iter()
+        .map(|f| {
+            std::fs::metadata(f)
+                .ok()
+                .map(|m| (m.modified().unwrap_or(SystemTime::UNIX_EPOCH), m.len()))
+        })
+        .collect()
+}
+
+/// Watches the policy's files every `every`, and SIGHUP, until `shutdown`.
+pub fn spawn(
+    gw: Arc<Gateway>,
+    every: Duration,
+    mut shutdown: tokio::sync::watch::Receiver<bool>,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let Some(source) = &gw.policy_source else {
+            return;
+        };
+        let mut files = files_of(&source.config_path);
+        let mut seen = fingerprint(&files);
+        #[cfg(unix)]
+        let mut hangup =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
+        let mut tick = tokio::time::interval(every);
+        loop {
+            #[cfg(unix)]
+            let signalled = async {
+                match hangup.as_mut() {
+                    Some(h) => h.recv().await,
+                    None => std::future::pending().await,
+                }
+            };
+            #[cfg(not(unix))]
+            let signalled = std::future::pending::<Option<()>>();
+            let forced = tokio::select! {
+                _ = tick.tick() => false,
+                _ = signalled => true,
+                _ = shutdown.changed() => return,
+            };
+            let now = fingerprint(&files);
+            if forced || now != seen {
+                let _ = reload(&gw);
+                // The include chain may have changed with the files.
+                files = files_of(&source.config_path);
+                seen = fingerprint(&files);
+            }
+        }
+    })
+}
