@@ -8,6 +8,7 @@ pub mod azure;
 pub mod cli;
 pub mod config;
 pub mod identity;
+pub mod mask;
 pub mod metrics;
 pub mod pipeline;
 pub mod policy;

@@ -10,3 +10,5 @@ pub static UPSTREAM_TOKEN_FAILURES: AtomicU64 = AtomicU64::new(0);
 pub static POLICY_RELOADS: AtomicU64 = AtomicU64::new(0);
 /// Reloads refused because the new policy was invalid.
 pub static POLICY_RELOAD_FAILURES: AtomicU64 = AtomicU64::new(0);
+/// Secret values replaced by placeholders in answers.
+pub static MASKED_VALUES: AtomicU64 = AtomicU64::new(0);

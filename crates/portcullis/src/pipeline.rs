@@ -19,6 +19,7 @@ use crate::azure::route::{self, Routed, Service};
 use crate::config::UpstreamConfig;
 use crate::identity::principal::Principal;
 use crate::identity::{AuthError, Authenticator};
+use crate::mask::{Masked, Masker, Plan};
 use crate::policy::condition::{self, Facts};
 use crate::policy::{Decision, Effect, Policy};
 use crate::upstream::client::{Body, BoxError, ClientError, HttpClient, full};
@@ -85,6 +86,8 @@ pub struct Gateway {
     pub tokens: Arc<TokenProvider>,
     pub http: HttpClient,
     pub binder: Binder,
+    /// Replaces secrets in answers by placeholders.
+    pub masker: Masker,
     pub public_host: Option<String>,
     /// `{authority}/{tenant}`: where the challenge sends clients for a token.
     pub challenge_authority: String,
@@ -175,6 +178,9 @@ pub async fn handle(gw: Arc<Gateway>, req: Request<Incoming>) -> Response<Body> 
         for note in &decision.audit {
             tracing::warn!(request_id = %ex.request_id, audit = %note, "audit-mode rule matched");
         }
+        // Mask after forward, before anything leaves: the plan comes from the operation and
+        // from what the deciding rule lets through.
+        let plan = gw.masker.plan(&operation, &decision.unmask);
         let response = forward(
             &gw,
             &ex,
@@ -182,6 +188,7 @@ pub async fn handle(gw: Arc<Gateway>, req: Request<Incoming>) -> Response<Body> 
             body,
             &principal,
             decision.credential.as_deref(),
+            &plan,
         )
         .await?;
         Ok::<_, GatewayError>(response)
@@ -407,6 +414,7 @@ async fn forward(
     body: Body,
     principal: &Principal,
     credential: Option<&str>,
+    plan: &Plan,
 ) -> Result<Response<Body>, GatewayError> {
     let (base, resource) = upstream_base(gw, &ex.routed.service);
     // The deciding rule may name a credential (e.g. `elevated`); else the default one.
@@ -431,6 +439,11 @@ async fn forward(
         GatewayError::UpstreamCredential("the upstream token is not header text".into())
     })?;
     headers.insert(header::AUTHORIZATION, bearer);
+    // Answers must be readable to be masked: ask for them unencoded.
+    headers.insert(
+        header::ACCEPT_ENCODING,
+        HeaderValue::from_static("identity"),
+    );
     headers.insert(
         "x-ms-correlation-request-id",
         HeaderValue::from_str(&ex.correlation_id).expect("checked printable ASCII"),
@@ -455,7 +468,7 @@ async fn forward(
             "Azure refused the gateway's token (401)".into(),
         ));
     }
-    rewrite(gw, ex, &parts.method, resp, principal, &base).await
+    rewrite(gw, ex, &parts.method, resp, principal, &base, plan).await
 }
 
 // === rewrite ===
@@ -467,6 +480,7 @@ async fn rewrite(
     resp: Response<Incoming>,
     principal: &Principal,
     base: &str,
+    plan: &Plan,
 ) -> Result<Response<Body>, GatewayError> {
     let upstream = url::Url::parse(base).map_err(|e| GatewayError::Upstream {
         timeout: false,
@@ -492,39 +506,78 @@ async fn rewrite(
         "x-portcullis-request-id",
         HeaderValue::from_str(&ex.request_id).expect("a uuid"),
     );
-    let is_json = parts
+    let content_type = parts
         .headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
-        .is_some_and(|c| c.to_ascii_lowercase().contains("json"));
-    let declared = parts
+        .map(str::to_ascii_lowercase)
+        .unwrap_or_default();
+    let is_json = content_type.contains("json");
+    let is_text = content_type.starts_with("text/");
+    let encoded = parts
         .headers
-        .get(header::CONTENT_LENGTH)
+        .get(header::CONTENT_ENCODING)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<usize>().ok());
-    let may_page = *method == Method::GET
-        && is_json
-        && parts.status.is_success()
-        && declared.is_none_or(|n| n <= MAX_REWRITE_BODY);
-    if !may_page {
+        .is_some_and(|e| !e.trim().eq_ignore_ascii_case("identity"));
+    let may_page = *method == Method::GET && is_json && parts.status.is_success();
+    // Masking reads JSON and text answers whole; what the catalog names must be read even
+    // when it does not say it is JSON. Binary answers stream through.
+    let inspect = !plan.is_empty() && (is_json || is_text || plan.has_profiles());
+    if !may_page && !inspect {
         return Ok(Response::from_parts(
             parts,
             body.map_err(|e| Box::new(e) as BoxError).boxed(),
         ));
     }
-    let bytes: Bytes = Limited::new(body, MAX_REWRITE_BODY)
-        .collect()
-        .await
-        .map_err(|e| GatewayError::Upstream {
-            timeout: false,
-            message: format!("reading Azure's answer: {e}"),
-        })?
-        .to_bytes();
-    let rewritten = rewrite_body_links(&bytes, &|u| {
-        gw.binder
-            .rewrite(u, &upstream, &ex.routed.gateway_base, principal)
-    });
-    let bytes = rewritten.map(Bytes::from).unwrap_or(bytes);
+    if encoded && inspect {
+        // We asked for identity; an encoded answer cannot be checked, so it does not pass.
+        return Err(GatewayError::Unmaskable(
+            "Azure answered with a content encoding the gateway did not ask for".into(),
+        ));
+    }
+    let bytes: Bytes = match Limited::new(body, MAX_REWRITE_BODY).collect().await {
+        Ok(b) => b.to_bytes(),
+        Err(e) if inspect => {
+            return Err(GatewayError::Unmaskable(format!(
+                "the answer is larger than the {MAX_REWRITE_BODY}-byte masking limit or could not be read ({e})"
+            )));
+        }
+        Err(e) => {
+            return Err(GatewayError::Upstream {
+                timeout: false,
+                message: format!("reading Azure's answer: {e}"),
+            });
+        }
+    };
+    // Mask before anything else reads the body: nothing after this point sees a secret.
+    let masked = if !inspect {
+        Masked::Unchanged
+    } else if is_json || plan.has_profiles() {
+        gw.masker
+            .mask_json(plan, &bytes)
+            .map_err(|e| GatewayError::Unmaskable(e.to_string()))?
+    } else {
+        gw.masker.mask_text(plan, &bytes)
+    };
+    let bytes = match masked {
+        Masked::Unchanged => bytes,
+        Masked::Changed { body, count, kinds } => {
+            tracing::info!(request_id = %ex.request_id, masked = count, kinds = ?kinds, "masked secrets in the answer");
+            crate::metrics::MASKED_VALUES
+                .fetch_add(count as u64, std::sync::atomic::Ordering::Relaxed);
+            Bytes::from(body)
+        }
+    };
+    let bytes = if may_page {
+        rewrite_body_links(&bytes, &|u| {
+            gw.binder
+                .rewrite(u, &upstream, &ex.routed.gateway_base, principal)
+        })
+        .map(Bytes::from)
+        .unwrap_or(bytes)
+    } else {
+        bytes
+    };
     parts
         .headers
         .insert(header::CONTENT_LENGTH, HeaderValue::from(bytes.len()));

@@ -38,6 +38,9 @@ pub enum GatewayError {
     },
     /// The request cannot be evaluated as sent.
     BadRequest { code: &'static str, message: String },
+    /// An answer that may carry secrets could not be checked (too large, not parseable,
+    /// encoded): it does not reach the agent.
+    Unmaskable(String),
     /// The gateway could not obtain its own upstream token.
     UpstreamCredential(String),
     /// Azure could not be reached, or did not answer in time.
@@ -68,7 +71,9 @@ impl GatewayError {
                 StatusCode::FORBIDDEN
             }
             GatewayError::BadRequest { .. } => StatusCode::BAD_REQUEST,
-            GatewayError::UpstreamCredential(_) => StatusCode::BAD_GATEWAY,
+            GatewayError::UpstreamCredential(_) | GatewayError::Unmaskable(_) => {
+                StatusCode::BAD_GATEWAY
+            }
             GatewayError::Upstream { timeout: true, .. } => StatusCode::GATEWAY_TIMEOUT,
             GatewayError::Upstream { timeout: false, .. } => StatusCode::BAD_GATEWAY,
         }
@@ -88,6 +93,7 @@ impl GatewayError {
             GatewayError::ApprovalRequired { .. } => "ApprovalRequired",
             GatewayError::BadRequest { code, .. } => code,
             GatewayError::UpstreamCredential(_) => "GatewayUpstreamCredentialFailed",
+            GatewayError::Unmaskable(_) => "GatewayResponseNotMaskable",
             GatewayError::Upstream { timeout: true, .. } => "GatewayTimeout",
             GatewayError::Upstream { timeout: false, .. } => "BadGateway",
         }
@@ -141,6 +147,9 @@ impl GatewayError {
                 )
             }
             GatewayError::BadRequest { message, .. } => format!("Portcullis: {message}"),
+            GatewayError::Unmaskable(m) => format!(
+                "Portcullis withheld Azure's answer because it could not check it for secrets: {m}. The operation may have been carried out."
+            ),
             GatewayError::UpstreamCredential(m) => {
                 format!("Portcullis could not obtain its upstream credential: {m}")
             }

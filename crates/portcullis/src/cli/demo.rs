@@ -213,14 +213,13 @@ fn print_tour(gw: &str, sub: &str, env_path: &Path, config_path: &Path) {
     );
     println!();
     println!(
-        "  # Key Vault through the gateway: listing secrets is allowed; reading a value is held"
+        "  # Key Vault through the gateway: agents list and read secrets, but values arrive masked"
     );
-    println!("  # for approval by the agent-baseline pack (approvals and masking are coming)");
     println!(
         "  pc -H \"Authorization: Bearer $AGENT_TOKEN\" '{gw}/keyvault/demo-kv/secrets?api-version=7.4' | jq '.value[].id'"
     );
     println!(
-        "  pc -H \"Authorization: Bearer $AGENT_TOKEN\" '{gw}/keyvault/demo-kv/secrets/db-password?api-version=7.4' | jq .error.innererror.code"
+        "  pc -H \"Authorization: Bearer $AGENT_TOKEN\" '{gw}/keyvault/demo-kv/secrets/db-password?api-version=7.4' | jq .value"
     );
     println!();
     println!("  # Creating a storage account in demo-rg needs an approver");

@@ -466,6 +466,17 @@ fn validate_rules(
                 ),
             );
         }
+        for u in &raw.unmask {
+            if !crate::mask::is_maskable_name(u) {
+                r.error(line, format!("rule '{name}': unmask: '{u}' is not a masking profile or detector (see docs/masking.md)"));
+            }
+        }
+        if !raw.unmask.is_empty() && effect != Effect::Allow {
+            r.error(
+                line,
+                format!("rule '{name}': unmask only applies to effect: allow"),
+            );
+        }
         // Never-matching: every granted pattern is also excluded.
         let dead = |grant: &[ActionPattern], except: &[ActionPattern]| {
             !grant.is_empty()
@@ -503,6 +514,7 @@ fn validate_rules(
             when,
             approval,
             credential: raw.credential,
+            unmask: raw.unmask,
             mode,
             origin: format!("{}:{line}", r.file),
         });

@@ -164,6 +164,9 @@ pub struct RawRule {
     pub when: Option<String>,
     pub approval: Option<RawApproval>,
     pub credential: Option<String>,
+    /// Masking profiles or detectors whose secrets this (allow) rule lets through.
+    #[serde(default)]
+    pub unmask: Vec<String>,
     /// `enforce` (default) or `audit`.
     pub mode: Option<String>,
 }

@@ -243,6 +243,8 @@ pub struct Rule {
     pub approval: Option<ApprovalSpec>,
     /// The upstream credential that forwards what this rule lets through.
     pub credential: Option<String>,
+    /// Masking profiles or detectors whose secrets this rule lets through in clear.
+    pub unmask: Vec<String>,
     pub mode: Mode,
     /// Where the rule is written (`file:line`), for explanations.
     pub origin: String,
@@ -304,6 +306,8 @@ pub struct Decision {
     pub credential: Option<String>,
     /// For `approve`: who must consent.
     pub approval: Option<ApprovalSpec>,
+    /// What the deciding rule lets through unmasked.
+    pub unmask: Vec<String>,
     /// Audit-mode rules that matched: what they would have done.
     pub audit: Vec<String>,
     /// For refusals: the rules that came closest, and why they did not apply.
@@ -318,6 +322,7 @@ impl Decision {
             reason,
             credential: None,
             approval: None,
+            unmask: Vec::new(),
             audit: Vec::new(),
             nearest: Vec::new(),
         }
@@ -441,6 +446,11 @@ impl Policy {
                 ),
                 credential: rule.credential.clone(),
                 approval: rule.approval.clone(),
+                unmask: if rule.effect == Effect::Allow {
+                    rule.unmask.clone()
+                } else {
+                    Vec::new()
+                },
                 audit,
                 nearest: if rule.effect == Effect::Allow {
                     Vec::new()
@@ -459,6 +469,7 @@ impl Policy {
                     reason,
                     credential: None,
                     approval: None,
+                    unmask: Vec::new(),
                     audit,
                     nearest,
                 }
@@ -508,6 +519,7 @@ mod tests {
                 .collect(),
             when: None,
             approval: None,
+            unmask: Vec::new(),
             credential: None,
             mode: Mode::Enforce,
             origin: "test:1".into(),

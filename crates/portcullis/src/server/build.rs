@@ -11,6 +11,8 @@ use crate::config::{Config, TenantMode};
 use crate::identity::Authenticator;
 use crate::identity::jwks::KeyCache;
 use crate::identity::overage::GroupResolver;
+use crate::mask::Masker;
+use crate::mask::detect::Detector;
 use crate::pipeline::Gateway;
 use crate::upstream::client::HttpClient;
 use crate::upstream::credential::TokenProvider;
@@ -38,9 +40,10 @@ pub struct Built {
     pub ca_file: Option<PathBuf>,
 }
 
-/// The key that signs rewritten poll and page URLs, kept so restarts keep them valid.
-fn binding_key(dir: &Path) -> Result<Vec<u8>, BuildError> {
-    let path = dir.join("url-binding.key");
+/// A 32-byte key kept in the state directory (mode 0600), created on first start, so
+/// restarts keep what it signed valid.
+fn state_key(dir: &Path, name: &str) -> Result<Vec<u8>, BuildError> {
+    let path = dir.join(name);
     let io = |source| BuildError::Io {
         path: path.clone(),
         source,
@@ -118,7 +121,13 @@ pub fn build(config: Config) -> Result<Built, BuildError> {
         names.push(ip.to_string());
     }
     let (tls, ca_file) = super::tls::server_config(&config.tls, &names)?;
-    let binder = Binder::new(binding_key(&config.state_dir)?);
+    // Signs rewritten poll and page URLs.
+    let binder = Binder::new(state_key(&config.state_dir, "url-binding.key")?);
+    // Keys the hashes in masking placeholders.
+    let masker = Masker::new(
+        state_key(&config.state_dir, "mask.key")?,
+        Detector::ALL.to_vec(),
+    );
     let gateway = Gateway {
         auth: Authenticator::new(config.identity, keys, groups),
         policy: arc_swap::ArcSwap::from_pointee(config.policy),
@@ -132,6 +141,7 @@ pub fn build(config: Config) -> Result<Built, BuildError> {
         tokens,
         http,
         binder,
+        masker,
         public_host: config.public_host,
         challenge_authority,
         audience,

@@ -6,6 +6,7 @@ mod credentials;
 mod datapath;
 mod demo;
 mod identity;
+mod masking;
 mod policy_tools;
 
 use std::path::{Path, PathBuf};

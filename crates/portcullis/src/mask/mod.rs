@@ -1,0 +1,321 @@
+//! Mask: secrets in Azure's answers are replaced by placeholders before the agent sees them,
+//! by the catalog (operations known to return secrets, and where) and by detectors
+//! (secret-shaped strings anywhere). A placeholder names what it hides and carries a keyed
+//! hash of the value, `[masked:storage-keys:3f9a1c2e]`, so equal secrets can be recognised
+//! without being seen. Only a policy rule's `unmask:` lets a profile through.
+
+pub mod catalog;
+pub mod detect;
+
+use std::collections::BTreeSet;
+
+use hmac::{Hmac, Mac};
+use serde_json::Value;
+use sha2::Sha256;
+
+use crate::azure::operation::Operation;
+use catalog::{Profile, profiles_for, steps};
+use detect::Detector;
+
+/// Placeholders start so; values already masked are left alone.
+pub const PLACEHOLDER_PREFIX: &str = "[masked:";
+
+#[derive(Debug, thiserror::Error, PartialEq)]
+pub enum MaskError {
+    #[error("the answer should be JSON but is not, so it cannot be masked: {0}")]
+    NotJson(String),
+}
+
+/// What to mask in one answer.
+pub struct Plan {
+    profiles: Vec<&'static Profile>,
+    detectors: Vec<Detector>,
+}
+
+impl Plan {
+    /// Whether anything at all may be masked (else the answer can stream untouched).
+    pub fn is_empty(&self) -> bool {
+        self.profiles.is_empty() && self.detectors.is_empty()
+    }
+
+    /// Whether the catalog says this answer carries secrets (so it must be inspected).
+    pub fn has_profiles(&self) -> bool {
+        !self.profiles.is_empty()
+    }
+}
+
+/// The result of masking one answer.
+#[derive(Debug, PartialEq)]
+pub enum Masked {
+    /// Nothing to mask: send the original bytes.
+    Unchanged,
+    Changed {
+        body: Vec<u8>,
+        count: usize,
+        kinds: BTreeSet<String>,
+    },
+}
+
+pub struct Masker {
+    /// Keys the placeholders' hashes, so they cannot be reversed by guessing.
+    key: Vec<u8>,
+    detectors: Vec<Detector>,
+}
+
+/// Whether `name` is something `unmask:` may name.
+pub fn is_maskable_name(name: &str) -> bool {
+    name == "*"
+        || catalog::PROFILES.iter().any(|p| p.name == name)
+        || Detector::ALL.iter().any(|d| d.name() == name)
+}
+
+impl Masker {
+    pub fn new(key: Vec<u8>, detectors: Vec<Detector>) -> Masker {
+        Masker { key, detectors }
+    }
+
+    /// The plan for an operation's answer; `unmask` comes from the deciding policy rule.
+    pub fn plan(&self, op: &Operation, unmask: &[String]) -> Plan {
+        let lets_through = |name: &str| unmask.iter().any(|u| u == "*" || u == name);
+        Plan {
+            profiles: profiles_for(&op.action.to_ascii_lowercase())
+                .into_iter()
+                .filter(|p| !lets_through(p.name))
+                .collect(),
+            detectors: self
+                .detectors
+                .iter()
+                .copied()
+                .filter(|d| !lets_through(d.name()))
+                .collect(),
+        }
+    }
+
+    pub fn placeholder(&self, kind: &str, value: &str) -> String {
+        let mut m = Hmac::<Sha256>::new_from_slice(&self.key).expect("HMAC takes any key length");
+        m.update(value.as_bytes());
+        let tag = m.finalize().into_bytes();
+        format!(
+            "{PLACEHOLDER_PREFIX}{kind}:{:02x}{:02x}{:02x}{:02x}]",
+            tag[0], tag[1], tag[2], tag[3]
+        )
+    }
+
+    /// Masks a JSON answer; the bytes stay exactly as they were when nothing is masked.
+    pub fn mask_json(&self, plan: &Plan, body: &[u8]) -> Result<Masked, MaskError> {
+        if plan.profiles.is_empty()
+            && (plan.detectors.is_empty() || !detect::might_contain_secret(body))
+        {
+            return Ok(Masked::Unchanged);
+        }
+        if body.iter().all(u8::is_ascii_whitespace) {
+            return Ok(Masked::Unchanged);
+        }
+        let mut doc: Value =
+            serde_json::from_slice(body).map_err(|e| MaskError::NotJson(e.to_string()))?;
+        let mut count = 0;
+        let mut kinds = BTreeSet::new();
+        for profile in &plan.profiles {
+            for path in profile.paths {
+                let (steps, strings_only) = steps(path);
+                let n = self.mask_path(&mut doc, &steps, strings_only, profile.name);
+                if n > 0 {
+                    count += n;
+                    kinds.insert(profile.name.to_owned());
+                }
+            }
+        }
+        if !plan.detectors.is_empty() {
+            self.mask_detected(&mut doc, &plan.detectors, &mut count, &mut kinds, 0);
+        }
+        if count == 0 {
+            return Ok(Masked::Unchanged);
+        }
+        let body = serde_json::to_vec(&doc).expect("a Value serializes");
+        Ok(Masked::Changed { body, count, kinds })
+    }
+
+    /// Masks secret-shaped strings in a text answer.
+    pub fn mask_text(&self, plan: &Plan, body: &[u8]) -> Masked {
+        if plan.detectors.is_empty() || !detect::might_contain_secret(body) {
+            return Masked::Unchanged;
+        }
+        let Ok(text) = std::str::from_utf8(body) else {
+            return Masked::Unchanged;
+        };
+        let mut kinds = BTreeSet::new();
+        let mut count = 0;
+        let out = detect::redact(text, &plan.detectors, &mut |d, secret| {
+            count += 1;
+            kinds.insert(d.name().to_owned());
+            self.placeholder(d.name(), secret)
+        });
+        match out {
+            Some(body) => Masked::Changed {
+                body: body.into_bytes(),
+                count,
+                kinds,
+            },
+            None => Masked::Unchanged,
+        }
+    }
+
+    fn mask_all(&self, v: &mut Value, kind: &str) -> usize {
+        match v {
+            Value::String(s) if !s.starts_with(PLACEHOLDER_PREFIX) => {
+                *s = self.placeholder(kind, s);
+                1
+            }
+            Value::Array(items) => items.iter_mut().map(|x| self.mask_all(x, kind)).sum(),
+            Value::Object(map) => map.values_mut().map(|x| self.mask_all(x, kind)).sum(),
+            _ => 0,
+        }
+    }
+
+    fn mask_path(&self, v: &mut Value, steps: &[&str], strings_only: bool, kind: &str) -> usize {
+        let Some((first, rest)) = steps.split_first() else {
+            return if strings_only && !v.is_string() {
+                0
+            } else {
+                self.mask_all(v, kind)
+            };
+        };
+        match (v, *first) {
+            (Value::Object(map), "*") => map
+                .values_mut()
+                .map(|x| self.mask_path(x, rest, strings_only, kind))
+                .sum(),
+            (Value::Array(items), "*") => items
+                .iter_mut()
+                .map(|x| self.mask_path(x, rest, strings_only, kind))
+                .sum(),
+            (Value::Object(map), key) => map
+                .iter_mut()
+                .filter(|(k, _)| k.eq_ignore_ascii_case(key))
+                .map(|(_, x)| self.mask_path(x, rest, strings_only, kind))
+                .sum(),
+            _ => 0,
+        }
+    }
+
+    fn mask_detected(
+        &self,
+        v: &mut Value,
+        detectors: &[Detector],
+        count: &mut usize,
+        kinds: &mut BTreeSet<String>,
+        depth: usize,
+    ) {
+        if depth > 256 {
+            return;
+        }
+        match v {
+            Value::String(s) if detect::might_contain_secret(s.as_bytes()) => {
+                if let Some(out) = detect::redact(s, detectors, &mut |d, secret| {
+                    *count += 1;
+                    kinds.insert(d.name().to_owned());
+                    self.placeholder(d.name(), secret)
+                }) {
+                    *s = out;
+                }
+            }
+            Value::Array(items) => items
+                .iter_mut()
+                .for_each(|x| self.mask_detected(x, detectors, count, kinds, depth + 1)),
+            Value::Object(map) => map
+                .values_mut()
+                .for_each(|x| self.mask_detected(x, detectors, count, kinds, depth + 1)),
+            _ => {}
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn op(method: &str, path: &str) -> Operation {
+        crate::azure::operation::name_arm(&method.parse().unwrap(), path, "api-version=2023-05-01")
+            .unwrap()
+    }
+
+    const SA: &str =
+        "/subscriptions/s/resourceGroups/rg/providers/Microsoft.Storage/storageAccounts/sa1";
+
+    #[test]
+    fn catalog_paths_are_masked_and_equal_values_hash_equally() {
+        let m = Masker::new(b"k".to_vec(), Detector::ALL.to_vec());
+        let plan = m.plan(&op("POST", &format!("{SA}/listKeys")), &[]);
+        let body = br#"{"keys":[{"keyName":"key1","value":"c2VjcmV0MQ==","permissions":"FULL"},{"keyName":"key2","value":"c2VjcmV0MQ==","permissions":"FULL"}]}"#;
+        let Masked::Changed { body, count, kinds } = m.mask_json(&plan, body).unwrap() else {
+            panic!("masked")
+        };
+        let text = String::from_utf8(body).unwrap();
+        assert_eq!(count, 2);
+        assert!(!text.contains("c2VjcmV0MQ=="), "{text}");
+        assert!(
+            text.contains("\"keyName\":\"key1\""),
+            "the rest stays: {text}"
+        );
+        let v: Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(
+            v["keys"][0]["value"], v["keys"][1]["value"],
+            "equal secrets, equal placeholders"
+        );
+        assert!(
+            v["keys"][0]["value"]
+                .as_str()
+                .unwrap()
+                .starts_with("[masked:storage-keys:")
+        );
+        assert_eq!(kinds.into_iter().collect::<Vec<_>>(), ["storage-keys"]);
+    }
+
+    #[test]
+    fn nothing_to_mask_leaves_the_bytes_alone_and_unmask_lets_a_profile_through() {
+        let m = Masker::new(b"k".to_vec(), Detector::ALL.to_vec());
+        let plain = br#"{"value": [1.50, 2e3, {"name":"vm1"}]}"#;
+        assert_eq!(
+            m.mask_json(&m.plan(&op("GET", SA), &[]), plain).unwrap(),
+            Masked::Unchanged
+        );
+        let plan = m.plan(
+            &op("POST", &format!("{SA}/listKeys")),
+            &["storage-keys".into()],
+        );
+        assert_eq!(
+            m.mask_json(&plan, br#"{"keys":[{"value":"abc"}]}"#)
+                .unwrap(),
+            Masked::Unchanged
+        );
+        assert!(
+            m.mask_json(
+                &m.plan(&op("POST", &format!("{SA}/listKeys")), &[]),
+                b"not json"
+            )
+            .is_err(),
+            "a catalog answer that cannot be parsed is an error (fail closed)"
+        );
+    }
+
+    #[test]
+    fn detectors_mask_secret_shapes_anywhere() {
+        let m = Masker::new(b"k".to_vec(), Detector::ALL.to_vec());
+        let key = "A".repeat(86) + "==";
+        let body = format!(
+            r#"{{"tags":{{"cs":"DefaultEndpointsProtocol=https;AccountName=sa;AccountKey={key};EndpointSuffix=core.windows.net"}}}}"#
+        );
+        let Masked::Changed { body, .. } = m
+            .mask_json(&m.plan(&op("GET", SA), &[]), body.as_bytes())
+            .unwrap()
+        else {
+            panic!("masked")
+        };
+        let text = String::from_utf8(body).unwrap();
+        assert!(!text.contains(&key), "{text}");
+        assert!(
+            text.contains("AccountName=sa"),
+            "only the secret is replaced: {text}"
+        );
+    }
+}

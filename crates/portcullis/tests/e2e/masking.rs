@@ -1,0 +1,222 @@
+//! Masking end to end: secrets Azure returns never reach the agent in clear, unless a rule
+//! unmasks them for that principal; what has nothing to mask is untouched.
+
+use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
+
+use crate::{API, Env};
+
+fn is_placeholder(v: &Value, kind: &str) -> bool {
+    v.as_str()
+        .is_some_and(|s| s.starts_with(&format!("[masked:{kind}:")) && s.ends_with(']'))
+}
+
+#[tokio::test]
+async fn key_vault_secret_values_are_masked() {
+    let env = Env::start().await;
+    let clear = env.sim.secret_value("demo-kv", "db-password").unwrap();
+    let (s, _, a) = env
+        .agent(
+            Method::GET,
+            "/keyvault/demo-kv/secrets/db-password?api-version=7.4",
+            None,
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{a}");
+    assert!(is_placeholder(&a["value"], "keyvault-secret"), "{a}");
+    assert!(
+        !a.to_string().contains(&clear),
+        "the clear value never reaches the agent"
+    );
+    assert!(
+        a["id"].as_str().unwrap().contains("/secrets/db-password/"),
+        "the rest of the bundle stays"
+    );
+    let (_, _, b) = env
+        .agent(
+            Method::GET,
+            "/keyvault/demo-kv/secrets/db-password/?api-version=7.4",
+            None,
+        )
+        .await;
+    assert_eq!(
+        a["value"], b["value"],
+        "the same secret gives the same placeholder"
+    );
+    let (_, _, c) = env
+        .agent(
+            Method::GET,
+            "/keyvault/demo-kv/secrets/openai-api-key?api-version=7.4",
+            None,
+        )
+        .await;
+    assert_ne!(
+        a["value"], c["value"],
+        "different secrets, different placeholders"
+    );
+}
+
+#[tokio::test]
+async fn storage_keys_and_sas_are_masked_unless_a_rule_unmasks_them() {
+    let env = Env::start().await;
+    let sa = format!(
+        "{}/providers/Microsoft.Storage/storageAccounts/demostorage01",
+        env.rg()
+    );
+    let keys = env.sim.storage_keys(&sa);
+    let (s, _, body) = env
+        .agent(
+            Method::POST,
+            &format!("{sa}/listKeys?api-version=2023-05-01"),
+            None,
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{body}");
+    for k in &keys {
+        assert!(!body.to_string().contains(k.as_str()), "{body}");
+    }
+    assert!(
+        is_placeholder(&body["keys"][0]["value"], "storage-keys"),
+        "{body}"
+    );
+    assert_eq!(body["keys"][0]["keyName"], "key1");
+    let (s, _, sas) = env.agent(Method::POST, &format!("{sa}/listAccountSas?api-version=2023-05-01"), Some(json!({"signedServices": "b", "signedResourceTypes": "sco", "signedPermission": "r", "signedExpiry": "2030-01-01T00:00:00Z"}))).await;
+    assert_eq!(s, StatusCode::OK, "{sas}");
+    assert!(
+        is_placeholder(&sas["accountSasToken"], "storage-sas"),
+        "{sas}"
+    );
+
+    // The rule for overage-agent unmasks storage keys: it sees them in clear.
+    let (s, _, body) = env
+        .call(
+            Some(&env.token("overage-agent")),
+            Method::POST,
+            &format!("{sa}/listKeys?api-version=2023-05-01"),
+            None,
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{body}");
+    assert_eq!(
+        body["keys"][0]["value"].as_str(),
+        Some(keys[0].as_str()),
+        "unmasked for the named principal only"
+    );
+}
+
+#[tokio::test]
+async fn deployment_outputs_and_secret_shaped_strings_are_masked() {
+    let env = Env::start().await;
+    // Put things straight into "Azure", behind the gateway's back.
+    let sim_http = {
+        let ca = reqwest::Certificate::from_pem(env.sim.ca_pem().as_bytes()).unwrap();
+        reqwest::Client::builder()
+            .add_root_certificate(ca)
+            .tls_built_in_root_certs(false)
+            .build()
+            .unwrap()
+    };
+    let arm = env
+        .sim
+        .token("portcullis-baseline", "https://management.azure.com/")
+        .unwrap();
+    let key = env.sim.storage_keys(&format!(
+        "{}/providers/Microsoft.Storage/storageAccounts/demostorage01",
+        env.rg()
+    ))[0]
+        .clone();
+    let template = json!({"resources": [], "outputs": {"cs": {"type": "string", "value": format!("DefaultEndpointsProtocol=https;AccountName=demostorage01;AccountKey={key};EndpointSuffix=core.windows.net")}, "plain": {"type": "string", "value": "hello"}}});
+    let dep = format!(
+        "{}{}/providers/Microsoft.Resources/deployments/outputs?api-version=2024-03-01",
+        env.sim.url(),
+        env.rg()
+    );
+    let r = sim_http
+        .put(&dep)
+        .bearer_auth(&arm)
+        .json(&json!({"properties": {"mode": "Incremental", "template": template}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    let tag = format!("{}{}?api-version=2022-09-01", env.sim.url(), env.rg());
+    let r = sim_http.patch(&tag).bearer_auth(&arm).json(&json!({"tags": {"conn": format!("AccountName=x;AccountKey={key}"), "owner": "team-a"}})).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+
+    let (s, _, d) = env
+        .agent(
+            Method::GET,
+            &format!(
+                "{}/providers/Microsoft.Resources/deployments/outputs?api-version=2024-03-01",
+                env.rg()
+            ),
+            None,
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{d}");
+    assert!(
+        is_placeholder(
+            &d["properties"]["outputs"]["cs"]["value"],
+            "deployment-outputs"
+        ),
+        "{d}"
+    );
+    assert!(!d.to_string().contains(&key));
+    let (s, _, g) = env
+        .agent(
+            Method::GET,
+            &format!("{}?api-version=2022-09-01", env.rg()),
+            None,
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK);
+    let conn = g["tags"]["conn"].as_str().unwrap();
+    assert!(
+        conn.starts_with("AccountName=x;AccountKey=[masked:"),
+        "a detector found the key in a tag: {conn}"
+    );
+    assert!(!conn.contains(&key));
+    assert_eq!(g["tags"]["owner"], "team-a");
+}
+
+#[tokio::test]
+async fn answers_with_nothing_to_mask_are_byte_identical() {
+    let env = Env::start().await;
+    let vm = format!(
+        "{}/providers/Microsoft.Compute/virtualMachines/vm1?{API}",
+        env.rg()
+    );
+    let token = env.token("agent");
+    let via_gateway = env
+        .http
+        .get(env.url(&vm))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap();
+    let sim_http = {
+        let ca = reqwest::Certificate::from_pem(env.sim.ca_pem().as_bytes()).unwrap();
+        reqwest::Client::builder()
+            .add_root_certificate(ca)
+            .tls_built_in_root_certs(false)
+            .build()
+            .unwrap()
+    };
+    let arm = env
+        .sim
+        .token("portcullis-baseline", "https://management.azure.com/")
+        .unwrap();
+    let direct = sim_http
+        .get(format!("{}{vm}", env.sim.url()))
+        .bearer_auth(&arm)
+        .send()
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap();
+    assert_eq!(via_gateway, direct);
+}
