@@ -26,6 +26,9 @@ pub struct Faults {
     pub throttle_retry_after: Option<u64>,
     /// Stop injecting after this many affected requests (none: until cleared).
     pub remaining: Option<u64>,
+    /// Encode every answer's body so (`gzip`, `deflate` or `br`), whatever the client
+    /// accepts: what a misbehaving service or proxy could do.
+    pub force_encoding: Option<String>,
 }
 
 /// What happens to one request.
@@ -42,6 +45,8 @@ pub enum FaultError {
     Rate(&'static str),
     #[error("error_status {0} is not an HTTP error status")]
     Status(u16),
+    #[error("force_encoding '{0}' is not gzip, deflate or br")]
+    Encoding(String),
 }
 
 impl Faults {
@@ -54,6 +59,11 @@ impl Faults {
             if !(0.0..=1.0).contains(&rate) {
                 return Err(FaultError::Rate(name));
             }
+        }
+        if let Some(e) = &self.force_encoding
+            && !matches!(e.as_str(), "gzip" | "deflate" | "br")
+        {
+            return Err(FaultError::Encoding(e.clone()));
         }
         match self.error_status {
             Some(s) if !(400..=599).contains(&s) => Err(FaultError::Status(s)),
@@ -77,6 +87,16 @@ impl FaultState {
 
     pub fn get(&self) -> Faults {
         self.current.lock().expect("faults lock").clone()
+    }
+
+    /// The encoding to force on the answer to `path`, if any.
+    pub fn forced_encoding(&self, path: &str) -> Option<String> {
+        let f = self.current.lock().expect("faults lock");
+        let applies = f.path_prefix.as_ref().is_none_or(|p| {
+            path.to_ascii_lowercase()
+                .starts_with(&p.to_ascii_lowercase())
+        });
+        f.force_encoding.clone().filter(|_| applies)
     }
 
     /// Decides the fate of one request: the delay to add, and what replaces the answer.

@@ -144,6 +144,10 @@ async fn handle(
         }
         None => dispatch(&sim, &req, &host),
     };
+    let response = match sim.faults.forced_encoding(&req.path) {
+        Some(coding) if !response.body.is_empty() => encode(response, &coding),
+        _ => response,
+    };
     sim.calls.push(CallRecord {
         seq: 0,
         time: crate::world::now_rfc3339(),
@@ -216,6 +220,33 @@ fn dispatch(sim: &Sim, req: &SimRequest, host: &str) -> (SimResponse, Option<Cal
         Service::Arm => arm::handle(sim, req),
     };
     (response, caller, service)
+}
+
+/// Encodes an answer's body (fault injection: `force_encoding`).
+fn encode(mut r: SimResponse, coding: &str) -> SimResponse {
+    use std::io::Write;
+    let body = match coding {
+        "gzip" => {
+            let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+            e.write_all(&r.body).and_then(|_| e.finish())
+        }
+        "deflate" => {
+            let mut e = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::default());
+            e.write_all(&r.body).and_then(|_| e.finish())
+        }
+        _ => {
+            let mut out = Vec::new();
+            brotli::BrotliCompress(&mut &r.body[..], &mut out, &Default::default()).map(|_| out)
+        }
+    };
+    match body {
+        Ok(b) => {
+            r.body = Bytes::from(b);
+            r.headers.remove(http::header::CONTENT_LENGTH);
+            r.header("content-encoding", coding)
+        }
+        Err(_) => r,
+    }
 }
 
 fn into_hyper(r: SimResponse) -> Response<Full<Bytes>> {

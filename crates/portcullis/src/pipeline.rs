@@ -514,11 +514,12 @@ async fn rewrite(
         .unwrap_or_default();
     let is_json = content_type.contains("json");
     let is_text = content_type.starts_with("text/");
-    let encoded = parts
+    let encoding = parts
         .headers
         .get(header::CONTENT_ENCODING)
         .and_then(|v| v.to_str().ok())
-        .is_some_and(|e| !e.trim().eq_ignore_ascii_case("identity"));
+        .map(str::to_owned)
+        .filter(|e| !e.trim().eq_ignore_ascii_case("identity"));
     let may_page = *method == Method::GET && is_json && parts.status.is_success();
     // Masking reads JSON and text answers whole; what the catalog names must be read even
     // when it does not say it is JSON. Binary answers stream through.
@@ -527,12 +528,6 @@ async fn rewrite(
         return Ok(Response::from_parts(
             parts,
             body.map_err(|e| Box::new(e) as BoxError).boxed(),
-        ));
-    }
-    if encoded && inspect {
-        // We asked for identity; an encoded answer cannot be checked, so it does not pass.
-        return Err(GatewayError::Unmaskable(
-            "Azure answered with a content encoding the gateway did not ask for".into(),
         ));
     }
     let bytes: Bytes = match Limited::new(body, MAX_REWRITE_BODY).collect().await {
@@ -549,6 +544,21 @@ async fn rewrite(
             });
         }
     };
+    // An encoded answer is decoded (bounded) to be read; it then goes out unencoded, and its
+    // strong ETag, which named the encoded bytes, becomes weak.
+    let bytes = match &encoding {
+        Some(coding) => match crate::mask::encoding::decode(coding, &bytes, MAX_REWRITE_BODY) {
+            Ok(decoded) => {
+                parts.headers.remove(header::CONTENT_ENCODING);
+                weaken_etag(&mut parts.headers);
+                Bytes::from(decoded)
+            }
+            Err(e) if inspect => return Err(GatewayError::Unmaskable(e.to_string())),
+            // Nothing to mask: an answer we cannot decode passes as it came.
+            Err(_) => bytes,
+        },
+        None => bytes,
+    };
     // Mask before anything else reads the body: nothing after this point sees a secret.
     let masked = if !inspect {
         Masked::Unchanged
@@ -562,6 +572,7 @@ async fn rewrite(
     let bytes = match masked {
         Masked::Unchanged => bytes,
         Masked::Changed { body, count, kinds } => {
+            weaken_etag(&mut parts.headers);
             tracing::info!(request_id = %ex.request_id, masked = count, kinds = ?kinds, "masked secrets in the answer");
             crate::metrics::MASKED_VALUES
                 .fetch_add(count as u64, std::sync::atomic::Ordering::Relaxed);
@@ -582,4 +593,17 @@ async fn rewrite(
         .headers
         .insert(header::CONTENT_LENGTH, HeaderValue::from(bytes.len()));
     Ok(Response::from_parts(parts, full(bytes)))
+}
+
+/// A strong ETag names exact bytes; once the gateway changed them, only a weak one is true.
+fn weaken_etag(headers: &mut HeaderMap) {
+    if let Some(tag) = headers
+        .get(header::ETAG)
+        .and_then(|v| v.to_str().ok())
+        .filter(|t| !t.starts_with("W/"))
+        .map(|t| format!("W/{t}"))
+        && let Ok(v) = HeaderValue::from_str(&tag)
+    {
+        headers.insert(header::ETAG, v);
+    }
 }

@@ -108,3 +108,35 @@ async fn latency_and_dropped_connections() {
     let (s, _, _) = env.arm(Method::GET, &path, None).await;
     assert_eq!(s, StatusCode::OK);
 }
+
+#[tokio::test]
+async fn forced_encodings() {
+    let env = Env::start().await;
+    let path = format!("{}/resourcegroups?{API}", env.sub());
+    for coding in ["gzip", "deflate", "br"] {
+        env.sim
+            .set_faults(azure_sim::Faults {
+                force_encoding: Some(coding.into()),
+                ..Default::default()
+            })
+            .unwrap();
+        let token = env.token("portcullis-baseline", crate::ARM);
+        let resp = env
+            .http
+            .get(env.url(&path))
+            .bearer_auth(&token)
+            .header("accept-encoding", "identity")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.headers()["content-encoding"], coding);
+    }
+    assert!(
+        env.sim
+            .set_faults(azure_sim::Faults {
+                force_encoding: Some("zstd".into()),
+                ..Default::default()
+            })
+            .is_err()
+    );
+}

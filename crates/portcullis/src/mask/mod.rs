@@ -6,6 +6,7 @@
 
 pub mod catalog;
 pub mod detect;
+pub mod encoding;
 
 use std::collections::BTreeSet;
 
@@ -317,5 +318,89 @@ mod tests {
             text.contains("AccountName=sa"),
             "only the secret is replaced: {text}"
         );
+    }
+}
+
+#[cfg(test)]
+mod properties {
+    use super::*;
+    use proptest::prelude::*;
+    use serde_json::json;
+
+    fn masker() -> Masker {
+        Masker::new(b"property-key".to_vec(), Detector::ALL.to_vec())
+    }
+
+    /// JSON with no secrets: names, numbers, booleans, nested objects and arrays.
+    fn plain() -> impl Strategy<Value = Value> {
+        let leaf = prop_oneof![
+            "[a-z]{1,12}".prop_map(Value::from),
+            any::<i64>().prop_map(Value::from),
+            any::<bool>().prop_map(Value::from),
+            Just(Value::Null),
+        ];
+        leaf.prop_recursive(4, 48, 6, |inner| {
+            prop_oneof![
+                prop::collection::vec(inner.clone(), 0..6).prop_map(Value::Array),
+                prop::collection::btree_map("[a-z]{1,8}", inner, 0..6)
+                    .prop_map(|m| Value::Object(m.into_iter().collect())),
+            ]
+        })
+    }
+
+    /// A 64-byte storage-style key (88 base64 characters), different every time.
+    fn key() -> impl Strategy<Value = String> {
+        prop::collection::vec(any::<u8>(), 64).prop_map(|b| {
+            use base64::Engine;
+            base64::engine::general_purpose::STANDARD.encode(b)
+        })
+    }
+
+    fn list_keys() -> Operation {
+        crate::azure::operation::name_arm(&http::Method::POST, "/subscriptions/s/resourceGroups/rg/providers/Microsoft.Storage/storageAccounts/sa/listKeys", "api-version=2023-05-01").unwrap()
+    }
+
+    fn get_vm() -> Operation {
+        crate::azure::operation::name_arm(
+            &http::Method::GET,
+            "/subscriptions/s/resourceGroups/rg/providers/Microsoft.Compute/virtualMachines/vm1",
+            "api-version=2024-07-01",
+        )
+        .unwrap()
+    }
+
+    proptest! {
+        /// Documents with nothing to mask come back byte for byte.
+        #[test]
+        fn plain_documents_are_untouched(doc in plain()) {
+            let m = masker();
+            let bytes = serde_json::to_vec(&doc).unwrap();
+            prop_assert_eq!(m.mask_json(&m.plan(&get_vm(), &[]), &bytes).unwrap(), Masked::Unchanged);
+        }
+
+        /// Secrets planted at catalog paths and as connection strings anywhere never survive,
+        /// and what comes out is still JSON.
+        #[test]
+        fn planted_secrets_never_survive(doc in plain(), k1 in key(), k2 in key(), cs_key in key(), depth in 0usize..3) {
+            let m = masker();
+            let mut carrier = doc.clone();
+            // A connection string buried somewhere in the document.
+            let cs = format!("DefaultEndpointsProtocol=https;AccountName=x;AccountKey={cs_key};EndpointSuffix=core.windows.net");
+            let mut slot = json!({"note": cs});
+            for _ in 0..depth {
+                slot = json!({"nested": [slot]});
+            }
+            carrier = json!({"keys": [{"keyName": "key1", "value": k1}, {"keyName": "key2", "value": k2}], "extra": carrier, "buried": slot});
+            let bytes = serde_json::to_vec(&carrier).unwrap();
+            let out = match m.mask_json(&m.plan(&list_keys(), &[]), &bytes).unwrap() {
+                Masked::Changed { body, .. } => body,
+                Masked::Unchanged => panic!("secrets were planted"),
+            };
+            let text = String::from_utf8(out.clone()).unwrap();
+            for secret in [&k1, &k2, &cs_key] {
+                prop_assert!(!text.contains(secret.as_str()), "a planted secret survived");
+            }
+            prop_assert!(serde_json::from_slice::<Value>(&out).is_ok());
+        }
     }
 }

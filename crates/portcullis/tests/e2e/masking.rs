@@ -220,3 +220,85 @@ async fn answers_with_nothing_to_mask_are_byte_identical() {
         .unwrap();
     assert_eq!(via_gateway, direct);
 }
+
+#[tokio::test]
+async fn encoded_answers_are_decoded_masked_and_sent_unencoded() {
+    let env = Env::start().await;
+    let clear = env.sim.secret_value("demo-kv", "db-password").unwrap();
+    let sa = format!(
+        "{}/providers/Microsoft.Storage/storageAccounts/demostorage01",
+        env.rg()
+    );
+    let keys = env.sim.storage_keys(&sa);
+    // Keys, metadata and the upstream tokens are fetched before Azure starts encoding.
+    let (s, _, _) = env.agent(Method::GET, "/keyvault/demo-kv/secrets?api-version=7.4", None).await;
+    assert_eq!(s, StatusCode::OK);
+    let (s, _, _) = env.agent(Method::GET, &format!("{}?api-version=2022-09-01", env.rg()), None).await;
+    assert_eq!(s, StatusCode::OK);
+    for coding in ["gzip", "deflate", "br"] {
+        env.sim
+            .set_faults(azure_sim::Faults {
+                force_encoding: Some(coding.into()),
+                ..Default::default()
+            })
+            .unwrap();
+        let resp = env
+            .http
+            .get(env.url("/keyvault/demo-kv/secrets/db-password?api-version=7.4"))
+            .bearer_auth(env.token("agent"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), StatusCode::OK, "{coding}");
+        assert!(
+            resp.headers().get("content-encoding").is_none(),
+            "{coding}: sent unencoded"
+        );
+        let length: usize = resp.headers()["content-length"]
+            .to_str()
+            .unwrap()
+            .parse()
+            .unwrap();
+        let body = resp.bytes().await.unwrap();
+        assert_eq!(
+            length,
+            body.len(),
+            "{coding}: Content-Length fits the new body"
+        );
+        let v: Value = serde_json::from_slice(&body).unwrap();
+        assert!(
+            is_placeholder(&v["value"], "keyvault-secret"),
+            "{coding}: {v}"
+        );
+        assert!(!String::from_utf8_lossy(&body).contains(&clear));
+
+        let (s, _, listed) = env
+            .agent(
+                Method::POST,
+                &format!("{sa}/listKeys?api-version=2023-05-01"),
+                None,
+            )
+            .await;
+        assert_eq!(s, StatusCode::OK, "{coding}: {listed}");
+        assert!(
+            !listed.to_string().contains(keys[0].as_str()),
+            "{coding}: {listed}"
+        );
+        // Nothing to mask, but paging still works through an encoded answer.
+        let (s, _, page) = env
+            .agent(
+                Method::GET,
+                &format!("{}/resources?api-version=2021-04-01", env.rg()),
+                None,
+            )
+            .await;
+        assert_eq!(s, StatusCode::OK, "{coding}");
+        assert!(
+            page["nextLink"]
+                .as_str()
+                .unwrap()
+                .starts_with(&env.url("/")),
+            "{coding}: {page}"
+        );
+    }
+}
