@@ -231,9 +231,21 @@ async fn encoded_answers_are_decoded_masked_and_sent_unencoded() {
     );
     let keys = env.sim.storage_keys(&sa);
     // Keys, metadata and the upstream tokens are fetched before Azure starts encoding.
-    let (s, _, _) = env.agent(Method::GET, "/keyvault/demo-kv/secrets?api-version=7.4", None).await;
+    let (s, _, _) = env
+        .agent(
+            Method::GET,
+            "/keyvault/demo-kv/secrets?api-version=7.4",
+            None,
+        )
+        .await;
     assert_eq!(s, StatusCode::OK);
-    let (s, _, _) = env.agent(Method::GET, &format!("{}?api-version=2022-09-01", env.rg()), None).await;
+    let (s, _, _) = env
+        .agent(
+            Method::GET,
+            &format!("{}?api-version=2022-09-01", env.rg()),
+            None,
+        )
+        .await;
     assert_eq!(s, StatusCode::OK);
     for coding in ["gzip", "deflate", "br"] {
         env.sim
