@@ -160,7 +160,11 @@ pub async fn handle(gw: Arc<Gateway>, req: Request<Incoming>) -> Response<Body> 
         let (parts, body) = req.into_parts();
         // Read the body only when a rule that could apply has a condition reading it.
         let policy = gw.policy.load_full();
-        let (body, seen) = if policy.needs_body(&principal, &operation) {
+        // A batch's answer is masked per inner request, so its requests must be read.
+        let is_batch = operation
+            .action
+            .eq_ignore_ascii_case("Microsoft.Resources/batch/action");
+        let (body, seen) = if is_batch || policy.needs_body(&principal, &operation) {
             read_for_conditions(body, policy.max_body_bytes).await?
         } else {
             (stream(body), condition::Body::Absent)
@@ -180,7 +184,12 @@ pub async fn handle(gw: Arc<Gateway>, req: Request<Incoming>) -> Response<Body> 
         }
         // Mask after forward, before anything leaves: the plan comes from the operation and
         // from what the deciding rule lets through.
-        let plan = gw.masker.plan(&operation, &decision.unmask);
+        let plan = if is_batch {
+            gw.masker
+                .plan_batch(&batch_operations(&seen), &decision.unmask)
+        } else {
+            gw.masker.plan(&operation, &decision.unmask)
+        };
         let response = forward(
             &gw,
             &ex,
@@ -606,4 +615,46 @@ fn weaken_etag(headers: &mut HeaderMap) {
     {
         headers.insert(header::ETAG, v);
     }
+}
+
+/// The inner requests of an ARM batch, named as operations, by the names their answers will
+/// carry (the index when a request has none). Those that cannot be named are left out, and
+/// their answers get every masking profile.
+fn batch_operations(body: &condition::Body) -> Vec<(String, Operation)> {
+    let condition::Body::Json(doc) = body else {
+        return Vec::new();
+    };
+    let Some(requests) = doc.get("requests").and_then(serde_json::Value::as_array) else {
+        return Vec::new();
+    };
+    requests
+        .iter()
+        .enumerate()
+        .filter_map(|(i, r)| {
+            let name = r
+                .get("name")
+                .and_then(serde_json::Value::as_str)
+                .map_or_else(|| i.to_string(), str::to_owned);
+            let method: Method = r
+                .get("httpMethod")?
+                .as_str()?
+                .to_ascii_uppercase()
+                .parse()
+                .ok()?;
+            let target = r.get("url").or_else(|| r.get("relativeUrl"))?.as_str()?;
+            let (path, query) = if target.starts_with('/') {
+                let (p, q) = target.split_once('?').unwrap_or((target, ""));
+                (p.to_owned(), q.to_owned())
+            } else {
+                let u = url::Url::parse(target).ok()?;
+                (
+                    u.path().to_owned(),
+                    u.query().unwrap_or_default().to_owned(),
+                )
+            };
+            let (decoded, _) = route::normalize(&path).ok()?;
+            let op = operation::name_arm(&method, &decoded, &query).ok()?;
+            Some((name, op))
+        })
+        .collect()
 }

@@ -31,17 +31,21 @@ pub enum MaskError {
 pub struct Plan {
     profiles: Vec<&'static Profile>,
     detectors: Vec<Detector>,
+    /// For an ARM batch: each inner answer's plan, by the inner request's name. Inner
+    /// answers whose request is unknown get every profile (masking too much is safe).
+    inner: Option<std::collections::HashMap<String, Plan>>,
 }
 
 impl Plan {
     /// Whether anything at all may be masked (else the answer can stream untouched).
     pub fn is_empty(&self) -> bool {
-        self.profiles.is_empty() && self.detectors.is_empty()
+        self.profiles.is_empty() && self.detectors.is_empty() && self.inner.is_none()
     }
 
-    /// Whether the catalog says this answer carries secrets (so it must be inspected).
+    /// Whether the answer must be inspected (the catalog says it carries secrets, or it is a
+    /// batch of answers).
     pub fn has_profiles(&self) -> bool {
-        !self.profiles.is_empty()
+        !self.profiles.is_empty() || self.inner.is_some()
     }
 }
 
@@ -89,6 +93,27 @@ impl Masker {
                 .copied()
                 .filter(|d| !lets_through(d.name()))
                 .collect(),
+            inner: None,
+        }
+    }
+
+    /// The plan for a batch's answer: each inner answer is masked as if it came alone.
+    pub fn plan_batch(&self, inner: &[(String, Operation)], unmask: &[String]) -> Plan {
+        let lets_through = |name: &str| unmask.iter().any(|u| u == "*" || u == name);
+        Plan {
+            profiles: Vec::new(),
+            detectors: self
+                .detectors
+                .iter()
+                .copied()
+                .filter(|d| !lets_through(d.name()))
+                .collect(),
+            inner: Some(
+                inner
+                    .iter()
+                    .map(|(name, op)| (name.clone(), self.plan(op, unmask)))
+                    .collect(),
+            ),
         }
     }
 
@@ -104,7 +129,7 @@ impl Masker {
 
     /// Masks a JSON answer; the bytes stay exactly as they were when nothing is masked.
     pub fn mask_json(&self, plan: &Plan, body: &[u8]) -> Result<Masked, MaskError> {
-        if plan.profiles.is_empty()
+        if !plan.has_profiles()
             && (plan.detectors.is_empty() || !detect::might_contain_secret(body))
         {
             return Ok(Masked::Unchanged);
@@ -116,24 +141,64 @@ impl Masker {
             serde_json::from_slice(body).map_err(|e| MaskError::NotJson(e.to_string()))?;
         let mut count = 0;
         let mut kinds = BTreeSet::new();
-        for profile in &plan.profiles {
-            for path in profile.paths {
-                let (steps, strings_only) = steps(path);
-                let n = self.mask_path(&mut doc, &steps, strings_only, profile.name);
-                if n > 0 {
-                    count += n;
-                    kinds.insert(profile.name.to_owned());
+        match &plan.inner {
+            // A batch: each inner answer by its own request's plan.
+            Some(inner) => {
+                let unknown = Plan {
+                    profiles: catalog::PROFILES.iter().collect(),
+                    detectors: plan.detectors.clone(),
+                    inner: None,
+                };
+                if let Some(responses) = doc.get_mut("responses").and_then(Value::as_array_mut) {
+                    for r in responses {
+                        let name = r
+                            .get("name")
+                            .and_then(Value::as_str)
+                            .unwrap_or_default()
+                            .to_owned();
+                        let p = inner.get(&name).unwrap_or(&unknown);
+                        if let Some(content) = r.get_mut("content") {
+                            self.mask_value(p, content, &mut count, &mut kinds);
+                        }
+                    }
                 }
+                // Whatever else the batch answer holds, the detectors still read.
+                let outer = Plan {
+                    profiles: Vec::new(),
+                    detectors: plan.detectors.clone(),
+                    inner: None,
+                };
+                self.mask_value(&outer, &mut doc, &mut count, &mut kinds);
             }
-        }
-        if !plan.detectors.is_empty() {
-            self.mask_detected(&mut doc, &plan.detectors, &mut count, &mut kinds, 0);
+            None => self.mask_value(plan, &mut doc, &mut count, &mut kinds),
         }
         if count == 0 {
             return Ok(Masked::Unchanged);
         }
         let body = serde_json::to_vec(&doc).expect("a Value serializes");
         Ok(Masked::Changed { body, count, kinds })
+    }
+
+    fn mask_value(
+        &self,
+        plan: &Plan,
+        doc: &mut Value,
+        count: &mut usize,
+        kinds: &mut BTreeSet<String>,
+    ) {
+        for profile in &plan.profiles {
+            for path in profile.paths {
+                let (steps, strings_only) = steps(path);
+                let n = self.mask_path(doc, &steps, strings_only, profile.name);
+                if n > 0 {
+                    *count += n;
+                    kinds.insert(profile.name.to_owned());
+                }
+            }
+        }
+        if !plan.detectors.is_empty() {
+            self.mask_detected(doc, &plan.detectors, count, kinds, 0);
+        }
     }
 
     /// Masks secret-shaped strings in a text answer.

@@ -314,3 +314,64 @@ async fn encoded_answers_are_decoded_masked_and_sent_unencoded() {
         );
     }
 }
+
+#[tokio::test]
+async fn batch_answers_are_masked_per_inner_request() {
+    let env = Env::start().await;
+    let sa = format!(
+        "{}/providers/Microsoft.Storage/storageAccounts/demostorage01",
+        env.rg()
+    );
+    let keys = env.sim.storage_keys(&sa);
+    let body = json!({"requests": [
+        {"name": "keys", "httpMethod": "POST", "url": format!("https://management.azure.com{sa}/listKeys?api-version=2023-05-01")},
+        {"name": "group", "httpMethod": "GET", "relativeUrl": format!("{}?api-version=2022-09-01", env.rg())},
+        {"httpMethod": "POST", "url": format!("{sa}/listKeys?api-version=2023-05-01")},
+    ]});
+    for coding in [None, Some("gzip")] {
+        let (s, _, _) = env
+            .agent(
+                Method::GET,
+                &format!("{}?api-version=2022-09-01", env.rg()),
+                None,
+            )
+            .await;
+        assert_eq!(s, StatusCode::OK);
+        env.sim
+            .set_faults(azure_sim::Faults {
+                force_encoding: coding.map(str::to_owned),
+                ..Default::default()
+            })
+            .unwrap();
+        let (s, _, out) = env
+            .agent(
+                Method::POST,
+                "/batch?api-version=2020-06-01",
+                Some(body.clone()),
+            )
+            .await;
+        assert_eq!(s, StatusCode::OK, "{coding:?}: {out}");
+        let text = out.to_string();
+        for k in &keys {
+            assert!(
+                !text.contains(k.as_str()),
+                "{coding:?}: a key survived in {text}"
+            );
+        }
+        let r = out["responses"].as_array().unwrap();
+        assert!(
+            is_placeholder(&r[0]["content"]["keys"][0]["value"], "storage-keys"),
+            "{coding:?}: {out}"
+        );
+        assert_eq!(
+            r[1]["content"]["name"], "demo-rg",
+            "the group's answer is intact"
+        );
+        assert_eq!(r[1]["content"]["tags"]["environment"], "demo");
+        assert!(
+            is_placeholder(&r[2]["content"]["keys"][1]["value"], "storage-keys"),
+            "unnamed inner requests are masked too: {out}"
+        );
+        env.sim.set_faults(azure_sim::Faults::default()).unwrap();
+    }
+}
