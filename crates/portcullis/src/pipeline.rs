@@ -25,10 +25,6 @@ use crate::policy::{Decision, Effect, Policy};
 use crate::upstream::client::{Body, BoxError, ClientError, HttpClient, full};
 use crate::upstream::credential::TokenProvider;
 
-/// JSON answers up to this size are read whole so their `nextLink`s can be rewritten;
-/// larger ones stream through unchanged (paging then leaves the gateway: logged).
-const MAX_REWRITE_BODY: usize = 64 * 1024 * 1024;
-
 /// Headers that never cross the gateway: hop-by-hop ones (RFC 9110 §7.6.1), the agent's
 /// credentials, and anything that would let the agent speak for the gateway.
 const STRIPPED_REQUEST_HEADERS: &[&str] = &[
@@ -88,6 +84,8 @@ pub struct Gateway {
     pub binder: Binder,
     /// Replaces secrets in answers by placeholders.
     pub masker: Masker,
+    /// The largest answer read whole (to mask it, or rewrite its nextLinks).
+    pub max_answer_bytes: usize,
     pub public_host: Option<String>,
     /// `{authority}/{tenant}`: where the challenge sends clients for a token.
     pub challenge_authority: String,
@@ -539,11 +537,12 @@ async fn rewrite(
             body.map_err(|e| Box::new(e) as BoxError).boxed(),
         ));
     }
-    let bytes: Bytes = match Limited::new(body, MAX_REWRITE_BODY).collect().await {
+    let bytes: Bytes = match Limited::new(body, gw.max_answer_bytes).collect().await {
         Ok(b) => b.to_bytes(),
         Err(e) if inspect => {
             return Err(GatewayError::Unmaskable(format!(
-                "the answer is larger than the {MAX_REWRITE_BODY}-byte masking limit or could not be read ({e})"
+                "the answer is larger than the {}-byte masking limit or could not be read ({e})",
+                gw.max_answer_bytes
             )));
         }
         Err(e) => {
@@ -556,7 +555,7 @@ async fn rewrite(
     // An encoded answer is decoded (bounded) to be read; it then goes out unencoded, and its
     // strong ETag, which named the encoded bytes, becomes weak.
     let bytes = match &encoding {
-        Some(coding) => match crate::mask::encoding::decode(coding, &bytes, MAX_REWRITE_BODY) {
+        Some(coding) => match crate::mask::encoding::decode(coding, &bytes, gw.max_answer_bytes) {
             Ok(decoded) => {
                 parts.headers.remove(header::CONTENT_ENCODING);
                 weaken_etag(&mut parts.headers);

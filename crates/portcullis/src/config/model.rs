@@ -18,6 +18,7 @@ pub struct Config {
     pub identity: IdentityConfig,
     pub upstream: UpstreamConfig,
     pub policy: Policy,
+    pub masking: MaskingConfig,
     /// The file this configuration was loaded from (hot reload watches it).
     pub source_path: Option<PathBuf>,
     /// Things that load but are probably mistakes (rules that can never match, shadowed
@@ -125,4 +126,10 @@ pub enum CredentialConfig {
         client_id: Option<String>,
         identity_header: Option<Secret>,
     },
+}
+
+#[derive(Debug, Clone)]
+pub struct MaskingConfig {
+    pub max_body_bytes: usize,
+    pub detectors: Vec<crate::mask::detect::Detector>,
 }

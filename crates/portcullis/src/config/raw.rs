@@ -20,6 +20,19 @@ pub struct RawConfig {
     pub upstream: RawUpstream,
     #[serde(default)]
     pub policy: RawPolicy,
+    #[serde(default)]
+    pub masking: RawMasking,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawMasking {
+    /// The largest answer the gateway reads to mask (bytes); larger ones that may carry
+    /// secrets are withheld. Default 64 MiB.
+    pub max_body_bytes: Option<usize>,
+    /// Detectors to turn off, by name (e.g. `jwt`).
+    #[serde(default)]
+    pub disabled_detectors: Vec<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -466,6 +466,30 @@ pub fn validate(
     let checked = super::policy::validate_policy(file, base, raw.policy, Some(&credential_names));
     p.list.extend(checked.errors);
     let (policy, warnings) = (checked.policy, checked.warnings);
+    let mut detectors = crate::mask::detect::Detector::ALL.to_vec();
+    for d in &raw.masking.disabled_detectors {
+        if !detectors.iter().any(|x| x.name() == d) {
+            p.at(
+                None,
+                format!(
+                    "masking.disabled_detectors: '{d}' is not a detector ({})",
+                    crate::mask::detect::Detector::ALL
+                        .iter()
+                        .map(|x| x.name())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+            );
+        }
+        detectors.retain(|x| x.name() != d);
+    }
+    let masking = MaskingConfig {
+        max_body_bytes: raw.masking.max_body_bytes.unwrap_or(64 * 1024 * 1024),
+        detectors,
+    };
+    if masking.max_body_bytes == 0 {
+        p.at(None, "masking.max_body_bytes must be positive");
+    }
     if p.list.is_empty() {
         Ok(Config {
             listen_gateway,
@@ -476,6 +500,7 @@ pub fn validate(
             identity,
             upstream,
             policy,
+            masking,
             warnings,
             source_path: None,
         })

@@ -12,7 +12,6 @@ use crate::identity::Authenticator;
 use crate::identity::jwks::KeyCache;
 use crate::identity::overage::GroupResolver;
 use crate::mask::Masker;
-use crate::mask::detect::Detector;
 use crate::pipeline::Gateway;
 use crate::upstream::client::HttpClient;
 use crate::upstream::credential::TokenProvider;
@@ -126,7 +125,7 @@ pub fn build(config: Config) -> Result<Built, BuildError> {
     // Keys the hashes in masking placeholders.
     let masker = Masker::new(
         state_key(&config.state_dir, "mask.key")?,
-        Detector::ALL.to_vec(),
+        config.masking.detectors.clone(),
     );
     let gateway = Gateway {
         auth: Authenticator::new(config.identity, keys, groups),
@@ -142,6 +141,7 @@ pub fn build(config: Config) -> Result<Built, BuildError> {
         http,
         binder,
         masker,
+        max_answer_bytes: config.masking.max_body_bytes,
         public_host: config.public_host,
         challenge_authority,
         audience,

@@ -48,6 +48,8 @@ pub struct Setup {
     pub public_host: Option<&'static str>,
     /// Use the multi-tenant authority (`common`) with this allow-list instead of the tenant.
     pub allowed_tenants: Option<Vec<String>>,
+    /// More top-level YAML for the configuration.
+    pub extra: &'static str,
 }
 
 impl Default for Setup {
@@ -58,6 +60,7 @@ impl Default for Setup {
             rules: TEST_RULES,
             public_host: None,
             allowed_tenants: None,
+            extra: "",
         }
     }
 }
@@ -122,9 +125,10 @@ impl Env {
             .map(|h| format!("public_host: {h}\n"))
             .unwrap_or_default();
         let yaml = format!(
-            "listen: {{gateway: \"127.0.0.1:0\", admin: \"127.0.0.1:0\"}}\n{public_host}state_dir: state\nidentity:\n  authority: {sim}\n  tenant: {tenant}\n  audiences: [{GATEWAY_API}, {api}]\n  ca_file: sim/ca.pem\n  groups_overage: {{graph_url: {sim}, credential: baseline}}\nupstream:\n  arm_url: {sim}\n  keyvault_url: \"{sim}/keyvault/{{vault}}\"\n  ca_file: sim/ca.pem\n  credentials:\n    baseline: {credential}\n    elevated: {{type: client_secret, tenant: {tid}, client_id: {elevated}, client_secret: {{file: elevated.secret}}}}\npolicy:\n  include: policy.yaml\n{rules}",
+            "listen: {{gateway: \"127.0.0.1:0\", admin: \"127.0.0.1:0\"}}\n{public_host}state_dir: state\nidentity:\n  authority: {sim}\n  tenant: {tenant}\n  audiences: [{GATEWAY_API}, {api}]\n  ca_file: sim/ca.pem\n  groups_overage: {{graph_url: {sim}, credential: baseline}}\nupstream:\n  arm_url: {sim}\n  keyvault_url: \"{sim}/keyvault/{{vault}}\"\n  ca_file: sim/ca.pem\n  credentials:\n    baseline: {credential}\n    elevated: {{type: client_secret, tenant: {tid}, client_id: {elevated}, client_secret: {{file: elevated.secret}}}}\n{extra}policy:\n  include: policy.yaml\n{rules}",
             sim = sim.url(),
             rules = setup.rules,
+            extra = setup.extra,
             tid = sim.tenant_id(),
             elevated = app("portcullis-elevated").app_id.unwrap(),
         );

@@ -375,3 +375,34 @@ async fn batch_answers_are_masked_per_inner_request() {
         env.sim.set_faults(azure_sim::Faults::default()).unwrap();
     }
 }
+
+#[tokio::test]
+async fn answers_too_large_to_check_are_withheld() {
+    let env = Env::with(crate::Setup {
+        extra: "masking: {max_body_bytes: 200, disabled_detectors: [jwt]}\n",
+        ..crate::Setup::default()
+    })
+    .await;
+    let since = env.sim.last_call_seq();
+    let (s, h, body) = env
+        .agent(
+            Method::GET,
+            "/keyvault/demo-kv/secrets/db-password?api-version=7.4",
+            None,
+        )
+        .await;
+    assert_eq!(s, StatusCode::BAD_GATEWAY, "{body}");
+    assert_eq!(h["x-ms-error-code"], "GatewayResponseNotMaskable");
+    assert!(
+        !body
+            .to_string()
+            .contains(&env.sim.secret_value("demo-kv", "db-password").unwrap())
+    );
+    assert!(
+        env.sim
+            .calls_since(since)
+            .iter()
+            .any(|c| c.path.ends_with("/secrets/db-password")),
+        "Azure answered; the gateway withheld it"
+    );
+}
