@@ -86,14 +86,7 @@ pub const PROFILES: &[Profile] = &[
             "Microsoft.Web/sites/slots/functions/listkeys/action",
             "Microsoft.Web/sites/slots/host/listkeys/action",
         ],
-        paths: &[
-            "masterKey",
-            "functionKeys",
-            "systemKeys",
-            "key",
-            "trigger_url",
-            "value",
-        ],
+        paths: &["*"],
     },
     // https://learn.microsoft.com/rest/api/aks/managed-clusters/list-cluster-admin-credentials
     Profile {
@@ -270,5 +263,207 @@ mod tests {
             (vec!["properties", "outputs", "*", "value"], false)
         );
         assert_eq!(steps("=value"), (vec!["value"], true));
+    }
+}
+
+/// Each profile against the answer shape its REST reference documents: every planted secret
+/// is masked, and the fields that are not secrets stay readable.
+#[cfg(test)]
+mod shapes {
+    use serde_json::{Value, json};
+
+    use crate::mask::detect::Detector;
+    use crate::mask::{Masked, Masker};
+
+    const S: &str = "/subscriptions/s/resourceGroups/rg/providers";
+
+    /// (request, answer with secrets named SECRETn, a field that must survive).
+    fn cases() -> Vec<(&'static str, String, Value, (&'static str, Value))> {
+        vec![
+            (
+                "GET",
+                "/keyvault/kv/secrets/x".into(),
+                json!({"value": "SECRET1", "id": "https://kv.vault.azure.net/secrets/x/v1", "attributes": {"enabled": true}}),
+                ("/id", json!("https://kv.vault.azure.net/secrets/x/v1")),
+            ),
+            (
+                "POST",
+                "/keyvault/kv/keys/k/v1/release".into(),
+                json!({"value": "SECRET1"}),
+                ("", json!(null)),
+            ),
+            (
+                "POST",
+                format!("{S}/Microsoft.Storage/storageAccounts/sa/listKeys"),
+                json!({"keys": [{"keyName": "key1", "value": "SECRET1", "permissions": "FULL"}, {"keyName": "key2", "value": "SECRET2", "permissions": "FULL"}]}),
+                ("/keys/1/keyName", json!("key2")),
+            ),
+            (
+                "POST",
+                format!("{S}/Microsoft.Storage/storageAccounts/sa/listAccountSas"),
+                json!({"accountSasToken": "SECRET1"}),
+                ("", json!(null)),
+            ),
+            (
+                "POST",
+                format!("{S}/Microsoft.Storage/storageAccounts/sa/listServiceSas"),
+                json!({"serviceSasToken": "SECRET1"}),
+                ("", json!(null)),
+            ),
+            (
+                "POST",
+                format!("{S}/Microsoft.DocumentDB/databaseAccounts/db/listKeys"),
+                json!({"primaryMasterKey": "SECRET1", "secondaryMasterKey": "SECRET2", "primaryReadonlyMasterKey": "SECRET3", "secondaryReadonlyMasterKey": "SECRET4"}),
+                ("", json!(null)),
+            ),
+            (
+                "POST",
+                format!("{S}/Microsoft.DocumentDB/databaseAccounts/db/listConnectionStrings"),
+                json!({"connectionStrings": [{"connectionString": "SECRET1", "description": "Primary SQL Connection String"}]}),
+                (
+                    "/connectionStrings/0/description",
+                    json!("Primary SQL Connection String"),
+                ),
+            ),
+            (
+                "POST",
+                format!("{S}/Microsoft.Web/sites/app/config/appsettings/list"),
+                json!({"id": "x", "name": "appsettings", "properties": {"DB_PASSWORD": "SECRET1", "API_KEY": "SECRET2"}}),
+                ("/name", json!("appsettings")),
+            ),
+            (
+                "POST",
+                format!("{S}/Microsoft.Web/sites/app/config/connectionstrings/list"),
+                json!({"name": "connectionstrings", "properties": {"db": {"value": "SECRET1", "type": "SQLAzure"}}}),
+                ("/name", json!("connectionstrings")),
+            ),
+            (
+                "POST",
+                format!("{S}/Microsoft.Web/sites/app/config/publishingcredentials/list"),
+                json!({"name": "app", "properties": {"publishingUserName": "$app", "publishingPassword": "SECRET1", "scmUri": "SECRET2"}}),
+                ("/name", json!("app")),
+            ),
+            (
+                "POST",
+                format!("{S}/Microsoft.Web/sites/app/host/default/listkeys"),
+                json!({"masterKey": "SECRET1", "functionKeys": {"default": "SECRET2"}, "systemKeys": {"durabletask_extension": "SECRET3"}}),
+                ("", json!(null)),
+            ),
+            (
+                "POST",
+                format!("{S}/Microsoft.Web/sites/app/functions/f/listkeys"),
+                json!({"default": "SECRET1"}),
+                ("", json!(null)),
+            ),
+            (
+                "POST",
+                format!(
+                    "{S}/Microsoft.ContainerService/managedClusters/aks/listClusterAdminCredential"
+                ),
+                json!({"kubeconfigs": [{"name": "clusterAdmin", "value": "SECRET1"}]}),
+                ("/kubeconfigs/0/name", json!("clusterAdmin")),
+            ),
+            (
+                "POST",
+                format!(
+                    "{S}/Microsoft.ServiceBus/namespaces/ns/authorizationRules/RootManageSharedAccessKey/listKeys"
+                ),
+                json!({"primaryConnectionString": "SECRET1", "secondaryConnectionString": "SECRET2", "primaryKey": "SECRET3", "secondaryKey": "SECRET4", "keyName": "RootManageSharedAccessKey"}),
+                ("/keyName", json!("RootManageSharedAccessKey")),
+            ),
+            (
+                "POST",
+                format!(
+                    "{S}/Microsoft.EventHub/namespaces/ns/eventhubs/h/authorizationRules/r/listKeys"
+                ),
+                json!({"primaryConnectionString": "SECRET1", "aliasPrimaryConnectionString": "SECRET2", "primaryKey": "SECRET3", "keyName": "r"}),
+                ("/keyName", json!("r")),
+            ),
+            (
+                "POST",
+                format!("{S}/Microsoft.ContainerRegistry/registries/reg/listCredentials"),
+                json!({"username": "reg", "passwords": [{"name": "password", "value": "SECRET1"}, {"name": "password2", "value": "SECRET2"}]}),
+                ("/username", json!("reg")),
+            ),
+            (
+                "POST",
+                format!("{S}/Microsoft.CognitiveServices/accounts/oai/listKeys"),
+                json!({"key1": "SECRET1", "key2": "SECRET2"}),
+                ("", json!(null)),
+            ),
+            (
+                "POST",
+                format!("{S}/Microsoft.AppConfiguration/configurationStores/cfg/ListKeys"),
+                json!({"value": [{"id": "k1", "name": "Primary", "value": "SECRET1", "connectionString": "SECRET2", "readOnly": false}]}),
+                ("", json!(null)),
+            ),
+            (
+                "POST",
+                format!("{S}/Microsoft.OperationalInsights/workspaces/ws/sharedKeys"),
+                json!({"primarySharedKey": "SECRET1", "secondarySharedKey": "SECRET2"}),
+                ("", json!(null)),
+            ),
+            (
+                "POST",
+                format!("{S}/Microsoft.Cache/redis/r/listKeys"),
+                json!({"primaryKey": "SECRET1", "secondaryKey": "SECRET2"}),
+                ("", json!(null)),
+            ),
+            (
+                "POST",
+                format!("{S}/Microsoft.Search/searchServices/srch/listAdminKeys"),
+                json!({"primaryKey": "SECRET1", "secondaryKey": "SECRET2"}),
+                ("", json!(null)),
+            ),
+            (
+                "POST",
+                format!("{S}/Microsoft.Search/searchServices/srch/listQueryKeys"),
+                json!({"value": [{"name": "q", "key": "SECRET1"}]}),
+                ("/value/0/name", json!("q")),
+            ),
+            (
+                "GET",
+                format!("{S}/Microsoft.Resources/deployments/d"),
+                json!({"name": "d", "properties": {"provisioningState": "Succeeded", "outputs": {"key": {"type": "String", "value": "SECRET1"}}}}),
+                ("/properties/provisioningState", json!("Succeeded")),
+            ),
+        ]
+    }
+
+    #[test]
+    fn every_profile_masks_its_documented_shape() {
+        let m = Masker::new(b"k".to_vec(), Detector::ALL.to_vec());
+        let mut covered = std::collections::BTreeSet::new();
+        for (method, path, body, (keep, expected)) in cases() {
+            let method: http::Method = method.parse().unwrap();
+            let op = match path.strip_prefix("/keyvault/kv") {
+                Some(below) => {
+                    crate::azure::operation::name_keyvault(&method, "kv", below, "api-version=7.4")
+                }
+                None => crate::azure::operation::name_arm(&method, &path, "api-version=2023-05-01"),
+            }
+            .unwrap_or_else(|e| panic!("{path}: {e}"));
+            let plan = m.plan(&op, &[]);
+            let Masked::Changed {
+                body: out, kinds, ..
+            } = m.mask_json(&plan, body.to_string().as_bytes()).unwrap()
+            else {
+                panic!("{path}: nothing masked")
+            };
+            let text = String::from_utf8(out).unwrap();
+            assert!(!text.contains("SECRET"), "{path}: {text}");
+            let v: Value = serde_json::from_str(&text).unwrap();
+            if !keep.is_empty() {
+                assert_eq!(v.pointer(keep), Some(&expected), "{path}: {text}");
+            }
+            covered.extend(kinds);
+        }
+        for p in super::PROFILES {
+            assert!(
+                covered.contains(p.name),
+                "profile {} has no shape test",
+                p.name
+            );
+        }
     }
 }
