@@ -55,7 +55,7 @@ fn deployment_list() -> Vec<u8> {
 }
 
 fn bench(c: &mut Criterion) {
-    let masker = Masker::new(b"bench".to_vec(), Detector::ALL.to_vec());
+    let masker = Masker::new(b"bench".to_vec(), Detector::ALL.to_vec(), Vec::new());
     let vms = vm_list();
     let deployments = deployment_list();
     let mut g = c.benchmark_group("masking_10mb");

@@ -132,4 +132,6 @@ pub enum CredentialConfig {
 pub struct MaskingConfig {
     pub max_body_bytes: usize,
     pub detectors: Vec<crate::mask::detect::Detector>,
+    /// User-defined profiles, beside the built-in catalog.
+    pub profiles: Vec<crate::mask::catalog::OwnedProfile>,
 }

@@ -33,6 +33,17 @@ pub struct RawMasking {
     /// Detectors to turn off, by name (e.g. `jwt`).
     #[serde(default)]
     pub disabled_detectors: Vec<String>,
+    /// Profiles of your own, beside the built-in catalog.
+    #[serde(default)]
+    pub profiles: Vec<RawProfile>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawProfile {
+    pub name: String,
+    pub actions: Vec<String>,
+    pub paths: Vec<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -483,9 +483,45 @@ pub fn validate(
         }
         detectors.retain(|x| x.name() != d);
     }
+    let mut profiles = Vec::new();
+    for rp in raw.masking.profiles {
+        let what = format!("masking.profiles.{}", rp.name);
+        let taken = crate::mask::catalog::PROFILES
+            .iter()
+            .any(|p| p.name == rp.name)
+            || profiles
+                .iter()
+                .any(|p: &crate::mask::catalog::OwnedProfile| p.name == rp.name);
+        if taken {
+            p.at(None, format!("{what}: the name is already taken"));
+        }
+        for a in &rp.actions {
+            if let Err(e) = crate::policy::ActionPattern::parse(a) {
+                p.at(None, format!("{what}: {e}"));
+            }
+        }
+        if rp.actions.is_empty() || rp.paths.is_empty() {
+            p.at(None, format!("{what}: give actions and paths"));
+        }
+        for path in &rp.paths {
+            if path
+                .trim_start_matches('=')
+                .split('.')
+                .any(|seg| seg.is_empty())
+            {
+                p.at(None, format!("{what}: '{path}' has an empty segment"));
+            }
+        }
+        profiles.push(crate::mask::catalog::OwnedProfile {
+            name: rp.name,
+            actions: rp.actions,
+            paths: rp.paths,
+        });
+    }
     let masking = MaskingConfig {
         max_body_bytes: raw.masking.max_body_bytes.unwrap_or(64 * 1024 * 1024),
         detectors,
+        profiles,
     };
     if masking.max_body_bytes == 0 {
         p.at(None, "masking.max_body_bytes must be positive");

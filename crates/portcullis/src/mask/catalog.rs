@@ -186,10 +186,48 @@ pub const PROFILES: &[Profile] = &[
     },
 ];
 
+/// A profile from the configuration.
+#[derive(Debug, Clone)]
+pub struct OwnedProfile {
+    pub name: String,
+    pub actions: Vec<String>,
+    pub paths: Vec<String>,
+}
+
+impl OwnedProfile {
+    /// Made `'static` once at start (masking settings are not reloaded), so built-in and
+    /// configured profiles are one type.
+    pub fn leak(self) -> &'static Profile {
+        let name: &'static str = Box::leak(self.name.into_boxed_str());
+        let actions: Vec<&'static str> = self
+            .actions
+            .into_iter()
+            .map(|a| &*Box::leak(a.into_boxed_str()))
+            .collect();
+        let paths: Vec<&'static str> = self
+            .paths
+            .into_iter()
+            .map(|p| &*Box::leak(p.into_boxed_str()))
+            .collect();
+        Box::leak(Box::new(Profile {
+            name,
+            actions: Box::leak(actions.into_boxed_slice()),
+            paths: Box::leak(paths.into_boxed_slice()),
+        }))
+    }
+}
+
 /// The profiles that apply to an action (lowercased).
 pub fn profiles_for(action_lower: &str) -> Vec<&'static Profile> {
-    PROFILES
-        .iter()
+    profiles_among(PROFILES.iter(), action_lower)
+}
+
+/// The profiles among `profiles` that apply to an action (lowercased).
+pub fn profiles_among<'p>(
+    profiles: impl Iterator<Item = &'p Profile>,
+    action_lower: &str,
+) -> Vec<&'p Profile> {
+    profiles
         .filter(|p| {
             p.actions
                 .iter()
@@ -432,7 +470,7 @@ mod shapes {
 
     #[test]
     fn every_profile_masks_its_documented_shape() {
-        let m = Masker::new(b"k".to_vec(), Detector::ALL.to_vec());
+        let m = Masker::new(b"k".to_vec(), Detector::ALL.to_vec(), Vec::new());
         let mut covered = std::collections::BTreeSet::new();
         for (method, path, body, (keep, expected)) in cases() {
             let method: http::Method = method.parse().unwrap();

@@ -15,7 +15,7 @@ use serde_json::Value;
 use sha2::Sha256;
 
 use crate::azure::operation::Operation;
-use catalog::{Profile, profiles_for, steps};
+use catalog::{Profile, steps};
 use detect::Detector;
 
 /// Placeholders start so; values already masked are left alone.
@@ -65,6 +65,8 @@ pub struct Masker {
     /// Keys the placeholders' hashes, so they cannot be reversed by guessing.
     key: Vec<u8>,
     detectors: Vec<Detector>,
+    /// The built-in catalog and the configured profiles.
+    profiles: Vec<&'static Profile>,
 }
 
 /// Whether `name` is something `unmask:` may name.
@@ -75,18 +77,31 @@ pub fn is_maskable_name(name: &str) -> bool {
 }
 
 impl Masker {
-    pub fn new(key: Vec<u8>, detectors: Vec<Detector>) -> Masker {
-        Masker { key, detectors }
+    pub fn new(
+        key: Vec<u8>,
+        detectors: Vec<Detector>,
+        configured: Vec<catalog::OwnedProfile>,
+    ) -> Masker {
+        let mut profiles: Vec<&'static Profile> = catalog::PROFILES.iter().collect();
+        profiles.extend(configured.into_iter().map(catalog::OwnedProfile::leak));
+        Masker {
+            key,
+            detectors,
+            profiles,
+        }
     }
 
     /// The plan for an operation's answer; `unmask` comes from the deciding policy rule.
     pub fn plan(&self, op: &Operation, unmask: &[String]) -> Plan {
         let lets_through = |name: &str| unmask.iter().any(|u| u == "*" || u == name);
         Plan {
-            profiles: profiles_for(&op.action.to_ascii_lowercase())
-                .into_iter()
-                .filter(|p| !lets_through(p.name))
-                .collect(),
+            profiles: catalog::profiles_among(
+                self.profiles.iter().copied(),
+                &op.action.to_ascii_lowercase(),
+            )
+            .into_iter()
+            .filter(|p| !lets_through(p.name))
+            .collect(),
             detectors: self
                 .detectors
                 .iter()
@@ -145,7 +160,7 @@ impl Masker {
             // A batch: each inner answer by its own request's plan.
             Some(inner) => {
                 let unknown = Plan {
-                    profiles: catalog::PROFILES.iter().collect(),
+                    profiles: self.profiles.clone(),
                     detectors: plan.detectors.clone(),
                     inner: None,
                 };
@@ -310,7 +325,7 @@ mod tests {
 
     #[test]
     fn catalog_paths_are_masked_and_equal_values_hash_equally() {
-        let m = Masker::new(b"k".to_vec(), Detector::ALL.to_vec());
+        let m = Masker::new(b"k".to_vec(), Detector::ALL.to_vec(), Vec::new());
         let plan = m.plan(&op("POST", &format!("{SA}/listKeys")), &[]);
         let body = br#"{"keys":[{"keyName":"key1","value":"c2VjcmV0MQ==","permissions":"FULL"},{"keyName":"key2","value":"c2VjcmV0MQ==","permissions":"FULL"}]}"#;
         let Masked::Changed { body, count, kinds } = m.mask_json(&plan, body).unwrap() else {
@@ -339,7 +354,7 @@ mod tests {
 
     #[test]
     fn nothing_to_mask_leaves_the_bytes_alone_and_unmask_lets_a_profile_through() {
-        let m = Masker::new(b"k".to_vec(), Detector::ALL.to_vec());
+        let m = Masker::new(b"k".to_vec(), Detector::ALL.to_vec(), Vec::new());
         let plain = br#"{"value": [1.50, 2e3, {"name":"vm1"}]}"#;
         assert_eq!(
             m.mask_json(&m.plan(&op("GET", SA), &[]), plain).unwrap(),
@@ -366,7 +381,7 @@ mod tests {
 
     #[test]
     fn detectors_mask_secret_shapes_anywhere() {
-        let m = Masker::new(b"k".to_vec(), Detector::ALL.to_vec());
+        let m = Masker::new(b"k".to_vec(), Detector::ALL.to_vec(), Vec::new());
         let key = "A".repeat(86) + "==";
         let body = format!(
             r#"{{"tags":{{"cs":"DefaultEndpointsProtocol=https;AccountName=sa;AccountKey={key};EndpointSuffix=core.windows.net"}}}}"#
@@ -393,7 +408,7 @@ mod properties {
     use serde_json::json;
 
     fn masker() -> Masker {
-        Masker::new(b"property-key".to_vec(), Detector::ALL.to_vec())
+        Masker::new(b"property-key".to_vec(), Detector::ALL.to_vec(), Vec::new())
     }
 
     /// JSON with no secrets: names, numbers, booleans, nested objects and arrays.

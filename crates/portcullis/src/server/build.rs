@@ -126,6 +126,7 @@ pub fn build(config: Config) -> Result<Built, BuildError> {
     let masker = Masker::new(
         state_key(&config.state_dir, "mask.key")?,
         config.masking.detectors.clone(),
+        config.masking.profiles.clone(),
     );
     let gateway = Gateway {
         auth: Authenticator::new(config.identity, keys, groups),

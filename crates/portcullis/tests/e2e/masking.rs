@@ -406,3 +406,40 @@ async fn answers_too_large_to_check_are_withheld() {
         "Azure answered; the gateway withheld it"
     );
 }
+
+#[tokio::test]
+async fn profiles_from_the_configuration_mask_too() {
+    let env = Env::with(crate::Setup {
+        extra: "masking:\n  profiles:\n    - {name: vnet-shared-secret, actions: [Microsoft.Network/virtualNetworks/read], paths: [properties.sharedSecret]}\n",
+        ..crate::Setup::default()
+    })
+    .await;
+    let sim_http = {
+        let ca = reqwest::Certificate::from_pem(env.sim.ca_pem().as_bytes()).unwrap();
+        reqwest::Client::builder()
+            .add_root_certificate(ca)
+            .tls_built_in_root_certs(false)
+            .build()
+            .unwrap()
+    };
+    let arm = env
+        .sim
+        .token("portcullis-baseline", "https://management.azure.com/")
+        .unwrap();
+    let vnet = format!(
+        "{}/providers/Microsoft.Network/virtualNetworks/vnet1?api-version=2024-01-01",
+        env.rg()
+    );
+    let r = sim_http.put(format!("{}{vnet}", env.sim.url())).bearer_auth(&arm).json(&json!({"location": "eastus", "properties": {"sharedSecret": "vnet-s3cret-value", "addressSpace": {"addressPrefixes": ["10.0.0.0/16"]}}})).send().await.unwrap();
+    assert_eq!(r.status(), 201);
+    let (s, _, got) = env.agent(Method::GET, &vnet, None).await;
+    assert_eq!(s, StatusCode::OK, "{got}");
+    assert!(
+        is_placeholder(&got["properties"]["sharedSecret"], "vnet-shared-secret"),
+        "{got}"
+    );
+    assert_eq!(
+        got["properties"]["addressSpace"]["addressPrefixes"][0],
+        "10.0.0.0/16"
+    );
+}
