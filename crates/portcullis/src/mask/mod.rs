@@ -216,6 +216,95 @@ impl Masker {
         }
     }
 
+    /// Masks the secrets an agent sends (a secret's value, a VM's admin password, a
+    /// deployment's secure parameters), for whatever the gateway keeps or shows of a request
+    /// (audit, approvals). The request forwarded to Azure is never changed.
+    pub fn mask_request_json(&self, op: &Operation, body: &[u8]) -> Result<Masked, MaskError> {
+        let action = op.action.to_ascii_lowercase();
+        let mut paths: Vec<(&str, &str)> = Vec::new();
+        if action.starts_with("microsoft.keyvault/vaults/secrets/") {
+            // Data plane set-secret, and ARM's vaults/secrets PUT.
+            paths.extend([
+                ("=value", "keyvault-secret"),
+                ("properties.value", "keyvault-secret"),
+            ]);
+        }
+        if action == "microsoft.compute/virtualmachines/write" {
+            paths.extend([
+                ("properties.osProfile.adminPassword", "vm-admin-password"),
+                ("properties.osProfile.customData", "vm-custom-data"),
+            ]);
+        }
+        let plan = Plan {
+            profiles: Vec::new(),
+            detectors: self.detectors.clone(),
+            inner: None,
+        };
+        if paths.is_empty()
+            && !action.starts_with("microsoft.resources/deployments/")
+            && !detect::might_contain_secret(body)
+        {
+            return Ok(Masked::Unchanged);
+        }
+        if body.iter().all(u8::is_ascii_whitespace) {
+            return Ok(Masked::Unchanged);
+        }
+        let mut doc: Value =
+            serde_json::from_slice(body).map_err(|e| MaskError::NotJson(e.to_string()))?;
+        let mut count = 0;
+        let mut kinds = BTreeSet::new();
+        for (path, kind) in paths {
+            let (steps, strings_only) = steps(path);
+            let n = self.mask_path(&mut doc, &steps, strings_only, kind);
+            if n > 0 {
+                count += n;
+                kinds.insert(kind.to_owned());
+            }
+        }
+        if action.starts_with("microsoft.resources/deployments/") {
+            // Parameters the template declares secure (securestring, secureObject).
+            let secure: Vec<String> = doc
+                .pointer("/properties/template/parameters")
+                .and_then(Value::as_object)
+                .map(|p| {
+                    p.iter()
+                        .filter(|(_, d)| {
+                            d["type"]
+                                .as_str()
+                                .is_some_and(|t| t.to_ascii_lowercase().starts_with("secure"))
+                        })
+                        .map(|(k, _)| k.to_ascii_lowercase())
+                        .collect()
+                })
+                .unwrap_or_default();
+            if let Some(params) = doc
+                .pointer_mut("/properties/parameters")
+                .and_then(Value::as_object_mut)
+            {
+                for (name, v) in params.iter_mut() {
+                    if secure.contains(&name.to_ascii_lowercase())
+                        && let Some(value) = v.get_mut("value")
+                    {
+                        let n = self.mask_all(value, "secure-parameter");
+                        if n > 0 {
+                            count += n;
+                            kinds.insert("secure-parameter".to_owned());
+                        }
+                    }
+                }
+            }
+        }
+        self.mask_value(&plan, &mut doc, &mut count, &mut kinds);
+        if count == 0 {
+            return Ok(Masked::Unchanged);
+        }
+        Ok(Masked::Changed {
+            body: serde_json::to_vec(&doc).expect("a Value serializes"),
+            count,
+            kinds,
+        })
+    }
+
     /// Masks secret-shaped strings in a text answer.
     pub fn mask_text(&self, plan: &Plan, body: &[u8]) -> Masked {
         if plan.detectors.is_empty() || !detect::might_contain_secret(body) {
@@ -376,6 +465,57 @@ mod tests {
             )
             .is_err(),
             "a catalog answer that cannot be parsed is an error (fail closed)"
+        );
+    }
+
+    #[test]
+    fn request_bodies_lose_their_secrets_for_keeping() {
+        let m = Masker::new(b"k".to_vec(), Detector::ALL.to_vec(), Vec::new());
+        let kv = crate::azure::operation::name_keyvault(
+            &http::Method::PUT,
+            "kv",
+            "/secrets/x",
+            "api-version=7.4",
+        )
+        .unwrap();
+        let Masked::Changed { body, .. } = m
+            .mask_request_json(&kv, br#"{"value":"hunter2","contentType":"text/plain"}"#)
+            .unwrap()
+        else {
+            panic!("masked")
+        };
+        let text = String::from_utf8(body).unwrap();
+        assert!(
+            !text.contains("hunter2") && text.contains("text/plain"),
+            "{text}"
+        );
+        let vm = op(
+            "PUT",
+            "/subscriptions/s/resourceGroups/rg/providers/Microsoft.Compute/virtualMachines/vm1",
+        );
+        let Masked::Changed { body, .. } = m.mask_request_json(&vm, br#"{"location":"eastus","properties":{"osProfile":{"adminUsername":"azureuser","adminPassword":"P@ssw0rd!"}}}"#).unwrap() else { panic!("masked") };
+        let text = String::from_utf8(body).unwrap();
+        assert!(
+            !text.contains("P@ssw0rd!") && text.contains("azureuser"),
+            "{text}"
+        );
+        let dep = op(
+            "PUT",
+            "/subscriptions/s/resourceGroups/rg/providers/Microsoft.Resources/deployments/d",
+        );
+        let body = br#"{"properties":{"mode":"Incremental","template":{"parameters":{"pw":{"type":"securestring"},"name":{"type":"string"}}},"parameters":{"pw":{"value":"t0p-secret"},"name":{"value":"web1"}}}}"#;
+        let Masked::Changed { body, .. } = m.mask_request_json(&dep, body).unwrap() else {
+            panic!("masked")
+        };
+        let text = String::from_utf8(body).unwrap();
+        assert!(
+            !text.contains("t0p-secret") && text.contains("web1"),
+            "{text}"
+        );
+        assert_eq!(
+            m.mask_request_json(&op("PUT", SA), br#"{"location":"eastus"}"#)
+                .unwrap(),
+            Masked::Unchanged
         );
     }
 
