@@ -7,6 +7,7 @@
 pub mod catalog;
 pub mod detect;
 pub mod encoding;
+mod scan;
 
 use std::collections::BTreeSet;
 
@@ -152,6 +153,10 @@ impl Masker {
         if body.iter().all(u8::is_ascii_whitespace) {
             return Ok(Masked::Unchanged);
         }
+        if plan.inner.is_none() {
+            // One answer: a single pass over the bytes, everything else copied exactly.
+            return scan::mask(self, &plan.profiles, &plan.detectors, body);
+        }
         let mut doc: Value =
             serde_json::from_slice(body).map_err(|e| MaskError::NotJson(e.to_string()))?;
         let mut count = 0;
@@ -185,7 +190,7 @@ impl Masker {
                 };
                 self.mask_value(&outer, &mut doc, &mut count, &mut kinds);
             }
-            None => self.mask_value(plan, &mut doc, &mut count, &mut kinds),
+            None => unreachable!("single answers are masked by the scanner"),
         }
         if count == 0 {
             return Ok(Masked::Unchanged);
