@@ -162,6 +162,31 @@ async fn deployment_outputs_and_secret_shaped_strings_are_masked() {
         "{d}"
     );
     assert!(!d.to_string().contains(&key));
+    env.sim
+        .set_faults(azure_sim::Faults {
+            force_encoding: Some("gzip".into()),
+            ..Default::default()
+        })
+        .unwrap();
+    let (s, _, d) = env
+        .agent(
+            Method::GET,
+            &format!(
+                "{}/providers/Microsoft.Resources/deployments/outputs?api-version=2024-03-01",
+                env.rg()
+            ),
+            None,
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "gzip: {d}");
+    assert!(
+        is_placeholder(
+            &d["properties"]["outputs"]["cs"]["value"],
+            "deployment-outputs"
+        ),
+        "gzip: {d}"
+    );
+    env.sim.set_faults(azure_sim::Faults::default()).unwrap();
     let (s, _, g) = env
         .agent(
             Method::GET,
@@ -295,6 +320,12 @@ async fn encoded_answers_are_decoded_masked_and_sent_unencoded() {
         assert!(
             !listed.to_string().contains(keys[0].as_str()),
             "{coding}: {listed}"
+        );
+        let (s, _, sas) = env.agent(Method::POST, &format!("{sa}/listAccountSas?api-version=2023-05-01"), Some(json!({"signedServices": "b", "signedResourceTypes": "sco", "signedPermission": "r", "signedExpiry": "2030-01-01T00:00:00Z"}))).await;
+        assert_eq!(s, StatusCode::OK, "{coding}: {sas}");
+        assert!(
+            is_placeholder(&sas["accountSasToken"], "storage-sas"),
+            "{coding}: {sas}"
         );
         // Nothing to mask, but paging still works through an encoded answer.
         let (s, _, page) = env
