@@ -81,9 +81,9 @@ pub struct Gateway {
     pub upstream: UpstreamConfig,
     pub tokens: Arc<TokenProvider>,
     pub http: HttpClient,
-    pub binder: Binder,
+    pub binder: Arc<Binder>,
     /// Replaces secrets in answers by placeholders.
-    pub masker: Masker,
+    pub masker: Arc<Masker>,
     /// The largest answer read whole (to mask it, or rewrite its nextLinks).
     pub max_answer_bytes: usize,
     pub public_host: Option<String>,
@@ -536,6 +536,33 @@ async fn rewrite(
             parts,
             body.map_err(|e| Box::new(e) as BoxError).boxed(),
         ));
+    }
+    // The fast path: JSON no catalog profile names streams, only its strings looked at
+    // (detectors, nextLinks); nothing is held but the string being read.
+    if is_json && encoding.is_none() && !plan.has_profiles() {
+        let link: Option<crate::mask::stream::LinkRewrite> = may_page.then(|| {
+            let (binder, upstream, base, principal) = (
+                gw.binder.clone(),
+                upstream.clone(),
+                ex.routed.gateway_base.clone(),
+                principal.clone(),
+            );
+            Box::new(move |u: &str| binder.rewrite(u, &upstream, &base, &principal))
+                as crate::mask::stream::LinkRewrite
+        });
+        let masker = crate::mask::stream::StreamMasker::new(
+            gw.masker.clone(),
+            plan.detectors().to_vec(),
+            link,
+        );
+        parts.headers.remove(header::CONTENT_LENGTH);
+        weaken_etag(&mut parts.headers);
+        let body = crate::mask::stream::MaskedBody {
+            inner: body,
+            masker,
+            finished: false,
+        };
+        return Ok(Response::from_parts(parts, body.boxed()));
     }
     let bytes: Bytes = match Limited::new(body, gw.max_answer_bytes).collect().await {
         Ok(b) => b.to_bytes(),

@@ -8,6 +8,7 @@ pub mod catalog;
 pub mod detect;
 pub mod encoding;
 mod scan;
+pub mod stream;
 
 use std::collections::BTreeSet;
 
@@ -44,6 +45,11 @@ impl Plan {
     }
 
     /// Whether the answer must be inspected (the catalog says it carries secrets, or it is a
+    /// The detectors this plan runs.
+    pub fn detectors(&self) -> &[Detector] {
+        &self.detectors
+    }
+
     /// batch of answers).
     pub fn has_profiles(&self) -> bool {
         !self.profiles.is_empty() || self.inner.is_some()

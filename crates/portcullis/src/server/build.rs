@@ -121,13 +121,16 @@ pub fn build(config: Config) -> Result<Built, BuildError> {
     }
     let (tls, ca_file) = super::tls::server_config(&config.tls, &names)?;
     // Signs rewritten poll and page URLs.
-    let binder = Binder::new(state_key(&config.state_dir, "url-binding.key")?);
+    let binder = Arc::new(Binder::new(state_key(
+        &config.state_dir,
+        "url-binding.key",
+    )?));
     // Keys the hashes in masking placeholders.
-    let masker = Masker::new(
+    let masker = Arc::new(Masker::new(
         state_key(&config.state_dir, "mask.key")?,
         config.masking.detectors.clone(),
         config.masking.profiles.clone(),
-    );
+    ));
     let gateway = Gateway {
         auth: Authenticator::new(config.identity, keys, groups),
         policy: arc_swap::ArcSwap::from_pointee(config.policy),
