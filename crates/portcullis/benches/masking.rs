@@ -80,10 +80,18 @@ fn bench(c: &mut Criterion) {
             ))
         })
     });
-    let shared = std::sync::Arc::new(Masker::new(b"bench".to_vec(), Detector::ALL.to_vec(), Vec::new()));
+    let shared = std::sync::Arc::new(Masker::new(
+        b"bench".to_vec(),
+        Detector::ALL.to_vec(),
+        Vec::new(),
+    ));
     g.bench_function("stream_vm_list_64k_chunks", |b| {
         b.iter(|| {
-            let mut s = portcullis::mask::stream::StreamMasker::new(shared.clone(), Detector::ALL.to_vec(), None);
+            let mut s = portcullis::mask::stream::StreamMasker::new(
+                shared.clone(),
+                Detector::ALL.to_vec(),
+                None,
+            );
             let mut out = Vec::with_capacity(vms.len());
             for chunk in vms.chunks(64 * 1024) {
                 s.feed(chunk, &mut out).unwrap();

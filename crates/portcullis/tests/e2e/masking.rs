@@ -6,6 +6,16 @@ use serde_json::{Value, json};
 
 use crate::{API, Env};
 
+/// A client of the simulator itself, to put things into "Azure" behind the gateway's back.
+fn sim_client(env: &Env) -> reqwest::Client {
+    let ca = reqwest::Certificate::from_pem(env.sim.ca_pem().as_bytes()).unwrap();
+    reqwest::Client::builder()
+        .add_root_certificate(ca)
+        .tls_built_in_root_certs(false)
+        .build()
+        .unwrap()
+}
+
 fn is_placeholder(v: &Value, kind: &str) -> bool {
     v.as_str()
         .is_some_and(|s| s.starts_with(&format!("[masked:{kind}:")) && s.ends_with(']'))
@@ -108,14 +118,7 @@ async fn storage_keys_and_sas_are_masked_unless_a_rule_unmasks_them() {
 async fn deployment_outputs_and_secret_shaped_strings_are_masked() {
     let env = Env::start().await;
     // Put things straight into "Azure", behind the gateway's back.
-    let sim_http = {
-        let ca = reqwest::Certificate::from_pem(env.sim.ca_pem().as_bytes()).unwrap();
-        reqwest::Client::builder()
-            .add_root_certificate(ca)
-            .tls_built_in_root_certs(false)
-            .build()
-            .unwrap()
-    };
+    let sim_http = sim_client(&env);
     let arm = env
         .sim
         .token("portcullis-baseline", "https://management.azure.com/")
@@ -222,14 +225,7 @@ async fn answers_with_nothing_to_mask_are_byte_identical() {
         .bytes()
         .await
         .unwrap();
-    let sim_http = {
-        let ca = reqwest::Certificate::from_pem(env.sim.ca_pem().as_bytes()).unwrap();
-        reqwest::Client::builder()
-            .add_root_certificate(ca)
-            .tls_built_in_root_certs(false)
-            .build()
-            .unwrap()
-    };
+    let sim_http = sim_client(&env);
     let arm = env
         .sim
         .token("portcullis-baseline", "https://management.azure.com/")
@@ -445,14 +441,7 @@ async fn profiles_from_the_configuration_mask_too() {
         ..crate::Setup::default()
     })
     .await;
-    let sim_http = {
-        let ca = reqwest::Certificate::from_pem(env.sim.ca_pem().as_bytes()).unwrap();
-        reqwest::Client::builder()
-            .add_root_certificate(ca)
-            .tls_built_in_root_certs(false)
-            .build()
-            .unwrap()
-    };
+    let sim_http = sim_client(&env);
     let arm = env
         .sim
         .token("portcullis-baseline", "https://management.azure.com/")
