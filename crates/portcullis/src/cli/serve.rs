@@ -18,6 +18,9 @@ pub struct ServeArgs {
 
 /// Binds, builds and serves a configuration; returns the shutdown switch and the server task.
 pub async fn start(cfg: config::Config) -> anyhow::Result<Running> {
+    for w in &cfg.warnings {
+        tracing::warn!(warning = %w, "configuration warning");
+    }
     let gateway = TcpListener::bind(cfg.listen_gateway)
         .await
         .with_context(|| format!("binding the gateway listener {}", cfg.listen_gateway))?;
