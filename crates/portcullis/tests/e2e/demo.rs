@@ -167,3 +167,68 @@ fn cargo_run_at_the_root_runs_the_gateway() {
         .unwrap();
     assert_eq!(pkg["default_run"], "portcullis");
 }
+
+/// SIGHUP reloads the policy of a running gateway (the file-change path is tested in
+/// `policy_tools::hot_reload_under_load`).
+#[cfg(unix)]
+#[test]
+fn sighup_reloads_the_policy() {
+    use std::io::Read;
+    use std::time::{Duration, Instant};
+    let dir = std::env::temp_dir().join(format!("pc-hup-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let mut child = Command::new(env!("CARGO_BIN_EXE_portcullis"))
+        .args([
+            "demo",
+            "--listen",
+            "127.0.0.1:0",
+            "--admin-listen",
+            "127.0.0.1:0",
+            "--sim-listen",
+            "127.0.0.1:0",
+            "--dir",
+        ])
+        .arg(&dir)
+        .env("RUST_LOG", "portcullis=info")
+        .env("NO_COLOR", "1")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    for line in BufReader::new(stdout).lines() {
+        if line.unwrap().starts_with("Press Ctrl-C") {
+            break;
+        }
+    }
+    let status = Command::new("kill")
+        .args(["-HUP", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let mut stderr = child.stderr.take().unwrap();
+    // Read the log until it says so, or a deadline passes.
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 4096];
+        let mut seen = String::new();
+        while let Ok(n) = stderr.read(&mut buf) {
+            if n == 0 {
+                break;
+            }
+            seen.push_str(&String::from_utf8_lossy(&buf[..n]));
+            if seen.contains("policy reloaded") {
+                let _ = tx.send(());
+                break;
+            }
+        }
+    });
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let reloaded = rx
+        .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+        .is_ok();
+    let _ = child.kill();
+    let _ = child.wait();
+    let _ = std::fs::remove_dir_all(&dir);
+    assert!(reloaded, "the gateway logged no reload after SIGHUP");
+}
