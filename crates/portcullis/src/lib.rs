@@ -4,6 +4,7 @@
 //! forward → rewrite. See ARCHITECTURE.md for the map and a reading order.
 #![forbid(unsafe_code)]
 
+pub mod audit;
 pub mod azure;
 pub mod cli;
 pub mod config;
@@ -15,3 +16,8 @@ pub mod policy;
 pub mod secret;
 pub mod server;
 pub mod upstream;
+
+/// Timestamps in audit records: RFC 3339, UTC, microseconds.
+pub fn audit_time() -> String {
+    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
+}

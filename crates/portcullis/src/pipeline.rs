@@ -84,6 +84,8 @@ pub struct Gateway {
     pub binder: Arc<Binder>,
     /// Replaces secrets in answers by placeholders.
     pub masker: Arc<Masker>,
+    /// Commits audit records (one writer, group commit).
+    pub recorder: crate::audit::writer::Recorder,
     /// The largest answer read whole (to mask it, or rewrite its nextLinks).
     pub max_answer_bytes: usize,
     pub public_host: Option<String>,
@@ -162,7 +164,10 @@ pub async fn handle(gw: Arc<Gateway>, req: Request<Incoming>) -> Response<Body> 
         let is_batch = operation
             .action
             .eq_ignore_ascii_case("Microsoft.Resources/batch/action");
-        let (body, seen) = if is_batch || policy.needs_body(&principal, &operation) {
+        // Bodies of writes are read too (up to the cap), so the audit record can hold them
+        // masked; the bytes forwarded are the same.
+        let writes = matches!(method, Method::PUT | Method::PATCH | Method::POST);
+        let (body, seen) = if is_batch || writes || policy.needs_body(&principal, &operation) {
             read_for_conditions(body, policy.max_body_bytes).await?
         } else {
             (stream(body), condition::Body::Absent)
@@ -188,6 +193,19 @@ pub async fn handle(gw: Arc<Gateway>, req: Request<Incoming>) -> Response<Body> 
         } else {
             gw.masker.plan(&operation, &decision.unmask)
         };
+        // Record before forwarding: nothing reaches Azure unrecorded.
+        let mut record = audit_record(&ex, &method, Phase::Request);
+        record.principal = Some(principal.object_id.clone());
+        record.action = Some(operation.action.clone());
+        record.scope = Some(crate::policy::scope_display(&operation));
+        record.decision = Some(format!("{:?}", decision.effect).to_ascii_lowercase());
+        record.rule = decision.rule.clone();
+        record.reason = Some(decision.reason.clone());
+        (record.body, record.body_digest) = masked_request_body(&gw, &operation, &seen);
+        gw.recorder
+            .record(record.clone())
+            .await
+            .map_err(GatewayError::AuditUnavailable)?;
         let response = forward(
             &gw,
             &ex,
@@ -198,12 +216,32 @@ pub async fn handle(gw: Arc<Gateway>, req: Request<Incoming>) -> Response<Body> 
             &plan,
         )
         .await?;
+        // And the answer, before the agent gets it.
+        record.phase = Phase::Response;
+        record.time = crate::audit_time();
+        record.status = Some(response.status().as_u16());
+        record.latency_ms = Some(started.elapsed().as_millis() as u64);
+        (record.body, record.body_digest) = (None, None);
+        gw.recorder
+            .record(record)
+            .await
+            .map_err(GatewayError::AuditUnavailable)?;
         Ok::<_, GatewayError>(response)
     }
     .await;
     let response = match outcome {
         Ok(r) => r,
         Err(e) => {
+            // Refusals are recorded too, whatever their cause.
+            let mut record = audit_record(&ex, &method, Phase::Refused);
+            record.principal = principal_id.clone();
+            record.action = action.clone();
+            record.status = Some(e.status().as_u16());
+            record.reason = Some(e.message(&ex.routed.service));
+            record.latency_ms = Some(started.elapsed().as_millis() as u64);
+            if let Err(err) = gw.recorder.record(record).await {
+                tracing::error!(request_id = %ex.request_id, error = %err, "a refusal could not be recorded");
+            }
             let ctx = ErrorContext {
                 service: &ex.routed.service,
                 request_id: &ex.request_id,
@@ -683,4 +721,62 @@ fn batch_operations(body: &condition::Body) -> Vec<(String, Operation)> {
             Some((name, op))
         })
         .collect()
+}
+
+use crate::audit::record::{AuditRecord, Phase};
+
+/// The largest body an audit record holds (masked); a digest covers the whole.
+const AUDIT_BODY_CAP: usize = 64 * 1024;
+
+fn audit_record(ex: &Exchange, method: &Method, phase: Phase) -> AuditRecord {
+    let sep = if ex.query.is_empty() { "" } else { "?" };
+    AuditRecord {
+        time: crate::audit_time(),
+        request_id: ex.request_id.clone(),
+        phase,
+        principal: None,
+        action: None,
+        scope: None,
+        decision: None,
+        rule: None,
+        reason: None,
+        method: method.to_string(),
+        url: format!("{}{sep}{}", ex.routed.upstream_path, ex.query),
+        status: None,
+        body: None,
+        body_digest: None,
+        latency_ms: None,
+    }
+}
+
+/// The request body as the audit store may hold it: masked, capped, with a digest.
+fn masked_request_body(
+    gw: &Gateway,
+    op: &Operation,
+    seen: &condition::Body,
+) -> (Option<String>, Option<String>) {
+    use sha2::Digest;
+    let condition::Body::Json(v) = seen else {
+        return (None, None);
+    };
+    let raw = serde_json::to_vec(v).expect("a Value serializes");
+    let masked = match gw.masker.mask_request_json(op, &raw) {
+        Ok(Masked::Changed { body, .. }) => body,
+        Ok(Masked::Unchanged) => raw,
+        // Not maskable: keep nothing of it but the fact.
+        Err(_) => return (None, None),
+    };
+    let digest: String = sha2::Sha256::digest(&masked)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    let mut text = String::from_utf8_lossy(&masked).into_owned();
+    if text.len() > AUDIT_BODY_CAP {
+        let mut cut = AUDIT_BODY_CAP;
+        while !text.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        text.truncate(cut);
+    }
+    (Some(text), Some(digest))
 }

@@ -41,6 +41,8 @@ pub enum GatewayError {
     /// An answer that may carry secrets could not be checked (too large, not parseable,
     /// encoded): it does not reach the agent.
     Unmaskable(String),
+    /// The audit record could not be committed: nothing is forwarded unrecorded.
+    AuditUnavailable(String),
     /// The gateway could not obtain its own upstream token.
     UpstreamCredential(String),
     /// Azure could not be reached, or did not answer in time.
@@ -66,7 +68,9 @@ impl GatewayError {
     pub fn status(&self) -> StatusCode {
         match self {
             GatewayError::Unauthenticated { .. } => StatusCode::UNAUTHORIZED,
-            GatewayError::AuthUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            GatewayError::AuthUnavailable(_) | GatewayError::AuditUnavailable(_) => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             GatewayError::Forbidden { .. } | GatewayError::ApprovalRequired { .. } => {
                 StatusCode::FORBIDDEN
             }
@@ -87,6 +91,7 @@ impl GatewayError {
             GatewayError::Unauthenticated { missing: true, .. } => "AuthenticationFailed",
             GatewayError::Unauthenticated { .. } => "InvalidAuthenticationToken",
             GatewayError::AuthUnavailable(_) => "AuthenticationUnavailable",
+            GatewayError::AuditUnavailable(_) => "AuditUnavailable",
             GatewayError::Forbidden { .. } if kv => "Forbidden",
             GatewayError::Forbidden { .. } => "AuthorizationFailed",
             GatewayError::ApprovalRequired { .. } if kv => "Forbidden",
@@ -147,6 +152,9 @@ impl GatewayError {
                 )
             }
             GatewayError::BadRequest { message, .. } => format!("Portcullis: {message}"),
+            GatewayError::AuditUnavailable(m) => format!(
+                "Portcullis could not record this request ({m}), so it was not forwarded; retry later."
+            ),
             GatewayError::Unmaskable(m) => format!(
                 "Portcullis withheld Azure's answer because it could not check it for secrets: {m}. The operation may have been carried out."
             ),
@@ -211,7 +219,10 @@ impl GatewayError {
                 h.insert(http::header::WWW_AUTHENTICATE, v);
             }
         }
-        if matches!(self, GatewayError::AuthUnavailable(_)) {
+        if matches!(
+            self,
+            GatewayError::AuthUnavailable(_) | GatewayError::AuditUnavailable(_)
+        ) {
             h.insert(http::header::RETRY_AFTER, HeaderValue::from_static("5"));
         }
         r

@@ -1,5 +1,6 @@
 //! The command line: one file per command group.
 
+pub mod audit;
 mod demo;
 pub mod policy;
 pub mod serve;
@@ -26,6 +27,8 @@ enum Command {
     Serve(serve::ServeArgs),
     /// Check, explain and test policies.
     Policy(policy::PolicyArgs),
+    /// Verify the audit trail.
+    Audit(audit::AuditArgs),
 }
 
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
@@ -39,5 +42,6 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Demo(args) => demo::run(args).await,
         Command::Serve(args) => serve::run(args).await,
         Command::Policy(args) => policy::run(args),
+        Command::Audit(args) => audit::run(args).await,
     }
 }

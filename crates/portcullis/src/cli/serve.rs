@@ -29,7 +29,7 @@ pub async fn start(cfg: config::Config) -> anyhow::Result<Running> {
         .with_context(|| format!("binding the admin listener {}", cfg.listen_admin))?;
     let gateway_addr = gateway.local_addr()?;
     let admin_addr = admin.local_addr()?;
-    let built = server::build::build(cfg)?;
+    let built = server::build::build(cfg).await?;
     let (stop, rx) = watch::channel(false);
     // Hot reload of the policy: SIGHUP, or a change to the configuration or its policy files.
     let reloader = server::reload::spawn(

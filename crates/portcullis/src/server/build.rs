@@ -30,6 +30,8 @@ pub enum BuildError {
         path: PathBuf,
         source: std::io::Error,
     },
+    #[error(transparent)]
+    Audit(#[from] crate::audit::store::StoreError),
 }
 
 pub struct Built {
@@ -72,7 +74,7 @@ fn state_key(dir: &Path, name: &str) -> Result<Vec<u8>, BuildError> {
     Ok(key.to_vec())
 }
 
-pub fn build(config: Config) -> Result<Built, BuildError> {
+pub async fn build(config: Config) -> Result<Built, BuildError> {
     let cas: Vec<PathBuf> = config
         .identity
         .ca_file
@@ -131,6 +133,10 @@ pub fn build(config: Config) -> Result<Built, BuildError> {
         config.masking.detectors.clone(),
         config.masking.profiles.clone(),
     ));
+    // The audit store and its one writer; this instance's chain is named by a stable id.
+    let instance = instance_id(&config.state_dir)?;
+    let store = crate::audit::store::Store::open(&config.state_dir.join("audit.db")).await?;
+    let recorder = crate::audit::writer::Recorder::start(store, instance).await?;
     let gateway = Gateway {
         auth: Authenticator::new(config.identity, keys, groups),
         policy: arc_swap::ArcSwap::from_pointee(config.policy),
@@ -145,6 +151,7 @@ pub fn build(config: Config) -> Result<Built, BuildError> {
         http,
         binder,
         masker,
+        recorder,
         max_answer_bytes: config.masking.max_body_bytes,
         public_host: config.public_host,
         challenge_authority,
@@ -155,4 +162,22 @@ pub fn build(config: Config) -> Result<Built, BuildError> {
         tls,
         ca_file,
     })
+}
+
+/// This gateway instance's name in the audit store, kept in the state directory.
+fn instance_id(dir: &Path) -> Result<String, BuildError> {
+    let path = dir.join("instance.id");
+    if let Ok(id) = std::fs::read_to_string(&path) {
+        let id = id.trim().to_owned();
+        if !id.is_empty() {
+            return Ok(id);
+        }
+    }
+    let id = format!("gw-{}", uuid::Uuid::new_v4().simple());
+    std::fs::create_dir_all(dir).map_err(|source| BuildError::Io {
+        path: dir.to_path_buf(),
+        source,
+    })?;
+    std::fs::write(&path, &id).map_err(|source| BuildError::Io { path, source })?;
+    Ok(id)
 }

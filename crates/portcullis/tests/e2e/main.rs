@@ -2,6 +2,7 @@
 //! loopback port, talking real TLS; assertions on what the client got and on what the
 //! simulator ("Azure") saw.
 
+mod audit;
 mod credentials;
 mod datapath;
 mod demo;

@@ -1,0 +1,8 @@
+//! Record: every request, whatever its fate, in a hash-chained store, so what each agent
+//! asked, what the gateway decided and why, and what Azure answered can be read back in
+//! order, and any edit to the record afterwards can be proven.
+
+pub mod chain;
+pub mod record;
+pub mod store;
+pub mod writer;
