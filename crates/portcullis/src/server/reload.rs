@@ -92,10 +92,13 @@ pub fn spawn(
             };
             let now = fingerprint(&files);
             if forced || now != seen {
+                // Remember what is about to be loaded *before* loading it: a change made while
+                // the reload runs then differs at the next tick instead of being missed.
+                seen = now;
                 let _ = reload(&gw);
-                // The include chain may have changed with the files.
+                // The include chain may have changed with the files; a longer or shorter list
+                // differs from `seen` and is loaded again at the next tick.
                 files = files_of(&source.config_path);
-                seen = fingerprint(&files);
             }
         }
     })
