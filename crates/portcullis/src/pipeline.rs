@@ -98,6 +98,8 @@ pub struct Gateway {
 /// The request as the phases see it.
 struct Exchange {
     request_id: String,
+    /// The session the audit records group this request in.
+    session: String,
     correlation_id: String,
     routed: Routed,
     /// The query without the gateway's binding parameter: what is forwarded.
@@ -141,8 +143,10 @@ pub async fn handle(gw: Arc<Gateway>, req: Request<Incoming>) -> Response<Body> 
         }
     };
     let (query, binding) = Binder::split(req.uri().query().unwrap_or(""));
+    let session = session_of(req.headers());
     let ex = Exchange {
         request_id,
+        session,
         correlation_id,
         routed,
         query,
@@ -733,6 +737,7 @@ fn audit_record(ex: &Exchange, method: &Method, phase: Phase) -> AuditRecord {
     AuditRecord {
         time: crate::audit_time(),
         request_id: ex.request_id.clone(),
+        session: ex.session.clone(),
         phase,
         principal: None,
         action: None,
@@ -779,4 +784,32 @@ fn masked_request_body(
         text.truncate(cut);
     }
     (Some(text), Some(digest))
+}
+
+/// The session a request belongs to: the agent's own `x-portcullis-session` (printable,
+/// bounded), else a digest of its bearer token, so one token's requests form one session
+/// without the token itself being kept.
+fn session_of(headers: &HeaderMap) -> String {
+    use sha2::Digest;
+    if let Some(s) = headers
+        .get("x-portcullis-session")
+        .and_then(|v| v.to_str().ok())
+        .map(str::trim)
+        .filter(|s| !s.is_empty() && s.len() <= 128 && s.bytes().all(|b| b.is_ascii_graphic()))
+    {
+        return s.to_owned();
+    }
+    match headers.get(header::AUTHORIZATION) {
+        Some(v) => {
+            let digest = sha2::Sha256::digest(v.as_bytes());
+            format!(
+                "token-{}",
+                digest[..8]
+                    .iter()
+                    .map(|b| format!("{b:02x}"))
+                    .collect::<String>()
+            )
+        }
+        None => "anonymous".to_owned(),
+    }
 }

@@ -19,6 +19,9 @@ pub enum Phase {
 pub struct AuditRecord {
     pub time: String,
     pub request_id: String,
+    /// What a reviewer replays: the agent's `x-portcullis-session`, or else its principal and
+    /// token (one token, one session).
+    pub session: String,
     pub phase: Phase,
     pub principal: Option<String>,
     pub action: Option<String>,

@@ -115,6 +115,16 @@ impl Store {
         Ok(rows.iter().map(|r| r.get(0)).collect())
     }
 
+    /// Every record of every instance, in time order (replicas' chains merged).
+    pub async fn all(&self) -> Result<Vec<Link>, StoreError> {
+        let mut links = Vec::new();
+        for instance in self.instances().await? {
+            links.extend(self.chain(&instance).await?);
+        }
+        links.sort_by(|a, b| a.record.time.cmp(&b.record.time).then(a.seq.cmp(&b.seq)));
+        Ok(links)
+    }
+
     /// An instance's chain, in sequence order.
     pub async fn chain(&self, instance: &str) -> Result<Vec<Link>, StoreError> {
         let rows = sqlx::query("SELECT seq, prev_hash, hash, record FROM audit_records WHERE instance = ? ORDER BY seq").bind(instance).fetch_all(&self.pool).await?;

@@ -4,6 +4,7 @@ pub mod audit;
 mod demo;
 pub mod policy;
 pub mod serve;
+pub mod sessions;
 
 use clap::{Parser, Subcommand};
 
@@ -29,6 +30,8 @@ enum Command {
     Policy(policy::PolicyArgs),
     /// Verify the audit trail.
     Audit(audit::AuditArgs),
+    /// List and replay agents' sessions from the audit trail.
+    Sessions(sessions::SessionsArgs),
 }
 
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
@@ -43,5 +46,6 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Serve(args) => serve::run(args).await,
         Command::Policy(args) => policy::run(args),
         Command::Audit(args) => audit::run(args).await,
+        Command::Sessions(args) => sessions::run(args).await,
     }
 }

@@ -160,3 +160,107 @@ async fn when_the_store_cannot_commit_nothing_is_forwarded() {
     let (s, _, _) = env.agent(Method::GET, &rg, None).await;
     assert_eq!(s, StatusCode::OK);
 }
+
+#[tokio::test]
+async fn a_scripted_session_replays_in_order() {
+    let env = Env::start().await;
+    let token = env.token("agent");
+    let go = |method: reqwest::Method, path: String, auth: bool| {
+        let mut r = env
+            .http
+            .request(method, env.url(&path))
+            .header("x-portcullis-session", "review-42");
+        if auth {
+            r = r.bearer_auth(&token);
+        }
+        crate::send(r)
+    };
+    let vm = format!(
+        "{}/providers/Microsoft.Compute/virtualMachines/vm1?{API}",
+        env.rg()
+    );
+    assert_eq!(go(Method::GET, vm.clone(), true).await.0, StatusCode::OK);
+    assert_eq!(
+        go(
+            Method::GET,
+            "/keyvault/demo-kv/secrets/db-password?api-version=7.4".into(),
+            true
+        )
+        .await
+        .0,
+        StatusCode::OK
+    );
+    assert_eq!(
+        go(Method::DELETE, vm.clone(), true).await.0,
+        StatusCode::FORBIDDEN
+    );
+    assert_eq!(
+        go(
+            Method::GET,
+            format!(
+                "{}/providers/Microsoft.Compute/virtualMachines/vm1",
+                env.rg()
+            ),
+            true
+        )
+        .await
+        .0,
+        StatusCode::BAD_REQUEST
+    );
+    assert_eq!(
+        go(Method::GET, vm.clone(), false).await.0,
+        StatusCode::UNAUTHORIZED
+    );
+
+    let state = env.dir.join("state");
+    let run = |args: &[&str]| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_portcullis"))
+            .args(args)
+            .arg("--state-dir")
+            .arg(&state)
+            .env("RUST_BACKTRACE", "0")
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let list = run(&["sessions", "list"]);
+    assert!(list.contains("review-42"), "{list}");
+    let replay = run(&["sessions", "replay", "review-42"]);
+    let lines: Vec<&str> = replay
+        .lines()
+        .filter(|l| !l.trim_start().starts_with("reason:"))
+        .collect();
+    let kinds: Vec<&str> = lines
+        .iter()
+        .map(|l| {
+            if l.contains("→ sent") {
+                "sent"
+            } else if l.contains("← answer") {
+                "answer"
+            } else {
+                "refused"
+            }
+        })
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            "sent", "answer", "sent", "answer", "refused", "refused", "refused"
+        ],
+        "{replay}"
+    );
+    assert!(
+        lines[4].contains("DELETE") && lines[4].contains("403"),
+        "{replay}"
+    );
+    assert!(
+        lines[5].contains("400") && lines[6].contains("401"),
+        "{replay}"
+    );
+    assert!(!replay.contains(&env.sim.secret_value("demo-kv", "db-password").unwrap()));
+}
