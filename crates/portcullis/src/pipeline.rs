@@ -1,7 +1,7 @@
-//! The request pipeline, top to bottom: route → authenticate → classify → decide → forward
-//! → rewrite. Each phase is a plain function over what the previous one produced; data
-//! flows one way. (Hold, mask and record join as their issues land: hold after decide,
-//! mask and record after forward.)
+//! The request pipeline, top to bottom: route → authenticate → classify → decide → record
+//! → forward → rewrite (mask) → record the answer. Each phase is a plain function over what
+//! the previous one produced; data flows one way. (Holding for approval joins after decide
+//! with its issue.)
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -86,6 +86,11 @@ pub struct Gateway {
     pub masker: Arc<Masker>,
     /// Commits audit records (one writer, group commit).
     pub recorder: crate::audit::writer::Recorder,
+    /// The audit store, for reading (the admin API); writes go through `recorder`.
+    pub store: crate::audit::store::Store,
+    /// Groups requests into sessions for replay.
+    pub sessions: crate::audit::session::Sessions,
+    pub audit: crate::config::AuditConfig,
     /// The largest answer read whole (to mask it, or rewrite its nextLinks).
     pub max_answer_bytes: usize,
     pub public_host: Option<String>,
@@ -125,6 +130,7 @@ pub async fn handle(gw: Arc<Gateway>, req: Request<Incoming>) -> Response<Body> 
         .or_else(|| req.uri().authority().map(|a| a.to_string()))
         .unwrap_or_default();
     let method = req.method().clone();
+    let session = gw.sessions.of(req.headers(), started);
     let routed = match route::route(&host, req.uri().path(), gw.public_host.as_deref()) {
         Ok(r) => r,
         Err(e) => {
@@ -132,6 +138,22 @@ pub async fn handle(gw: Arc<Gateway>, req: Request<Incoming>) -> Response<Body> 
                 code: "InvalidRequestPath",
                 message: e.to_string(),
             };
+            // Malformed requests are recorded too (the path as sent, secret-shaped parts
+            // masked).
+            let mut record = AuditRecord::new(
+                request_id.clone(),
+                session,
+                Phase::Refused,
+                method.to_string(),
+                audit_text(&gw, &req.uri().to_string()),
+            );
+            record.headers = audit_headers(&gw, req.headers());
+            record.status = Some(err.status().as_u16());
+            record.reason = Some(err.message(&Service::Arm));
+            record.latency_ms = Some(started.elapsed().as_millis() as u64);
+            if let Err(e) = gw.recorder.record(record).await {
+                tracing::error!(request_id = %request_id, error = %e, "a refusal could not be recorded");
+            }
             let ctx = ErrorContext {
                 service: &Service::Arm,
                 request_id: &request_id,
@@ -143,7 +165,6 @@ pub async fn handle(gw: Arc<Gateway>, req: Request<Incoming>) -> Response<Body> 
         }
     };
     let (query, binding) = Binder::split(req.uri().query().unwrap_or(""));
-    let session = session_of(req.headers());
     let ex = Exchange {
         request_id,
         session,
@@ -154,12 +175,15 @@ pub async fn handle(gw: Arc<Gateway>, req: Request<Incoming>) -> Response<Body> 
     };
     let mut principal_id = None;
     let mut action = None;
+    let mut scope = None;
+    let request_headers = audit_headers(&gw, req.headers());
     let outcome = async {
         let principal = authenticate(&gw, req.headers()).await?;
         principal_id = Some(principal.object_id.clone());
         refuse_method_overrides(req.headers())?;
         let operation = classify(&ex, &method)?;
         action = Some(operation.action.clone());
+        scope = Some(crate::policy::scope_display(&operation));
         let raw_path = req.uri().path().to_owned();
         let (parts, body) = req.into_parts();
         // Read the body only when a rule that could apply has a condition reading it.
@@ -198,18 +222,18 @@ pub async fn handle(gw: Arc<Gateway>, req: Request<Incoming>) -> Response<Body> 
             gw.masker.plan(&operation, &decision.unmask)
         };
         // Record before forwarding: nothing reaches Azure unrecorded.
-        let mut record = audit_record(&ex, &method, Phase::Request);
+        let mut record = audit_record(&gw, &ex, &method, Phase::Request);
         record.principal = Some(principal.object_id.clone());
         record.action = Some(operation.action.clone());
-        record.scope = Some(crate::policy::scope_display(&operation));
-        record.decision = Some(format!("{:?}", decision.effect).to_ascii_lowercase());
+        record.scope = scope.clone();
+        record.decision = Some(effect_name(decision.effect).to_owned());
         record.rule = decision.rule.clone();
         record.reason = Some(decision.reason.clone());
-        (record.body, record.body_digest) = masked_request_body(&gw, &operation, &seen);
-        gw.recorder
-            .record(record.clone())
-            .await
-            .map_err(GatewayError::AuditUnavailable)?;
+        record.unmasked = decision.unmask.clone();
+        record.headers = request_headers.clone();
+        (record.body, record.body_digest, record.body_bytes) =
+            masked_request_body(&gw, &operation, &seen);
+        commit(&gw, &ex, record.clone()).await?;
         let response = forward(
             &gw,
             &ex,
@@ -220,28 +244,35 @@ pub async fn handle(gw: Arc<Gateway>, req: Request<Incoming>) -> Response<Body> 
             &plan,
         )
         .await?;
-        // And the answer, before the agent gets it.
+        // And the answer, committed before it completes.
         record.phase = Phase::Response;
-        record.time = crate::audit_time();
         record.status = Some(response.status().as_u16());
-        record.latency_ms = Some(started.elapsed().as_millis() as u64);
-        (record.body, record.body_digest) = (None, None);
-        gw.recorder
-            .record(record)
-            .await
-            .map_err(GatewayError::AuditUnavailable)?;
-        Ok::<_, GatewayError>(response)
+        record.headers = audit_headers(&gw, response.headers());
+        record.upstream_ms = response
+            .extensions()
+            .get::<UpstreamLatency>()
+            .map(|l| l.0.as_millis() as u64);
+        (record.body, record.body_digest, record.body_bytes) = (None, None, None);
+        record_answer(&gw, &ex, record, response, started, &operation, &decision).await
     }
     .await;
     let response = match outcome {
         Ok(r) => r,
         Err(e) => {
             // Refusals are recorded too, whatever their cause.
-            let mut record = audit_record(&ex, &method, Phase::Refused);
+            let mut record = audit_record(&gw, &ex, &method, Phase::Refused);
             record.principal = principal_id.clone();
             record.action = action.clone();
+            record.scope = scope.clone();
+            record.headers = request_headers;
             record.status = Some(e.status().as_u16());
             record.reason = Some(e.message(&ex.routed.service));
+            if let GatewayError::Forbidden { decision, .. }
+            | GatewayError::ApprovalRequired { decision, .. } = &e
+            {
+                record.decision = Some(effect_name(decision.effect).to_owned());
+                record.rule = decision.rule.clone();
+            }
             record.latency_ms = Some(started.elapsed().as_millis() as u64);
             if let Err(err) = gw.recorder.record(record).await {
                 tracing::error!(request_id = %ex.request_id, error = %err, "a refusal could not be recorded");
@@ -271,7 +302,10 @@ pub async fn handle(gw: Arc<Gateway>, req: Request<Incoming>) -> Response<Body> 
 
 // === authenticate ===
 
-async fn authenticate(gw: &Gateway, headers: &HeaderMap) -> Result<Principal, GatewayError> {
+pub(crate) async fn authenticate(
+    gw: &Gateway,
+    headers: &HeaderMap,
+) -> Result<Principal, GatewayError> {
     let token = match headers.get(header::AUTHORIZATION).map(|v| v.to_str()) {
         None => {
             return Err(GatewayError::Unauthenticated {
@@ -501,6 +535,7 @@ async fn forward(
         timeout: false,
         message: e.to_string(),
     })?;
+    let sent = Instant::now();
     let resp = gw.http.send(upstream_req).await.map_err(|e| match e {
         ClientError::Timeout { .. } => GatewayError::Upstream {
             timeout: true,
@@ -517,7 +552,10 @@ async fn forward(
             "Azure refused the gateway's token (401)".into(),
         ));
     }
-    rewrite(gw, ex, &parts.method, resp, principal, &base, plan).await
+    let upstream = UpstreamLatency(sent.elapsed());
+    let mut response = rewrite(gw, ex, &parts.method, resp, principal, &base, plan).await?;
+    response.extensions_mut().insert(upstream);
+    Ok(response)
 }
 
 // === rewrite ===
@@ -729,87 +767,156 @@ fn batch_operations(body: &condition::Body) -> Vec<(String, Operation)> {
 
 use crate::audit::record::{AuditRecord, Phase};
 
-/// The largest body an audit record holds (masked); a digest covers the whole.
-const AUDIT_BODY_CAP: usize = 64 * 1024;
+/// How long Azure took to send its answer's headers (a response extension).
+#[derive(Debug, Clone, Copy)]
+struct UpstreamLatency(std::time::Duration);
 
-fn audit_record(ex: &Exchange, method: &Method, phase: Phase) -> AuditRecord {
-    let sep = if ex.query.is_empty() { "" } else { "?" };
-    AuditRecord {
-        time: crate::audit_time(),
-        request_id: ex.request_id.clone(),
-        session: ex.session.clone(),
-        phase,
-        principal: None,
-        action: None,
-        scope: None,
-        decision: None,
-        rule: None,
-        reason: None,
-        method: method.to_string(),
-        url: format!("{}{sep}{}", ex.routed.upstream_path, ex.query),
-        status: None,
-        body: None,
-        body_digest: None,
-        latency_ms: None,
+fn effect_name(e: Effect) -> &'static str {
+    match e {
+        Effect::Allow => "allow",
+        Effect::Approve => "approve",
+        Effect::Deny => "deny",
     }
 }
 
-/// The request body as the audit store may hold it: masked, capped, with a digest.
+fn audit_record(gw: &Gateway, ex: &Exchange, method: &Method, phase: Phase) -> AuditRecord {
+    let sep = if ex.query.is_empty() { "" } else { "?" };
+    AuditRecord::new(
+        ex.request_id.clone(),
+        ex.session.clone(),
+        phase,
+        method.to_string(),
+        audit_text(gw, &format!("{}{sep}{}", ex.routed.upstream_path, ex.query)),
+    )
+}
+
+/// Text bound for the audit store, with anything secret-shaped (SAS signatures, keys,
+/// tokens) replaced by a placeholder, whatever policy lets through to the agent.
+fn audit_text(gw: &Gateway, text: &str) -> String {
+    match gw
+        .masker
+        .mask_text(&gw.masker.audit_plan(), text.as_bytes())
+    {
+        Masked::Changed { body, .. } => String::from_utf8_lossy(&body).into_owned(),
+        Masked::Unchanged => text.to_owned(),
+    }
+}
+
+/// Headers as the audit store may hold them: credentials redacted, secret-shaped values
+/// masked.
+fn audit_headers(gw: &Gateway, headers: &HeaderMap) -> Vec<(String, String)> {
+    headers
+        .iter()
+        .map(|(k, v)| {
+            let value = crate::audit::record::redact_header(k.as_str(), v.as_bytes());
+            (k.as_str().to_owned(), audit_text(gw, &value))
+        })
+        .collect()
+}
+
+/// Commits a record; when the store cannot, the request is refused, unless the operator
+/// chose `audit.on_failure: fail_open`.
+async fn commit(gw: &Gateway, ex: &Exchange, record: AuditRecord) -> Result<(), GatewayError> {
+    match gw.recorder.record(record).await {
+        Ok(()) => Ok(()),
+        Err(e) if gw.audit.fail_open => {
+            tracing::error!(request_id = %ex.request_id, error = %e, "AUDIT RECORD LOST: forwarding anyway because audit.on_failure is fail_open");
+            Ok(())
+        }
+        Err(e) => Err(GatewayError::AuditUnavailable(e)),
+    }
+}
+
+/// Records the answer: its status, headers, masked body (capped) and digest. An empty
+/// answer is recorded before it is sent; any other is recorded as it streams, committed
+/// before its last bytes go out (`audit::tap`).
+async fn record_answer(
+    gw: &Gateway,
+    ex: &Exchange,
+    record: AuditRecord,
+    response: Response<Body>,
+    started: Instant,
+    operation: &Operation,
+    decision: &Decision,
+) -> Result<Response<Body>, GatewayError> {
+    use http_body::Body as _;
+    if response.body().is_end_stream() {
+        let mut record = record;
+        record.time = crate::audit_time();
+        record.latency_ms = Some(started.elapsed().as_millis() as u64);
+        record.body_bytes = Some(0);
+        commit(gw, ex, record).await?;
+        return Ok(response);
+    }
+    let masker = gw.masker.clone();
+    let op = operation.clone();
+    // What the agent got may hold secrets policy let through (`unmask:`); the store never
+    // does: such an answer is masked again in full, or kept only as a digest.
+    let remask = !decision.unmask.is_empty();
+    let render: crate::audit::tap::Render = Box::new(move |bytes: &[u8], complete: bool| {
+        let bytes: std::borrow::Cow<'_, [u8]> = if remask {
+            if !complete {
+                return None;
+            }
+            match masker.mask_json(&masker.plan(&op, &[]), bytes) {
+                Ok(Masked::Changed { body, .. }) => body.into(),
+                Ok(Masked::Unchanged) => bytes.into(),
+                Err(_) => return None,
+            }
+        } else {
+            bytes.into()
+        };
+        let bytes = match masker.mask_text(&masker.audit_plan(), &bytes) {
+            Masked::Changed { body, .. } => body.into(),
+            Masked::Unchanged => bytes,
+        };
+        Some(String::from_utf8_lossy(&bytes).into_owned())
+    });
+    let pending = crate::audit::tap::Pending {
+        record,
+        recorder: gw.recorder.clone(),
+        started,
+        cap: gw.audit.body_cap,
+        render,
+    };
+    let (parts, body) = response.into_parts();
+    Ok(Response::from_parts(
+        parts,
+        crate::audit::tap::Tap::new(body, pending).boxed(),
+    ))
+}
+
+/// The request body as the audit store may hold it: masked, capped, with a digest and the
+/// whole size.
 fn masked_request_body(
     gw: &Gateway,
     op: &Operation,
     seen: &condition::Body,
-) -> (Option<String>, Option<String>) {
+) -> (Option<String>, Option<String>, Option<u64>) {
     use sha2::Digest;
     let condition::Body::Json(v) = seen else {
-        return (None, None);
+        return (None, None, None);
     };
     let raw = serde_json::to_vec(v).expect("a Value serializes");
     let masked = match gw.masker.mask_request_json(op, &raw) {
         Ok(Masked::Changed { body, .. }) => body,
         Ok(Masked::Unchanged) => raw,
         // Not maskable: keep nothing of it but the fact.
-        Err(_) => return (None, None),
+        Err(_) => return (None, None, None),
     };
-    let digest: String = sha2::Sha256::digest(&masked)
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect();
+    let masked = match gw.masker.mask_text(&gw.masker.audit_plan(), &masked) {
+        Masked::Changed { body, .. } => body,
+        Masked::Unchanged => masked,
+    };
+    let digest = crate::audit::chain::hex(&sha2::Sha256::digest(&masked));
+    let size = masked.len() as u64;
     let mut text = String::from_utf8_lossy(&masked).into_owned();
-    if text.len() > AUDIT_BODY_CAP {
-        let mut cut = AUDIT_BODY_CAP;
+    if text.len() > gw.audit.body_cap {
+        let mut cut = gw.audit.body_cap;
         while !text.is_char_boundary(cut) {
             cut -= 1;
         }
         text.truncate(cut);
     }
-    (Some(text), Some(digest))
-}
-
-/// The session a request belongs to: the agent's own `x-portcullis-session` (printable,
-/// bounded), else a digest of its bearer token, so one token's requests form one session
-/// without the token itself being kept.
-fn session_of(headers: &HeaderMap) -> String {
-    use sha2::Digest;
-    if let Some(s) = headers
-        .get("x-portcullis-session")
-        .and_then(|v| v.to_str().ok())
-        .map(str::trim)
-        .filter(|s| !s.is_empty() && s.len() <= 128 && s.bytes().all(|b| b.is_ascii_graphic()))
-    {
-        return s.to_owned();
-    }
-    match headers.get(header::AUTHORIZATION) {
-        Some(v) => {
-            let digest = sha2::Sha256::digest(v.as_bytes());
-            format!(
-                "token-{}",
-                digest[..8]
-                    .iter()
-                    .map(|b| format!("{b:02x}"))
-                    .collect::<String>()
-            )
-        }
-        None => "anonymous".to_owned(),
-    }
+    (Some(text), Some(digest), Some(size))
 }

@@ -1,16 +1,23 @@
 //! The hash chain: each record carries the hash of the one before it in its instance's
 //! chain, so a record modified, removed, inserted or reordered breaks the chain at that
 //! place. One chain per gateway instance, so replicas never contend.
+//!
+//! The hash covers the record's stored text byte for byte, so records written by older
+//! versions (with fewer fields) still verify.
+
+use std::collections::HashMap;
 
 use sha2::{Digest, Sha256};
 
+use super::checkpoint::{Checkpoint, Pruned};
 use super::record::AuditRecord;
 
 /// The hash the first record of a chain points back to.
 pub const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
 
-/// The hash of a record at `seq` in `instance`'s chain, after `prev`.
-pub fn hash(instance: &str, seq: i64, prev: &str, record: &AuditRecord) -> String {
+/// The hash of a record at `seq` in `instance`'s chain, after `prev`; `text` is the record
+/// as stored.
+pub fn hash(instance: &str, seq: i64, prev: &str, text: &str) -> String {
     let mut h = Sha256::new();
     h.update(instance.as_bytes());
     h.update(b"\n");
@@ -18,8 +25,12 @@ pub fn hash(instance: &str, seq: i64, prev: &str, record: &AuditRecord) -> Strin
     h.update(b"\n");
     h.update(prev.as_bytes());
     h.update(b"\n");
-    h.update(serde_json::to_vec(record).expect("a record serializes"));
-    h.finalize().iter().map(|b| format!("{b:02x}")).collect()
+    h.update(text.as_bytes());
+    hex(&h.finalize())
+}
+
+pub fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// A stored record with its place in the chain.
@@ -29,32 +40,108 @@ pub struct Link {
     pub seq: i64,
     pub prev_hash: String,
     pub hash: String,
+    /// The record as stored (what the hash covers).
+    pub text: String,
     pub record: AuditRecord,
 }
 
-/// Checks one instance's chain, in sequence order; names the first record that is wrong.
-pub fn verify(links: &[Link]) -> Result<usize, String> {
-    let mut prev = GENESIS.to_owned();
-    for (i, l) in links.iter().enumerate() {
-        let expected_seq = i as i64 + 1;
+/// What a verified chain holds.
+#[derive(Debug, PartialEq)]
+pub struct Verified {
+    pub records: usize,
+    pub checkpoints: usize,
+    /// Records 1..=n were removed by retention, sealed by a signed checkpoint.
+    pub pruned_through: Option<i64>,
+}
+
+/// Checks one instance's chain, in sequence order, against its signed checkpoints and the
+/// segments retention removed; names the first thing that is wrong. `trusted` are the
+/// public keys (hex) whose checkpoints count; a checkpoint signed by any other key is an
+/// error, not a pass.
+pub fn verify(
+    instance: &str,
+    links: &[Link],
+    checkpoints: &[Checkpoint],
+    pruned: Option<&Pruned>,
+    trusted: &[String],
+) -> Result<Verified, String> {
+    for c in checkpoints {
+        if !trusted
+            .iter()
+            .any(|k| k.eq_ignore_ascii_case(&c.public_key))
+        {
+            return Err(format!(
+                "{instance}: the checkpoint at record {} is signed by a key that is not trusted ({})",
+                c.seq, c.public_key
+            ));
+        }
+        c.check_signature()
+            .map_err(|e| format!("{instance}: the checkpoint at record {}: {e}", c.seq))?;
+    }
+    let (mut expected_seq, mut prev) = match pruned {
+        None => (1, GENESIS.to_owned()),
+        Some(p) => {
+            // What retention removed must end at a signed checkpoint, else "removed by
+            // retention" would cover any deletion.
+            if !checkpoints
+                .iter()
+                .any(|c| c.seq == p.through_seq && c.hash == p.through_hash)
+            {
+                return Err(format!(
+                    "{instance}: records 1..={} were removed, and no signed checkpoint seals them",
+                    p.through_seq
+                ));
+            }
+            (p.through_seq + 1, p.through_hash.clone())
+        }
+    };
+    let mut hashes: HashMap<i64, &str> = HashMap::new();
+    for l in links {
         if l.seq != expected_seq {
             return Err(format!(
-                "{}: record {expected_seq} is missing (found {} in its place): removed or reordered",
-                l.instance, l.seq
+                "{instance}: record {expected_seq} is missing (found {} in its place): removed or reordered",
+                l.seq
             ));
         }
         if l.prev_hash != prev {
             return Err(format!(
-                "{}: record {} does not follow record {} (removed, inserted or reordered)",
-                l.instance,
+                "{instance}: record {} does not follow record {} (removed, inserted or reordered)",
                 l.seq,
                 l.seq - 1
             ));
         }
-        if hash(&l.instance, l.seq, &l.prev_hash, &l.record) != l.hash {
-            return Err(format!("{}: record {} was modified", l.instance, l.seq));
+        if hash(instance, l.seq, &l.prev_hash, &l.text) != l.hash {
+            return Err(format!("{instance}: record {} was modified", l.seq));
         }
+        hashes.insert(l.seq, &l.hash);
         prev = l.hash.clone();
+        expected_seq += 1;
     }
-    Ok(links.len())
+    let last = expected_seq - 1;
+    let first_kept = pruned.map_or(1, |p| p.through_seq + 1);
+    for c in checkpoints {
+        if c.seq < first_kept {
+            continue;
+        }
+        if c.seq > last {
+            return Err(format!(
+                "{instance}: records {}..={} are missing: the chain was truncated (a checkpoint signed at {} covers record {})",
+                last + 1,
+                c.seq,
+                c.time,
+                c.seq
+            ));
+        }
+        if hashes.get(&c.seq) != Some(&c.hash.as_str()) {
+            return Err(format!(
+                "{instance}: record {} is not the record its signed checkpoint ({}) covers: the chain was rewritten",
+                c.seq, c.time
+            ));
+        }
+    }
+    Ok(Verified {
+        records: links.len(),
+        checkpoints: checkpoints.len(),
+        pruned_through: pruned.map(|p| p.through_seq),
+    })
 }

@@ -3,6 +3,9 @@
 //! order, and any edit to the record afterwards can be proven.
 
 pub mod chain;
+pub mod checkpoint;
 pub mod record;
+pub mod session;
 pub mod store;
+pub mod tap;
 pub mod writer;

@@ -1,5 +1,6 @@
 //! One audit record. Bodies in it are masked before they get here (the store never holds a
-//! clear secret) and capped; a digest covers the whole body.
+//! clear secret) and capped; a digest covers the whole body. Headers that carry credentials
+//! are redacted.
 
 use serde::{Deserialize, Serialize};
 
@@ -9,7 +10,7 @@ use serde::{Deserialize, Serialize};
 pub enum Phase {
     /// About to be forwarded: committed before anything reaches Azure.
     Request,
-    /// Azure's answer, as the agent got it (masked).
+    /// Azure's answer, as the agent got it (masked): committed before the answer completes.
     Response,
     /// Refused by the gateway (unauthenticated, malformed, denied, held).
     Refused,
@@ -19,8 +20,8 @@ pub enum Phase {
 pub struct AuditRecord {
     pub time: String,
     pub request_id: String,
-    /// What a reviewer replays: the agent's `x-portcullis-session`, or else its principal and
-    /// token (one token, one session).
+    /// What a reviewer replays: the agent's `x-portcullis-session`, or else its token and an
+    /// idle gap (one token's requests, with no long pause between them, form one session).
     pub session: String,
     pub phase: Phase,
     pub principal: Option<String>,
@@ -37,5 +38,104 @@ pub struct AuditRecord {
     pub body: Option<String>,
     /// SHA-256 of the whole body as the gateway saw it (masked form).
     pub body_digest: Option<String>,
+    /// Total time in the gateway, until the record was written.
     pub latency_ms: Option<u64>,
+    /// The request's headers (on request and refused records) or the answer's (on response
+    /// records), with credentials redacted.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub headers: Vec<(String, String)>,
+    /// The whole body's size in bytes (the stored body may be cut at the cap).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub body_bytes: Option<u64>,
+    /// Time until Azure's answer headers arrived.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub upstream_ms: Option<u64>,
+    /// Secret kinds the deciding rule let through to the agent unmasked (`unmask:`). The
+    /// record itself still holds them masked.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub unmasked: Vec<String>,
+}
+
+impl AuditRecord {
+    /// A record with only the fields every record has.
+    pub fn new(
+        request_id: String,
+        session: String,
+        phase: Phase,
+        method: String,
+        url: String,
+    ) -> AuditRecord {
+        AuditRecord {
+            time: crate::audit_time(),
+            request_id,
+            session,
+            phase,
+            principal: None,
+            action: None,
+            scope: None,
+            decision: None,
+            rule: None,
+            reason: None,
+            method,
+            url,
+            status: None,
+            body: None,
+            body_digest: None,
+            latency_ms: None,
+            headers: Vec::new(),
+            body_bytes: None,
+            upstream_ms: None,
+            unmasked: Vec::new(),
+        }
+    }
+}
+
+/// Headers whose values are credentials, whatever their content.
+const REDACTED: &[&str] = &[
+    "authorization",
+    "proxy-authorization",
+    "cookie",
+    "set-cookie",
+    "x-ms-authorization-auxiliary",
+    "x-ms-copy-source-authorization",
+    "ocp-apim-subscription-key",
+    "x-functions-key",
+    "x-api-key",
+];
+
+/// A header as the audit store may hold it: the value of a credential header is replaced by
+/// `[redacted]`; names that look like they carry one (`*token*`, `*secret*`, `*key*`,
+/// `*signature*`) are redacted too.
+pub fn redact_header(name: &str, value: &[u8]) -> String {
+    let n = name.to_ascii_lowercase();
+    let credential = REDACTED.contains(&n.as_str())
+        || ["token", "secret", "key", "signature", "password", "auth"]
+            .iter()
+            .any(|w| n.contains(w));
+    if credential {
+        "[redacted]".to_owned()
+    } else {
+        String::from_utf8_lossy(value).into_owned()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn credential_headers_are_redacted() {
+        assert_eq!(redact_header("Authorization", b"Bearer eyJ"), "[redacted]");
+        assert_eq!(redact_header("cookie", b"a=b"), "[redacted]");
+        assert_eq!(
+            redact_header("x-ms-authorization-auxiliary", b"Bearer x"),
+            "[redacted]"
+        );
+        assert_eq!(redact_header("x-custom-token", b"abc"), "[redacted]");
+        assert_eq!(
+            redact_header("content-type", b"application/json"),
+            "application/json"
+        );
+        assert_eq!(redact_header("x-ms-client-request-id", b"1"), "1");
+    }
 }

@@ -1,22 +1,42 @@
 //! The one writer: records from every request are committed in batches (group commit), and
 //! each request waits for its record's commit. A request whose record cannot be committed is
-//! not forwarded (the caller fails closed).
+//! not forwarded (the caller fails closed). Between batches the writer signs checkpoints of
+//! its chain and applies retention.
 
+use std::time::Duration;
+
+use ed25519_dalek::SigningKey;
 use tokio::sync::{mpsc, oneshot};
 
+use super::checkpoint::Checkpoint;
 use super::record::AuditRecord;
-use super::store::Store;
+use super::store::{Store, StoreError};
 
 /// Records waiting to be written; a full queue makes requests wait, never drops a record.
 const QUEUE: usize = 4096;
 /// Records committed in one transaction at most.
 const BATCH: usize = 256;
 
-type Job = (AuditRecord, oneshot::Sender<Result<(), String>>);
+/// How the writer keeps its chain.
+pub struct WriterOptions {
+    /// How often the chain's head is signed (when it moved).
+    pub checkpoint_every: Duration,
+    /// Records older than this are removed in sealed segments; `None` keeps everything.
+    pub retention: Option<Duration>,
+    pub signing_key: SigningKey,
+}
+
+enum Msg {
+    Record(Box<AuditRecord>, oneshot::Sender<Result<(), String>>),
+    /// Sign the head now (shutdown, or on demand) and say when done.
+    Checkpoint(oneshot::Sender<Result<(), String>>),
+}
 
 #[derive(Clone)]
 pub struct Recorder {
-    tx: mpsc::Sender<Job>,
+    /// `None`: records are dropped. Only benchmarks build such a recorder (to measure what
+    /// recording costs); no configuration can.
+    tx: Option<mpsc::Sender<Msg>>,
 }
 
 impl Recorder {
@@ -24,51 +44,173 @@ impl Recorder {
     pub async fn start(
         store: Store,
         instance: String,
-    ) -> Result<Recorder, super::store::StoreError> {
-        let mut head = store.head(&instance).await?;
-        let (tx, mut rx) = mpsc::channel::<Job>(QUEUE);
-        tokio::spawn(async move {
-            while let Some(first) = rx.recv().await {
-                let mut jobs = vec![first];
-                while jobs.len() < BATCH {
-                    match rx.try_recv() {
-                        Ok(j) => jobs.push(j),
-                        Err(_) => break,
-                    }
-                }
-                let records: Vec<AuditRecord> = jobs.iter().map(|(r, _)| r.clone()).collect();
-                match store.append(&instance, &head, &records).await {
-                    Ok(new_head) => {
-                        head = new_head;
-                        for (_, ack) in jobs {
-                            let _ = ack.send(Ok(()));
-                        }
-                    }
-                    Err(e) => {
-                        tracing::error!(error = %e, "audit commit failed; the requests are refused");
-                        // The chain head may have moved if the failure came after commit;
-                        // read it back before the next batch.
-                        if let Ok(h) = store.head(&instance).await {
-                            head = h;
-                        }
-                        for (_, ack) in jobs {
-                            let _ = ack.send(Err(e.to_string()));
-                        }
-                    }
-                }
-            }
-        });
-        Ok(Recorder { tx })
+        options: WriterOptions,
+    ) -> Result<Recorder, StoreError> {
+        let head = store.head(&instance).await?;
+        let last_signed = store
+            .checkpoints(&instance)
+            .await?
+            .last()
+            .map_or(0, |c| c.seq);
+        let (tx, rx) = mpsc::channel::<Msg>(QUEUE);
+        let writer = Writer {
+            store,
+            instance,
+            options,
+            head,
+            last_signed,
+        };
+        tokio::spawn(writer.run(rx));
+        Ok(Recorder { tx: Some(tx) })
+    }
+
+    /// A recorder that keeps nothing: for benchmarks that measure what recording costs.
+    #[doc(hidden)]
+    pub fn discard() -> Recorder {
+        Recorder { tx: None }
     }
 
     /// Records and waits for the commit.
     pub async fn record(&self, record: AuditRecord) -> Result<(), String> {
+        let Some(tx) = &self.tx else {
+            return Ok(());
+        };
         let (ack, done) = oneshot::channel();
-        self.tx
-            .send((record, ack))
+        tx.send(Msg::Record(Box::new(record), ack))
             .await
             .map_err(|_| "the audit writer has stopped".to_owned())?;
         done.await
             .map_err(|_| "the audit writer has stopped".to_owned())?
+    }
+
+    /// Signs the chain's head now, after every record queued before this call.
+    pub async fn checkpoint(&self) -> Result<(), String> {
+        let Some(tx) = &self.tx else {
+            return Ok(());
+        };
+        let (ack, done) = oneshot::channel();
+        tx.send(Msg::Checkpoint(ack))
+            .await
+            .map_err(|_| "the audit writer has stopped".to_owned())?;
+        done.await
+            .map_err(|_| "the audit writer has stopped".to_owned())?
+    }
+}
+
+struct Writer {
+    store: Store,
+    instance: String,
+    options: WriterOptions,
+    head: (i64, String),
+    last_signed: i64,
+}
+
+impl Writer {
+    async fn run(mut self, mut rx: mpsc::Receiver<Msg>) {
+        let mut tick = tokio::time::interval(self.options.checkpoint_every);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            let first = tokio::select! {
+                m = rx.recv() => match m {
+                    Some(m) => m,
+                    None => break,
+                },
+                _ = tick.tick() => {
+                    if let Err(e) = self.sign_head().await {
+                        tracing::error!(error = %e, "audit checkpoint failed");
+                    }
+                    self.retain().await;
+                    continue;
+                }
+            };
+            let mut jobs = Vec::new();
+            let mut checkpoints = Vec::new();
+            let mut next = Some(first);
+            while let Some(m) = next.take() {
+                match m {
+                    Msg::Record(r, ack) => jobs.push((*r, ack)),
+                    Msg::Checkpoint(ack) => checkpoints.push(ack),
+                }
+                if jobs.len() < BATCH {
+                    next = rx.try_recv().ok();
+                }
+            }
+            if !jobs.is_empty() {
+                self.commit(jobs).await;
+            }
+            if !checkpoints.is_empty() {
+                let result = self.sign_head().await.map_err(|e| e.to_string());
+                for ack in checkpoints {
+                    let _ = ack.send(result.clone());
+                }
+            }
+        }
+        // Every sender is gone: seal what was written.
+        if let Err(e) = self.sign_head().await {
+            tracing::error!(error = %e, "the final audit checkpoint failed");
+        }
+    }
+
+    async fn commit(&mut self, jobs: Vec<(AuditRecord, oneshot::Sender<Result<(), String>>)>) {
+        let records: Vec<AuditRecord> = jobs.iter().map(|(r, _)| r.clone()).collect();
+        match self
+            .store
+            .append(&self.instance, &self.head, &records)
+            .await
+        {
+            Ok(new_head) => {
+                self.head = new_head;
+                for (_, ack) in jobs {
+                    let _ = ack.send(Ok(()));
+                }
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "audit commit failed; the requests are refused");
+                // The chain head may have moved if the failure came after commit; read it
+                // back before the next batch.
+                if let Ok(h) = self.store.head(&self.instance).await {
+                    self.head = h;
+                }
+                for (_, ack) in jobs {
+                    let _ = ack.send(Err(e.to_string()));
+                }
+            }
+        }
+    }
+
+    async fn sign_head(&mut self) -> Result<(), StoreError> {
+        if self.head.0 <= self.last_signed {
+            return Ok(());
+        }
+        let c = Checkpoint::sign(
+            &self.options.signing_key,
+            &self.instance,
+            self.head.0,
+            &self.head.1,
+        );
+        self.store.add_checkpoint(&c).await?;
+        self.last_signed = c.seq;
+        Ok(())
+    }
+
+    async fn retain(&self) {
+        let Some(age) = self.options.retention else {
+            return;
+        };
+        let Ok(age) = chrono::Duration::from_std(age) else {
+            return;
+        };
+        let before =
+            (chrono::Utc::now() - age).to_rfc3339_opts(chrono::SecondsFormat::Micros, true);
+        match self.store.prune(&self.instance, &before).await {
+            Ok(Some(mark)) => tracing::info!(
+                instance = %self.instance,
+                through = mark.through_seq,
+                records = mark.records,
+                "audit retention removed a sealed segment"
+            ),
+            Ok(None) => {}
+            Err(e) => tracing::error!(error = %e, "audit retention failed"),
+        }
     }
 }

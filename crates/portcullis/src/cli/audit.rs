@@ -1,11 +1,13 @@
-//! `portcullis audit verify`: checks every instance's hash chain in the audit store and names
-//! the first record that was modified, removed, inserted or reordered.
+//! `portcullis audit verify|export|prune`: check every instance's hash chain and signed
+//! checkpoints, stream records out for a SIEM, and apply retention by hand.
 
-use std::path::PathBuf;
+use std::io::{IsTerminal, Write};
+use std::path::{Path, PathBuf};
 
-use anyhow::bail;
+use anyhow::{Context, bail};
 
 use crate::audit::chain::verify;
+use crate::audit::checkpoint::public_path;
 use crate::audit::store::Store;
 
 #[derive(clap::Args)]
@@ -14,35 +16,131 @@ pub struct AuditArgs {
     command: AuditCommand,
 }
 
+/// Where the audit database is.
+#[derive(clap::Args)]
+struct StoreArgs {
+    /// The gateway's state directory (holding audit.db).
+    #[arg(long, conflicts_with = "db")]
+    state_dir: Option<PathBuf>,
+    /// The audit database itself.
+    #[arg(long)]
+    db: Option<PathBuf>,
+}
+
 #[derive(clap::Subcommand)]
 enum AuditCommand {
-    /// Verify the hash chains; exit 1 if anything is wrong.
+    /// Verify the hash chains and signed checkpoints; exit 1 if anything is wrong.
     Verify {
-        /// The gateway's state directory (holding audit.db).
-        #[arg(long, conflicts_with = "db")]
-        state_dir: Option<PathBuf>,
-        /// The audit database itself.
-        #[arg(long)]
-        db: Option<PathBuf>,
+        #[command(flatten)]
+        store: StoreArgs,
+        /// A trusted checkpoint public key (64 hex characters, or a file holding it);
+        /// repeatable. Default: `audit-signing.key.pub` in the state directory.
+        #[arg(long = "public-key")]
+        public_keys: Vec<String>,
     },
+    /// Stream records in time order (all instances merged), one JSON object per line.
+    Export {
+        #[command(flatten)]
+        store: StoreArgs,
+        /// From this time: RFC 3339 (`2026-11-29T09:00:00Z`), a date, or an age (`24h`).
+        #[arg(long)]
+        since: String,
+        /// Until this time (exclusive), same forms.
+        #[arg(long)]
+        until: Option<String>,
+        /// Only `jsonl` for now.
+        #[arg(long, default_value = "jsonl")]
+        format: String,
+        /// Write here instead of standard output.
+        #[arg(long, short)]
+        output: Option<PathBuf>,
+    },
+    /// Remove records older than an age, up to the latest signed checkpoint before it, as
+    /// sealed segments (what the gateway does by itself with `audit.retention`).
+    Prune {
+        #[command(flatten)]
+        store: StoreArgs,
+        /// e.g. `90d`.
+        #[arg(long)]
+        older_than: String,
+    },
+}
+
+/// The audit database named on the command line; it must exist.
+pub(crate) async fn open(state_dir: Option<&Path>, db: Option<&Path>) -> anyhow::Result<Store> {
+    let path = match (db, state_dir) {
+        (Some(db), _) => db.to_path_buf(),
+        (None, Some(dir)) => dir.join("audit.db"),
+        (None, None) => bail!("give --state-dir or --db"),
+    };
+    if !path.exists() {
+        bail!("{} does not exist", path.display());
+    }
+    Ok(Store::open(&path).await?)
+}
+
+/// A time as the store compares them (RFC 3339, UTC, microseconds), from RFC 3339, a date
+/// (`2026-11-29`), or an age before now (`90m`, `24h`, `7d`).
+pub(crate) fn time_arg(s: &str) -> anyhow::Result<String> {
+    use chrono::{NaiveDate, SecondsFormat, Utc};
+    let t = if let Ok(age) = crate::config::policy::duration(s) {
+        Utc::now() - chrono::Duration::from_std(age)?
+    } else if let Ok(t) = chrono::DateTime::parse_from_rfc3339(s) {
+        t.with_timezone(&Utc)
+    } else if let Ok(d) = NaiveDate::parse_from_str(s, "%Y-%m-%d") {
+        d.and_hms_opt(0, 0, 0).expect("midnight exists").and_utc()
+    } else {
+        bail!("'{s}' is not a time: give RFC 3339, a date (2026-11-29) or an age (24h, 7d)")
+    };
+    Ok(t.to_rfc3339_opts(SecondsFormat::Micros, true))
+}
+
+fn trusted_keys(given: &[String], store: &StoreArgs) -> anyhow::Result<Vec<String>> {
+    let mut keys = Vec::new();
+    for k in given {
+        let text = if Path::new(k).exists() {
+            std::fs::read_to_string(k).with_context(|| format!("reading {k}"))?
+        } else {
+            k.clone()
+        };
+        keys.push(text.trim().to_ascii_lowercase());
+    }
+    if keys.is_empty()
+        && let Some(dir) = &store.state_dir
+    {
+        let default = public_path(&dir.join("audit-signing.key"));
+        if let Ok(text) = std::fs::read_to_string(&default) {
+            keys.push(text.trim().to_ascii_lowercase());
+        }
+    }
+    Ok(keys)
 }
 
 pub async fn run(args: AuditArgs) -> anyhow::Result<()> {
     match args.command {
-        AuditCommand::Verify { state_dir, db } => {
-            let path = match (db, state_dir) {
-                (Some(db), _) => db,
-                (None, Some(dir)) => dir.join("audit.db"),
-                (None, None) => bail!("give --state-dir or --db"),
-            };
-            if !path.exists() {
-                bail!("{} does not exist", path.display());
-            }
-            let store = Store::open(&path).await?;
+        AuditCommand::Verify { store, public_keys } => {
+            let keys = trusted_keys(&public_keys, &store)?;
+            let db = open(store.state_dir.as_deref(), store.db.as_deref()).await?;
             let mut bad = 0;
-            for instance in store.instances().await? {
-                match verify(&store.chain(&instance).await?) {
-                    Ok(n) => println!("ok: {instance}: {n} records, chain intact"),
+            for instance in db.instances().await? {
+                let checkpoints = db.checkpoints(&instance).await?;
+                let pruned = db.pruned(&instance).await?;
+                let chain = db.chain(&instance).await?;
+                match verify(&instance, &chain, &checkpoints, pruned.as_ref(), &keys) {
+                    Ok(v) => {
+                        let pruned = v.pruned_through.map_or(String::new(), |n| {
+                            format!(", records 1..={n} removed by retention (sealed)")
+                        });
+                        println!(
+                            "ok: {instance}: {} records, {} signed checkpoints, chain intact{pruned}",
+                            v.records, v.checkpoints
+                        );
+                        if v.checkpoints == 0 {
+                            println!(
+                                "    note: no checkpoint yet, so records cut from the end would not show"
+                            );
+                        }
+                    }
                     Err(e) => {
                         bad += 1;
                         println!("TAMPERED: {e}");
@@ -51,6 +149,75 @@ pub async fn run(args: AuditArgs) -> anyhow::Result<()> {
             }
             if bad > 0 {
                 bail!("{bad} chain(s) failed verification");
+            }
+            Ok(())
+        }
+        AuditCommand::Export {
+            store,
+            since,
+            until,
+            format,
+            output,
+        } => {
+            if format != "jsonl" {
+                bail!("--format {format}: only jsonl is supported");
+            }
+            let since = time_arg(&since)?;
+            let until = until.as_deref().map(time_arg).transpose()?;
+            let db = open(store.state_dir.as_deref(), store.db.as_deref()).await?;
+            let total = db.count(&since, until.as_deref()).await?;
+            let mut out: Box<dyn Write> = match &output {
+                Some(path) => Box::new(std::io::BufWriter::new(
+                    std::fs::File::create(path)
+                        .with_context(|| format!("creating {}", path.display()))?,
+                )),
+                None => Box::new(std::io::BufWriter::new(std::io::stdout().lock())),
+            };
+            // A progress bar only where a person watches (stderr is a terminal).
+            let bar = if std::io::stderr().is_terminal() {
+                let bar = indicatif::ProgressBar::new(total as u64);
+                bar.set_style(
+                    indicatif::ProgressStyle::with_template(
+                        "{bar:40} {pos}/{len} records {per_sec} eta {eta}",
+                    )
+                    .expect("a valid template"),
+                );
+                bar
+            } else {
+                indicatif::ProgressBar::hidden()
+            };
+            let mut cursor = None;
+            let mut written = 0u64;
+            loop {
+                let page = db
+                    .page(&since, until.as_deref(), cursor.as_ref(), 1000)
+                    .await?;
+                let Some(last) = page.last() else { break };
+                cursor = Some(last.cursor());
+                for link in &page {
+                    writeln!(out, "{}", link.to_json_line())?;
+                }
+                written += page.len() as u64;
+                bar.inc(page.len() as u64);
+            }
+            out.flush()?;
+            bar.finish_and_clear();
+            eprintln!("exported {written} records");
+            Ok(())
+        }
+        AuditCommand::Prune { store, older_than } => {
+            let before = time_arg(&older_than)?;
+            let db = open(store.state_dir.as_deref(), store.db.as_deref()).await?;
+            for instance in db.instances().await? {
+                match db.prune(&instance, &before).await? {
+                    Some(mark) => println!(
+                        "{instance}: removed records through {} ({} records), sealed by its checkpoint",
+                        mark.through_seq, mark.records
+                    ),
+                    None => println!(
+                        "{instance}: nothing older than {before} is sealed by a checkpoint"
+                    ),
+                }
             }
             Ok(())
         }

@@ -30,6 +30,7 @@ pub async fn start(cfg: config::Config) -> anyhow::Result<Running> {
     let gateway_addr = gateway.local_addr()?;
     let admin_addr = admin.local_addr()?;
     let built = server::build::build(cfg).await?;
+    let recorder = built.gateway.recorder.clone();
     let (stop, rx) = watch::channel(false);
     // Hot reload of the policy: SIGHUP, or a change to the configuration or its policy files.
     let reloader = server::reload::spawn(
@@ -47,6 +48,7 @@ pub async fn start(cfg: config::Config) -> anyhow::Result<Running> {
         stop,
         task,
         reloader,
+        recorder,
         gateway_addr,
         admin_addr,
         ca_file: built.ca_file,
@@ -57,6 +59,7 @@ pub struct Running {
     pub stop: watch::Sender<bool>,
     pub task: tokio::task::JoinHandle<()>,
     pub reloader: tokio::task::JoinHandle<()>,
+    pub recorder: crate::audit::writer::Recorder,
     pub gateway_addr: std::net::SocketAddr,
     pub admin_addr: std::net::SocketAddr,
     pub ca_file: Option<PathBuf>,
@@ -67,6 +70,10 @@ impl Running {
         let _ = self.stop.send(true);
         let _ = self.task.await;
         let _ = self.reloader.await;
+        // Seal what was written: a signed checkpoint of the chain's head.
+        if let Err(e) = self.recorder.checkpoint().await {
+            tracing::error!(error = %e, "the audit chain could not be sealed at shutdown");
+        }
     }
 }
 

@@ -1,14 +1,12 @@
 //! `portcullis sessions list|replay`: what an agent did, grouped as sessions and replayed in
 //! order from the audit store.
 
-use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use anyhow::bail;
 
-use crate::audit::chain::Link;
 use crate::audit::record::Phase;
-use crate::audit::store::Store;
+use crate::audit::store::SessionFilter;
 
 #[derive(clap::Args)]
 pub struct SessionsArgs {
@@ -26,6 +24,9 @@ enum SessionsCommand {
         /// Only sessions of this principal (object id).
         #[arg(long)]
         principal: Option<String>,
+        /// Only sessions active since: RFC 3339, a date, or an age (`24h`).
+        #[arg(long)]
+        since: Option<String>,
         /// Only sessions with a request decided so (allow, deny, approve) or refused.
         #[arg(long)]
         decision: Option<String>,
@@ -33,77 +34,42 @@ enum SessionsCommand {
     /// One session's timeline.
     Replay {
         id: String,
-        /// Show the (masked) request bodies too.
+        /// Show the (masked) request and answer bodies too.
         #[arg(long)]
         bodies: bool,
     },
 }
 
-async fn records(state_dir: &std::path::Path) -> anyhow::Result<Vec<Link>> {
-    let path = state_dir.join("audit.db");
-    if !path.exists() {
-        bail!("{} does not exist", path.display());
-    }
-    Ok(Store::open(&path).await?.all().await?)
-}
-
 pub async fn run(args: SessionsArgs) -> anyhow::Result<()> {
-    let all = records(&args.state_dir).await?;
+    let store = super::audit::open(Some(&args.state_dir), None).await?;
     match args.command {
         SessionsCommand::List {
             principal,
+            since,
             decision,
         } => {
-            let mut sessions: BTreeMap<String, Vec<&Link>> = BTreeMap::new();
-            for l in &all {
-                sessions
-                    .entry(l.record.session.clone())
-                    .or_default()
-                    .push(l);
-            }
-            let mut rows: Vec<(&String, &Vec<&Link>)> = sessions
-                .iter()
-                .filter(|(_, ls)| {
-                    principal.as_ref().is_none_or(|p| {
-                        ls.iter()
-                            .any(|l| l.record.principal.as_deref() == Some(p.as_str()))
-                    })
-                })
-                .filter(|(_, ls)| {
-                    decision.as_ref().is_none_or(|d| {
-                        ls.iter().any(|l| {
-                            l.record.decision.as_deref() == Some(d.as_str())
-                                || (d == "refused" && l.record.phase == Phase::Refused)
-                        })
-                    })
-                })
-                .collect();
-            rows.sort_by(|a, b| a.1[0].record.time.cmp(&b.1[0].record.time));
+            let filter = SessionFilter {
+                principal,
+                since: since.as_deref().map(super::audit::time_arg).transpose()?,
+                decision,
+            };
             println!(
-                "{:<28} {:<38} {:<27} {:>8} {:>8}",
+                "{:<44} {:<38} {:<27} {:>8} {:>8}",
                 "SESSION", "PRINCIPAL", "STARTED", "REQUESTS", "REFUSED"
             );
-            for (id, ls) in rows {
-                let principal = ls
-                    .iter()
-                    .find_map(|l| l.record.principal.clone())
-                    .unwrap_or_else(|| "-".into());
-                let requests = ls
-                    .iter()
-                    .filter(|l| l.record.phase != Phase::Response)
-                    .count();
-                let refused = ls
-                    .iter()
-                    .filter(|l| l.record.phase == Phase::Refused)
-                    .count();
+            for s in store.sessions(&filter).await? {
                 println!(
-                    "{id:<28} {principal:<38} {:<27} {requests:>8} {refused:>8}",
-                    ls[0].record.time
+                    "{:<44} {:<38} {:<27} {:>8} {:>8}",
+                    s.id,
+                    s.principal.as_deref().unwrap_or("-"),
+                    s.started,
+                    s.requests,
+                    s.refused
                 );
             }
         }
         SessionsCommand::Replay { id, bodies } => {
-            let timeline: Vec<&Link> = all.iter().filter(|l| l.record.session == id).collect();
+            let timeline = store.session(&id).await?;
             if timeline.is_empty() {
                 bail!("no session '{id}'");
             }
@@ -114,8 +80,11 @@ pub async fn run(args: SessionsArgs) -> anyhow::Result<()> {
                     Phase::Response => "← answer",
                     Phase::Refused => "✗ refused",
                 };
+                let upstream = r
+                    .upstream_ms
+                    .map_or(String::new(), |ms| format!(" (Azure {ms} ms)"));
                 println!(
-                    "{}  {phase:<10} {:<6} {}  {}  {}  {}  {}",
+                    "{}  {phase:<10} {:<6} {}  {}  {}  {}  {}{upstream}",
                     r.time,
                     r.method,
                     r.url,
@@ -130,7 +99,13 @@ pub async fn run(args: SessionsArgs) -> anyhow::Result<()> {
                     println!("      reason: {reason}");
                 }
                 if bodies && let Some(body) = &r.body {
-                    println!("      body: {body}");
+                    let cut = r
+                        .body_bytes
+                        .filter(|n| *n as usize > body.len())
+                        .map_or(String::new(), |n| {
+                            format!(" [first {} of {n} bytes]", body.len())
+                        });
+                    println!("      body{cut}: {body}");
                 }
             }
         }

@@ -19,11 +19,28 @@ pub struct Config {
     pub upstream: UpstreamConfig,
     pub policy: Policy,
     pub masking: MaskingConfig,
+    pub audit: AuditConfig,
     /// The file this configuration was loaded from (hot reload watches it).
     pub source_path: Option<PathBuf>,
     /// Things that load but are probably mistakes (rules that can never match, shadowed
     /// rules), each with `file:line`.
     pub warnings: Vec<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct AuditConfig {
+    /// Forward requests whose record could not be committed (loudly). Off by default.
+    pub fail_open: bool,
+    pub body_cap: usize,
+    pub session_idle: Duration,
+    pub checkpoint_every: Duration,
+    pub signing_key: PathBuf,
+    /// Whether the signing key may be generated (only at its default place).
+    pub generate_key: bool,
+    pub retention: Option<Duration>,
+    pub max_db_bytes: Option<u64>,
+    /// Who may read the audit trail through the admin API.
+    pub readers: Vec<crate::policy::PrincipalMatcher>,
 }
 
 #[derive(Debug, Clone)]

@@ -221,7 +221,7 @@ fn merge_aliases(into: &mut RawAliases, from: RawAliases) {
     into.scopes.extend(from.scopes);
 }
 
-fn principal(aliases: &RawAliases, s: &str) -> Result<PrincipalMatcher, String> {
+pub(crate) fn principal(aliases: &RawAliases, s: &str) -> Result<PrincipalMatcher, String> {
     if s.trim() == "*" {
         return Ok(PrincipalMatcher::Any);
     }
@@ -253,7 +253,7 @@ fn principal(aliases: &RawAliases, s: &str) -> Result<PrincipalMatcher, String> 
     })
 }
 
-/// Parses `90s`, `10m`, `2h` (a bare number is seconds).
+/// Parses `90s`, `10m`, `2h`, `90d` (a bare number is seconds).
 pub fn duration(s: &str) -> Result<Duration, String> {
     let s = s.trim();
     let (digits, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
@@ -264,7 +264,8 @@ pub fn duration(s: &str) -> Result<Duration, String> {
         "" | "s" => n,
         "m" => n * 60,
         "h" => n * 3600,
-        _ => return Err(format!("'{s}' is not a duration like 90s, 10m or 2h")),
+        "d" => n * 86400,
+        _ => return Err(format!("'{s}' is not a duration like 90s, 10m, 2h or 90d")),
     };
     Ok(Duration::from_secs(secs))
 }
@@ -640,6 +641,7 @@ mod tests {
         assert_eq!(duration("2h").unwrap().as_secs(), 7200);
         assert_eq!(duration("30").unwrap().as_secs(), 30);
         assert!(duration("ten minutes").is_err());
-        assert!(duration("5d").is_err());
+        assert_eq!(duration("5d").unwrap().as_secs(), 5 * 86400);
+        assert!(duration("5w").is_err());
     }
 }

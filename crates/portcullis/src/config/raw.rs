@@ -22,6 +22,33 @@ pub struct RawConfig {
     pub policy: RawPolicy,
     #[serde(default)]
     pub masking: RawMasking,
+    #[serde(default)]
+    pub audit: RawAudit,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAudit {
+    /// `fail_closed` (default): a request whose record cannot be committed is refused.
+    /// `fail_open`: it is forwarded anyway, with an error logged. Not for production.
+    pub on_failure: Option<String>,
+    /// The largest body a record holds (bytes, masked); a digest covers the whole.
+    pub body_cap_bytes: Option<usize>,
+    /// Without `x-portcullis-session`, a pause this long starts a new session (`30m`).
+    pub session_idle: Option<String>,
+    /// How often the chain's head is signed (`1m`).
+    pub checkpoint_every: Option<String>,
+    /// The Ed25519 checkpoint key (64 hex characters). Default: generated in the state
+    /// directory as `audit-signing.key`, its public half in `audit-signing.key.pub`.
+    pub signing_key_file: Option<PathBuf>,
+    /// Records older than this are removed in sealed segments (`90d`). Default: kept.
+    pub retention: Option<String>,
+    /// A cap on the audit database's size; past it, requests fail closed.
+    pub max_db_bytes: Option<u64>,
+    /// Who may read sessions and records through the admin API (`group:<id>`,
+    /// `user:<id>`, `app:<id>`, `role:<name>`), authenticated by their Entra token.
+    #[serde(default)]
+    pub readers: Vec<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -526,6 +526,7 @@ pub fn validate(
     if masking.max_body_bytes == 0 {
         p.at(None, "masking.max_body_bytes must be positive");
     }
+    let audit = audit(&mut p, raw.audit, base, &state_dir);
     if p.list.is_empty() {
         Ok(Config {
             listen_gateway,
@@ -537,10 +538,70 @@ pub fn validate(
             upstream,
             policy,
             masking,
+            audit,
             warnings,
             source_path: None,
         })
     } else {
         Err(p.list)
+    }
+}
+
+fn audit(p: &mut Problems<'_>, ra: RawAudit, base: &Path, state_dir: &Path) -> AuditConfig {
+    let mut duration = |what: &str, value: Option<String>, default: u64| match value
+        .as_deref()
+        .map(super::policy::duration)
+    {
+        None => Duration::from_secs(default),
+        Some(Ok(d)) if !d.is_zero() => d,
+        Some(Ok(_)) => {
+            p.at(None, format!("audit.{what} must be positive"));
+            Duration::from_secs(default)
+        }
+        Some(Err(e)) => {
+            p.at(None, format!("audit.{what}: {e}"));
+            Duration::from_secs(default)
+        }
+    };
+    let session_idle = duration("session_idle", ra.session_idle, 30 * 60);
+    let checkpoint_every = duration("checkpoint_every", ra.checkpoint_every, 60);
+    let retention = ra
+        .retention
+        .is_some()
+        .then(|| duration("retention", ra.retention, 0));
+    let fail_open = match ra.on_failure.as_deref() {
+        None | Some("fail_closed") => false,
+        Some("fail_open") => true,
+        Some(other) => {
+            p.at(
+                None,
+                format!("audit.on_failure: '{other}' is not fail_closed or fail_open"),
+            );
+            false
+        }
+    };
+    let body_cap = ra.body_cap_bytes.unwrap_or(64 * 1024);
+    if ra.max_db_bytes.is_some_and(|b| b < 1024 * 1024) {
+        p.at(None, "audit.max_db_bytes must be at least 1 MiB");
+    }
+    let mut readers = Vec::new();
+    for r in &ra.readers {
+        match super::policy::principal(&RawAliases::default(), r) {
+            Ok(m) => readers.push(m),
+            Err(e) => p.at(None, format!("audit.readers: {e}")),
+        }
+    }
+    AuditConfig {
+        readers,
+        fail_open,
+        body_cap,
+        session_idle,
+        checkpoint_every,
+        generate_key: ra.signing_key_file.is_none(),
+        signing_key: ra
+            .signing_key_file
+            .map_or_else(|| state_dir.join("audit-signing.key"), |f| base.join(f)),
+        retention,
+        max_db_bytes: ra.max_db_bytes,
     }
 }

@@ -119,6 +119,16 @@ impl Masker {
         }
     }
 
+    /// What the audit store runs over text it keeps (URLs, headers, bodies): every
+    /// detector, whatever configuration or policy turned off for agents.
+    pub fn audit_plan(&self) -> Plan {
+        Plan {
+            profiles: Vec::new(),
+            detectors: Detector::ALL.to_vec(),
+            inner: None,
+        }
+    }
+
     /// The plan for a batch's answer: each inner answer is masked as if it came alone.
     pub fn plan_batch(&self, inner: &[(String, Operation)], unmask: &[String]) -> Plan {
         let lets_through = |name: &str| unmask.iter().any(|u| u == "*" || u == name);

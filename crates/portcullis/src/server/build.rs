@@ -32,6 +32,8 @@ pub enum BuildError {
     },
     #[error(transparent)]
     Audit(#[from] crate::audit::store::StoreError),
+    #[error("audit signing key: {0}")]
+    AuditKey(#[from] crate::audit::checkpoint::KeyError),
 }
 
 pub struct Built {
@@ -135,8 +137,31 @@ pub async fn build(config: Config) -> Result<Built, BuildError> {
     ));
     // The audit store and its one writer; this instance's chain is named by a stable id.
     let instance = instance_id(&config.state_dir)?;
-    let store = crate::audit::store::Store::open(&config.state_dir.join("audit.db")).await?;
-    let recorder = crate::audit::writer::Recorder::start(store, instance).await?;
+    let store = crate::audit::store::Store::open_with(
+        &config.state_dir.join("audit.db"),
+        config.audit.max_db_bytes,
+    )
+    .await?;
+    let signing_key = crate::audit::checkpoint::load_or_create(
+        &config.audit.signing_key,
+        config.audit.generate_key,
+    )?;
+    let recorder = crate::audit::writer::Recorder::start(
+        store.clone(),
+        instance,
+        crate::audit::writer::WriterOptions {
+            checkpoint_every: config.audit.checkpoint_every,
+            retention: config.audit.retention,
+            signing_key,
+        },
+    )
+    .await?;
+    if config.audit.fail_open {
+        tracing::warn!(
+            "audit.on_failure is fail_open: requests whose audit record cannot be committed \
+             WILL BE FORWARDED UNRECORDED. Do not run this in production."
+        );
+    }
     let gateway = Gateway {
         auth: Authenticator::new(config.identity, keys, groups),
         policy: arc_swap::ArcSwap::from_pointee(config.policy),
@@ -152,6 +177,9 @@ pub async fn build(config: Config) -> Result<Built, BuildError> {
         binder,
         masker,
         recorder,
+        store,
+        sessions: crate::audit::session::Sessions::new(config.audit.session_idle),
+        audit: config.audit.clone(),
         max_answer_bytes: config.masking.max_body_bytes,
         public_host: config.public_host,
         challenge_authority,

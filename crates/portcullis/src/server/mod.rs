@@ -39,7 +39,7 @@ pub async fn run(
         listeners.admin,
         acceptor.clone(),
         shutdown.clone(),
-        Arc::new(|_gw: Arc<Gateway>, req| Box::pin(admin::handle(req))),
+        Arc::new(|gw: Arc<Gateway>, req| Box::pin(admin::handle(gw, req))),
         gateway.clone(),
     ));
     serve(
