@@ -99,6 +99,10 @@ upstream:
 
 policy:
   include: policy.yaml
+
+audit:
+  # Approvers may read the audit trail through the admin API.
+  readers: ["group:{approvers}"]
 "#,
         listen = args.listen,
         admin = args.admin_listen,
@@ -106,6 +110,7 @@ policy:
         tenant = sim.tenant_id(),
         baseline = app("portcullis-baseline"),
         elevated = app("portcullis-elevated"),
+        approvers = azure_sim::config::derived_id("group", "approvers"),
     )
 }
 
@@ -171,7 +176,10 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     if let Some(extra) = &args.env_file {
         write_private(extra, &lines)?;
     }
-    print_tour(&gw, &sub, &env_path, &config_path);
+    let exe = std::env::current_exe()
+        .map(|p| p.display().to_string())
+        .unwrap_or_else(|_| "portcullis".into());
+    print_tour(&gw, &sub, &env_path, &config_path, &exe, &dir.join("state"));
     if args.exit_after_tour {
         running.shutdown().await;
         return Ok(());
@@ -182,7 +190,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn print_tour(gw: &str, sub: &str, env_path: &Path, config_path: &Path) {
+fn print_tour(gw: &str, sub: &str, env_path: &Path, config_path: &Path, exe: &str, state: &Path) {
     let rg = format!("{gw}/subscriptions/{sub}/resourceGroups/demo-rg");
     println!("Portcullis demo: the gateway is at {gw}, in front of a simulated Azure.");
     println!(
@@ -193,7 +201,7 @@ fn print_tour(gw: &str, sub: &str, env_path: &Path, config_path: &Path) {
     println!("In another terminal:");
     println!();
     println!("  set -a; . {}; set +a", env_path.display());
-    println!("  alias pc='curl -s --cacert $PORTCULLIS_CA'");
+    println!("  alias pc='curl -s --cacert $PORTCULLIS_CA -H \"x-portcullis-session: tour\"'");
     println!();
     println!(
         "  # An agent in ai-agents lists what is in demo-rg (the gateway forwards with its own identity)"
@@ -236,6 +244,18 @@ fn print_tour(gw: &str, sub: &str, env_path: &Path, config_path: &Path) {
     println!("  # What reached \"Azure\", and as whom: the gateway's identity, never the agent's");
     println!(
         "  curl -s --cacert $SIM_CA \"$SIM_URL/_sim/calls\" | jq -c '.calls[] | {{method, path, caller: .caller.name, status}}'"
+    );
+    println!();
+    println!(
+        "  # All of it is on the record: the agent's session, replayed (bodies masked), and the chain verified"
+    );
+    let state = state.display();
+    println!("  {exe} sessions list --state-dir {state}");
+    println!("  {exe} sessions replay tour --bodies --state-dir {state}");
+    println!("  {exe} audit verify --state-dir {state}");
+    println!("  # The same trail through the admin API, for approvers (audit.readers)");
+    println!(
+        "  pc -H \"Authorization: Bearer $APPROVER_TOKEN\" \"$PORTCULLIS_ADMIN_URL/api/sessions\" | jq -c '.value[] | {{id, requests, refused}}'"
     );
     println!();
 }

@@ -211,6 +211,17 @@ async fn a_scripted_session_replays_in_order() {
         go(Method::GET, vm.clone(), false).await.0,
         StatusCode::UNAUTHORIZED
     );
+    // A path the gateway will not read at all (an encoded slash) is refused and recorded too.
+    assert_eq!(
+        go(
+            Method::GET,
+            format!("{}%2F..%2Fother-rg?{API}", env.rg()),
+            true
+        )
+        .await
+        .0,
+        StatusCode::BAD_REQUEST
+    );
 
     let state = env.dir.join("state");
     let run = |args: &[&str]| {
@@ -250,7 +261,7 @@ async fn a_scripted_session_replays_in_order() {
     assert_eq!(
         kinds,
         [
-            "sent", "answer", "sent", "answer", "refused", "refused", "refused"
+            "sent", "answer", "sent", "answer", "refused", "refused", "refused", "refused"
         ],
         "{replay}"
     );
@@ -262,5 +273,393 @@ async fn a_scripted_session_replays_in_order() {
         lines[5].contains("400") && lines[6].contains("401"),
         "{replay}"
     );
+    assert!(
+        lines[7].contains("400") && lines[7].contains("%2F..%2Fother-rg"),
+        "{replay}"
+    );
     assert!(!replay.contains(&env.sim.secret_value("demo-kv", "db-password").unwrap()));
+}
+
+/// Runs the CLI; returns (success, stdout + stderr).
+fn cli(args: &[&str], more: &[&std::ffi::OsStr]) -> (bool, String) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_portcullis"))
+        .args(args)
+        .args(more)
+        .env("RUST_BACKTRACE", "0")
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    )
+}
+
+async fn records_of(state: &std::path::Path) -> Vec<portcullis::audit::chain::Link> {
+    let store = portcullis::audit::store::Store::open(&state.join("audit.db"))
+        .await
+        .unwrap();
+    let mut all = Vec::new();
+    for i in store.instances().await.unwrap() {
+        all.extend(store.chain(&i).await.unwrap());
+    }
+    all
+}
+
+#[tokio::test]
+async fn answers_are_recorded_masked_with_headers_redacted_and_digests() {
+    use sha2::Digest;
+    let env = Env::start().await;
+    let secret = env.sim.secret_value("demo-kv", "db-password").unwrap();
+    let resp = env
+        .http
+        .get(env.url("/keyvault/demo-kv/secrets/db-password?api-version=7.4"))
+        .bearer_auth(env.token("agent"))
+        .header("x-portcullis-session", "answers")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    let id = resp.headers()["x-portcullis-request-id"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    let got = resp.bytes().await.unwrap();
+    let all = records_of(&env.dir.join("state")).await;
+    let mine: Vec<_> = all.iter().filter(|l| l.record.request_id == id).collect();
+    assert_eq!(mine.len(), 2, "a request record and an answer record");
+    let (req, ans) = (&mine[0].record, &mine[1].record);
+    let header = |h: &[(String, String)], name: &str| {
+        h.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone())
+    };
+    assert_eq!(
+        header(&req.headers, "authorization").as_deref(),
+        Some("[redacted]")
+    );
+    assert_eq!(ans.status, Some(200));
+    assert!(header(&ans.headers, "content-type").is_some());
+    let body = ans.body.as_deref().unwrap();
+    assert!(body.contains("[masked:"), "{body}");
+    assert!(!body.contains(&secret));
+    // The digest names exactly what the agent got.
+    assert_eq!(
+        ans.body_digest.as_deref().unwrap(),
+        portcullis::audit::chain::hex(&sha2::Sha256::digest(&got))
+    );
+    assert_eq!(ans.body_bytes, Some(got.len() as u64));
+    assert!(ans.upstream_ms.is_some() && ans.latency_ms.is_some());
+}
+
+/// A copy of the audit store to tamper with (`VACUUM INTO` folds the WAL in).
+async fn copy_store(state: &std::path::Path, name: &str) -> (std::path::PathBuf, sqlx::SqlitePool) {
+    let src = sqlx::SqlitePool::connect(&format!("sqlite://{}", state.join("audit.db").display()))
+        .await
+        .unwrap();
+    let dst = state.join(format!("{name}.db"));
+    sqlx::query(&format!("VACUUM INTO '{}'", dst.display()))
+        .execute(&src)
+        .await
+        .unwrap();
+    let pool = sqlx::SqlitePool::connect(&format!("sqlite://{}", dst.display()))
+        .await
+        .unwrap();
+    for t in [
+        "audit_records_no_update",
+        "audit_records_no_delete",
+        "audit_checkpoints_no_update",
+    ] {
+        sqlx::query(&format!("DROP TRIGGER {t}"))
+            .execute(&pool)
+            .await
+            .unwrap();
+    }
+    (dst, pool)
+}
+
+#[tokio::test]
+async fn signed_checkpoints_catch_swaps_truncation_and_rewritten_chains() {
+    let env = Env::start().await;
+    let rg = format!("{}?api-version=2022-09-01", env.rg());
+    for _ in 0..4 {
+        assert_eq!(env.agent(Method::GET, &rg, None).await.0, StatusCode::OK);
+    }
+    env.gw.recorder.checkpoint().await.unwrap();
+    let state = env.dir.join("state");
+    let public = state.join("audit-signing.key.pub");
+    let (ok, out) = cli(&["audit", "verify", "--state-dir"], &[state.as_os_str()]);
+    assert!(
+        ok && out.contains("8 records, 1 signed checkpoints"),
+        "{out}"
+    );
+    let verify = |db: &std::path::Path| {
+        cli(
+            &["audit", "verify", "--db"],
+            &[db.as_os_str(), "--public-key".as_ref(), public.as_os_str()],
+        )
+    };
+
+    // Two records swapped.
+    let (db, pool) = copy_store(&state, "swapped").await;
+    for (from, to) in [(3, -1), (4, 3), (-1, 4)] {
+        sqlx::query("UPDATE audit_records SET seq = ? WHERE seq = ?")
+            .bind(to)
+            .bind(from)
+            .execute(&pool)
+            .await
+            .unwrap();
+    }
+    let (ok, out) = verify(&db);
+    assert!(
+        !ok && out.contains("record 3 does not follow record 2"),
+        "{out}"
+    );
+
+    // The last records cut off: the checkpoint still names them.
+    let (db, pool) = copy_store(&state, "truncated").await;
+    sqlx::query("DELETE FROM audit_records WHERE seq > 5")
+        .execute(&pool)
+        .await
+        .unwrap();
+    let (ok, out) = verify(&db);
+    assert!(
+        !ok && out.contains("records 6..=8 are missing: the chain was truncated"),
+        "{out}"
+    );
+
+    // A record edited and every later hash recomputed: the chain holds, the signature does not.
+    let (db, pool) = copy_store(&state, "rewritten").await;
+    let rows: Vec<(String, i64, String)> =
+        sqlx::query_as("SELECT instance, seq, record FROM audit_records ORDER BY seq")
+            .fetch_all(&pool)
+            .await
+            .unwrap();
+    let mut prev = portcullis::audit::chain::GENESIS.to_owned();
+    for (instance, seq, text) in rows {
+        let text = if seq == 2 {
+            text.replace("\"GET\"", "\"HEAD\"")
+        } else {
+            text
+        };
+        let h = portcullis::audit::chain::hash(&instance, seq, &prev, &text);
+        sqlx::query("UPDATE audit_records SET record = ?, prev_hash = ?, hash = ? WHERE seq = ?")
+            .bind(&text)
+            .bind(&prev)
+            .bind(&h)
+            .bind(seq)
+            .execute(&pool)
+            .await
+            .unwrap();
+        prev = h;
+    }
+    let (ok, out) = verify(&db);
+    assert!(!ok && out.contains("the chain was rewritten"), "{out}");
+
+    // A checkpoint edited to match: its signature breaks.
+    sqlx::query("UPDATE audit_checkpoints SET hash = ?")
+        .bind(&prev)
+        .execute(&pool)
+        .await
+        .unwrap();
+    let (ok, out) = verify(&db);
+    assert!(!ok && out.contains("the signature does not match"), "{out}");
+
+    // And a checkpoint signed by someone else's key is not trusted.
+    let stranger = ed25519_dalek::SigningKey::from_bytes(&[9; 32]);
+    let (ok, out) = cli(
+        &["audit", "verify", "--state-dir"],
+        &[
+            state.as_os_str(),
+            "--public-key".as_ref(),
+            portcullis::audit::chain::hex(stranger.verifying_key().as_bytes()).as_ref(),
+        ],
+    );
+    assert!(!ok && out.contains("not trusted"), "{out}");
+}
+
+#[tokio::test]
+async fn retention_removes_sealed_segments_and_what_remains_verifies() {
+    let env = Env::with(crate::Setup {
+        extra: "audit:\n  checkpoint_every: 1s\n  retention: 1s\n",
+        ..Default::default()
+    })
+    .await;
+    let rg = format!("{}?api-version=2022-09-01", env.rg());
+    for _ in 0..3 {
+        assert_eq!(env.agent(Method::GET, &rg, None).await.0, StatusCode::OK);
+    }
+    let state = env.dir.join("state");
+    let store = portcullis::audit::store::Store::open(&state.join("audit.db"))
+        .await
+        .unwrap();
+    let instance = store.instances().await.unwrap().pop().unwrap();
+    // The writer checkpoints every second and removes what is older than a second, up to a
+    // checkpoint; wait (bounded) for it.
+    let mut pruned = None;
+    for _ in 0..100 {
+        pruned = store.pruned(&instance).await.unwrap();
+        if pruned.is_some() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let pruned = pruned.expect("retention removed a segment within 10 s");
+    assert!(pruned.through_seq >= 6, "{pruned:?}");
+    assert_eq!(env.agent(Method::GET, &rg, None).await.0, StatusCode::OK);
+    let chain = store.chain(&instance).await.unwrap();
+    assert!(chain.first().unwrap().seq > pruned.through_seq);
+    let (ok, out) = cli(&["audit", "verify", "--state-dir"], &[state.as_os_str()]);
+    assert!(ok && out.contains("removed by retention (sealed)"), "{out}");
+    // Records no mark covers can still not be deleted.
+    let pool = sqlx::SqlitePool::connect(&format!("sqlite://{}", state.join("audit.db").display()))
+        .await
+        .unwrap();
+    let last = chain.last().unwrap().seq;
+    assert!(
+        sqlx::query("DELETE FROM audit_records WHERE seq = ?")
+            .bind(last)
+            .execute(&pool)
+            .await
+            .is_err()
+    );
+    // Nor can a retention mark be taken back.
+    assert!(
+        sqlx::query("DELETE FROM audit_pruned")
+            .execute(&pool)
+            .await
+            .is_err()
+    );
+}
+
+#[tokio::test]
+async fn export_streams_every_record_in_time_order() {
+    let env = Env::start().await;
+    let rg = format!("{}?api-version=2022-09-01", env.rg());
+    assert_eq!(env.agent(Method::GET, &rg, None).await.0, StatusCode::OK);
+    let (s, _, _) = env
+        .agent(
+            Method::GET,
+            "/keyvault/demo-kv/secrets/db-password?api-version=7.4",
+            None,
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(
+        env.call(None, Method::GET, &rg, None).await.0,
+        StatusCode::UNAUTHORIZED
+    );
+    let state = env.dir.join("state");
+    let file = env.dir.join("export.jsonl");
+    let (ok, out) = cli(
+        &[
+            "audit",
+            "export",
+            "--since",
+            "1h",
+            "--format",
+            "jsonl",
+            "--state-dir",
+        ],
+        &[state.as_os_str(), "--output".as_ref(), file.as_os_str()],
+    );
+    assert!(ok && out.contains("exported 5 records"), "{out}");
+    let text = std::fs::read_to_string(&file).unwrap();
+    assert!(!text.contains(&env.sim.secret_value("demo-kv", "db-password").unwrap()));
+    let lines: Vec<serde_json::Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 5);
+    let times: Vec<&str> = lines
+        .iter()
+        .map(|l| l["record"]["time"].as_str().unwrap())
+        .collect();
+    assert!(times.windows(2).all(|w| w[0] <= w[1]), "{times:?}");
+    assert!(
+        lines
+            .iter()
+            .all(|l| l["hash"].as_str().unwrap().len() == 64)
+    );
+    // --until before anything happened: nothing.
+    let (ok, out) = cli(
+        &[
+            "audit",
+            "export",
+            "--since",
+            "2h",
+            "--until",
+            "1h",
+            "--state-dir",
+        ],
+        &[state.as_os_str()],
+    );
+    assert!(ok && out.contains("exported 0 records"), "{out}");
+    let (ok, out) = cli(
+        &["audit", "export", "--since", "yesterday-ish", "--state-dir"],
+        &[state.as_os_str()],
+    );
+    assert!(!ok && out.contains("is not a time"), "{out}");
+}
+
+#[tokio::test]
+async fn the_admin_api_shows_sessions_to_audit_readers_only() {
+    let alice = azure_sim::config::derived_id("principal", "alice");
+    let extra: &'static str =
+        Box::leak(format!("audit:\n  readers: [\"user:{alice}\"]\n").into_boxed_str());
+    let env = Env::with(crate::Setup {
+        extra,
+        ..Default::default()
+    })
+    .await;
+    let rg = format!("{}?api-version=2022-09-01", env.rg());
+    for _ in 0..3 {
+        let r = env
+            .http
+            .get(env.url(&rg))
+            .bearer_auth(env.token("agent"))
+            .header("x-portcullis-session", "api-review");
+        assert_eq!(crate::send(r).await.0, StatusCode::OK);
+    }
+    let admin = |path: &str| format!("https://{}{path}", env.gw.admin_addr);
+    let as_who = |who: Option<&str>, path: &str| {
+        let mut r = env.http.get(admin(path));
+        if let Some(w) = who {
+            r = r.bearer_auth(env.token(w));
+        }
+        crate::send(r)
+    };
+    let (s, _, body) = as_who(None, "/api/sessions").await;
+    assert_eq!(s, StatusCode::UNAUTHORIZED, "{body}");
+    let (s, _, body) = as_who(Some("agent"), "/api/sessions").await;
+    assert_eq!(s, StatusCode::FORBIDDEN, "{body}");
+    assert_eq!(body["error"]["code"], "AuthorizationFailed");
+    let (s, _, body) = as_who(Some("alice"), "/api/sessions?since=1h").await;
+    assert_eq!(s, StatusCode::OK, "{body}");
+    let session = body["value"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|v| v["id"] == "api-review")
+        .unwrap();
+    assert_eq!(session["requests"], 3);
+    let (s, _, body) = as_who(Some("alice"), "/api/sessions/api-review").await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(body["records"].as_array().unwrap().len(), 6);
+    let (s, _, _) = as_who(Some("alice"), "/api/sessions/nope").await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+    // Records, paged.
+    let mut next = Some("/api/records?since=1h&limit=4".to_owned());
+    let mut seen = 0;
+    while let Some(path) = next.take() {
+        let (s, _, body) = as_who(Some("alice"), &path).await;
+        assert_eq!(s, StatusCode::OK, "{body}");
+        seen += body["value"].as_array().unwrap().len();
+        next = body["nextLink"].as_str().map(str::to_owned);
+        assert!(seen <= 100, "paging must end");
+    }
+    assert_eq!(seen, 6);
+    let (s, _, body) = as_who(Some("alice"), "/api/records?since=whenever").await;
+    assert_eq!(s, StatusCode::BAD_REQUEST, "{body}");
 }

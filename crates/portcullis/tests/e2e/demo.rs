@@ -48,10 +48,14 @@ fn the_demo_tour_works_as_printed() {
     let commands: Vec<String> = tour
         .iter()
         .map(|l| l.trim())
-        .filter(|l| l.starts_with("pc ") || l.starts_with("curl "))
+        .filter(|l| {
+            l.starts_with("pc ")
+                || l.starts_with("curl ")
+                || l.starts_with(env!("CARGO_BIN_EXE_portcullis"))
+        })
         .map(str::to_owned)
         .collect();
-    assert_eq!(commands.len(), 9, "{tour:#?}");
+    assert_eq!(commands.len(), 13, "{tour:#?}");
     let run = |cmd: &str| {
         let script = format!("shopt -s expand_aliases\n{env_line}\n{alias}\n{cmd}\n");
         let out = Command::new("bash").arg("-c").arg(script).output().unwrap();
@@ -108,6 +112,23 @@ fn the_demo_tour_works_as_printed() {
         !outputs[8].contains("storageAccounts/agentstore"),
         "the held create never reached Azure: {}",
         outputs[8]
+    );
+    // The tour's own session, on the record.
+    assert!(outputs[9].contains("tour"), "{}", outputs[9]);
+    let replay = &outputs[10];
+    assert!(
+        replay.contains("✗ refused") && replay.contains("DELETE") && replay.contains("403"),
+        "{replay}"
+    );
+    assert!(
+        replay.contains("[masked:keyvault-secret:"),
+        "the answer's body, masked: {replay}"
+    );
+    assert!(outputs[11].contains("chain intact"), "{}", outputs[11]);
+    assert!(
+        outputs[12].contains("\"id\":\"tour\""),
+        "approvers read sessions through the admin API: {}",
+        outputs[12]
     );
     let env = std::fs::read_to_string(dir.join("demo.env")).unwrap();
     for key in [
