@@ -878,6 +878,7 @@ async fn record_answer(
         started,
         cap: gw.audit.body_cap,
         render,
+        fail_open: gw.audit.fail_open,
     };
     let (parts, body) = response.into_parts();
     Ok(Response::from_parts(

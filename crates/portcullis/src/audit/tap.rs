@@ -28,6 +28,9 @@ pub struct Pending {
     pub started: Instant,
     pub cap: usize,
     pub render: Render,
+    /// `audit.on_failure: fail_open`: an answer whose record cannot be committed still goes
+    /// out (loudly).
+    pub fail_open: bool,
 }
 
 enum State {
@@ -44,6 +47,7 @@ pub struct Tap {
     hasher: Sha256,
     total: u64,
     state: State,
+    fail_open: bool,
     failure: Option<BoxError>,
     pending: Option<Pending>,
 }
@@ -57,6 +61,7 @@ impl Tap {
             hasher: Sha256::new(),
             total: 0,
             state: State::Streaming,
+            fail_open: pending.fail_open,
             failure: None,
             pending: Some(pending),
         }
@@ -134,6 +139,10 @@ impl http_body::Body for Tap {
                     let result = ready!(Pin::new(handle).poll(cx));
                     match result {
                         Ok(Ok(())) => this.state = State::Draining,
+                        Ok(Err(e)) if this.fail_open => {
+                            tracing::error!(error = %e, "AUDIT RECORD LOST: the answer goes out anyway because audit.on_failure is fail_open");
+                            this.state = State::Draining;
+                        }
                         Ok(Err(e)) => {
                             tracing::error!(error = %e, "the answer's audit record could not be committed; the answer is cut off");
                             this.state = State::Done;

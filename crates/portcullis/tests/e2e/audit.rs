@@ -663,3 +663,31 @@ async fn the_admin_api_shows_sessions_to_audit_readers_only() {
     let (s, _, body) = as_who(Some("alice"), "/api/records?since=whenever").await;
     assert_eq!(s, StatusCode::BAD_REQUEST, "{body}");
 }
+
+#[tokio::test]
+async fn fail_open_forwards_unrecorded_only_when_chosen() {
+    let env = Env::with(crate::Setup {
+        extra: "audit:\n  on_failure: fail_open\n",
+        ..Default::default()
+    })
+    .await;
+    let rg = format!("{}?api-version=2022-09-01", env.rg());
+    let db = env.dir.join("state/audit.db");
+    let pool = sqlx::SqlitePool::connect(&format!("sqlite://{}", db.display()))
+        .await
+        .unwrap();
+    sqlx::query("ALTER TABLE audit_records RENAME TO audit_records_gone")
+        .execute(&pool)
+        .await
+        .unwrap();
+    let since = env.sim.last_call_seq();
+    let (s, _, body) = env.agent(Method::GET, &rg, None).await;
+    assert_eq!(s, StatusCode::OK, "{body}");
+    assert!(
+        env.sim
+            .calls_since(since)
+            .iter()
+            .any(|c| c.service == azure_sim::Service::Arm),
+        "forwarded although unrecorded, as configured"
+    );
+}
