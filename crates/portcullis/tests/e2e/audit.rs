@@ -23,6 +23,16 @@ fn verify_cli(state: &std::path::Path) -> (bool, String) {
     )
 }
 
+/// A file's bytes, read by another process: opening and closing a SQLite file in a process
+/// that holds connections to it drops that process's POSIX locks (a known SQLite hazard).
+pub fn read_elsewhere(path: &std::path::Path) -> Vec<u8> {
+    std::process::Command::new("cat")
+        .arg(path)
+        .output()
+        .map(|o| o.stdout)
+        .unwrap_or_default()
+}
+
 #[tokio::test]
 async fn every_request_is_recorded_without_secrets_and_tampering_is_named() {
     let env = Env::start().await;
@@ -47,8 +57,8 @@ async fn every_request_is_recorded_without_secrets_and_tampering_is_named() {
     assert_eq!(s, StatusCode::UNAUTHORIZED);
 
     let state = env.dir.join("state");
-    let db = std::fs::read(state.join("audit.db")).unwrap();
-    let wal = std::fs::read(state.join("audit.db-wal")).unwrap_or_default();
+    let db = read_elsewhere(&state.join("audit.db"));
+    let wal = read_elsewhere(&state.join("audit.db-wal"));
     for planted in [
         password.to_owned(),
         env.sim.secret_value("demo-kv", "db-password").unwrap(),

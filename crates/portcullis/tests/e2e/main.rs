@@ -3,6 +3,7 @@
 //! simulator ("Azure") saw.
 
 mod audit;
+mod crash;
 mod credentials;
 mod datapath;
 mod demo;
@@ -83,59 +84,71 @@ pub fn client(ca: &Path, resolve: Option<(&str, std::net::SocketAddr)>) -> reqwe
     b.build().unwrap()
 }
 
+/// Starts a simulator and writes a test directory with its `portcullis.yaml` for `setup`
+/// (listening on free loopback ports, state in `state/`); returns both, starting no gateway.
+pub async fn prepare(setup: Setup) -> (Simulator, PathBuf) {
+    let dir = std::env::temp_dir().join(format!("pc-e2e-{}", uuid_like()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let sim = Simulator::start(SimOptions {
+        config: setup.sim_config,
+        tls_dir: Some(dir.join("sim")),
+        ..SimOptions::default()
+    })
+    .await
+    .unwrap();
+    let app = |n: &str| sim.config().principal(n).unwrap().clone();
+    write(
+        &dir.join("baseline.secret"),
+        app("portcullis-baseline").secret.as_deref().unwrap(),
+    );
+    write(
+        &dir.join("elevated.secret"),
+        app("portcullis-elevated").secret.as_deref().unwrap(),
+    );
+    write(&dir.join("policy.yaml"), include_str!("policy.yaml"));
+    let api = sim.config().api_for(GATEWAY_API).unwrap().app_id;
+    let credential = match &setup.credential {
+        Some(make) => make(&sim, &dir),
+        None => format!(
+            "{{type: client_secret, tenant: {}, client_id: {}, client_secret: {{file: baseline.secret}}}}",
+            sim.tenant_id(),
+            app("portcullis-baseline").app_id.unwrap()
+        ),
+    };
+    let tenant = match &setup.allowed_tenants {
+        Some(list) => format!("common\n  allowed_tenants: [{}]", list.join(", ")),
+        None => sim.tenant_id(),
+    };
+    let public_host = setup
+        .public_host
+        .map(|h| format!("public_host: {h}\n"))
+        .unwrap_or_default();
+    let yaml = format!(
+        "listen: {{gateway: \"127.0.0.1:0\", admin: \"127.0.0.1:0\"}}\n{public_host}state_dir: state\nidentity:\n  authority: {sim}\n  tenant: {tenant}\n  audiences: [{GATEWAY_API}, {api}]\n  ca_file: sim/ca.pem\n  groups_overage: {{graph_url: {sim}, credential: baseline}}\nupstream:\n  arm_url: {sim}\n  keyvault_url: \"{sim}/keyvault/{{vault}}\"\n  ca_file: sim/ca.pem\n  credentials:\n    baseline: {credential}\n    elevated: {{type: client_secret, tenant: {tid}, client_id: {elevated}, client_secret: {{file: elevated.secret}}}}\n{extra}policy:\n  include: policy.yaml\n{rules}",
+        sim = sim.url(),
+        rules = setup.rules,
+        extra = setup.extra,
+        tid = sim.tenant_id(),
+        elevated = app("portcullis-elevated").app_id.unwrap(),
+    );
+    write(&dir.join("portcullis.yaml"), &yaml);
+    (sim, dir)
+}
+
 impl Env {
     pub async fn start() -> Env {
         Self::with(Setup::default()).await
     }
 
     pub async fn with(setup: Setup) -> Env {
-        let dir = std::env::temp_dir().join(format!("pc-e2e-{}", uuid_like()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let sim = Simulator::start(SimOptions {
-            config: setup.sim_config,
-            tls_dir: Some(dir.join("sim")),
-            ..SimOptions::default()
-        })
-        .await
-        .unwrap();
-        let app = |n: &str| sim.config().principal(n).unwrap().clone();
-        write(
-            &dir.join("baseline.secret"),
-            app("portcullis-baseline").secret.as_deref().unwrap(),
-        );
-        write(
-            &dir.join("elevated.secret"),
-            app("portcullis-elevated").secret.as_deref().unwrap(),
-        );
-        write(&dir.join("policy.yaml"), include_str!("policy.yaml"));
-        let api = sim.config().api_for(GATEWAY_API).unwrap().app_id;
-        let credential = match &setup.credential {
-            Some(make) => make(&sim, &dir),
-            None => format!(
-                "{{type: client_secret, tenant: {}, client_id: {}, client_secret: {{file: baseline.secret}}}}",
-                sim.tenant_id(),
-                app("portcullis-baseline").app_id.unwrap()
-            ),
-        };
-        let tenant = match &setup.allowed_tenants {
-            Some(list) => format!("common\n  allowed_tenants: [{}]", list.join(", ")),
-            None => sim.tenant_id(),
-        };
-        let public_host = setup
-            .public_host
-            .map(|h| format!("public_host: {h}\n"))
-            .unwrap_or_default();
-        let yaml = format!(
-            "listen: {{gateway: \"127.0.0.1:0\", admin: \"127.0.0.1:0\"}}\n{public_host}state_dir: state\nidentity:\n  authority: {sim}\n  tenant: {tenant}\n  audiences: [{GATEWAY_API}, {api}]\n  ca_file: sim/ca.pem\n  groups_overage: {{graph_url: {sim}, credential: baseline}}\nupstream:\n  arm_url: {sim}\n  keyvault_url: \"{sim}/keyvault/{{vault}}\"\n  ca_file: sim/ca.pem\n  credentials:\n    baseline: {credential}\n    elevated: {{type: client_secret, tenant: {tid}, client_id: {elevated}, client_secret: {{file: elevated.secret}}}}\n{extra}policy:\n  include: policy.yaml\n{rules}",
-            sim = sim.url(),
-            rules = setup.rules,
-            extra = setup.extra,
-            tid = sim.tenant_id(),
-            elevated = app("portcullis-elevated").app_id.unwrap(),
-        );
-        write(&dir.join("portcullis.yaml"), &yaml);
-        let cfg = portcullis::config::load(&dir.join("portcullis.yaml"))
-            .unwrap_or_else(|e| panic!("{e}\n{yaml}"));
+        let (sim, dir) = prepare(setup).await;
+        let config = dir.join("portcullis.yaml");
+        let cfg = portcullis::config::load(&config).unwrap_or_else(|e| {
+            panic!(
+                "{e}\n{}",
+                std::fs::read_to_string(&config).unwrap_or_default()
+            )
+        });
         let gw = start(cfg).await.unwrap();
         let http = client(gw.ca_file.as_ref().unwrap(), None);
         Env { sim, gw, http, dir }
