@@ -88,6 +88,8 @@ pub struct Gateway {
     pub recorder: crate::audit::writer::Recorder,
     /// The audit store, for reading (the admin API); writes go through `recorder`.
     pub store: crate::audit::store::Store,
+    /// Held requests and their approvals.
+    pub approvals: Arc<crate::approval::Approvals>,
     /// Groups requests into sessions for replay.
     pub sessions: crate::audit::session::Sessions,
     pub audit: crate::config::AuditConfig,
@@ -195,21 +197,57 @@ pub async fn handle(gw: Arc<Gateway>, req: Request<Incoming>) -> Response<Body> 
         // Bodies of writes are read too (up to the cap), so the audit record can hold them
         // masked; the bytes forwarded are the same.
         let writes = matches!(method, Method::PUT | Method::PATCH | Method::POST);
-        let (body, seen) = if is_batch || writes || policy.needs_body(&principal, &operation) {
+        let (body, seen, whole) = if is_batch || writes || policy.needs_body(&principal, &operation)
+            || policy.may_hold(&principal, &operation)
+        {
             read_for_conditions(body, policy.max_body_bytes).await?
         } else {
-            (stream(body), condition::Body::Absent)
+            (stream(body), condition::Body::Absent, None)
         };
-        let facts = Facts::new(
-            &principal,
-            &operation,
-            method.as_str(),
-            &ex.routed.path,
-            &ex.query,
-            &parts.headers,
-            &seen,
-        );
-        let decision = decide(&gw, &policy, &ex, &principal, &operation, &raw_path, &facts)?;
+        let decision = {
+            // The facts borrow the request; they must not live across an await.
+            let facts = Facts::new(
+                &principal,
+                &operation,
+                method.as_str(),
+                &ex.routed.path,
+                &ex.query,
+                &parts.headers,
+                &seen,
+            );
+            decide(&gw, &policy, &ex, &principal, &operation, &raw_path, &facts)?
+        };
+        // Held for approval: nothing goes on until enough approvers consent (or a grant
+        // window is open). The body is read whole: what is approved is exactly what is sent.
+        let mut credential = decision.credential.clone();
+        let mut consent = None;
+        let mut body = body;
+        if decision.effect == Effect::Approve {
+            let Some(bytes) = whole else {
+                return Err(GatewayError::BadRequest {
+                    code: "RequestBodyTooLarge",
+                    message: format!(
+                        "a request held for approval is read whole, and this one is larger than {} bytes",
+                        policy.max_body_bytes
+                    ),
+                });
+            };
+            let request = held_request(
+                &gw,
+                &ex,
+                &principal,
+                &operation,
+                &decision,
+                &method,
+                &parts.headers,
+                &bytes,
+                &seen,
+            );
+            let held = gw.approvals.hold(request).await?;
+            body = full(bytes);
+            credential = held.credential.clone();
+            consent = Some(held);
+        }
         for note in &decision.audit {
             tracing::warn!(request_id = %ex.request_id, audit = %note, "audit-mode rule matched");
         }
@@ -228,7 +266,11 @@ pub async fn handle(gw: Arc<Gateway>, req: Request<Incoming>) -> Response<Body> 
         record.scope = scope.clone();
         record.decision = Some(effect_name(decision.effect).to_owned());
         record.rule = decision.rule.clone();
-        record.reason = Some(decision.reason.clone());
+        record.reason = Some(match &consent {
+            Some(held) => format!("{}; {}", decision.reason, held.how),
+            None => decision.reason.clone(),
+        });
+        record.approval = consent.as_ref().map(|h| h.approval.clone());
         record.unmasked = decision.unmask.clone();
         record.headers = request_headers.clone();
         (record.body, record.body_digest, record.body_bytes) =
@@ -240,7 +282,7 @@ pub async fn handle(gw: Arc<Gateway>, req: Request<Incoming>) -> Response<Body> 
             parts,
             body,
             &principal,
-            decision.credential.as_deref(),
+            credential.as_deref(),
             &plan,
         )
         .await?;
@@ -267,11 +309,17 @@ pub async fn handle(gw: Arc<Gateway>, req: Request<Incoming>) -> Response<Body> 
             record.headers = request_headers;
             record.status = Some(e.status().as_u16());
             record.reason = Some(e.message(&ex.routed.service));
-            if let GatewayError::Forbidden { decision, .. }
-            | GatewayError::ApprovalRequired { decision, .. } = &e
-            {
-                record.decision = Some(effect_name(decision.effect).to_owned());
-                record.rule = decision.rule.clone();
+            match &e {
+                GatewayError::Forbidden { decision, .. } => {
+                    record.decision = Some(effect_name(decision.effect).to_owned());
+                    record.rule = decision.rule.clone();
+                }
+                GatewayError::Approval(r) => {
+                    record.decision = Some("approve".to_owned());
+                    record.rule = r.approval.rule.clone();
+                    record.approval = Some(r.approval.id.clone());
+                }
+                _ => {}
             }
             record.latency_ms = Some(started.elapsed().as_millis() as u64);
             if let Err(err) = gw.recorder.record(record).await {
@@ -393,13 +441,8 @@ fn decide(
         ));
     }
     match decision.effect {
-        Effect::Allow => Ok(decision),
-        // Just-in-time approval is not built yet: a held request is refused, saying so.
-        Effect::Approve => Err(GatewayError::ApprovalRequired {
-            principal: Box::new(principal.clone()),
-            operation: Box::new(operation.clone()),
-            decision: Box::new(decision),
-        }),
+        // Held for approval after this (`hold`).
+        Effect::Allow | Effect::Approve => Ok(decision),
         Effect::Deny => Err(GatewayError::Forbidden {
             principal: Box::new(principal.clone()),
             operation: Box::new(operation.clone()),
@@ -417,7 +460,7 @@ fn stream(body: Incoming) -> Body {
 async fn read_for_conditions(
     mut body: Incoming,
     cap: usize,
-) -> Result<(Body, condition::Body), GatewayError> {
+) -> Result<(Body, condition::Body, Option<Bytes>), GatewayError> {
     use http_body_util::BodyExt as _;
     let mut read = bytes::BytesMut::new();
     while let Some(frame) = body.frame().await {
@@ -436,6 +479,7 @@ async fn read_for_conditions(
                     }
                     .boxed(),
                     condition::Body::TooLarge,
+                    None,
                 ));
             }
         }
@@ -449,7 +493,7 @@ async fn read_for_conditions(
             Err(_) => condition::Body::NotJson,
         }
     };
-    Ok((full(bytes), seen))
+    Ok((full(bytes.clone()), seen, Some(bytes)))
 }
 
 /// A body whose first bytes were already read: those, then the rest of the stream.
@@ -472,6 +516,111 @@ impl hyper::body::Body for Prefixed {
         std::pin::Pin::new(&mut self.rest)
             .poll_frame(cx)
             .map(|f| f.map(|r| r.map_err(|e| Box::new(e) as BoxError)))
+    }
+}
+
+// === hold ===
+
+/// Headers whose value changes what a request does: part of the digest an approval is
+/// bound to.
+const DIGESTED_HEADERS: &[&str] = &["content-type", "if-match", "if-none-match"];
+
+/// The approval a held request asks for (if there is none for it yet).
+#[allow(clippy::too_many_arguments)]
+fn held_request(
+    gw: &Gateway,
+    ex: &Exchange,
+    principal: &Principal,
+    operation: &Operation,
+    decision: &Decision,
+    method: &Method,
+    headers: &HeaderMap,
+    bytes: &Bytes,
+    seen: &condition::Body,
+) -> crate::approval::service::Request {
+    use sha2::Digest;
+    let mut h = sha2::Sha256::new();
+    h.update(format!(
+        "{:?}\n{method}\n{}\n{}\n",
+        ex.routed.service, ex.routed.upstream_path, ex.query
+    ));
+    for name in DIGESTED_HEADERS {
+        for v in headers.get_all(*name) {
+            h.update(name.as_bytes());
+            h.update(b":");
+            h.update(v.as_bytes());
+            h.update(b"\n");
+        }
+    }
+    h.update(bytes);
+    let digest = crate::audit::chain::hex(&h.finalize());
+    let text = |name: &str| {
+        headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::trim)
+            .filter(|v| !v.is_empty())
+    };
+    let reason = text("x-portcullis-reason")
+        .map(|r| audit_text(gw, &r.chars().take(1000).collect::<String>()));
+    let named = text("x-portcullis-approval").map(str::to_owned);
+    let wait = text("x-portcullis-wait")
+        .and_then(|w| w.parse::<u64>().ok())
+        .map_or(gw.approvals.config.hold, |s| {
+            std::time::Duration::from_secs(s).min(gw.approvals.config.hold)
+        });
+    let spec = decision.approval.as_ref();
+    let timeout = spec.map_or(std::time::Duration::from_secs(600), |s| s.timeout);
+    let (body, _, _) = masked_request_body(gw, operation, seen);
+    let body =
+        body.or_else(|| (!bytes.is_empty()).then(|| format!("[{} bytes, not shown]", bytes.len())));
+    let created = chrono::Utc::now();
+    let draft = crate::approval::Approval {
+        id: uuid::Uuid::new_v4().to_string(),
+        status: crate::approval::Status::Pending,
+        principal: principal.object_id.clone(),
+        principal_app: principal.app_id.clone(),
+        principal_name: principal.display_name.clone(),
+        action: operation.action.clone(),
+        scope: crate::policy::scope_display(operation),
+        rule: decision.rule.clone(),
+        rule_reason: decision.reason.clone(),
+        request: crate::approval::HeldRequest {
+            method: method.to_string(),
+            path: ex.routed.path.clone(),
+            query: audit_text(gw, &ex.query),
+            headers: audit_headers(gw, headers)
+                .into_iter()
+                .filter(|(k, _)| !k.starts_with("x-portcullis-") || k == "x-portcullis-reason")
+                .collect(),
+            body,
+        },
+        digest,
+        reason,
+        approvers: spec
+            .map(|s| {
+                s.approvers
+                    .iter()
+                    .map(crate::approval::model::matcher_text)
+                    .collect()
+            })
+            .unwrap_or_default(),
+        quorum: spec.map_or(1, |s| s.quorum),
+        credential: decision.credential.clone(),
+        grant_window_secs: spec.and_then(|s| s.grant_window).map(|w| w.as_secs()),
+        session: ex.session.clone(),
+        created: created.to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
+        expires: (created + chrono::Duration::from_std(timeout).unwrap_or(chrono::Duration::MAX))
+            .to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
+        decided: None,
+        consumed: None,
+        votes: Vec::new(),
+    };
+    crate::approval::service::Request {
+        principal: principal.clone(),
+        draft,
+        named,
+        wait,
     }
 }
 

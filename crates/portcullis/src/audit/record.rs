@@ -14,6 +14,8 @@ pub enum Phase {
     Response,
     /// Refused by the gateway (unauthenticated, malformed, denied, held).
     Refused,
+    /// Something happened to an approval: created, a vote, approved, denied, expired, used.
+    Approval,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -54,6 +56,9 @@ pub struct AuditRecord {
     /// record itself still holds them masked.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub unmasked: Vec<String>,
+    /// The approval this record is about, or that let the request through.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub approval: Option<String>,
 }
 
 impl AuditRecord {
@@ -86,6 +91,7 @@ impl AuditRecord {
             body_bytes: None,
             upstream_ms: None,
             unmasked: Vec::new(),
+            approval: None,
         }
     }
 }

@@ -83,6 +83,39 @@ WHEN OLD.seq > COALESCE(
     (SELECT MAX(through_seq) FROM audit_pruned WHERE instance = OLD.instance), 0)
 BEGIN SELECT RAISE(ABORT, 'audit records are append-only'); END;
 "#,
+    // Just-in-time approvals: the held request as approvers see it, the votes, and the
+    // windows granted. (Their history is in the audit chain; these tables are state.)
+    r#"
+CREATE TABLE approvals (
+    id         TEXT    PRIMARY KEY,
+    status     TEXT    NOT NULL,
+    principal  TEXT    NOT NULL,
+    digest     TEXT    NOT NULL,
+    created    TEXT    NOT NULL,
+    expires    TEXT    NOT NULL,
+    decided    TEXT,
+    consumed   TEXT,
+    body       TEXT    NOT NULL
+);
+CREATE INDEX approvals_by_request ON approvals (principal, digest, created);
+CREATE INDEX approvals_by_status ON approvals (status, expires);
+CREATE TABLE approval_votes (
+    approval TEXT NOT NULL,
+    voter    TEXT NOT NULL,
+    vote     TEXT NOT NULL,
+    time     TEXT NOT NULL,
+    body     TEXT NOT NULL,
+    PRIMARY KEY (approval, voter)
+);
+CREATE TABLE approval_grants (
+    principal TEXT NOT NULL,
+    action    TEXT NOT NULL,
+    scope     TEXT NOT NULL,
+    until     TEXT NOT NULL,
+    approval  TEXT NOT NULL
+);
+CREATE INDEX approval_grants_by_key ON approval_grants (principal, action, scope, until);
+"#,
 ];
 
 /// One session, as listed.
@@ -171,6 +204,11 @@ impl Store {
             tx.commit().await?;
         }
         Ok(Store { pool })
+    }
+
+    /// The pool, for the other state kept in the same database (approvals).
+    pub(crate) fn pool(&self) -> &SqlitePool {
+        &self.pool
     }
 
     /// The last (seq, hash) of an instance's chain (after what retention removed).

@@ -70,30 +70,42 @@ impl Recorder {
         Recorder { tx: None }
     }
 
-    /// Records and waits for the commit.
-    pub async fn record(&self, record: AuditRecord) -> Result<(), String> {
-        let Some(tx) = &self.tx else {
-            return Ok(());
-        };
-        let (ack, done) = oneshot::channel();
-        tx.send(Msg::Record(Box::new(record), ack))
-            .await
-            .map_err(|_| "the audit writer has stopped".to_owned())?;
-        done.await
-            .map_err(|_| "the audit writer has stopped".to_owned())?
+    /// Records and waits for the commit. The future owns what it needs (no borrow of the
+    /// recorder), so it can be awaited anywhere, however deeply nested.
+    pub fn record(
+        &self,
+        record: AuditRecord,
+    ) -> impl std::future::Future<Output = Result<(), String>> + Send + 'static {
+        let tx = self.tx.clone();
+        async move {
+            let Some(tx) = tx else {
+                return Ok(());
+            };
+            let (ack, done) = oneshot::channel();
+            tx.send(Msg::Record(Box::new(record), ack))
+                .await
+                .map_err(|_| "the audit writer has stopped".to_owned())?;
+            done.await
+                .map_err(|_| "the audit writer has stopped".to_owned())?
+        }
     }
 
     /// Signs the chain's head now, after every record queued before this call.
-    pub async fn checkpoint(&self) -> Result<(), String> {
-        let Some(tx) = &self.tx else {
-            return Ok(());
-        };
-        let (ack, done) = oneshot::channel();
-        tx.send(Msg::Checkpoint(ack))
-            .await
-            .map_err(|_| "the audit writer has stopped".to_owned())?;
-        done.await
-            .map_err(|_| "the audit writer has stopped".to_owned())?
+    pub fn checkpoint(
+        &self,
+    ) -> impl std::future::Future<Output = Result<(), String>> + Send + 'static {
+        let tx = self.tx.clone();
+        async move {
+            let Some(tx) = tx else {
+                return Ok(());
+            };
+            let (ack, done) = oneshot::channel();
+            tx.send(Msg::Checkpoint(ack))
+                .await
+                .map_err(|_| "the audit writer has stopped".to_owned())?;
+            done.await
+                .map_err(|_| "the audit writer has stopped".to_owned())?
+        }
     }
 }
 

@@ -30,12 +30,9 @@ pub enum GatewayError {
         operation: Box<Operation>,
         decision: Box<Decision>,
     },
-    /// Policy holds this request for a human's approval, which the gateway cannot take yet.
-    ApprovalRequired {
-        principal: Box<Principal>,
-        operation: Box<Operation>,
-        decision: Box<Decision>,
-    },
+    /// Policy holds this request for approval, and it may not pass (yet): pending, denied,
+    /// expired or already used.
+    Approval(Box<ApprovalRefusal>),
     /// The request cannot be evaluated as sent.
     BadRequest { code: &'static str, message: String },
     /// An answer that may carry secrets could not be checked (too large, not parseable,
@@ -47,6 +44,17 @@ pub enum GatewayError {
     UpstreamCredential(String),
     /// Azure could not be reached, or did not answer in time.
     Upstream { timeout: bool, message: String },
+}
+
+/// Why a held request does not pass, with its approval.
+#[derive(Debug)]
+pub struct ApprovalRefusal {
+    /// `ApprovalPending`, `ApprovalDenied`, `ApprovalExpired` or `ApprovalConsumed`.
+    pub code: &'static str,
+    pub message: String,
+    pub approval: crate::approval::Approval,
+    /// Seconds, for pending approvals.
+    pub retry_after: Option<u64>,
 }
 
 /// What the renderer needs to know about the request.
@@ -71,9 +79,7 @@ impl GatewayError {
             GatewayError::AuthUnavailable(_) | GatewayError::AuditUnavailable(_) => {
                 StatusCode::SERVICE_UNAVAILABLE
             }
-            GatewayError::Forbidden { .. } | GatewayError::ApprovalRequired { .. } => {
-                StatusCode::FORBIDDEN
-            }
+            GatewayError::Forbidden { .. } | GatewayError::Approval(_) => StatusCode::FORBIDDEN,
             GatewayError::BadRequest { .. } => StatusCode::BAD_REQUEST,
             GatewayError::UpstreamCredential(_) | GatewayError::Unmaskable(_) => {
                 StatusCode::BAD_GATEWAY
@@ -94,8 +100,8 @@ impl GatewayError {
             GatewayError::AuditUnavailable(_) => "AuditUnavailable",
             GatewayError::Forbidden { .. } if kv => "Forbidden",
             GatewayError::Forbidden { .. } => "AuthorizationFailed",
-            GatewayError::ApprovalRequired { .. } if kv => "Forbidden",
-            GatewayError::ApprovalRequired { .. } => "ApprovalRequired",
+            GatewayError::Approval(_) if kv => "Forbidden",
+            GatewayError::Approval(r) => r.code,
             GatewayError::BadRequest { code, .. } => code,
             GatewayError::UpstreamCredential(_) => "GatewayUpstreamCredentialFailed",
             GatewayError::Unmaskable(_) => "GatewayResponseNotMaskable",
@@ -136,21 +142,7 @@ impl GatewayError {
                     decision.reason
                 ),
             },
-            GatewayError::ApprovalRequired {
-                principal,
-                decision,
-                ..
-            } => {
-                let approvers = decision
-                    .approval
-                    .as_ref()
-                    .map(|a| a.approvers_display.join(", "))
-                    .unwrap_or_default();
-                format!(
-                    "Portcullis: approval required: {} (principal {}). It needs the consent of {approvers}; just-in-time approval is not available in this version of the gateway, so the request is refused and nothing was sent to Azure.",
-                    decision.reason, principal.object_id,
-                )
-            }
+            GatewayError::Approval(r) => format!("Portcullis: {}", r.message),
             GatewayError::BadRequest { message, .. } => format!("Portcullis: {message}"),
             GatewayError::AuditUnavailable(m) => format!(
                 "Portcullis could not record this request ({m}), so it was not forwarded; retry later."
@@ -175,11 +167,22 @@ impl GatewayError {
             (GatewayError::Forbidden { .. }, Service::KeyVault { .. }) => {
                 error["innererror"] = json!({"code": "ForbiddenByRbac"});
             }
-            (GatewayError::ApprovalRequired { .. }, Service::KeyVault { .. }) => {
-                error["innererror"] = json!({"code": "ApprovalRequired"});
+            (GatewayError::Approval(r), Service::KeyVault { .. }) => {
+                error["innererror"] = json!({"code": r.code, "approvalId": r.approval.id});
             }
-            (GatewayError::ApprovalRequired { decision, .. }, Service::Arm) => {
-                error["additionalInfo"] = json!([{"type": "PortcullisDecision", "info": {"rule": decision.rule, "reason": decision.reason, "effect": "approve"}}]);
+            (GatewayError::Approval(r), Service::Arm) => {
+                let a = &r.approval;
+                error["additionalInfo"] = json!([{"type": "PortcullisApproval", "info": {
+                    "approvalId": a.id,
+                    "status": a.status,
+                    "expiresOn": a.expires,
+                    "approvers": a.approvers,
+                    "quorum": a.quorum,
+                    "approvals": a.approvals(),
+                    "rule": a.rule,
+                    "reason": a.rule_reason,
+                    "retry": "send the same request again, optionally with header x-portcullis-approval",
+                }}]);
             }
             (GatewayError::Forbidden { decision, .. }, Service::Arm) => {
                 error["additionalInfo"] = json!([{"type": "PortcullisDecision", "info": {"rule": decision.rule, "reason": decision.reason}}]);
@@ -224,6 +227,14 @@ impl GatewayError {
             GatewayError::AuthUnavailable(_) | GatewayError::AuditUnavailable(_)
         ) {
             h.insert(http::header::RETRY_AFTER, HeaderValue::from_static("5"));
+        }
+        if let GatewayError::Approval(r) = self {
+            if let Ok(v) = HeaderValue::from_str(&r.approval.id) {
+                h.insert("x-portcullis-approval", v);
+            }
+            if let Some(secs) = r.retry_after {
+                h.insert(http::header::RETRY_AFTER, HeaderValue::from(secs));
+            }
         }
         r
     }

@@ -169,6 +169,8 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         ("OTHER_AGENT_TOKEN", token("other-agent")?),
         ("APPROVER_TOKEN", token("alice")?),
         ("APPROVER2_TOKEN", token("bob")?),
+        // What `portcullis approvals` uses: the person at the terminal is an approver.
+        ("PORTCULLIS_TOKEN", token("alice")?),
     ];
     let lines: String = env.iter().map(|(k, v)| format!("{k}={v}\n")).collect();
     let env_path = dir.join("demo.env");
@@ -230,10 +232,29 @@ fn print_tour(gw: &str, sub: &str, env_path: &Path, config_path: &Path, exe: &st
         "  pc -H \"Authorization: Bearer $AGENT_TOKEN\" '{gw}/keyvault/demo-kv/secrets/db-password?api-version=7.4' | jq .value"
     );
     println!();
-    println!("  # Creating a storage account in demo-rg needs an approver");
-    println!(
-        "  pc -X PUT -H \"Authorization: Bearer $AGENT_TOKEN\" -H 'content-type: application/json' -d '{{\"location\":\"eastus\"}}' '{rg}/providers/Microsoft.Storage/storageAccounts/agentstore?api-version=2023-05-01' | jq .error.code"
+    let create = format!(
+        "-X PUT -H \"Authorization: Bearer $AGENT_TOKEN\" -H 'content-type: application/json' -d '{{\"location\":\"eastus\"}}' '{rg}/providers/Microsoft.Storage/storageAccounts/agentstore?api-version=2023-05-01'"
     );
+    println!(
+        "  # Creating a storage account in demo-rg waits for an approver. (Agents wait up to 60 s;"
+    );
+    println!(
+        "  # this one says it will not wait, so it hears at once: ApprovalPending, with an id.)"
+    );
+    println!(
+        "  pc {create} -H 'x-portcullis-wait: 0' -H 'x-portcullis-reason: the nightly export needs a bucket' | jq -c '.error | {{code, approval: .additionalInfo[0].info.approvalId}}'"
+    );
+    println!(
+        "  # An approver (alice; PORTCULLIS_TOKEN in demo.env is hers) sees it and approves it"
+    );
+    println!("  {exe} approvals list");
+    println!(
+        "  {exe} approvals approve \"$({exe} approvals list --ids | head -1)\" --comment 'ok for the demo'"
+    );
+    println!(
+        "  # The agent sends the same request again: it goes through once, with the elevated identity"
+    );
+    println!("  pc {create} -o /dev/null -w '%{{http_code}} (Azure accepted the create)\\n'");
     println!();
     println!("  # An agent in no group is refused; no token at all gets ARM's 401");
     println!(

@@ -1,5 +1,6 @@
 //! The command line: one file per command group.
 
+pub mod approvals;
 pub mod audit;
 mod demo;
 pub mod policy;
@@ -28,8 +29,10 @@ enum Command {
     Serve(serve::ServeArgs),
     /// Check, explain and test policies.
     Policy(policy::PolicyArgs),
-    /// Verify the audit trail.
+    /// Verify, export and prune the audit trail.
     Audit(audit::AuditArgs),
+    /// See, approve and deny held requests (through the admin API).
+    Approvals(approvals::ApprovalsArgs),
     /// List and replay agents' sessions from the audit trail.
     Sessions(sessions::SessionsArgs),
 }
@@ -46,6 +49,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Serve(args) => serve::run(args).await,
         Command::Policy(args) => policy::run(args),
         Command::Audit(args) => audit::run(args).await,
+        Command::Approvals(args) => approvals::run(args).await,
         Command::Sessions(args) => sessions::run(args).await,
     }
 }

@@ -32,6 +32,7 @@ pub async fn start(cfg: config::Config) -> anyhow::Result<Running> {
     let built = server::build::build(cfg).await?;
     let recorder = built.gateway.recorder.clone();
     let (stop, rx) = watch::channel(false);
+    let sweeper = built.gateway.approvals.spawn_sweeper(rx.clone());
     // Hot reload of the policy: SIGHUP, or a change to the configuration or its policy files.
     let reloader = server::reload::spawn(
         built.gateway.clone(),
@@ -48,6 +49,7 @@ pub async fn start(cfg: config::Config) -> anyhow::Result<Running> {
         stop,
         task,
         reloader,
+        sweeper,
         recorder,
         gateway_addr,
         admin_addr,
@@ -59,6 +61,7 @@ pub struct Running {
     pub stop: watch::Sender<bool>,
     pub task: tokio::task::JoinHandle<()>,
     pub reloader: tokio::task::JoinHandle<()>,
+    pub sweeper: tokio::task::JoinHandle<()>,
     pub recorder: crate::audit::writer::Recorder,
     pub gateway_addr: std::net::SocketAddr,
     pub admin_addr: std::net::SocketAddr,
@@ -70,6 +73,7 @@ impl Running {
         let _ = self.stop.send(true);
         let _ = self.task.await;
         let _ = self.reloader.await;
+        let _ = self.sweeper.await;
         // Seal what was written: a signed checkpoint of the chain's head.
         if let Err(e) = self.recorder.checkpoint().await {
             tracing::error!(error = %e, "the audit chain could not be sealed at shutdown");

@@ -79,6 +79,7 @@ pub async fn run(args: SessionsArgs) -> anyhow::Result<()> {
                     Phase::Request => "→ sent",
                     Phase::Response => "← answer",
                     Phase::Refused => "✗ refused",
+                    Phase::Approval => "◆ approval",
                 };
                 let upstream = r
                     .upstream_ms
@@ -93,7 +94,7 @@ pub async fn run(args: SessionsArgs) -> anyhow::Result<()> {
                     r.status.map_or("-".to_owned(), |s| s.to_string()),
                     r.latency_ms.map_or(String::new(), |ms| format!("{ms} ms")),
                 );
-                if r.phase == Phase::Refused
+                if matches!(r.phase, Phase::Refused | Phase::Approval)
                     && let Some(reason) = &r.reason
                 {
                     println!("      reason: {reason}");

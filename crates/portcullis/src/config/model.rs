@@ -20,11 +20,22 @@ pub struct Config {
     pub policy: Policy,
     pub masking: MaskingConfig,
     pub audit: AuditConfig,
+    pub approvals: ApprovalsSettings,
     /// The file this configuration was loaded from (hot reload watches it).
     pub source_path: Option<PathBuf>,
     /// Things that load but are probably mistakes (rules that can never match, shadowed
     /// rules), each with `file:line`.
     pub warnings: Vec<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct ApprovalsSettings {
+    pub hold: Duration,
+    pub max_held: usize,
+    pub console_url: Option<String>,
+    pub notify: Vec<crate::approval::notify::Webhook>,
+    /// Extra CAs for webhook receivers.
+    pub notify_cas: Vec<PathBuf>,
 }
 
 #[derive(Debug, Clone)]

@@ -319,6 +319,7 @@ fn approval(
         approvers,
         quorum,
         timeout,
+        grant_window: None,
     }
 }
 
@@ -431,7 +432,24 @@ fn validate_rules(
                 .ok()
         });
         let approval = match (&raw.approval, effect) {
-            (Some(a), Effect::Approve) => Some(approval(r, line, &name, aliases, a)),
+            (Some(a), Effect::Approve) => {
+                let mut spec = approval(r, line, &name, aliases, a);
+                spec.grant_window = raw.grant.as_ref().and_then(|g| match duration(&g.window) {
+                    Ok(d) if !d.is_zero() => Some(d),
+                    Ok(_) => {
+                        r.error(
+                            line,
+                            format!("rule '{name}': grant.window must be positive"),
+                        );
+                        None
+                    }
+                    Err(e) => {
+                        r.error(line, format!("rule '{name}': grant.window: {e}"));
+                        None
+                    }
+                });
+                Some(spec)
+            }
             (None, Effect::Approve) => {
                 r.error(
                     line,

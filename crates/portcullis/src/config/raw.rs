@@ -24,6 +24,42 @@ pub struct RawConfig {
     pub masking: RawMasking,
     #[serde(default)]
     pub audit: RawAudit,
+    #[serde(default)]
+    pub approvals: RawApprovals,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawApprovals {
+    /// How long a held request stays open waiting for a decision (`60s`).
+    pub hold: Option<String>,
+    /// The most requests held open at once (10000); beyond, agents are told to retry.
+    pub max_held: Option<usize>,
+    /// The admin listener's URL as approvers reach it (links in notifications).
+    pub console_url: Option<String>,
+    #[serde(default)]
+    pub notify: Vec<RawWebhook>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawWebhook {
+    pub url: RawSecretOrText,
+    /// `json` (default), `slack` or `teams`.
+    pub format: Option<String>,
+    /// Signs `json` payloads with HMAC-SHA256.
+    pub secret: Option<RawSecret>,
+    /// Extra CA certificates for the receiver (PEM).
+    pub ca_file: Option<PathBuf>,
+}
+
+/// A value written inline, or (for values that are credentials, like a Slack webhook URL)
+/// from the environment or a file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum RawSecretOrText {
+    Text(String),
+    Secret(RawSecret),
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -214,12 +250,21 @@ pub struct RawRule {
     /// A CEL condition.
     pub when: Option<String>,
     pub approval: Option<RawApproval>,
+    /// For approve rules: an approval opens a window (`{window: 30m}`) in which the same
+    /// action on the same scope by the same principal passes, instead of passing once.
+    pub grant: Option<RawGrant>,
     pub credential: Option<String>,
     /// Masking profiles or detectors whose secrets this (allow) rule lets through.
     #[serde(default)]
     pub unmask: Vec<String>,
     /// `enforce` (default) or `audit`.
     pub mode: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawGrant {
+    pub window: String,
 }
 
 #[derive(Debug, Deserialize)]

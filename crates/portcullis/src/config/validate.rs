@@ -527,6 +527,7 @@ pub fn validate(
         p.at(None, "masking.max_body_bytes must be positive");
     }
     let audit = audit(&mut p, raw.audit, base, &state_dir);
+    let approvals = approvals(&mut p, raw.approvals, base, env);
     if p.list.is_empty() {
         Ok(Config {
             listen_gateway,
@@ -539,6 +540,7 @@ pub fn validate(
             policy,
             masking,
             audit,
+            approvals,
             warnings,
             source_path: None,
         })
@@ -603,5 +605,75 @@ fn audit(p: &mut Problems<'_>, ra: RawAudit, base: &Path, state_dir: &Path) -> A
             .map_or_else(|| state_dir.join("audit-signing.key"), |f| base.join(f)),
         retention,
         max_db_bytes: ra.max_db_bytes,
+    }
+}
+
+fn approvals(
+    p: &mut Problems<'_>,
+    ra: RawApprovals,
+    base: &Path,
+    env: Env<'_>,
+) -> ApprovalsSettings {
+    let hold = match ra.hold.as_deref().map(super::policy::duration) {
+        None => Duration::from_secs(60),
+        Some(Ok(d)) if d <= Duration::from_secs(3600) => d,
+        Some(Ok(_)) => {
+            p.at(
+                None,
+                "approvals.hold: at most 1h (clients and proxies time out)",
+            );
+            Duration::from_secs(60)
+        }
+        Some(Err(e)) => {
+            p.at(None, format!("approvals.hold: {e}"));
+            Duration::from_secs(60)
+        }
+    };
+    let max_held = ra.max_held.unwrap_or(10_000);
+    let mut notify = Vec::new();
+    let mut notify_cas = Vec::new();
+    for (i, w) in ra.notify.into_iter().enumerate() {
+        let what = format!("approvals.notify[{i}]");
+        let url = match &w.url {
+            RawSecretOrText::Text(t) => t.clone(),
+            RawSecretOrText::Secret(s) => read_secret(p, env, base, s, &format!("{what}.url"))
+                .expose()
+                .to_owned(),
+        };
+        match url::Url::parse(&url) {
+            Ok(u) if u.scheme() == "https" || u.scheme() == "http" => {}
+            _ => p.at(None, format!("{what}.url is not an http(s) URL")),
+        }
+        let format = match w.format.as_deref() {
+            None | Some("json") => crate::approval::notify::Format::Json,
+            Some("slack") => crate::approval::notify::Format::Slack,
+            Some("teams") => crate::approval::notify::Format::Teams,
+            Some(other) => {
+                p.at(
+                    None,
+                    format!("{what}.format: '{other}' is not json, slack or teams"),
+                );
+                crate::approval::notify::Format::Json
+            }
+        };
+        let secret = w
+            .secret
+            .as_ref()
+            .map(|s| read_secret(p, env, base, s, &format!("{what}.secret")));
+        if let Some(ca) = w.ca_file {
+            notify_cas.push(base.join(ca));
+        }
+        notify.push(crate::approval::notify::Webhook {
+            url,
+            format,
+            secret,
+        });
+    }
+    ApprovalsSettings {
+        hold,
+        max_held,
+        console_url: ra.console_url,
+        notify,
+        notify_cas,
     }
 }

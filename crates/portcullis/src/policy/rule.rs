@@ -55,6 +55,21 @@ pub struct ApprovalSpec {
     pub quorum: u32,
     #[serde(with = "secs")]
     pub timeout: Duration,
+    /// An approval opens a window this long instead of passing one request.
+    #[serde(skip_serializing_if = "Option::is_none", with = "opt_secs")]
+    pub grant_window: Option<Duration>,
+}
+
+mod opt_secs {
+    pub fn serialize<S: serde::Serializer>(
+        d: &Option<std::time::Duration>,
+        s: S,
+    ) -> Result<S::Ok, S::Error> {
+        match d {
+            Some(d) => s.serialize_u64(d.as_secs()),
+            None => s.serialize_none(),
+        }
+    }
 }
 
 mod secs {
@@ -361,6 +376,16 @@ impl Policy {
         self.index.candidates(&action).any(|i| {
             let r = &self.rules[i];
             r.when.as_ref().is_some_and(|c| c.reads_request) && r.check(p, op, &action).is_ok()
+        })
+    }
+
+    /// Whether an approve rule could apply: then the body is read whole before deciding,
+    /// since an approval binds the exact request.
+    pub fn may_hold(&self, p: &Principal, op: &Operation) -> bool {
+        let action = op.action.to_ascii_lowercase();
+        self.index.candidates(&action).any(|i| {
+            let r = &self.rules[i];
+            r.effect == Effect::Approve && r.check(p, op, &action).is_ok()
         })
     }
 

@@ -1,6 +1,7 @@
-//! The admin listener: health, and the audit trail for its readers (`audit.readers`,
-//! authenticated by their own Entra token): `GET /api/sessions`, `GET /api/sessions/{id}`
-//! and `GET /api/records`. Approvals and the console arrive with their issues.
+//! The admin listener: health; approvals for approvers (`/api/approvals...`, see
+//! docs/api.md); and the audit trail for its readers (`audit.readers`): `GET /api/sessions`,
+//! `GET /api/sessions/{id}` and `GET /api/records`. Everyone authenticates with their own
+//! Entra token for the gateway's audience.
 
 use std::sync::Arc;
 
@@ -24,13 +25,6 @@ pub async fn handle(gw: Arc<Gateway>, req: http::Request<hyper::body::Incoming>)
     if !path.starts_with("/api/") {
         return error(StatusCode::NOT_FOUND, "NotFound", "no such admin endpoint");
     }
-    if req.method() != Method::GET {
-        return error(
-            StatusCode::METHOD_NOT_ALLOWED,
-            "MethodNotAllowed",
-            "the audit API is read-only",
-        );
-    }
     let principal = match crate::pipeline::authenticate(&gw, req.headers()).await {
         Ok(p) => p,
         Err(e) => {
@@ -41,6 +35,16 @@ pub async fn handle(gw: Arc<Gateway>, req: http::Request<hyper::body::Incoming>)
             );
         }
     };
+    if path.starts_with("/api/approvals") {
+        return super::approvals_api::handle(gw, principal, req).await;
+    }
+    if req.method() != Method::GET {
+        return error(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "MethodNotAllowed",
+            "the audit API is read-only",
+        );
+    }
     if !gw.audit.readers.iter().any(|m| m.matches(&principal)) {
         return error(
             StatusCode::FORBIDDEN,
@@ -159,7 +163,7 @@ fn link_json(l: &Link) -> Value {
     })
 }
 
-fn reply(status: StatusCode, body: Value) -> Response<Body> {
+pub(crate) fn reply(status: StatusCode, body: Value) -> Response<Body> {
     let mut r = Response::new(full(Bytes::from(body.to_string())));
     *r.status_mut() = status;
     r.headers_mut().insert(
@@ -174,6 +178,6 @@ fn reply(status: StatusCode, body: Value) -> Response<Body> {
 }
 
 /// Errors in ARM's shape, like the gateway's own.
-fn error(status: StatusCode, code: &str, message: &str) -> Response<Body> {
+pub(crate) fn error(status: StatusCode, code: &str, message: &str) -> Response<Body> {
     reply(status, json!({"error": {"code": code, "message": message}}))
 }

@@ -156,6 +156,20 @@ pub async fn build(config: Config) -> Result<Built, BuildError> {
         },
     )
     .await?;
+    let approvals = crate::approval::Approvals::new(
+        store.clone(),
+        recorder.clone(),
+        crate::approval::notify::Notifier::start(
+            config.approvals.notify.clone(),
+            webhook_client(&config.approvals.notify_cas)?,
+            config.approvals.console_url.clone(),
+        ),
+        crate::approval::service::ApprovalsConfig {
+            hold: config.approvals.hold,
+            max_held: config.approvals.max_held,
+            console_url: config.approvals.console_url.clone(),
+        },
+    );
     if config.audit.fail_open {
         tracing::warn!(
             "audit.on_failure is fail_open: requests whose audit record cannot be committed \
@@ -178,6 +192,7 @@ pub async fn build(config: Config) -> Result<Built, BuildError> {
         masker,
         recorder,
         store,
+        approvals,
         sessions: crate::audit::session::Sessions::new(config.audit.session_idle),
         audit: config.audit.clone(),
         max_answer_bytes: config.masking.max_body_bytes,
@@ -189,6 +204,31 @@ pub async fn build(config: Config) -> Result<Built, BuildError> {
         gateway: Arc::new(gateway),
         tls,
         ca_file,
+    })
+}
+
+/// The client webhooks are sent with: the system's roots plus any configured CAs.
+fn webhook_client(extra: &[PathBuf]) -> Result<reqwest::Client, BuildError> {
+    let mut b = reqwest::Client::builder()
+        .use_rustls_tls()
+        .redirect(reqwest::redirect::Policy::none());
+    for cert in rustls_native_certs::load_native_certs().certs {
+        if let Ok(c) = reqwest::Certificate::from_der(&cert) {
+            b = b.add_root_certificate(c);
+        }
+    }
+    for path in extra {
+        let pem = std::fs::read(path).map_err(|source| BuildError::Io {
+            path: path.clone(),
+            source,
+        })?;
+        for c in reqwest::Certificate::from_pem_bundle(&pem).unwrap_or_default() {
+            b = b.add_root_certificate(c);
+        }
+    }
+    b.build().map_err(|e| BuildError::Io {
+        path: PathBuf::from("(webhook client)"),
+        source: std::io::Error::other(e),
     })
 }
 

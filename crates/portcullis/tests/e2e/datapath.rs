@@ -418,27 +418,35 @@ async fn the_admin_listener_answers_health_over_tls() {
 }
 
 #[tokio::test]
-async fn approve_rules_refuse_with_approval_required_until_approvals_exist() {
+async fn approve_rules_hold_the_request_and_nothing_is_forwarded() {
     let env = Env::start().await;
     let since = env.sim.last_call_seq();
     let sa = format!(
         "{}/providers/Microsoft.Storage/storageAccounts/heldstore?api-version=2023-05-01",
         env.rg()
     );
-    let (s, h, body) = env
-        .agent(Method::PUT, &sa, Some(json!({"location": "eastus"})))
-        .await;
+    // The agent will not wait: it is told at once that the request waits for approval.
+    let (s, h, body) = send(
+        env.http
+            .put(env.url(&sa))
+            .bearer_auth(env.token("agent"))
+            .header("x-portcullis-wait", "0")
+            .json(&json!({"location": "eastus"})),
+    )
+    .await;
     assert_eq!(s, StatusCode::FORBIDDEN, "{body}");
-    assert_eq!(header(&h, "x-ms-error-code"), "ApprovalRequired");
+    assert_eq!(header(&h, "x-ms-error-code"), "ApprovalPending");
+    let id = header(&h, "x-portcullis-approval").to_owned();
     let message = body["error"]["message"].as_str().unwrap();
     assert!(
-        message.contains("hold-storage-create") && message.contains("group:approvers"),
+        message.contains(&id) && message.contains("Nothing was sent to Azure"),
         "{message}"
     );
-    assert_eq!(
-        body["error"]["additionalInfo"][0]["info"]["effect"],
-        "approve"
-    );
+    let info = &body["error"]["additionalInfo"][0];
+    assert_eq!(info["type"], "PortcullisApproval");
+    assert_eq!(info["info"]["rule"], "hold-storage-create");
+    assert_eq!(info["info"]["status"], "pending");
+    assert!(h.contains_key("retry-after"));
     assert!(
         env.sim
             .calls_since(since)

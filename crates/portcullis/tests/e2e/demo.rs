@@ -55,7 +55,7 @@ fn the_demo_tour_works_as_printed() {
         })
         .map(str::to_owned)
         .collect();
-    assert_eq!(commands.len(), 13, "{tour:#?}");
+    assert_eq!(commands.len(), 16, "{tour:#?}");
     let run = |cmd: &str| {
         let script = format!("shopt -s expand_aliases\n{env_line}\n{alias}\n{cmd}\n");
         let out = Command::new("bash").arg("-c").arg(script).output().unwrap();
@@ -91,31 +91,51 @@ fn the_demo_tour_works_as_printed() {
         "a secret's value is masked: {}",
         outputs[4]
     );
+    assert!(
+        outputs[5].contains("\"code\":\"ApprovalPending\"")
+            && outputs[5].contains("\"approval\":\""),
+        "a storage account create is held: {}",
+        outputs[5]
+    );
+    assert!(
+        outputs[6].contains("Microsoft.Storage/storageAccounts/write")
+            && outputs[6].contains("you"),
+        "the approver sees it and may decide it: {}",
+        outputs[6]
+    );
+    assert!(outputs[7].contains("is now approved"), "{}", outputs[7]);
+    assert!(
+        outputs[8].starts_with("202"),
+        "the retry went through: {}",
+        outputs[8]
+    );
+    assert_eq!(outputs[9].trim(), "\"AuthorizationFailed\"");
+    assert_eq!(outputs[10].trim(), "\"AuthenticationFailed\"");
+    let calls = &outputs[11];
+    assert!(
+        calls.contains("\"caller\":\"portcullis-baseline\""),
+        "{calls}"
+    );
+    assert!(
+        !calls.contains("\"caller\":\"agent\""),
+        "Azure never saw the agent: {calls}"
+    );
+    let creates: Vec<&str> = calls
+        .lines()
+        .filter(|l| l.contains("storageAccounts/agentstore") && l.contains("\"PUT\""))
+        .collect();
     assert_eq!(
-        outputs[5].trim(),
-        "\"ApprovalRequired\"",
-        "a storage account create is held"
-    );
-    assert_eq!(outputs[6].trim(), "\"AuthorizationFailed\"");
-    assert_eq!(outputs[7].trim(), "\"AuthenticationFailed\"");
-    assert!(
-        outputs[8].contains("\"caller\":\"portcullis-baseline\""),
-        "{}",
-        outputs[8]
+        creates.len(),
+        1,
+        "the approved create reached Azure once: {calls}"
     );
     assert!(
-        !outputs[8].contains("\"caller\":\"agent\""),
-        "Azure never saw the agent: {}",
-        outputs[8]
-    );
-    assert!(
-        !outputs[8].contains("storageAccounts/agentstore"),
-        "the held create never reached Azure: {}",
-        outputs[8]
+        creates[0].contains("\"caller\":\"portcullis-elevated\""),
+        "with the elevated identity: {calls}"
     );
     // The tour's own session, on the record.
-    assert!(outputs[9].contains("tour"), "{}", outputs[9]);
-    let replay = &outputs[10];
+    assert!(outputs[12].contains("tour"), "{}", outputs[12]);
+    let replay = &outputs[13];
     assert!(
         replay.contains("✗ refused") && replay.contains("DELETE") && replay.contains("403"),
         "{replay}"
@@ -124,11 +144,15 @@ fn the_demo_tour_works_as_printed() {
         replay.contains("[masked:keyvault-secret:"),
         "the answer's body, masked: {replay}"
     );
-    assert!(outputs[11].contains("chain intact"), "{}", outputs[11]);
     assert!(
-        outputs[12].contains("\"id\":\"tour\""),
+        replay.contains("◆ approval") && replay.contains("voted approve"),
+        "the approval's history is in the session: {replay}"
+    );
+    assert!(outputs[14].contains("chain intact"), "{}", outputs[14]);
+    assert!(
+        outputs[15].contains("\"id\":\"tour\""),
         "approvers read sessions through the admin API: {}",
-        outputs[12]
+        outputs[15]
     );
     let env = std::fs::read_to_string(dir.join("demo.env")).unwrap();
     for key in [

@@ -1,0 +1,156 @@
+//! An approval as stored and as approvers see it.
+
+use serde::{Deserialize, Serialize};
+
+use crate::identity::principal::Principal;
+use crate::policy::PrincipalMatcher;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Status {
+    /// Waiting for votes.
+    Pending,
+    /// Enough approvers said yes; not yet used.
+    Approved,
+    /// Someone allowed to decide said no.
+    Denied,
+    /// Nobody decided in time.
+    Expired,
+    /// Approved and used by one forward.
+    Consumed,
+}
+
+impl Status {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Pending => "pending",
+            Status::Approved => "approved",
+            Status::Denied => "denied",
+            Status::Expired => "expired",
+            Status::Consumed => "consumed",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Status> {
+        Some(match s {
+            "pending" => Status::Pending,
+            "approved" => Status::Approved,
+            "denied" => Status::Denied,
+            "expired" => Status::Expired,
+            "consumed" => Status::Consumed,
+            _ => return None,
+        })
+    }
+}
+
+/// The request as the approver sees it: no credential, secrets masked.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct HeldRequest {
+    pub method: String,
+    pub path: String,
+    pub query: String,
+    pub headers: Vec<(String, String)>,
+    /// Masked; `None` when there is none (or it could not be shown safely).
+    pub body: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Vote {
+    pub voter: String,
+    pub voter_name: Option<String>,
+    /// `approve` or `deny`.
+    pub vote: String,
+    pub comment: Option<String>,
+    pub time: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Approval {
+    pub id: String,
+    pub status: Status,
+    /// The requester's object id, app (client) id and name.
+    pub principal: String,
+    pub principal_app: Option<String>,
+    pub principal_name: Option<String>,
+    pub action: String,
+    pub scope: String,
+    /// The rule that asked for approval, and its reason.
+    pub rule: Option<String>,
+    pub rule_reason: String,
+    pub request: HeldRequest,
+    /// SHA-256 of the exact request (method, path, query, body and the headers that change
+    /// its meaning): a retry redeems this approval only if it is the same request.
+    pub digest: String,
+    /// What the agent said it is for (`x-portcullis-reason`).
+    pub reason: Option<String>,
+    /// Who may decide, as resolved matchers (`group:<id>`, `role:<name>`...).
+    pub approvers: Vec<String>,
+    pub quorum: u32,
+    /// The upstream credential an approved forward uses.
+    pub credential: Option<String>,
+    /// With a grant window, the approval lets the same action on the same scope through
+    /// for this long, instead of once.
+    pub grant_window_secs: Option<u64>,
+    pub session: String,
+    pub created: String,
+    pub expires: String,
+    pub decided: Option<String>,
+    pub consumed: Option<String>,
+    #[serde(default)]
+    pub votes: Vec<Vote>,
+}
+
+impl Approval {
+    /// Whether `p` is among those who may decide: an approver, not the requester, and not
+    /// another principal of the requester's application.
+    pub fn may_decide(&self, p: &Principal) -> Result<(), &'static str> {
+        if p.object_id == self.principal {
+            return Err("the requester cannot approve its own request");
+        }
+        // Another principal of the same application (a user signed in through the agent's
+        // app, another instance of it) is the requester by another name. Strict on purpose:
+        // approvers sign in with their own client.
+        if let (Some(a), Some(b)) = (&self.principal_app, &p.app_id)
+            && a == b
+        {
+            return Err(
+                "a principal of the requester's own application cannot approve its request",
+            );
+        }
+        if !self.matchers().iter().any(|m| m.matches(p)) {
+            return Err("not among this request's approvers");
+        }
+        Ok(())
+    }
+
+    pub fn matchers(&self) -> Vec<PrincipalMatcher> {
+        self.approvers
+            .iter()
+            .filter_map(|s| {
+                crate::config::policy::principal(&crate::config::raw::RawAliases::default(), s).ok()
+            })
+            .collect()
+    }
+
+    pub fn approvals(&self) -> usize {
+        self.votes.iter().filter(|v| v.vote == "approve").count()
+    }
+
+    /// The operation in words: "delete virtual machine vm1 in demo-rg" reads better than the
+    /// action, but the action is exact; both are shown.
+    pub fn summary(&self) -> String {
+        format!("{} {} on {}", self.request.method, self.action, self.scope)
+    }
+}
+
+/// A matcher as stored in an approval: resolved ids, parseable again.
+pub fn matcher_text(m: &PrincipalMatcher) -> String {
+    match m {
+        PrincipalMatcher::Any => "*".to_owned(),
+        PrincipalMatcher::Group(g) => format!("group:{g}"),
+        PrincipalMatcher::Role(r) => format!("role:{r}"),
+        PrincipalMatcher::App(a) => format!("app:{a}"),
+        PrincipalMatcher::User(u) => format!("user:{u}"),
+        PrincipalMatcher::Tenant(t) => format!("tenant:{t}"),
+    }
+}

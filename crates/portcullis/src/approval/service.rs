@@ -1,0 +1,490 @@
+//! Holding, voting, redeeming and expiring approvals.
+//!
+//! A held request waits on a per-approval watch channel (woken by a vote or by expiry) with
+//! a deadline; what it holds is its own request (bounded by the policy body cap) and a
+//! receiver, and at most `max_held` requests wait at once; beyond that the agent is told
+//! to retry at once. The store is the truth: a waiter re-reads it when woken, and
+//! every transition is conditional, so an approval is consumed by exactly one forward.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::sync::{Semaphore, broadcast, watch};
+
+use super::model::{Approval, Status, Vote};
+use super::notify::Notifier;
+use crate::audit::record::{AuditRecord, Phase};
+use crate::audit::store::{Store, StoreError};
+use crate::audit::writer::Recorder;
+use crate::azure::error::{ApprovalRefusal, GatewayError};
+use crate::identity::principal::Principal;
+
+/// How often a waiter re-reads its approval even without a wake-up (a decision taken
+/// elsewhere is seen within this).
+const RECHECK: Duration = Duration::from_secs(10);
+/// How often overdue approvals are marked expired.
+const SWEEP: Duration = Duration::from_secs(2);
+
+pub struct ApprovalsConfig {
+    /// The longest a request is held open waiting for a decision.
+    pub hold: Duration,
+    /// The most requests held open at once.
+    pub max_held: usize,
+    /// Where approvers open an approval (links in notifications).
+    pub console_url: Option<String>,
+}
+
+pub struct Approvals {
+    pub(crate) store: Store,
+    recorder: Recorder,
+    notifier: Notifier,
+    pub config: ApprovalsConfig,
+    held: Arc<Semaphore>,
+    watchers: Mutex<HashMap<String, watch::Sender<Status>>>,
+    feed: broadcast::Sender<Arc<Approval>>,
+}
+
+/// A held request that may now go to Azure.
+#[derive(Debug)]
+pub struct Hold {
+    /// The approval consumed (or whose grant window let this through).
+    pub approval: String,
+    pub credential: Option<String>,
+    /// For the audit record: how consent was given.
+    pub how: String,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum VoteError {
+    #[error("no approval '{0}'")]
+    NotFound(String),
+    #[error("{0}")]
+    NotAllowed(&'static str),
+    #[error("{0}")]
+    Conflict(String),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// What the pipeline knows about a request policy holds.
+pub struct Request {
+    pub principal: Principal,
+    pub draft: Approval,
+    /// The approval the agent names (`x-portcullis-approval`).
+    pub named: Option<String>,
+    /// How long this agent is willing to wait (`x-portcullis-wait`), at most the hold.
+    pub wait: Duration,
+}
+
+fn now() -> String {
+    crate::audit_time()
+}
+
+fn later(d: Duration) -> String {
+    (chrono::Utc::now() + chrono::Duration::from_std(d).unwrap_or(chrono::Duration::MAX))
+        .to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
+}
+
+impl Approvals {
+    pub fn new(
+        store: Store,
+        recorder: Recorder,
+        notifier: Notifier,
+        config: ApprovalsConfig,
+    ) -> Arc<Approvals> {
+        let (feed, _) = broadcast::channel(1024);
+        Arc::new(Approvals {
+            store,
+            recorder,
+            notifier,
+            held: Arc::new(Semaphore::new(config.max_held)),
+            config,
+            watchers: Mutex::new(HashMap::new()),
+            feed,
+        })
+    }
+
+    /// Marks overdue approvals expired, every few seconds, until `stop`.
+    pub fn spawn_sweeper(
+        self: &Arc<Self>,
+        mut stop: watch::Receiver<bool>,
+    ) -> tokio::task::JoinHandle<()> {
+        let this = self.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(SWEEP);
+            loop {
+                tokio::select! {
+                    _ = tick.tick() => {}
+                    _ = stop.changed() => return,
+                }
+                match this.store.expire_due(&now()).await {
+                    Ok(ids) => {
+                        for id in ids {
+                            this.changed(&id, "expired", None).await;
+                        }
+                    }
+                    Err(e) => tracing::error!(error = %e, "expiring approvals failed"),
+                }
+            }
+        })
+    }
+
+    /// Changes to approvals, for the admin API's event stream.
+    pub fn subscribe(&self) -> broadcast::Receiver<Arc<Approval>> {
+        self.feed.subscribe()
+    }
+
+    /// How many requests are held open right now.
+    pub fn held_now(&self) -> usize {
+        self.config.max_held - self.held.available_permits()
+    }
+
+    /// Holds a request policy wants approved: passes it once consent is there, or refuses
+    /// it saying why and how to retry.
+    pub async fn hold(&self, req: Request) -> Result<Hold, GatewayError> {
+        let store_err = |e: StoreError| GatewayError::AuditUnavailable(e.to_string());
+        let p = &req.principal;
+        let draft = &req.draft;
+        // An open grant window lets the same action on the same scope through.
+        if draft.grant_window_secs.is_some()
+            && let Some(id) = self
+                .store
+                .grant(&p.object_id, &draft.action, &draft.scope, &now())
+                .await
+                .map_err(store_err)?
+        {
+            return Ok(Hold {
+                credential: draft.credential.clone(),
+                how: format!("within the grant window of approval {id}"),
+                approval: id,
+            });
+        }
+        let existing = match &req.named {
+            Some(id) => {
+                let a = self.store.approval(id).await.map_err(store_err)?;
+                match a {
+                    Some(a) if a.principal == p.object_id && a.digest == draft.digest => Some(a),
+                    Some(_) => {
+                        return Err(GatewayError::BadRequest {
+                            code: "ApprovalMismatch",
+                            message: format!(
+                                "approval {id} (x-portcullis-approval) is for another request or principal; send the same request, or none to ask anew"
+                            ),
+                        });
+                    }
+                    None => {
+                        return Err(GatewayError::BadRequest {
+                            code: "ApprovalNotFound",
+                            message: format!("there is no approval {id} (x-portcullis-approval)"),
+                        });
+                    }
+                }
+            }
+            None => self
+                .store
+                .live_approval(&p.object_id, &draft.digest, &now())
+                .await
+                .map_err(store_err)?,
+        };
+        let approval = match existing {
+            Some(a) => a,
+            None => {
+                let a = req.draft.clone();
+                self.store.insert_approval(&a).await.map_err(store_err)?;
+                tracing::info!(approval = %a.id, principal = %a.principal, action = %a.action, "request held for approval");
+                self.changed(&a.id, "created", None).await;
+                a
+            }
+        };
+        self.settle(approval, &req).await
+    }
+
+    /// Waits (at most the agent's wait) for a pending approval, then passes or refuses.
+    async fn settle(&self, mut a: Approval, req: &Request) -> Result<Hold, GatewayError> {
+        let store_err = |e: StoreError| GatewayError::AuditUnavailable(e.to_string());
+        if a.status == Status::Pending {
+            // Beyond `max_held`, nobody waits: the agent is told to come back.
+            if let Ok(_permit) = self.held.clone().try_acquire_owned() {
+                let mut rx = self.watch(&a.id);
+                let deadline = tokio::time::Instant::now() + req.wait;
+                loop {
+                    if a.status != Status::Pending || a.expires <= now() {
+                        break;
+                    }
+                    let until_expiry = chrono::DateTime::parse_from_rfc3339(&a.expires)
+                        .ok()
+                        .and_then(|e| {
+                            (e.with_timezone(&chrono::Utc) - chrono::Utc::now())
+                                .to_std()
+                                .ok()
+                        })
+                        .unwrap_or_default();
+                    let wake = tokio::time::Instant::now() + until_expiry.min(RECHECK);
+                    tokio::select! {
+                        _ = rx.changed() => {}
+                        _ = tokio::time::sleep_until(wake.min(deadline)) => {}
+                    }
+                    match self.store.approval(&a.id).await {
+                        Ok(Some(fresh)) => a = fresh,
+                        Ok(None) => break,
+                        Err(e) => {
+                            self.unwatch(&a.id, rx);
+                            return Err(store_err(e));
+                        }
+                    }
+                    if tokio::time::Instant::now() >= deadline {
+                        break;
+                    }
+                }
+                self.unwatch(&a.id, rx);
+            }
+        }
+        let expired = a.status == Status::Pending && a.expires <= now();
+        if expired {
+            // Expire it now rather than wait for the sweeper.
+            if let Ok(ids) = self.store.expire_due(&now()).await {
+                for id in ids {
+                    self.changed(&id, "expired", None).await;
+                }
+            }
+            a.status = Status::Expired;
+        }
+        match a.status {
+            Status::Approved => {
+                let grant_until = a.grant_window_secs.map(|s| later(Duration::from_secs(s)));
+                if self
+                    .store
+                    .consume(&a, &now(), grant_until.as_deref())
+                    .await
+                    .map_err(store_err)?
+                {
+                    self.changed(&a.id, "consumed", None).await;
+                    let by: Vec<String> = a
+                        .votes
+                        .iter()
+                        .filter(|v| v.vote == "approve")
+                        .map(|v| v.voter_name.clone().unwrap_or_else(|| v.voter.clone()))
+                        .collect();
+                    Ok(Hold {
+                        credential: a.credential.clone(),
+                        how: format!("approved by {} (approval {})", by.join(", "), a.id),
+                        approval: a.id,
+                    })
+                } else {
+                    Err(refusal(
+                        "ApprovalConsumed",
+                        format!(
+                            "approval {} was already used by another forward of this request; an approval lets a request through once. Send it again to ask anew.",
+                            a.id
+                        ),
+                        a,
+                        None,
+                    ))
+                }
+            }
+            Status::Pending => {
+                let left = a.quorum as usize - a.approvals().min(a.quorum as usize);
+                Err(refusal(
+                    "ApprovalPending",
+                    format!(
+                        "This request waits for approval {} ({} more approval(s) needed from {}; it expires at {}). Nothing was sent to Azure. Retry the same request (optionally with header x-portcullis-approval: {}) to wait again; once approved it goes through.",
+                        a.id,
+                        left,
+                        a.approvers.join(", "),
+                        a.expires,
+                        a.id
+                    ),
+                    a,
+                    Some(10),
+                ))
+            }
+            Status::Denied => {
+                let denial = a.votes.iter().find(|v| v.vote == "deny");
+                let by = denial
+                    .map(|v| v.voter_name.clone().unwrap_or_else(|| v.voter.clone()))
+                    .unwrap_or_else(|| "an approver".into());
+                let comment = denial
+                    .and_then(|v| v.comment.clone())
+                    .unwrap_or_else(|| "no comment".into());
+                Err(refusal(
+                    "ApprovalDenied",
+                    format!(
+                        "{by} denied approval {}: {comment}. Nothing was sent to Azure.",
+                        a.id
+                    ),
+                    a,
+                    None,
+                ))
+            }
+            Status::Expired => Err(refusal(
+                "ApprovalExpired",
+                format!(
+                    "approval {} expired at {} without a decision. Nothing was sent to Azure; send the request again to ask anew.",
+                    a.id, a.expires
+                ),
+                a,
+                None,
+            )),
+            Status::Consumed => Err(refusal(
+                "ApprovalConsumed",
+                format!(
+                    "approval {} was already used; an approval lets a request through once. Send the request without x-portcullis-approval to ask anew.",
+                    a.id
+                ),
+                a,
+                None,
+            )),
+        }
+    }
+
+    /// A vote by `voter`; returns the approval as it now is.
+    pub async fn vote(
+        &self,
+        id: &str,
+        voter: &Principal,
+        approve: bool,
+        comment: Option<String>,
+    ) -> Result<Approval, VoteError> {
+        let a = self
+            .store
+            .approval(id)
+            .await?
+            .ok_or_else(|| VoteError::NotFound(id.to_owned()))?;
+        a.may_decide(voter).map_err(VoteError::NotAllowed)?;
+        let vote = Vote {
+            voter: voter.object_id.clone(),
+            voter_name: voter.display_name.clone(),
+            vote: if approve { "approve" } else { "deny" }.to_owned(),
+            comment: comment.map(|c| c.chars().take(2000).collect()),
+            time: now(),
+        };
+        use super::store::Voted;
+        match self.store.vote(id, &vote, a.quorum, &now()).await? {
+            Voted::Now(status) => {
+                let event = match status {
+                    Status::Approved => "approved",
+                    Status::Denied => "denied",
+                    _ => "voted",
+                };
+                let note = VoteNote {
+                    voter_id: voter.object_id.clone(),
+                    voter: voter.describe(),
+                    vote,
+                };
+                self.changed(id, event, Some(note)).await;
+            }
+            Voted::Twice => {
+                return Err(VoteError::Conflict(format!(
+                    "you have already voted on approval {id}"
+                )));
+            }
+            Voted::NotPending(s) => {
+                return Err(VoteError::Conflict(format!(
+                    "approval {id} is {}, not pending",
+                    s.as_str()
+                )));
+            }
+            Voted::NotFound => return Err(VoteError::NotFound(id.to_owned())),
+        }
+        self.store
+            .approval(id)
+            .await?
+            .ok_or_else(|| VoteError::NotFound(id.to_owned()))
+    }
+
+    fn watch(&self, id: &str) -> watch::Receiver<Status> {
+        let mut m = self.watchers.lock().expect("never poisoned");
+        m.entry(id.to_owned())
+            .or_insert_with(|| watch::channel(Status::Pending).0)
+            .subscribe()
+    }
+
+    fn unwatch(&self, id: &str, rx: watch::Receiver<Status>) {
+        drop(rx);
+        let mut m = self.watchers.lock().expect("never poisoned");
+        if m.get(id).is_some_and(|tx| tx.receiver_count() == 0) {
+            m.remove(id);
+        }
+    }
+
+    /// After a transition: wake the waiters, tell the feed and the webhooks, record it.
+    async fn changed(&self, id: &str, event: &str, vote: Option<VoteNote>) {
+        let a = match self.store.approval(id).await {
+            Ok(Some(a)) => a,
+            Ok(None) => return,
+            Err(e) => {
+                tracing::error!(approval = id, error = %e, "reading an approval after a change failed");
+                return;
+            }
+        };
+        if let Some(tx) = self.watchers.lock().expect("never poisoned").get(id) {
+            tx.send_replace(a.status);
+        }
+        let a = Arc::new(a);
+        let _ = self.feed.send(a.clone());
+        if matches!(event, "created" | "approved" | "denied" | "expired") {
+            self.notifier.send(event, a.clone());
+        }
+        // The approval's history is part of the audit trail, in the requester's session.
+        let mut r = AuditRecord::new(
+            uuid::Uuid::new_v4().to_string(),
+            a.session.clone(),
+            Phase::Approval,
+            a.request.method.clone(),
+            format!(
+                "{}{}{}",
+                a.request.path,
+                if a.request.query.is_empty() { "" } else { "?" },
+                a.request.query
+            ),
+        );
+        r.approval = Some(a.id.clone());
+        r.action = Some(a.action.clone());
+        r.scope = Some(a.scope.clone());
+        r.rule = a.rule.clone();
+        r.decision = Some("approve".into());
+        r.principal = Some(match &vote {
+            Some(n) => n.voter_id.clone(),
+            None => a.principal.clone(),
+        });
+        r.reason = Some(match &vote {
+            Some(VoteNote { voter, vote: v, .. }) => format!(
+                "approval {}: {} voted {}{} (now {})",
+                a.id,
+                voter,
+                v.vote,
+                v.comment
+                    .as_deref()
+                    .map(|c| format!(": {c}"))
+                    .unwrap_or_default(),
+                a.status.as_str()
+            ),
+            None => format!("approval {}: {event}", a.id),
+        });
+        if let Err(e) = self.recorder.record(r).await {
+            tracing::error!(approval = id, error = %e, "an approval event could not be recorded");
+        }
+    }
+}
+
+/// Who voted what, for the audit record of a vote.
+struct VoteNote {
+    voter_id: String,
+    voter: String,
+    vote: Vote,
+}
+
+fn refusal(
+    code: &'static str,
+    message: String,
+    a: Approval,
+    retry_after: Option<u64>,
+) -> GatewayError {
+    GatewayError::Approval(Box::new(ApprovalRefusal {
+        code,
+        message,
+        approval: a,
+        retry_after,
+    }))
+}
