@@ -206,7 +206,13 @@ impl Approvals {
         if a.status == Status::Pending {
             // Beyond `max_held`, nobody waits: the agent is told to come back.
             if let Ok(_permit) = self.held.clone().try_acquire_owned() {
-                let mut rx = self.watch(&a.id);
+                // Unregistered on drop, also when the agent goes away mid-wait.
+                let mut watching = Watching {
+                    approvals: self,
+                    id: a.id.clone(),
+                    rx: self.watch(&a.id),
+                };
+                let rx = &mut watching.rx;
                 let deadline = tokio::time::Instant::now() + req.wait;
                 loop {
                     if a.status != Status::Pending || a.expires <= now() {
@@ -228,16 +234,12 @@ impl Approvals {
                     match self.store.approval(&a.id).await {
                         Ok(Some(fresh)) => a = fresh,
                         Ok(None) => break,
-                        Err(e) => {
-                            self.unwatch(&a.id, rx);
-                            return Err(store_err(e));
-                        }
+                        Err(e) => return Err(store_err(e)),
                     }
                     if tokio::time::Instant::now() >= deadline {
                         break;
                     }
                 }
-                self.unwatch(&a.id, rx);
             }
         }
         let expired = a.status == Status::Pending && a.expires <= now();
@@ -400,8 +402,8 @@ impl Approvals {
             .subscribe()
     }
 
-    fn unwatch(&self, id: &str, rx: watch::Receiver<Status>) {
-        drop(rx);
+    /// Forgets an approval's channel once nobody waits on it.
+    fn unwatch(&self, id: &str) {
         let mut m = self.watchers.lock().expect("never poisoned");
         if m.get(id).is_some_and(|tx| tx.receiver_count() == 0) {
             m.remove(id);
@@ -465,6 +467,23 @@ impl Approvals {
         if let Err(e) = self.recorder.record(r).await {
             tracing::error!(approval = id, error = %e, "an approval event could not be recorded");
         }
+    }
+}
+
+/// A waiter's registration; dropping it (the wait ended, or the agent went away)
+/// unregisters it.
+struct Watching<'a> {
+    approvals: &'a Approvals,
+    id: String,
+    rx: watch::Receiver<Status>,
+}
+
+impl Drop for Watching<'_> {
+    fn drop(&mut self) {
+        // Replace the receiver so the count no longer includes ours.
+        let (_, dummy) = watch::channel(Status::Pending);
+        drop(std::mem::replace(&mut self.rx, dummy));
+        self.approvals.unwatch(&self.id);
     }
 }
 
