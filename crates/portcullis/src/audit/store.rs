@@ -167,7 +167,10 @@ impl Store {
             .journal_mode(SqliteJournalMode::Wal)
             // Durable at commit: a record acknowledged is a record kept.
             .synchronous(SqliteSynchronous::Full)
-            .busy_timeout(std::time::Duration::from_secs(5));
+            .busy_timeout(std::time::Duration::from_secs(5))
+            // The write-ahead log is truncated back to this after each checkpoint, so it
+            // does not keep the space of its largest burst.
+            .pragma("journal_size_limit", "4194304");
         let pool = SqlitePoolOptions::new()
             .max_connections(4)
             .after_connect(move |conn, _| {
