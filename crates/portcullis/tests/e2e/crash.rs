@@ -48,17 +48,18 @@ async fn all_links(state: &Path) -> Vec<Link> {
 
 /// A `portcullis serve` process; killed (SIGKILL) when dropped, so a failing test leaves
 /// nothing running.
-struct Gateway {
-    child: Child,
-    addr: SocketAddr,
-    http: reqwest::Client,
+pub(crate) struct Gateway {
+    pub(crate) child: Child,
+    pub(crate) addr: SocketAddr,
+    pub(crate) admin: SocketAddr,
+    pub(crate) http: reqwest::Client,
     log: PathBuf,
 }
 
 impl Gateway {
     /// Starts `portcullis serve --config DIR/portcullis.yaml`, its log (stderr) in
     /// `DIR/<log>`, and waits until it says where it listens.
-    async fn spawn(dir: &Path, log: &str) -> Gateway {
+    pub(crate) async fn spawn(dir: &Path, log: &str) -> Gateway {
         let log = dir.join(log);
         let child = Command::new(env!("CARGO_BIN_EXE_portcullis"))
             .arg("serve")
@@ -75,6 +76,7 @@ impl Gateway {
         let mut gw = Gateway {
             child,
             addr: "127.0.0.1:0".parse().unwrap(),
+            admin: "127.0.0.1:0".parse().unwrap(),
             http: reqwest::Client::new(),
             log,
         };
@@ -89,8 +91,13 @@ impl Gateway {
                 l.strip_prefix("portcullis: development CA at ")
                     .and_then(|rest| rest.split(" (").next())
             });
-            if let (Some(addr), Some(ca)) = (addr, ca) {
+            let admin = text
+                .lines()
+                .find_map(|l| l.split_once(", admin on https://"))
+                .map(|(_, a)| a.trim());
+            if let (Some(addr), Some(admin), Some(ca)) = (addr, admin, ca) {
                 gw.addr = addr.parse().unwrap();
+                gw.admin = admin.parse().unwrap();
                 gw.http = reqwest::Client::builder()
                     .add_root_certificate(
                         reqwest::Certificate::from_pem(&std::fs::read(ca).unwrap()).unwrap(),
@@ -113,7 +120,7 @@ impl Gateway {
         }
     }
 
-    fn log(&self) -> String {
+    pub(crate) fn log(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
