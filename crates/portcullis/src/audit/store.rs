@@ -375,7 +375,7 @@ impl Store {
     pub async fn sessions(&self, f: &SessionFilter) -> Result<Vec<SessionSummary>, StoreError> {
         let rows = sqlx::query(
             "SELECT session, MIN(time), MAX(time), \
-                    SUM(json_extract(record, '$.phase') != 'response'), \
+                    SUM(json_extract(record, '$.phase') IN ('request', 'refused')), \
                     SUM(json_extract(record, '$.phase') = 'refused'), \
                     SUM(json_extract(record, '$.phase') = 'refused' AND json_extract(record, '$.decision') = 'deny'), \
                     MAX(json_extract(record, '$.principal')) \
