@@ -190,11 +190,25 @@ impl Approvals {
         let approval = match existing {
             Some(a) => a,
             None => {
+                // An overdue approval of this request must not block a new one.
+                self.expire_overdue().await;
                 let a = req.draft.clone();
-                self.store.insert_approval(&a).await.map_err(store_err)?;
-                tracing::info!(approval = %a.id, principal = %a.principal, action = %a.action, "request held for approval");
-                self.changed(&a.id, "created", None).await;
-                a
+                if self.store.insert_approval(&a).await.map_err(store_err)? {
+                    tracing::info!(approval = %a.id, principal = %a.principal, action = %a.action, "request held for approval");
+                    self.changed(&a.id, "created", None).await;
+                    a
+                } else {
+                    // The same request was held at the same moment: share its approval.
+                    self.store
+                        .live_approval(&p.object_id, &draft.digest, &now())
+                        .await
+                        .map_err(store_err)?
+                        .ok_or_else(|| {
+                            GatewayError::AuditUnavailable(
+                                "an approval for this request exists but cannot be read".into(),
+                            )
+                        })?
+                }
             }
         };
         self.settle(approval, &req).await
@@ -242,14 +256,10 @@ impl Approvals {
                 }
             }
         }
-        let expired = a.status == Status::Pending && a.expires <= now();
+        // Past its expiry, an approval that was not used can no longer pass, named or not.
+        let expired = matches!(a.status, Status::Pending | Status::Approved) && a.expires <= now();
         if expired {
-            // Expire it now rather than wait for the sweeper.
-            if let Ok(ids) = self.store.expire_due(&now()).await {
-                for id in ids {
-                    self.changed(&id, "expired", None).await;
-                }
-            }
+            self.expire_overdue().await;
             a.status = Status::Expired;
         }
         match a.status {
@@ -337,6 +347,18 @@ impl Approvals {
                 a,
                 None,
             )),
+        }
+    }
+
+    /// Expires what is overdue now, rather than at the sweeper's next pass.
+    async fn expire_overdue(&self) {
+        match self.store.expire_due(&now()).await {
+            Ok(ids) => {
+                for id in ids {
+                    self.changed(&id, "expired", None).await;
+                }
+            }
+            Err(e) => tracing::error!(error = %e, "expiring approvals failed"),
         }
     }
 

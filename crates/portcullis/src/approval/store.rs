@@ -24,10 +24,12 @@ pub enum Voted {
 }
 
 impl Store {
-    pub async fn insert_approval(&self, a: &Approval) -> Result<(), StoreError> {
+    /// Inserts a new approval; false when a live one for the same principal and request
+    /// already exists (it was created concurrently: use that one).
+    pub async fn insert_approval(&self, a: &Approval) -> Result<bool, StoreError> {
         let mut stored = a.clone();
         stored.votes.clear();
-        sqlx::query("INSERT INTO approvals (id, status, principal, digest, created, expires, body) VALUES (?, ?, ?, ?, ?, ?, ?)")
+        let done = sqlx::query("INSERT INTO approvals (id, status, principal, digest, created, expires, body) VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING")
             .bind(&a.id)
             .bind(a.status.as_str())
             .bind(&a.principal)
@@ -37,7 +39,7 @@ impl Store {
             .bind(serde_json::to_string(&stored).map_err(corrupt)?)
             .execute(self.pool())
             .await?;
-        Ok(())
+        Ok(done.rows_affected() == 1)
     }
 
     async fn approval_from(&self, row: &sqlx::sqlite::SqliteRow) -> Result<Approval, StoreError> {
@@ -90,8 +92,8 @@ impl Store {
         Ok(out)
     }
 
-    /// The newest approval of this exact request by this principal that can still pass
-    /// (pending or approved, not past its expiry).
+    /// The newest approval of this exact request by this principal that is still in force:
+    /// pending or approved (it may pass), or denied (the answer stands), until its expiry.
     pub async fn live_approval(
         &self,
         principal: &str,
@@ -100,7 +102,7 @@ impl Store {
     ) -> Result<Option<Approval>, StoreError> {
         let row = sqlx::query(
             "SELECT * FROM approvals WHERE principal = ? AND digest = ? \
-             AND status IN ('pending', 'approved') AND expires > ? ORDER BY created DESC LIMIT 1",
+             AND status IN ('pending', 'approved', 'denied') AND expires > ? ORDER BY created DESC LIMIT 1",
         )
         .bind(principal)
         .bind(digest)
@@ -189,7 +191,7 @@ impl Store {
     ) -> Result<bool, StoreError> {
         let mut tx = self.pool().begin_with("BEGIN IMMEDIATE").await?;
         let done = sqlx::query(
-            "UPDATE approvals SET status = 'consumed', consumed = ? WHERE id = ? AND status = 'approved'",
+            "UPDATE approvals SET status = 'consumed', consumed = ?1 WHERE id = ?2 AND status = 'approved' AND expires > ?1",
         )
         .bind(now)
         .bind(&a.id)
@@ -232,10 +234,11 @@ impl Store {
         .map(|r| r.get(0)))
     }
 
-    /// Marks pending approvals past their expiry as expired; returns their ids.
+    /// Marks approvals past their expiry that were never used (pending, or approved and not
+    /// redeemed) as expired; returns their ids.
     pub async fn expire_due(&self, now: &str) -> Result<Vec<String>, StoreError> {
         let rows = sqlx::query(
-            "UPDATE approvals SET status = 'expired', decided = ?1 WHERE status = 'pending' AND expires <= ?1 RETURNING id",
+            "UPDATE approvals SET status = 'expired', decided = COALESCE(decided, ?1) WHERE status IN ('pending', 'approved') AND expires <= ?1 RETURNING id",
         )
         .bind(now)
         .fetch_all(self.pool())

@@ -98,6 +98,10 @@ CREATE TABLE approvals (
     body       TEXT    NOT NULL
 );
 CREATE INDEX approvals_by_request ON approvals (principal, digest, created);
+-- At most one live (pending or approved) approval per principal and exact request, so
+-- identical requests sent at once share one approval.
+CREATE UNIQUE INDEX approvals_live ON approvals (principal, digest)
+    WHERE status IN ('pending', 'approved');
 CREATE INDEX approvals_by_status ON approvals (status, expires);
 CREATE TABLE approval_votes (
     approval TEXT NOT NULL,

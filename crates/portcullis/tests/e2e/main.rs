@@ -2,11 +2,13 @@
 //! loopback port, talking real TLS; assertions on what the client got and on what the
 //! simulator ("Azure") saw.
 
+mod approvals;
 mod audit;
 mod crash;
 mod credentials;
 mod datapath;
 mod demo;
+mod held;
 mod identity;
 mod masking;
 mod policy_tools;
