@@ -23,6 +23,9 @@ pub enum StoreError {
     Corrupt(String),
 }
 
+/// Records per INSERT statement (5 parameters each, well under SQLite's limit).
+const INSERT_ROWS: usize = 200;
+
 /// Versioned migrations, applied in order, each once.
 const MIGRATIONS: &[&str] = &[
     r#"
@@ -243,20 +246,27 @@ impl Store {
         records: &[AuditRecord],
     ) -> Result<(i64, String), StoreError> {
         let (mut seq, mut prev) = head.clone();
-        let mut tx = self.pool.begin().await?;
+        let mut rows = Vec::with_capacity(records.len());
         for r in records {
             seq += 1;
             let text = serde_json::to_string(r).expect("a record serializes");
             let h = hash(instance, seq, &prev, &text);
-            sqlx::query("INSERT INTO audit_records (instance, seq, prev_hash, hash, record) VALUES (?, ?, ?, ?, ?)")
-                .bind(instance)
-                .bind(seq)
-                .bind(&prev)
-                .bind(&h)
-                .bind(text)
-                .execute(&mut *tx)
-                .await?;
-            prev = h;
+            rows.push((seq, std::mem::replace(&mut prev, h.clone()), h, text));
+        }
+        // One multi-row INSERT per chunk: a round trip to SQLite per batch, not per record.
+        let mut tx = self.pool.begin().await?;
+        for chunk in rows.chunks(INSERT_ROWS) {
+            let mut b = sqlx::QueryBuilder::new(
+                "INSERT INTO audit_records (instance, seq, prev_hash, hash, record) ",
+            );
+            b.push_values(chunk, |mut row, (seq, prev, h, text)| {
+                row.push_bind(instance)
+                    .push_bind(*seq)
+                    .push_bind(prev.as_str())
+                    .push_bind(h.as_str())
+                    .push_bind(text.as_str());
+            });
+            b.build().execute(&mut *tx).await?;
         }
         tx.commit().await?;
         Ok((seq, prev))
