@@ -1,11 +1,10 @@
-//! Approvals, votes and grant windows in the state database. Each transition is one
-//! conditional statement (`... WHERE status = 'pending'`), so concurrent deciders or
-//! redeemers cannot both succeed.
-
-use sqlx::Row;
+//! Approvals, votes and grant windows in the state store (SQLite or PostgreSQL). Each
+//! transition is one conditional statement (`... WHERE status = 'pending'`), and votes
+//! take a lock on their approval first, so concurrent deciders or redeemers (on any
+//! replica) cannot both succeed.
 
 use super::model::{Approval, Status, Vote};
-use crate::audit::store::{Store, StoreError};
+use crate::audit::store::{Col, Db, Store, StoreError, on};
 
 fn corrupt(e: serde_json::Error) -> StoreError {
     StoreError::Corrupt(e.to_string())
@@ -23,51 +22,86 @@ pub enum Voted {
     NotFound,
 }
 
+/// The columns an approval is read from, in this order.
+const COLUMNS: &str = "id, status, decided, consumed, body";
+
+type Row = (String, String, Option<String>, Option<String>, String);
+
 impl Store {
+    /// How a decision locks: SQLite takes the database's write lock at once; PostgreSQL
+    /// locks the approval's row (`FOR UPDATE`).
+    fn locking(&self) -> (&'static str, &'static str) {
+        match self.db {
+            Db::Sqlite(_) => ("BEGIN IMMEDIATE", ""),
+            Db::Postgres(_) => ("BEGIN", " FOR UPDATE"),
+        }
+    }
+
     /// Inserts a new approval; false when a live one for the same principal and request
     /// already exists (it was created concurrently: use that one).
     pub async fn insert_approval(&self, a: &Approval) -> Result<bool, StoreError> {
         let mut stored = a.clone();
         stored.votes.clear();
-        let done = sqlx::query("INSERT INTO approvals (id, status, principal, digest, created, expires, body) VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING")
-            .bind(&a.id)
-            .bind(a.status.as_str())
-            .bind(&a.principal)
-            .bind(&a.digest)
-            .bind(&a.created)
-            .bind(&a.expires)
-            .bind(serde_json::to_string(&stored).map_err(corrupt)?)
-            .execute(self.pool())
-            .await?;
-        Ok(done.rows_affected() == 1)
+        let body = serde_json::to_string(&stored).map_err(corrupt)?;
+        let done = on!(self, pool => {
+            sqlx::query("INSERT INTO approvals (id, status, principal, digest, created, expires, body) VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT DO NOTHING")
+                .bind(&a.id)
+                .bind(a.status.as_str())
+                .bind(&a.principal)
+                .bind(&a.digest)
+                .bind(&a.created)
+                .bind(&a.expires)
+                .bind(&body)
+                .execute(pool)
+                .await?
+                .rows_affected()
+        });
+        Ok(done == 1)
     }
 
-    async fn approval_from(&self, row: &sqlx::sqlite::SqliteRow) -> Result<Approval, StoreError> {
-        let text: String = row.get("body");
-        let mut a: Approval = serde_json::from_str(&text).map_err(corrupt)?;
-        let status: String = row.get("status");
+    async fn approval_from(
+        &self,
+        (id, status, decided, consumed, body): Row,
+    ) -> Result<Approval, StoreError> {
+        let mut a: Approval = serde_json::from_str(&body).map_err(corrupt)?;
         a.status = Status::parse(&status)
-            .ok_or_else(|| StoreError::Corrupt(format!("approval status '{status}'")))?;
-        a.decided = row.get("decided");
-        a.consumed = row.get("consumed");
-        let votes = sqlx::query("SELECT body FROM approval_votes WHERE approval = ? ORDER BY time")
-            .bind(&a.id)
-            .fetch_all(self.pool())
-            .await?;
+            .ok_or_else(|| StoreError::Corrupt(format!("approval {id}: status '{status}'")))?;
+        a.decided = decided;
+        a.consumed = consumed;
+        let votes: Vec<String> = on!(self, pool => {
+            sqlx::query("SELECT body FROM approval_votes WHERE approval = $1 ORDER BY time")
+                .bind(&id)
+                .fetch_all(pool)
+                .await?
+                .iter()
+                .map(|r| r.col(0))
+                .collect()
+        });
         a.votes = votes
             .iter()
-            .map(|r| serde_json::from_str::<Vote>(&r.get::<String, _>(0)).map_err(corrupt))
+            .map(|v| serde_json::from_str::<Vote>(v).map_err(corrupt))
             .collect::<Result<_, _>>()?;
         Ok(a)
     }
 
+    async fn approvals_from(&self, rows: Vec<Row>) -> Result<Vec<Approval>, StoreError> {
+        let mut out = Vec::with_capacity(rows.len());
+        for r in rows {
+            out.push(self.approval_from(r).await?);
+        }
+        Ok(out)
+    }
+
     pub async fn approval(&self, id: &str) -> Result<Option<Approval>, StoreError> {
-        let row = sqlx::query("SELECT * FROM approvals WHERE id = ?")
-            .bind(id)
-            .fetch_optional(self.pool())
-            .await?;
+        let row: Option<Row> = on!(self, pool => {
+            sqlx::query(&format!("SELECT {COLUMNS} FROM approvals WHERE id = $1"))
+                .bind(id)
+                .fetch_optional(pool)
+                .await?
+                .map(|r| (r.col(0), r.col(1), r.col(2), r.col(3), r.col(4)))
+        });
         match row {
-            Some(r) => Ok(Some(self.approval_from(&r).await?)),
+            Some(r) => Ok(Some(self.approval_from(r).await?)),
             None => Ok(None),
         }
     }
@@ -78,18 +112,19 @@ impl Store {
         status: Option<Status>,
         limit: i64,
     ) -> Result<Vec<Approval>, StoreError> {
-        let rows = sqlx::query(
-            "SELECT * FROM approvals WHERE (?1 IS NULL OR status = ?1) ORDER BY created DESC LIMIT ?2",
-        )
-        .bind(status.map(Status::as_str))
-        .bind(limit)
-        .fetch_all(self.pool())
-        .await?;
-        let mut out = Vec::with_capacity(rows.len());
-        for r in &rows {
-            out.push(self.approval_from(r).await?);
-        }
-        Ok(out)
+        let rows: Vec<Row> = on!(self, pool => {
+            sqlx::query(&format!(
+                "SELECT {COLUMNS} FROM approvals WHERE (CAST($1 AS TEXT) IS NULL OR status = $1) ORDER BY created DESC LIMIT $2"
+            ))
+            .bind(status.map(Status::as_str))
+            .bind(limit)
+            .fetch_all(pool)
+            .await?
+            .iter()
+            .map(|r| (r.col(0), r.col(1), r.col(2), r.col(3), r.col(4)))
+            .collect()
+        });
+        self.approvals_from(rows).await
     }
 
     /// The newest approval of this exact request by this principal that is still in force:
@@ -100,17 +135,20 @@ impl Store {
         digest: &str,
         now: &str,
     ) -> Result<Option<Approval>, StoreError> {
-        let row = sqlx::query(
-            "SELECT * FROM approvals WHERE principal = ? AND digest = ? \
-             AND status IN ('pending', 'approved', 'denied') AND expires > ? ORDER BY created DESC LIMIT 1",
-        )
-        .bind(principal)
-        .bind(digest)
-        .bind(now)
-        .fetch_optional(self.pool())
-        .await?;
+        let row: Option<Row> = on!(self, pool => {
+            sqlx::query(&format!(
+                "SELECT {COLUMNS} FROM approvals WHERE principal = $1 AND digest = $2 \
+                 AND status IN ('pending', 'approved', 'denied') AND expires > $3 ORDER BY created DESC LIMIT 1"
+            ))
+            .bind(principal)
+            .bind(digest)
+            .bind(now)
+            .fetch_optional(pool)
+            .await?
+            .map(|r| (r.col(0), r.col(1), r.col(2), r.col(3), r.col(4)))
+        });
         match row {
-            Some(r) => Ok(Some(self.approval_from(&r).await?)),
+            Some(r) => Ok(Some(self.approval_from(r).await?)),
             None => Ok(None),
         }
     }
@@ -123,62 +161,66 @@ impl Store {
         quorum: u32,
         now: &str,
     ) -> Result<Voted, StoreError> {
-        // Take the write lock first, so concurrent voters queue instead of deadlocking.
-        let mut tx = self.pool().begin_with("BEGIN IMMEDIATE").await?;
-        let row = sqlx::query("SELECT status, expires FROM approvals WHERE id = ?")
+        let (begin, lock) = self.locking();
+        let vote_body = serde_json::to_string(vote).map_err(corrupt)?;
+        Ok(on!(self, pool => {
+            // Lock first, so concurrent voters queue instead of deciding twice.
+            let mut tx = pool.begin_with(begin).await?;
+            let row: Option<(String, String)> = sqlx::query(&format!(
+                "SELECT status, expires FROM approvals WHERE id = $1{lock}"
+            ))
             .bind(id)
             .fetch_optional(&mut *tx)
-            .await?;
-        let Some(row) = row else {
-            return Ok(Voted::NotFound);
-        };
-        let status = Status::parse(&row.get::<String, _>(0)).unwrap_or(Status::Expired);
-        let expires: String = row.get(1);
-        if status != Status::Pending {
-            return Ok(Voted::NotPending(status));
-        }
-        if expires.as_str() <= now {
-            return Ok(Voted::NotPending(Status::Expired));
-        }
-        let inserted = sqlx::query(
-            "INSERT OR IGNORE INTO approval_votes (approval, voter, vote, time, body) VALUES (?, ?, ?, ?, ?)",
-        )
-        .bind(id)
-        .bind(&vote.voter)
-        .bind(&vote.vote)
-        .bind(&vote.time)
-        .bind(serde_json::to_string(vote).map_err(corrupt)?)
-        .execute(&mut *tx)
-        .await?;
-        if inserted.rows_affected() == 0 {
-            return Ok(Voted::Twice);
-        }
-        let approvals: i64 = sqlx::query(
-            "SELECT COUNT(*) FROM approval_votes WHERE approval = ? AND vote = 'approve'",
-        )
-        .bind(id)
-        .fetch_one(&mut *tx)
-        .await?
-        .get(0);
-        let next = if vote.vote == "deny" {
-            Status::Denied
-        } else if approvals >= i64::from(quorum) {
-            Status::Approved
-        } else {
-            Status::Pending
-        };
-        if next != Status::Pending {
-            sqlx::query(
-                "UPDATE approvals SET status = ?, decided = ? WHERE id = ? AND status = 'pending'",
-            )
-            .bind(next.as_str())
-            .bind(now)
-            .bind(id)
-            .execute(&mut *tx)
-            .await?;
-        }
-        tx.commit().await?;
-        Ok(Voted::Now(next))
+            .await?
+            .map(|r| (r.col(0), r.col(1)));
+            match row {
+                None => Voted::NotFound,
+                Some((status, _)) if Status::parse(&status) != Some(Status::Pending) => {
+                    Voted::NotPending(Status::parse(&status).unwrap_or(Status::Expired))
+                }
+                Some((_, expires)) if expires.as_str() <= now => Voted::NotPending(Status::Expired),
+                Some(_) => {
+                    let inserted = sqlx::query(
+                        "INSERT INTO approval_votes (approval, voter, vote, time, body) VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING",
+                    )
+                    .bind(id)
+                    .bind(&vote.voter)
+                    .bind(&vote.vote)
+                    .bind(&vote.time)
+                    .bind(&vote_body)
+                    .execute(&mut *tx)
+                    .await?;
+                    if inserted.rows_affected() == 0 {
+                        Voted::Twice
+                    } else {
+                        let approvals: i64 = sqlx::query(
+                            "SELECT COUNT(*) FROM approval_votes WHERE approval = $1 AND vote = 'approve'",
+                        )
+                        .bind(id)
+                        .fetch_one(&mut *tx)
+                        .await?
+                        .col(0);
+                        let next = if vote.vote == "deny" {
+                            Status::Denied
+                        } else if approvals >= i64::from(quorum) {
+                            Status::Approved
+                        } else {
+                            Status::Pending
+                        };
+                        if next != Status::Pending {
+                            sqlx::query("UPDATE approvals SET status = $1, decided = $2 WHERE id = $3 AND status = 'pending'")
+                                .bind(next.as_str())
+                                .bind(now)
+                                .bind(id)
+                                .execute(&mut *tx)
+                                .await?;
+                        }
+                        tx.commit().await?;
+                        Voted::Now(next)
+                    }
+                }
+            }
+        }))
     }
 
     /// Uses an approved approval for one forward. True for exactly one caller; with a grant
@@ -189,29 +231,33 @@ impl Store {
         now: &str,
         grant_until: Option<&str>,
     ) -> Result<bool, StoreError> {
-        let mut tx = self.pool().begin_with("BEGIN IMMEDIATE").await?;
-        let done = sqlx::query(
-            "UPDATE approvals SET status = 'consumed', consumed = ?1 WHERE id = ?2 AND status = 'approved' AND expires > ?1",
-        )
-        .bind(now)
-        .bind(&a.id)
-        .execute(&mut *tx)
-        .await?;
-        if done.rows_affected() != 1 {
-            return Ok(false);
-        }
-        if let Some(until) = grant_until {
-            sqlx::query("INSERT INTO approval_grants (principal, action, scope, until, approval) VALUES (?, ?, ?, ?, ?)")
-                .bind(&a.principal)
-                .bind(a.action.to_ascii_lowercase())
-                .bind(a.scope.to_ascii_lowercase())
-                .bind(until)
-                .bind(&a.id)
-                .execute(&mut *tx)
-                .await?;
-        }
-        tx.commit().await?;
-        Ok(true)
+        let (begin, _) = self.locking();
+        Ok(on!(self, pool => {
+            let mut tx = pool.begin_with(begin).await?;
+            let done = sqlx::query(
+                "UPDATE approvals SET status = 'consumed', consumed = $1 WHERE id = $2 AND status = 'approved' AND expires > $1",
+            )
+            .bind(now)
+            .bind(&a.id)
+            .execute(&mut *tx)
+            .await?;
+            if done.rows_affected() != 1 {
+                false
+            } else {
+                if let Some(until) = grant_until {
+                    sqlx::query("INSERT INTO approval_grants (principal, action, scope, until, approval) VALUES ($1, $2, $3, $4, $5)")
+                        .bind(&a.principal)
+                        .bind(a.action.to_ascii_lowercase())
+                        .bind(a.scope.to_ascii_lowercase())
+                        .bind(until)
+                        .bind(&a.id)
+                        .execute(&mut *tx)
+                        .await?;
+                }
+                tx.commit().await?;
+                true
+            }
+        }))
     }
 
     /// The approval whose grant window lets this principal do this action on this scope now.
@@ -222,27 +268,33 @@ impl Store {
         scope: &str,
         now: &str,
     ) -> Result<Option<String>, StoreError> {
-        Ok(sqlx::query(
-            "SELECT approval FROM approval_grants WHERE principal = ? AND action = ? AND scope = ? AND until > ? ORDER BY until DESC LIMIT 1",
-        )
-        .bind(principal)
-        .bind(action.to_ascii_lowercase())
-        .bind(scope.to_ascii_lowercase())
-        .bind(now)
-        .fetch_optional(self.pool())
-        .await?
-        .map(|r| r.get(0)))
+        Ok(on!(self, pool => {
+            sqlx::query(
+                "SELECT approval FROM approval_grants WHERE principal = $1 AND action = $2 AND scope = $3 AND until > $4 ORDER BY until DESC LIMIT 1",
+            )
+            .bind(principal)
+            .bind(action.to_ascii_lowercase())
+            .bind(scope.to_ascii_lowercase())
+            .bind(now)
+            .fetch_optional(pool)
+            .await?
+            .map(|r| r.col(0))
+        }))
     }
 
     /// Marks approvals past their expiry that were never used (pending, or approved and not
     /// redeemed) as expired; returns their ids.
     pub async fn expire_due(&self, now: &str) -> Result<Vec<String>, StoreError> {
-        let rows = sqlx::query(
-            "UPDATE approvals SET status = 'expired', decided = COALESCE(decided, ?1) WHERE status IN ('pending', 'approved') AND expires <= ?1 RETURNING id",
-        )
-        .bind(now)
-        .fetch_all(self.pool())
-        .await?;
-        Ok(rows.iter().map(|r| r.get(0)).collect())
+        Ok(on!(self, pool => {
+            sqlx::query(
+                "UPDATE approvals SET status = 'expired', decided = COALESCE(decided, $1) WHERE status IN ('pending', 'approved') AND expires <= $1 RETURNING id",
+            )
+            .bind(now)
+            .fetch_all(pool)
+            .await?
+            .iter()
+            .map(|r| r.col(0))
+            .collect()
+        }))
     }
 }

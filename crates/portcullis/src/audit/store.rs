@@ -1,14 +1,18 @@
-//! The audit store: SQLite (WAL), append-only by trigger, one hash chain per instance, the
-//! signed checkpoints, and the segments retention removed. (PostgreSQL arrives with the
-//! high-availability work, behind the same functions.)
+//! The state store: the audit chains (append-only by trigger, one hash chain per
+//! instance), the signed checkpoints, the segments retention removed, and approvals.
+//!
+//! Two backends behind the same functions: SQLite (embedded, WAL; the default) and
+//! PostgreSQL (shared by replicas). The SQL is written once, in the subset both speak
+//! (`$N` parameters, `CAST`, `ON CONFLICT`, `RETURNING`); each backend has its own
+//! migrations (types and triggers differ) and its own way to lock for a decision.
 
 use std::path::Path;
 use std::str::FromStr;
 
 use sqlx::Row;
+use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use sqlx::sqlite::{
-    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
-    SqliteSynchronous,
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
 
 use super::chain::{GENESIS, Link, hash};
@@ -123,7 +127,130 @@ CREATE TABLE approval_grants (
 );
 CREATE INDEX approval_grants_by_key ON approval_grants (principal, action, scope, until);
 "#,
+    // What session listings filter on, as columns both backends share.
+    r#"
+ALTER TABLE audit_records ADD COLUMN phase TEXT
+    GENERATED ALWAYS AS (json_extract(record, '$.phase')) VIRTUAL;
+ALTER TABLE audit_records ADD COLUMN principal TEXT
+    GENERATED ALWAYS AS (json_extract(record, '$.principal')) VIRTUAL;
+ALTER TABLE audit_records ADD COLUMN decision TEXT
+    GENERATED ALWAYS AS (json_extract(record, '$.decision')) VIRTUAL;
+"#,
 ];
+
+/// The PostgreSQL schema, versioned like SQLite's. Columns read from the record are
+/// generated from it, so they add nothing an attacker could edit apart from the hashed text.
+const PG_MIGRATIONS: &[&str] = &[r#"
+CREATE TABLE audit_records (
+    instance  TEXT   NOT NULL,
+    seq       BIGINT NOT NULL,
+    prev_hash TEXT   NOT NULL,
+    hash      TEXT   NOT NULL,
+    record    TEXT   NOT NULL,
+    time      TEXT GENERATED ALWAYS AS ((record::jsonb) ->> 'time') STORED,
+    session   TEXT GENERATED ALWAYS AS ((record::jsonb) ->> 'session') STORED,
+    phase     TEXT GENERATED ALWAYS AS ((record::jsonb) ->> 'phase') STORED,
+    principal TEXT GENERATED ALWAYS AS ((record::jsonb) ->> 'principal') STORED,
+    decision  TEXT GENERATED ALWAYS AS ((record::jsonb) ->> 'decision') STORED,
+    PRIMARY KEY (instance, seq)
+);
+CREATE INDEX audit_records_by_time ON audit_records (time, instance, seq);
+CREATE INDEX audit_records_by_session ON audit_records (session, time);
+CREATE TABLE audit_checkpoints (
+    instance   TEXT   NOT NULL,
+    seq        BIGINT NOT NULL,
+    hash       TEXT   NOT NULL,
+    time       TEXT   NOT NULL,
+    public_key TEXT   NOT NULL,
+    signature  TEXT   NOT NULL,
+    PRIMARY KEY (instance, seq)
+);
+CREATE TABLE audit_pruned (
+    instance     TEXT   NOT NULL,
+    through_seq  BIGINT NOT NULL,
+    through_hash TEXT   NOT NULL,
+    time         TEXT   NOT NULL,
+    records      BIGINT NOT NULL,
+    PRIMARY KEY (instance, through_seq)
+);
+CREATE FUNCTION portcullis_append_only() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN RAISE EXCEPTION '% is append-only', TG_TABLE_NAME; END $$;
+CREATE FUNCTION portcullis_sealed_delete() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    IF OLD.seq > COALESCE((SELECT MAX(through_seq) FROM audit_pruned WHERE instance = OLD.instance), 0) THEN
+        RAISE EXCEPTION 'audit records are append-only';
+    END IF;
+    RETURN OLD;
+END $$;
+CREATE TRIGGER audit_records_no_update BEFORE UPDATE ON audit_records
+    FOR EACH ROW EXECUTE FUNCTION portcullis_append_only();
+CREATE TRIGGER audit_records_no_delete BEFORE DELETE ON audit_records
+    FOR EACH ROW EXECUTE FUNCTION portcullis_sealed_delete();
+CREATE TRIGGER audit_checkpoints_no_change BEFORE UPDATE OR DELETE ON audit_checkpoints
+    FOR EACH ROW EXECUTE FUNCTION portcullis_append_only();
+CREATE TRIGGER audit_pruned_no_change BEFORE UPDATE OR DELETE ON audit_pruned
+    FOR EACH ROW EXECUTE FUNCTION portcullis_append_only();
+
+CREATE TABLE approvals (
+    id        TEXT PRIMARY KEY,
+    status    TEXT NOT NULL,
+    principal TEXT NOT NULL,
+    digest    TEXT NOT NULL,
+    created   TEXT NOT NULL,
+    expires   TEXT NOT NULL,
+    decided   TEXT,
+    consumed  TEXT,
+    body      TEXT NOT NULL
+);
+CREATE INDEX approvals_by_request ON approvals (principal, digest, created);
+CREATE INDEX approvals_by_status ON approvals (status, expires);
+CREATE UNIQUE INDEX approvals_live ON approvals (principal, digest)
+    WHERE status IN ('pending', 'approved');
+CREATE TABLE approval_votes (
+    approval TEXT NOT NULL,
+    voter    TEXT NOT NULL,
+    vote     TEXT NOT NULL,
+    time     TEXT NOT NULL,
+    body     TEXT NOT NULL,
+    PRIMARY KEY (approval, voter)
+);
+CREATE TABLE approval_grants (
+    principal TEXT NOT NULL,
+    action    TEXT NOT NULL,
+    scope     TEXT NOT NULL,
+    until     TEXT NOT NULL,
+    approval  TEXT NOT NULL
+);
+CREATE INDEX approval_grants_by_key ON approval_grants (principal, action, scope, until);
+"#];
+
+/// Runs `$body` with `$pool` bound to the store's concrete pool, whichever backend it is:
+/// the same code, compiled once per backend.
+macro_rules! on {
+    ($store:expr, $pool:ident => $body:expr) => {
+        match &$store.db {
+            $crate::audit::store::Db::Sqlite($pool) => $body,
+            $crate::audit::store::Db::Postgres($pool) => $body,
+        }
+    };
+}
+pub(crate) use on;
+
+/// Reads a column, whichever backend the row comes from.
+pub(crate) trait Col<'r, T> {
+    fn col(&'r self, i: usize) -> T;
+}
+
+impl<'r, R, T> Col<'r, T> for R
+where
+    R: Row,
+    usize: sqlx::ColumnIndex<R>,
+    T: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+{
+    fn col(&'r self, i: usize) -> T {
+        self.get(i)
+    }
+}
 
 /// One session, as listed.
 #[derive(Debug, Clone, serde::Serialize)]
@@ -157,8 +284,14 @@ pub struct Cursor {
 }
 
 #[derive(Clone)]
+pub(crate) enum Db {
+    Sqlite(SqlitePool),
+    Postgres(PgPool),
+}
+
+#[derive(Clone)]
 pub struct Store {
-    pool: SqlitePool,
+    pub(crate) db: Db,
 }
 
 impl Store {
@@ -197,40 +330,100 @@ impl Store {
             })
             .connect_with(options)
             .await?;
-        sqlx::query("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
-            .execute(&pool)
-            .await?;
-        let current: i64 = sqlx::query("SELECT COALESCE(MAX(version), 0) FROM schema_version")
-            .fetch_one(&pool)
-            .await?
-            .get(0);
-        for (i, m) in MIGRATIONS.iter().enumerate().skip(current as usize) {
-            let mut tx = pool.begin().await?;
-            sqlx::raw_sql(m).execute(&mut *tx).await?;
-            sqlx::query("INSERT INTO schema_version (version) VALUES (?)")
-                .bind(i as i64 + 1)
-                .execute(&mut *tx)
-                .await?;
-            tx.commit().await?;
-        }
-        Ok(Store { pool })
+        let store = Store {
+            db: Db::Sqlite(pool),
+        };
+        store.migrate(MIGRATIONS).await?;
+        Ok(store)
     }
 
-    /// The pool, for the other state kept in the same database (approvals).
-    pub(crate) fn pool(&self) -> &SqlitePool {
-        &self.pool
+    /// Opens a store by URL: `postgres://...` (or `postgresql://`) for PostgreSQL, else a
+    /// SQLite file path.
+    pub async fn connect(url: &str, max_bytes: Option<u64>) -> Result<Store, StoreError> {
+        if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            Self::open_postgres(url, None).await
+        } else {
+            Self::open_with(Path::new(url.trim_start_matches("sqlite://")), max_bytes).await
+        }
+    }
+
+    /// Opens (and migrates) a PostgreSQL store; `schema` (created if missing) keeps it apart
+    /// from other users of the database, e.g. in tests.
+    pub async fn open_postgres(url: &str, schema: Option<&str>) -> Result<Store, StoreError> {
+        let mut options = PgConnectOptions::from_str(url)?;
+        if let Some(schema) = schema {
+            let admin = PgPool::connect_with(options.clone()).await?;
+            sqlx::query(&format!("CREATE SCHEMA IF NOT EXISTS \"{schema}\""))
+                .execute(&admin)
+                .await?;
+            admin.close().await;
+            options = options.options([("search_path", schema)]);
+        }
+        let pool = PgPoolOptions::new()
+            .max_connections(16)
+            .acquire_timeout(std::time::Duration::from_secs(5))
+            .connect_with(options)
+            .await?;
+        let store = Store {
+            db: Db::Postgres(pool),
+        };
+        store.migrate(PG_MIGRATIONS).await?;
+        Ok(store)
+    }
+
+    /// Which backend this is: `sqlite` or `postgres`.
+    pub fn backend(&self) -> &'static str {
+        match self.db {
+            Db::Sqlite(_) => "sqlite",
+            Db::Postgres(_) => "postgres",
+        }
+    }
+
+    /// Whether the store answers (readiness).
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        on!(self, pool => sqlx::query("SELECT 1").execute(pool).await.map(|_| ()))?;
+        Ok(())
+    }
+
+    async fn migrate(&self, migrations: &[&str]) -> Result<(), StoreError> {
+        on!(self, pool => {
+            // Replicas may start together: one migrates, the others wait for its lock.
+            let mut tx = pool.begin().await?;
+            if let Db::Postgres(_) = self.db {
+                sqlx::query("SELECT pg_advisory_xact_lock(7243911)").execute(&mut *tx).await?;
+            }
+            sqlx::query("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
+                .execute(&mut *tx)
+                .await?;
+            let row = sqlx::query("SELECT CAST(COALESCE(MAX(version), 0) AS BIGINT) FROM schema_version")
+                .fetch_one(&mut *tx)
+                .await?;
+            let current: i64 = row.col(0);
+            for (i, m) in migrations.iter().enumerate().skip(current as usize) {
+                sqlx::raw_sql(m).execute(&mut *tx).await?;
+                sqlx::query("INSERT INTO schema_version (version) VALUES ($1)")
+                    .bind(i as i32 + 1)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            tx.commit().await?;
+        });
+        Ok(())
     }
 
     /// The last (seq, hash) of an instance's chain (after what retention removed).
     pub async fn head(&self, instance: &str) -> Result<(i64, String), StoreError> {
-        let row = sqlx::query(
-            "SELECT seq, hash FROM audit_records WHERE instance = ? ORDER BY seq DESC LIMIT 1",
-        )
-        .bind(instance)
-        .fetch_optional(&self.pool)
-        .await?;
-        if let Some(r) = row {
-            return Ok((r.get(0), r.get(1)));
+        let found: Option<(i64, String)> = on!(self, pool => {
+            sqlx::query(
+                "SELECT seq, hash FROM audit_records WHERE instance = $1 ORDER BY seq DESC LIMIT 1",
+            )
+            .bind(instance)
+            .fetch_optional(pool)
+            .await?
+            .map(|r| (r.col(0), r.col(1)))
+        });
+        if let Some(h) = found {
+            return Ok(h);
         }
         Ok(self
             .pruned(instance)
@@ -253,90 +446,105 @@ impl Store {
             let h = hash(instance, seq, &prev, &text);
             rows.push((seq, std::mem::replace(&mut prev, h.clone()), h, text));
         }
-        // One multi-row INSERT per chunk: a round trip to SQLite per batch, not per record.
-        let mut tx = self.pool.begin().await?;
-        for chunk in rows.chunks(INSERT_ROWS) {
-            let mut b = sqlx::QueryBuilder::new(
-                "INSERT INTO audit_records (instance, seq, prev_hash, hash, record) ",
-            );
-            b.push_values(chunk, |mut row, (seq, prev, h, text)| {
-                row.push_bind(instance)
-                    .push_bind(*seq)
-                    .push_bind(prev.as_str())
-                    .push_bind(h.as_str())
-                    .push_bind(text.as_str());
-            });
-            b.build().execute(&mut *tx).await?;
-        }
-        tx.commit().await?;
+        // One multi-row INSERT per chunk: a round trip per batch, not per record.
+        on!(self, pool => {
+            let mut tx = pool.begin().await?;
+            for chunk in rows.chunks(INSERT_ROWS) {
+                let mut b = sqlx::QueryBuilder::new(
+                    "INSERT INTO audit_records (instance, seq, prev_hash, hash, record) ",
+                );
+                b.push_values(chunk, |mut row, (seq, prev, h, text)| {
+                    row.push_bind(instance)
+                        .push_bind(*seq)
+                        .push_bind(prev.as_str())
+                        .push_bind(h.as_str())
+                        .push_bind(text.as_str());
+                });
+                b.build().execute(&mut *tx).await?;
+            }
+            tx.commit().await?;
+        });
         Ok((seq, prev))
     }
 
     /// Every instance with a chain (records, checkpoints or retention marks).
     pub async fn instances(&self) -> Result<Vec<String>, StoreError> {
-        let rows = sqlx::query(
-            "SELECT instance FROM audit_records UNION SELECT instance FROM audit_checkpoints \
-             UNION SELECT instance FROM audit_pruned ORDER BY 1",
-        )
-        .fetch_all(&self.pool)
-        .await?;
-        Ok(rows.iter().map(|r| r.get(0)).collect())
+        Ok(on!(self, pool => {
+            sqlx::query(
+                "SELECT instance FROM audit_records UNION SELECT instance FROM audit_checkpoints \
+                 UNION SELECT instance FROM audit_pruned ORDER BY 1",
+            )
+            .fetch_all(pool)
+            .await?
+            .iter()
+            .map(|r| r.col(0))
+            .collect()
+        }))
     }
 
     /// An instance's chain, in sequence order.
     pub async fn chain(&self, instance: &str) -> Result<Vec<Link>, StoreError> {
-        let rows = sqlx::query(
-            "SELECT instance, seq, prev_hash, hash, record FROM audit_records WHERE instance = ? ORDER BY seq",
-        )
-        .bind(instance)
-        .fetch_all(&self.pool)
-        .await?;
-        rows.iter().map(link).collect()
+        on!(self, pool => {
+            sqlx::query(
+                "SELECT instance, seq, prev_hash, hash, record FROM audit_records WHERE instance = $1 ORDER BY seq",
+            )
+            .bind(instance)
+            .fetch_all(pool)
+            .await?
+            .iter()
+            .map(|r| link(r.col(0), r.col(1), r.col(2), r.col(3), r.col(4)))
+            .collect()
+        })
     }
 
     pub async fn add_checkpoint(&self, c: &Checkpoint) -> Result<(), StoreError> {
-        sqlx::query("INSERT INTO audit_checkpoints (instance, seq, hash, time, public_key, signature) VALUES (?, ?, ?, ?, ?, ?)")
-            .bind(&c.instance)
-            .bind(c.seq)
-            .bind(&c.hash)
-            .bind(&c.time)
-            .bind(&c.public_key)
-            .bind(&c.signature)
-            .execute(&self.pool)
-            .await?;
+        on!(self, pool => {
+            sqlx::query("INSERT INTO audit_checkpoints (instance, seq, hash, time, public_key, signature) VALUES ($1, $2, $3, $4, $5, $6)")
+                .bind(&c.instance)
+                .bind(c.seq)
+                .bind(&c.hash)
+                .bind(&c.time)
+                .bind(&c.public_key)
+                .bind(&c.signature)
+                .execute(pool)
+                .await?;
+        });
         Ok(())
     }
 
     pub async fn checkpoints(&self, instance: &str) -> Result<Vec<Checkpoint>, StoreError> {
-        let rows = sqlx::query("SELECT seq, hash, time, public_key, signature FROM audit_checkpoints WHERE instance = ? ORDER BY seq")
-            .bind(instance)
-            .fetch_all(&self.pool)
-            .await?;
-        Ok(rows
-            .iter()
-            .map(|r| Checkpoint {
-                instance: instance.to_owned(),
-                seq: r.get(0),
-                hash: r.get(1),
-                time: r.get(2),
-                public_key: r.get(3),
-                signature: r.get(4),
-            })
-            .collect())
+        Ok(on!(self, pool => {
+            sqlx::query("SELECT seq, hash, time, public_key, signature FROM audit_checkpoints WHERE instance = $1 ORDER BY seq")
+                .bind(instance)
+                .fetch_all(pool)
+                .await?
+                .iter()
+                .map(|r| Checkpoint {
+                    instance: instance.to_owned(),
+                    seq: r.col(0),
+                    hash: r.col(1),
+                    time: r.col(2),
+                    public_key: r.col(3),
+                    signature: r.col(4),
+                })
+                .collect()
+        }))
     }
 
     /// The latest retention mark of an instance's chain.
     pub async fn pruned(&self, instance: &str) -> Result<Option<Pruned>, StoreError> {
-        let row = sqlx::query("SELECT through_seq, through_hash, time, records FROM audit_pruned WHERE instance = ? ORDER BY through_seq DESC LIMIT 1")
-            .bind(instance)
-            .fetch_optional(&self.pool)
-            .await?;
-        Ok(row.map(|r| Pruned {
-            instance: instance.to_owned(),
-            through_seq: r.get(0),
-            through_hash: r.get(1),
-            time: r.get(2),
-            records: r.get(3),
+        Ok(on!(self, pool => {
+            sqlx::query("SELECT through_seq, through_hash, time, records FROM audit_pruned WHERE instance = $1 ORDER BY through_seq DESC LIMIT 1")
+                .bind(instance)
+                .fetch_optional(pool)
+                .await?
+                .map(|r| Pruned {
+                    instance: instance.to_owned(),
+                    through_seq: r.col(0),
+                    through_hash: r.col(1),
+                    time: r.col(2),
+                    records: r.col(3),
+                })
         }))
     }
 
@@ -346,21 +554,22 @@ impl Store {
     /// or `None` when nothing is old enough to be sealed.
     pub async fn prune(&self, instance: &str, before: &str) -> Result<Option<Pruned>, StoreError> {
         let already = self.pruned(instance).await?.map_or(0, |p| p.through_seq);
-        let row = sqlx::query(
-            "SELECT c.seq, c.hash FROM audit_checkpoints c JOIN audit_records r \
-             ON r.instance = c.instance AND r.seq = c.seq \
-             WHERE c.instance = ? AND r.time < ? AND c.seq > ? ORDER BY c.seq DESC LIMIT 1",
-        )
-        .bind(instance)
-        .bind(before)
-        .bind(already)
-        .fetch_optional(&self.pool)
-        .await?;
-        let Some(row) = row else {
+        let found: Option<(i64, String)> = on!(self, pool => {
+            sqlx::query(
+                "SELECT c.seq, c.hash FROM audit_checkpoints c JOIN audit_records r \
+                 ON r.instance = c.instance AND r.seq = c.seq \
+                 WHERE c.instance = $1 AND r.time < $2 AND c.seq > $3 ORDER BY c.seq DESC LIMIT 1",
+            )
+            .bind(instance)
+            .bind(before)
+            .bind(already)
+            .fetch_optional(pool)
+            .await?
+            .map(|r| (r.col(0), r.col(1)))
+        });
+        let Some((through_seq, through_hash)) = found else {
             return Ok(None);
         };
-        let (through_seq, through_hash): (i64, String) = (row.get(0), row.get(1));
-        let mut tx = self.pool.begin().await?;
         let mark = Pruned {
             instance: instance.to_owned(),
             through_seq,
@@ -368,80 +577,89 @@ impl Store {
             time: crate::audit_time(),
             records: through_seq - already,
         };
-        sqlx::query("INSERT INTO audit_pruned (instance, through_seq, through_hash, time, records) VALUES (?, ?, ?, ?, ?)")
-            .bind(&mark.instance)
-            .bind(mark.through_seq)
-            .bind(&mark.through_hash)
-            .bind(&mark.time)
-            .bind(mark.records)
-            .execute(&mut *tx)
-            .await?;
-        sqlx::query("DELETE FROM audit_records WHERE instance = ? AND seq <= ?")
-            .bind(instance)
-            .bind(through_seq)
-            .execute(&mut *tx)
-            .await?;
-        tx.commit().await?;
+        on!(self, pool => {
+            let mut tx = pool.begin().await?;
+            sqlx::query("INSERT INTO audit_pruned (instance, through_seq, through_hash, time, records) VALUES ($1, $2, $3, $4, $5)")
+                .bind(&mark.instance)
+                .bind(mark.through_seq)
+                .bind(&mark.through_hash)
+                .bind(&mark.time)
+                .bind(mark.records)
+                .execute(&mut *tx)
+                .await?;
+            sqlx::query("DELETE FROM audit_records WHERE instance = $1 AND seq <= $2")
+                .bind(instance)
+                .bind(through_seq)
+                .execute(&mut *tx)
+                .await?;
+            tx.commit().await?;
+        });
         Ok(Some(mark))
     }
 
     /// Sessions, oldest first.
     pub async fn sessions(&self, f: &SessionFilter) -> Result<Vec<SessionSummary>, StoreError> {
-        let rows = sqlx::query(
-            "SELECT session, MIN(time), MAX(time), \
-                    SUM(json_extract(record, '$.phase') IN ('request', 'refused')), \
-                    SUM(json_extract(record, '$.phase') = 'refused'), \
-                    SUM(json_extract(record, '$.phase') = 'refused' AND json_extract(record, '$.decision') = 'deny'), \
-                    MAX(json_extract(record, '$.principal')) \
-             FROM audit_records \
-             GROUP BY session \
-             HAVING (?1 IS NULL OR MAX(time) >= ?1) \
-                AND (?2 IS NULL OR SUM(json_extract(record, '$.principal') = ?2) > 0) \
-                AND (?3 IS NULL OR SUM(json_extract(record, '$.decision') = ?3 \
-                     OR (?3 = 'refused' AND json_extract(record, '$.phase') = 'refused')) > 0) \
-             ORDER BY MIN(time)",
-        )
-        .bind(&f.since)
-        .bind(&f.principal)
-        .bind(&f.decision)
-        .fetch_all(&self.pool)
-        .await?;
-        Ok(rows
+        Ok(on!(self, pool => {
+            sqlx::query(
+                "SELECT session, MIN(time), MAX(time), \
+                        CAST(SUM(CASE WHEN phase IN ('request', 'refused') THEN 1 ELSE 0 END) AS BIGINT), \
+                        CAST(SUM(CASE WHEN phase = 'refused' THEN 1 ELSE 0 END) AS BIGINT), \
+                        CAST(SUM(CASE WHEN phase = 'refused' AND decision = 'deny' THEN 1 ELSE 0 END) AS BIGINT), \
+                        MAX(principal) \
+                 FROM audit_records \
+                 GROUP BY session \
+                 HAVING (CAST($1 AS TEXT) IS NULL OR MAX(time) >= $1) \
+                    AND (CAST($2 AS TEXT) IS NULL OR SUM(CASE WHEN principal = $2 THEN 1 ELSE 0 END) > 0) \
+                    AND (CAST($3 AS TEXT) IS NULL OR SUM(CASE WHEN decision = $3 \
+                         OR ($3 = 'refused' AND phase = 'refused') THEN 1 ELSE 0 END) > 0) \
+                 ORDER BY MIN(time)",
+            )
+            .bind(&f.since)
+            .bind(&f.principal)
+            .bind(&f.decision)
+            .fetch_all(pool)
+            .await?
             .iter()
             .map(|r| SessionSummary {
-                id: r.get(0),
-                started: r.get(1),
-                last: r.get(2),
-                requests: r.get(3),
-                refused: r.get(4),
-                denied: r.get(5),
-                principal: r.get(6),
+                id: r.col(0),
+                started: r.col(1),
+                last: r.col(2),
+                requests: r.col(3),
+                refused: r.col(4),
+                denied: r.col(5),
+                principal: r.col(6),
             })
-            .collect())
+            .collect()
+        }))
     }
 
     /// A session's records, in time order across instances.
     pub async fn session(&self, id: &str) -> Result<Vec<Link>, StoreError> {
-        let rows = sqlx::query(
-            "SELECT instance, seq, prev_hash, hash, record FROM audit_records WHERE session = ? ORDER BY time, instance, seq",
-        )
-        .bind(id)
-        .fetch_all(&self.pool)
-        .await?;
-        rows.iter().map(link).collect()
+        on!(self, pool => {
+            sqlx::query(
+                "SELECT instance, seq, prev_hash, hash, record FROM audit_records WHERE session = $1 ORDER BY time, instance, seq",
+            )
+            .bind(id)
+            .fetch_all(pool)
+            .await?
+            .iter()
+            .map(|r| link(r.col(0), r.col(1), r.col(2), r.col(3), r.col(4)))
+            .collect()
+        })
     }
 
     /// How many records fall in `[since, until)`.
     pub async fn count(&self, since: &str, until: Option<&str>) -> Result<i64, StoreError> {
-        Ok(sqlx::query(
-            "SELECT COUNT(*) FROM audit_records WHERE time >= ? AND (? IS NULL OR time < ?)",
-        )
-        .bind(since)
-        .bind(until)
-        .bind(until)
-        .fetch_one(&self.pool)
-        .await?
-        .get(0))
+        Ok(on!(self, pool => {
+            sqlx::query(
+                "SELECT COUNT(*) FROM audit_records WHERE time >= $1 AND (CAST($2 AS TEXT) IS NULL OR time < $2)",
+            )
+            .bind(since)
+            .bind(until)
+            .fetch_one(pool)
+            .await?
+            .col(0)
+        }))
     }
 
     /// The next page of records in `[since, until)` after `after`, merged across instances in
@@ -454,33 +672,48 @@ impl Store {
         limit: i64,
     ) -> Result<Vec<Link>, StoreError> {
         let c = after.cloned().unwrap_or_default();
-        let rows = sqlx::query(
-            "SELECT instance, seq, prev_hash, hash, record FROM audit_records \
-             WHERE time >= ?1 AND (?2 IS NULL OR time < ?2) \
-               AND (?3 = 0 OR (time, instance, seq) > (?4, ?5, ?6)) \
-             ORDER BY time, instance, seq LIMIT ?7",
-        )
-        .bind(since)
-        .bind(until)
-        .bind(after.is_some())
-        .bind(&c.time)
-        .bind(&c.instance)
-        .bind(c.seq)
-        .bind(limit)
-        .fetch_all(&self.pool)
-        .await?;
-        rows.iter().map(link).collect()
+        on!(self, pool => {
+            sqlx::query(
+                "SELECT instance, seq, prev_hash, hash, record FROM audit_records \
+                 WHERE time >= $1 AND (CAST($2 AS TEXT) IS NULL OR time < $2) \
+                   AND ($3 = 0 OR (time, instance, seq) > ($4, $5, $6)) \
+                 ORDER BY time, instance, seq LIMIT $7",
+            )
+            .bind(since)
+            .bind(until)
+            .bind(i64::from(after.is_some()))
+            .bind(&c.time)
+            .bind(&c.instance)
+            .bind(c.seq)
+            .bind(limit)
+            .fetch_all(pool)
+            .await?
+            .iter()
+            .map(|r| link(r.col(0), r.col(1), r.col(2), r.col(3), r.col(4)))
+            .collect()
+        })
     }
 }
 
-fn link(r: &SqliteRow) -> Result<Link, StoreError> {
-    let text: String = r.get(4);
+/// Runs one statement as is (tests use it to prove the tables refuse edits).
+#[doc(hidden)]
+pub async fn raw_execute(store: &Store, sql: &str) -> Result<u64, StoreError> {
+    Ok(on!(store, pool => sqlx::query(sql).execute(pool).await?.rows_affected()))
+}
+
+fn link(
+    instance: String,
+    seq: i64,
+    prev_hash: String,
+    hash: String,
+    text: String,
+) -> Result<Link, StoreError> {
     let record = serde_json::from_str(&text).map_err(|e| StoreError::Corrupt(e.to_string()))?;
     Ok(Link {
-        instance: r.get(0),
-        seq: r.get(1),
-        prev_hash: r.get(2),
-        hash: r.get(3),
+        instance,
+        seq,
+        prev_hash,
+        hash,
         text,
         record,
     })

@@ -23,8 +23,14 @@ struct StoreArgs {
     #[arg(long, conflicts_with = "db")]
     state_dir: Option<PathBuf>,
     /// The audit database itself.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "store")]
     db: Option<PathBuf>,
+    /// A PostgreSQL store (`postgres://...`) instead of a SQLite file.
+    #[arg(long, env = "PORTCULLIS_STORE", hide_env_values = true)]
+    store: Option<String>,
+    /// The PostgreSQL schema the tables are in.
+    #[arg(long, requires = "store")]
+    schema: Option<String>,
 }
 
 #[derive(clap::Subcommand)]
@@ -66,12 +72,21 @@ enum AuditCommand {
     },
 }
 
+impl StoreArgs {
+    async fn open(&self) -> anyhow::Result<Store> {
+        if let Some(url) = &self.store {
+            return Ok(Store::open_postgres(url, self.schema.as_deref()).await?);
+        }
+        open(self.state_dir.as_deref(), self.db.as_deref()).await
+    }
+}
+
 /// The audit database named on the command line; it must exist.
 pub(crate) async fn open(state_dir: Option<&Path>, db: Option<&Path>) -> anyhow::Result<Store> {
     let path = match (db, state_dir) {
         (Some(db), _) => db.to_path_buf(),
         (None, Some(dir)) => dir.join("audit.db"),
-        (None, None) => bail!("give --state-dir or --db"),
+        (None, None) => bail!("give --state-dir, --db or --store"),
     };
     if !path.exists() {
         bail!("{} does not exist", path.display());
@@ -120,7 +135,7 @@ pub async fn run(args: AuditArgs) -> anyhow::Result<()> {
     match args.command {
         AuditCommand::Verify { store, public_keys } => {
             let keys = trusted_keys(&public_keys, &store)?;
-            let db = open(store.state_dir.as_deref(), store.db.as_deref()).await?;
+            let db = store.open().await?;
             let mut bad = 0;
             for instance in db.instances().await? {
                 let checkpoints = db.checkpoints(&instance).await?;
@@ -164,7 +179,7 @@ pub async fn run(args: AuditArgs) -> anyhow::Result<()> {
             }
             let since = time_arg(&since)?;
             let until = until.as_deref().map(time_arg).transpose()?;
-            let db = open(store.state_dir.as_deref(), store.db.as_deref()).await?;
+            let db = store.open().await?;
             let total = db.count(&since, until.as_deref()).await?;
             let mut out: Box<dyn Write> = match &output {
                 Some(path) => Box::new(std::io::BufWriter::new(
@@ -207,7 +222,7 @@ pub async fn run(args: AuditArgs) -> anyhow::Result<()> {
         }
         AuditCommand::Prune { store, older_than } => {
             let before = time_arg(&older_than)?;
-            let db = open(store.state_dir.as_deref(), store.db.as_deref()).await?;
+            let db = store.open().await?;
             for instance in db.instances().await? {
                 match db.prune(&instance, &before).await? {
                     Some(mark) => println!(

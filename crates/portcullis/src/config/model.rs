@@ -21,11 +21,32 @@ pub struct Config {
     pub masking: MaskingConfig,
     pub audit: AuditConfig,
     pub approvals: ApprovalsSettings,
+    pub store: StoreSettings,
     /// The file this configuration was loaded from (hot reload watches it).
     pub source_path: Option<PathBuf>,
     /// Things that load but are probably mistakes (rules that can never match, shadowed
     /// rules), each with `file:line`.
     pub warnings: Vec<String>,
+}
+
+#[derive(Clone)]
+pub enum StoreSettings {
+    /// The embedded default.
+    Sqlite(PathBuf),
+    Postgres {
+        url: crate::secret::Secret,
+        schema: Option<String>,
+    },
+}
+
+impl std::fmt::Debug for StoreSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            StoreSettings::Sqlite(p) => write!(f, "Sqlite({})", p.display()),
+            // The URL may carry a password.
+            StoreSettings::Postgres { schema, .. } => write!(f, "Postgres(schema {schema:?})"),
+        }
+    }
 }
 
 #[derive(Debug, Clone)]

@@ -26,6 +26,17 @@ pub struct RawConfig {
     pub audit: RawAudit,
     #[serde(default)]
     pub approvals: RawApprovals,
+    /// Where audit records and approvals are kept. Default: SQLite in the state directory.
+    pub store: Option<RawStore>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawStore {
+    /// `postgres://user@host:5432/db` (replicas share it), or a SQLite file path.
+    pub url: RawSecretOrText,
+    /// A PostgreSQL schema to keep the tables in (created if missing).
+    pub schema: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]

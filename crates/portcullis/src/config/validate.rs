@@ -528,6 +528,32 @@ pub fn validate(
     }
     let audit = audit(&mut p, raw.audit, base, &state_dir);
     let approvals = approvals(&mut p, raw.approvals, base, env);
+    let store = match raw.store {
+        None => StoreSettings::Sqlite(state_dir.join("audit.db")),
+        Some(rs) => {
+            let url = match &rs.url {
+                RawSecretOrText::Text(t) => crate::secret::Secret::new(t.clone()),
+                RawSecretOrText::Secret(s) => read_secret(&mut p, env, base, s, "store.url"),
+            };
+            let u = url.expose();
+            if u.starts_with("postgres://") || u.starts_with("postgresql://") {
+                if let Some(s) = &rs.schema
+                    && !(s.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') && !s.is_empty())
+                {
+                    p.at(None, "store.schema: letters, digits and _ only");
+                }
+                StoreSettings::Postgres {
+                    url,
+                    schema: rs.schema,
+                }
+            } else {
+                if rs.schema.is_some() {
+                    p.at(None, "store.schema applies to PostgreSQL only");
+                }
+                StoreSettings::Sqlite(base.join(u.trim_start_matches("sqlite://")))
+            }
+        }
+    };
     if p.list.is_empty() {
         Ok(Config {
             listen_gateway,
@@ -541,6 +567,7 @@ pub fn validate(
             masking,
             audit,
             approvals,
+            store,
             warnings,
             source_path: None,
         })

@@ -22,6 +22,23 @@ pub async fn handle(gw: Arc<Gateway>, req: http::Request<hyper::body::Incoming>)
     if path == "/healthz" {
         return reply(StatusCode::OK, json!({"status": "ok"}));
     }
+    if path == "/readyz" {
+        // Ready when the store answers (keys and policy are loaded before the listeners
+        // open: a gateway without them does not start).
+        return match gw.store.ping().await {
+            Ok(()) => reply(
+                StatusCode::OK,
+                json!({"status": "ready", "store": gw.store.backend()}),
+            ),
+            Err(e) => {
+                tracing::warn!(error = %e, "not ready: the store does not answer");
+                reply(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    json!({"status": "unready", "store": gw.store.backend(), "reason": "the store does not answer"}),
+                )
+            }
+        };
+    }
     if !path.starts_with("/api/") {
         return error(StatusCode::NOT_FOUND, "NotFound", "no such admin endpoint");
     }

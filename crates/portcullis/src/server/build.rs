@@ -137,11 +137,14 @@ pub async fn build(config: Config) -> Result<Built, BuildError> {
     ));
     // The audit store and its one writer; this instance's chain is named by a stable id.
     let instance = instance_id(&config.state_dir)?;
-    let store = crate::audit::store::Store::open_with(
-        &config.state_dir.join("audit.db"),
-        config.audit.max_db_bytes,
-    )
-    .await?;
+    let store = match &config.store {
+        crate::config::StoreSettings::Sqlite(path) => {
+            crate::audit::store::Store::open_with(path, config.audit.max_db_bytes).await?
+        }
+        crate::config::StoreSettings::Postgres { url, schema } => {
+            crate::audit::store::Store::open_postgres(url.expose(), schema.as_deref()).await?
+        }
+    };
     let signing_key = crate::audit::checkpoint::load_or_create(
         &config.audit.signing_key,
         config.audit.generate_key,

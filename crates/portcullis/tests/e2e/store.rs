@@ -1,0 +1,340 @@
+//! The state store's behaviour, the same on both backends: SQLite (a temporary file) and
+//! PostgreSQL (a fresh schema in the `test` database on 127.0.0.1:5432, dropped after).
+
+use portcullis::approval::{Approval, HeldRequest, Status, Vote};
+use portcullis::audit::chain::verify;
+use portcullis::audit::checkpoint::Checkpoint;
+use portcullis::audit::record::{AuditRecord, Phase};
+use portcullis::audit::store::{SessionFilter, Store};
+
+/// The PostgreSQL the tests use (override with PORTCULLIS_TEST_PG).
+pub fn pg_url() -> String {
+    std::env::var("PORTCULLIS_TEST_PG")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into())
+}
+
+/// A PostgreSQL schema of its own for one test; dropped when this is dropped.
+pub struct Schema(pub String);
+
+impl Schema {
+    pub fn new() -> Schema {
+        Schema(format!("pc_test_{}", uuid::Uuid::new_v4().simple()))
+    }
+}
+
+impl Drop for Schema {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("psql")
+            .arg(pg_url())
+            .args([
+                "-q",
+                "-c",
+                &format!("DROP SCHEMA IF EXISTS \"{}\" CASCADE", self.0),
+            ])
+            .output();
+    }
+}
+
+async fn backends() -> Vec<(Store, Option<Schema>, std::path::PathBuf)> {
+    let dir = std::env::temp_dir().join(format!("pc-store-{}", uuid::Uuid::new_v4().simple()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let sqlite = Store::open(&dir.join("audit.db")).await.unwrap();
+    let schema = Schema::new();
+    let pg = Store::open_postgres(&pg_url(), Some(&schema.0))
+        .await
+        .expect("PostgreSQL on 127.0.0.1:5432 (database test) is reachable");
+    vec![(sqlite, None, dir.clone()), (pg, Some(schema), dir)]
+}
+
+fn record(i: usize, session: &str, phase: Phase) -> AuditRecord {
+    let mut r = AuditRecord::new(
+        format!("req-{i}"),
+        session.to_owned(),
+        phase,
+        "GET".into(),
+        format!("/subscriptions/s/resourceGroups/rg{i}?api-version=2022-09-01"),
+    );
+    r.principal = Some("p-1".into());
+    r.decision = Some(if i % 3 == 0 { "deny" } else { "allow" }.into());
+    r
+}
+
+#[tokio::test]
+async fn chains_checkpoints_retention_and_queries_behave_alike_on_both_backends() {
+    let key = ed25519_dalek::SigningKey::from_bytes(&[3; 32]);
+    let trusted = vec![portcullis::audit::chain::hex(
+        key.verifying_key().as_bytes(),
+    )];
+    for (store, _schema, _dir) in backends().await {
+        let b = store.backend();
+        let mut head = store.head("gw-a").await.unwrap();
+        assert_eq!(head.0, 0, "{b}");
+        let records: Vec<AuditRecord> = (0..6)
+            .map(|i| {
+                record(
+                    i,
+                    if i < 3 { "s1" } else { "s2" },
+                    if i % 3 == 0 {
+                        Phase::Refused
+                    } else {
+                        Phase::Request
+                    },
+                )
+            })
+            .collect();
+        head = store.append("gw-a", &head, &records[..4]).await.unwrap();
+        store
+            .add_checkpoint(&Checkpoint::sign(&key, "gw-a", head.0, &head.1))
+            .await
+            .unwrap();
+        head = store.append("gw-a", &head, &records[4..]).await.unwrap();
+        assert_eq!(head.0, 6, "{b}");
+        assert_eq!(store.head("gw-a").await.unwrap(), head, "{b}");
+        let chain = store.chain("gw-a").await.unwrap();
+        let checkpoints = store.checkpoints("gw-a").await.unwrap();
+        let v = verify("gw-a", &chain, &checkpoints, None, &trusted).unwrap();
+        assert_eq!((v.records, v.checkpoints), (6, 1), "{b}");
+
+        // Append-only, on both.
+        let edit = match b {
+            "sqlite" => "UPDATE audit_records SET record = '{}' WHERE seq = 1",
+            _ => "UPDATE audit_records SET record = '{}' WHERE seq = 1",
+        };
+        let refused = portcullis::audit::store::raw_execute(&store, edit).await;
+        assert!(refused.is_err(), "{b}: updates are refused");
+        let refused = portcullis::audit::store::raw_execute(
+            &store,
+            "DELETE FROM audit_records WHERE seq = 6",
+        )
+        .await;
+        assert!(refused.is_err(), "{b}: deletes are refused");
+
+        // Queries.
+        let sessions = store.sessions(&SessionFilter::default()).await.unwrap();
+        let ids: Vec<&str> = sessions.iter().map(|s| s.id.as_str()).collect();
+        assert_eq!(ids, ["s1", "s2"], "{b}");
+        assert_eq!(sessions[0].requests, 3, "{b}");
+        assert_eq!(sessions[0].refused, 1, "{b}");
+        assert_eq!(sessions[0].denied, 1, "{b}");
+        let denied = store
+            .sessions(&SessionFilter {
+                decision: Some("refused".into()),
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        assert_eq!(denied.len(), 2, "{b}");
+        let nobody = store
+            .sessions(&SessionFilter {
+                principal: Some("p-2".into()),
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        assert!(nobody.is_empty(), "{b}");
+        assert_eq!(store.session("s2").await.unwrap().len(), 3, "{b}");
+        assert_eq!(
+            store.count("2000-01-01T00:00:00Z", None).await.unwrap(),
+            6,
+            "{b}"
+        );
+        let mut seen = 0;
+        let mut cursor = None;
+        loop {
+            let page = store
+                .page("2000-01-01T00:00:00Z", None, cursor.as_ref(), 4)
+                .await
+                .unwrap();
+            let Some(last) = page.last() else { break };
+            cursor = Some(last.cursor());
+            seen += page.len();
+        }
+        assert_eq!(seen, 6, "{b}");
+
+        // Retention removes what the checkpoint seals, and what remains verifies.
+        let mark = store
+            .prune("gw-a", "2999-01-01T00:00:00Z")
+            .await
+            .unwrap()
+            .expect("a sealed segment");
+        assert_eq!(mark.through_seq, 4, "{b}");
+        let chain = store.chain("gw-a").await.unwrap();
+        assert_eq!(chain.first().unwrap().seq, 5, "{b}");
+        let pruned = store.pruned("gw-a").await.unwrap();
+        let v = verify("gw-a", &chain, &checkpoints, pruned.as_ref(), &trusted).unwrap();
+        assert_eq!(v.pruned_through, Some(4), "{b}");
+        assert_eq!(store.head("gw-a").await.unwrap(), head, "{b}");
+    }
+}
+
+fn approval(id: &str, principal: &str, digest: &str, expires: &str) -> Approval {
+    Approval {
+        id: id.into(),
+        status: Status::Pending,
+        principal: principal.into(),
+        principal_app: None,
+        principal_name: None,
+        action: "Microsoft.Storage/storageAccounts/write".into(),
+        scope: "/subscriptions/s/resourceGroups/rg".into(),
+        rule: Some("r".into()),
+        rule_reason: "held".into(),
+        request: HeldRequest {
+            method: "PUT".into(),
+            path: "/x".into(),
+            query: String::new(),
+            headers: Vec::new(),
+            body: None,
+        },
+        digest: digest.into(),
+        reason: None,
+        approvers: vec!["*".into()],
+        quorum: 2,
+        credential: None,
+        grant_window_secs: None,
+        session: "s".into(),
+        created: portcullis::audit_time(),
+        expires: expires.into(),
+        decided: None,
+        consumed: None,
+        votes: Vec::new(),
+    }
+}
+
+fn vote(voter: &str, v: &str) -> Vote {
+    Vote {
+        voter: voter.into(),
+        voter_name: None,
+        vote: v.into(),
+        comment: None,
+        time: portcullis::audit_time(),
+    }
+}
+
+#[tokio::test]
+async fn approvals_are_decided_and_consumed_once_on_both_backends() {
+    let now = portcullis::audit_time();
+    let later = "2999-01-01T00:00:00.000000Z";
+    for (store, _schema, _dir) in backends().await {
+        let b = store.backend();
+        assert!(
+            store
+                .insert_approval(&approval("a1", "p", "d1", later))
+                .await
+                .unwrap()
+        );
+        // The same live request again: refused, so callers share the first.
+        assert!(
+            !store
+                .insert_approval(&approval("a2", "p", "d1", later))
+                .await
+                .unwrap(),
+            "{b}"
+        );
+        assert_eq!(
+            store
+                .live_approval("p", "d1", &now)
+                .await
+                .unwrap()
+                .unwrap()
+                .id,
+            "a1",
+            "{b}"
+        );
+        use portcullis::approval::store::Voted;
+        assert_eq!(
+            store
+                .vote("a1", &vote("v1", "approve"), 2, &now)
+                .await
+                .unwrap(),
+            Voted::Now(Status::Pending),
+            "{b}"
+        );
+        assert_eq!(
+            store
+                .vote("a1", &vote("v1", "approve"), 2, &now)
+                .await
+                .unwrap(),
+            Voted::Twice,
+            "{b}"
+        );
+        assert_eq!(
+            store
+                .vote("a1", &vote("v2", "approve"), 2, &now)
+                .await
+                .unwrap(),
+            Voted::Now(Status::Approved),
+            "{b}"
+        );
+        assert_eq!(
+            store
+                .vote("a1", &vote("v3", "deny"), 2, &now)
+                .await
+                .unwrap(),
+            Voted::NotPending(Status::Approved),
+            "{b}"
+        );
+        let a = store.approval("a1").await.unwrap().unwrap();
+        assert_eq!((a.status, a.votes.len()), (Status::Approved, 2), "{b}");
+
+        // Many redeemers at once: exactly one wins.
+        let mut racers = tokio::task::JoinSet::new();
+        for _ in 0..12 {
+            let (store, a, now) = (store.clone(), a.clone(), now.clone());
+            racers.spawn(async move { store.consume(&a, &now, Some(later)).await.unwrap() });
+        }
+        let mut wins = 0;
+        while let Some(w) = racers.join_next().await {
+            wins += usize::from(w.unwrap());
+        }
+        assert_eq!(wins, 1, "{b}: consumed once");
+        assert!(
+            store
+                .grant("p", &a.action, &a.scope, &now)
+                .await
+                .unwrap()
+                .is_some(),
+            "{b}"
+        );
+
+        // Concurrent votes reaching the quorum decide once.
+        assert!(
+            store
+                .insert_approval(&approval("a3", "p", "d3", later))
+                .await
+                .unwrap()
+        );
+        let mut voters = tokio::task::JoinSet::new();
+        for i in 0..8 {
+            let store = store.clone();
+            let now = now.clone();
+            voters.spawn(async move {
+                store
+                    .vote("a3", &vote(&format!("v{i}"), "approve"), 2, &now)
+                    .await
+                    .unwrap()
+            });
+        }
+        let mut approved = 0;
+        while let Some(v) = voters.join_next().await {
+            if v.unwrap() == Voted::Now(Status::Approved) {
+                approved += 1;
+            }
+        }
+        assert_eq!(approved, 1, "{b}: one vote completes the quorum");
+
+        // Expiry.
+        assert!(
+            store
+                .insert_approval(&approval("a4", "p", "d4", "2000-01-01T00:00:00Z"))
+                .await
+                .unwrap()
+        );
+        let expired = store.expire_due(&now).await.unwrap();
+        assert!(expired.contains(&"a4".to_owned()), "{b}: {expired:?}");
+        assert_eq!(
+            store.approval("a4").await.unwrap().unwrap().status,
+            Status::Expired,
+            "{b}"
+        );
+    }
+}
