@@ -538,7 +538,7 @@ pub fn validate(
             let u = url.expose();
             if u.starts_with("postgres://") || u.starts_with("postgresql://") {
                 if let Some(s) = &rs.schema
-                    && !(s.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') && !s.is_empty())
+                    && (s.is_empty() || !s.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'))
                 {
                     p.at(None, "store.schema: letters, digits and _ only");
                 }
