@@ -55,7 +55,7 @@ fn record(i: usize, session: &str, phase: Phase) -> AuditRecord {
         format!("/subscriptions/s/resourceGroups/rg{i}?api-version=2022-09-01"),
     );
     r.principal = Some("p-1".into());
-    r.decision = Some(if i % 3 == 0 { "deny" } else { "allow" }.into());
+    r.decision = Some(if i.is_multiple_of(3) { "deny" } else { "allow" }.into());
     r
 }
 
@@ -74,7 +74,7 @@ async fn chains_checkpoints_retention_and_queries_behave_alike_on_both_backends(
                 record(
                     i,
                     if i < 3 { "s1" } else { "s2" },
-                    if i % 3 == 0 {
+                    if i.is_multiple_of(3) {
                         Phase::Refused
                     } else {
                         Phase::Request
