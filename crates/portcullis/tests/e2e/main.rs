@@ -12,6 +12,7 @@ mod held;
 mod identity;
 mod masking;
 mod policy_tools;
+mod postgres;
 mod store;
 
 use std::path::{Path, PathBuf};
