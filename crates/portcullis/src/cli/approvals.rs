@@ -241,10 +241,10 @@ pub async fn run(args: ApprovalsArgs) -> anyhow::Result<()> {
             show(&a);
         }
         ApprovalsCommand::Approve { id, comment } | ApprovalsCommand::Deny { id, comment } => {
-            let verb = if matches!(args.command, ApprovalsCommand::Approve { .. }) {
-                "approve"
+            let (verb, done) = if matches!(args.command, ApprovalsCommand::Approve { .. }) {
+                ("approve", "approved")
             } else {
-                "deny"
+                ("deny", "denied")
             };
             let a = api
                 .call(
@@ -254,7 +254,7 @@ pub async fn run(args: ApprovalsArgs) -> anyhow::Result<()> {
                 )
                 .await?;
             println!(
-                "{verb}d: approval {id} is now {} ({}/{} approvals)",
+                "{done}: approval {id} is now {} ({}/{} approvals)",
                 a["status"].as_str().unwrap_or("-"),
                 a["approvals"],
                 a["quorum"]
