@@ -20,9 +20,6 @@ use crate::audit::writer::Recorder;
 use crate::azure::error::{ApprovalRefusal, GatewayError};
 use crate::identity::principal::Principal;
 
-/// How often a waiter re-reads its approval even without a wake-up (a decision taken
-/// elsewhere is seen within this).
-const RECHECK: Duration = Duration::from_secs(10);
 /// How often overdue approvals are marked expired.
 const SWEEP: Duration = Duration::from_secs(2);
 
@@ -33,6 +30,9 @@ pub struct ApprovalsConfig {
     pub max_held: usize,
     /// Where approvers open an approval (links in notifications).
     pub console_url: Option<String>,
+    /// How often a waiter re-reads its approval even without a wake-up, so a lost
+    /// notification from another replica only delays a release.
+    pub recheck: Duration,
 }
 
 pub struct Approvals {
@@ -43,6 +43,8 @@ pub struct Approvals {
     held: Arc<Semaphore>,
     watchers: Mutex<HashMap<String, watch::Sender<Status>>>,
     feed: broadcast::Sender<Arc<Approval>>,
+    /// This process, in notifications to replicas (so it can skip its own).
+    origin: String,
 }
 
 /// A held request that may now go to Azure.
@@ -102,14 +104,25 @@ impl Approvals {
             config,
             watchers: Mutex::new(HashMap::new()),
             feed,
+            origin: uuid::Uuid::new_v4().simple().to_string(),
         })
     }
 
-    /// Marks overdue approvals expired, every few seconds, until `stop`.
+    /// Marks overdue approvals expired, every few seconds, until `stop`; with PostgreSQL,
+    /// also listens for other replicas' changes and wakes this replica's waiters.
     pub fn spawn_sweeper(
         self: &Arc<Self>,
-        mut stop: watch::Receiver<bool>,
+        stop: watch::Receiver<bool>,
     ) -> tokio::task::JoinHandle<()> {
+        let listener = self.clone();
+        let mut listener_stop = stop.clone();
+        tokio::spawn(async move {
+            tokio::select! {
+                _ = listener.listen() => {}
+                _ = listener_stop.changed() => {}
+            }
+        });
+        let mut stop = stop;
         let this = self.clone();
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(SWEEP);
@@ -128,6 +141,45 @@ impl Approvals {
                 }
             }
         })
+    }
+
+    /// Wakes this replica's waiters (and event streams) when another replica changes an
+    /// approval. A lost notification only delays a release until the waiter's recheck.
+    async fn listen(self: Arc<Self>) {
+        loop {
+            let mut l = match self.store.approval_listener().await {
+                Ok(Some(l)) => l,
+                Ok(None) => return,
+                Err(e) => {
+                    tracing::warn!(error = %e, "listening for approval changes failed; retrying");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                    continue;
+                }
+            };
+            loop {
+                match l.recv().await {
+                    Ok(n) => {
+                        let Some((origin, id)) = n.payload().split_once(' ') else {
+                            continue;
+                        };
+                        if origin == self.origin {
+                            continue;
+                        }
+                        if let Ok(Some(a)) = self.store.approval(id).await {
+                            if let Some(tx) = self.watchers.lock().expect("never poisoned").get(id)
+                            {
+                                tx.send_replace(a.status);
+                            }
+                            let _ = self.feed.send(Arc::new(a));
+                        }
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "the approval listener lost its connection");
+                        break;
+                    }
+                }
+            }
+        }
     }
 
     /// Changes to approvals, for the admin API's event stream.
@@ -240,7 +292,7 @@ impl Approvals {
                                 .ok()
                         })
                         .unwrap_or_default();
-                    let wake = tokio::time::Instant::now() + until_expiry.min(RECHECK);
+                    let wake = tokio::time::Instant::now() + until_expiry.min(self.config.recheck);
                     tokio::select! {
                         _ = rx.changed() => {}
                         _ = tokio::time::sleep_until(wake.min(deadline)) => {}
@@ -444,6 +496,9 @@ impl Approvals {
         };
         if let Some(tx) = self.watchers.lock().expect("never poisoned").get(id) {
             tx.send_replace(a.status);
+        }
+        if let Err(e) = self.store.notify_approval(&self.origin, id).await {
+            tracing::warn!(approval = id, error = %e, "other replicas could not be notified; they see the change at their next recheck");
         }
         let a = Arc::new(a);
         let _ = self.feed.send(a.clone());

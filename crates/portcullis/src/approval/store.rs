@@ -282,6 +282,32 @@ impl Store {
         }))
     }
 
+    /// Tells the other replicas sharing this store that an approval changed (PostgreSQL
+    /// `NOTIFY`; a no-op on SQLite, which one process owns).
+    pub async fn notify_approval(&self, origin: &str, id: &str) -> Result<(), StoreError> {
+        if let Db::Postgres(pool) = &self.db {
+            sqlx::query("SELECT pg_notify('portcullis_approvals', $1)")
+                .bind(format!("{origin} {id}"))
+                .execute(pool)
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// A listener for other replicas' approval changes (PostgreSQL only).
+    pub async fn approval_listener(
+        &self,
+    ) -> Result<Option<sqlx::postgres::PgListener>, StoreError> {
+        match &self.db {
+            Db::Postgres(pool) => {
+                let mut l = sqlx::postgres::PgListener::connect_with(pool).await?;
+                l.listen("portcullis_approvals").await?;
+                Ok(Some(l))
+            }
+            Db::Sqlite(_) => Ok(None),
+        }
+    }
+
     /// Marks approvals past their expiry that were never used (pending, or approved and not
     /// redeemed) as expired; returns their ids.
     pub async fn expire_due(&self, now: &str) -> Result<Vec<String>, StoreError> {

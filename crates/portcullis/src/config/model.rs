@@ -52,6 +52,7 @@ impl std::fmt::Debug for StoreSettings {
 #[derive(Debug, Clone)]
 pub struct ApprovalsSettings {
     pub hold: Duration,
+    pub recheck: Duration,
     pub max_held: usize,
     pub console_url: Option<String>,
     pub notify: Vec<crate::approval::notify::Webhook>,

@@ -48,6 +48,9 @@ pub struct RawApprovals {
     pub max_held: Option<usize>,
     /// The admin listener's URL as approvers reach it (links in notifications).
     pub console_url: Option<String>,
+    /// How often a held request re-reads its approval without a wake-up (`10s`): the
+    /// longest a lost notification between replicas can delay a release.
+    pub recheck: Option<String>,
     #[serde(default)]
     pub notify: Vec<RawWebhook>,
 }

@@ -657,6 +657,18 @@ fn approvals(
         }
     };
     let max_held = ra.max_held.unwrap_or(10_000);
+    let recheck = match ra.recheck.as_deref().map(super::policy::duration) {
+        None => Duration::from_secs(10),
+        Some(Ok(d)) if !d.is_zero() => d,
+        Some(Ok(_)) => {
+            p.at(None, "approvals.recheck must be positive");
+            Duration::from_secs(10)
+        }
+        Some(Err(e)) => {
+            p.at(None, format!("approvals.recheck: {e}"));
+            Duration::from_secs(10)
+        }
+    };
     let mut notify = Vec::new();
     let mut notify_cas = Vec::new();
     for (i, w) in ra.notify.into_iter().enumerate() {
@@ -698,6 +710,7 @@ fn approvals(
     }
     ApprovalsSettings {
         hold,
+        recheck,
         max_held,
         console_url: ra.console_url,
         notify,

@@ -171,6 +171,7 @@ pub async fn build(config: Config) -> Result<Built, BuildError> {
             hold: config.approvals.hold,
             max_held: config.approvals.max_held,
             console_url: config.approvals.console_url.clone(),
+            recheck: config.approvals.recheck,
         },
     );
     if config.audit.fail_open {

@@ -60,11 +60,16 @@ impl Gateway {
     /// Starts `portcullis serve --config DIR/portcullis.yaml`, its log (stderr) in
     /// `DIR/<log>`, and waits until it says where it listens.
     pub(crate) async fn spawn(dir: &Path, log: &str) -> Gateway {
+        Self::spawn_config(dir, "portcullis.yaml", log).await
+    }
+
+    /// The same, with another configuration file in `dir`.
+    pub(crate) async fn spawn_config(dir: &Path, config: &str, log: &str) -> Gateway {
         let log = dir.join(log);
         let child = Command::new(env!("CARGO_BIN_EXE_portcullis"))
             .arg("serve")
             .arg("--config")
-            .arg(dir.join("portcullis.yaml"))
+            .arg(dir.join(config))
             .env("RUST_LOG", "warn")
             .env("NO_COLOR", "1")
             .env("RUST_BACKTRACE", "0")
@@ -125,7 +130,7 @@ impl Gateway {
     }
 
     /// SIGTERM (a graceful stop, which seals the chain with a checkpoint), then waits.
-    async fn terminate(mut self) -> std::process::ExitStatus {
+    pub(crate) async fn terminate(mut self) -> std::process::ExitStatus {
         let sent = Command::new("kill")
             .args(["-TERM", &self.child.id().to_string()])
             .status()

@@ -13,6 +13,7 @@ mod identity;
 mod masking;
 mod policy_tools;
 mod postgres;
+mod replicas;
 mod store;
 
 use std::path::{Path, PathBuf};
