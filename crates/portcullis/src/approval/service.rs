@@ -28,8 +28,6 @@ pub struct ApprovalsConfig {
     pub hold: Duration,
     /// The most requests held open at once.
     pub max_held: usize,
-    /// Where approvers open an approval (links in notifications).
-    pub console_url: Option<String>,
     /// How often a waiter re-reads its approval even without a wake-up, so a lost
     /// notification from another replica only delays a release.
     pub recheck: Duration,
@@ -185,11 +183,6 @@ impl Approvals {
     /// Changes to approvals, for the admin API's event stream.
     pub fn subscribe(&self) -> broadcast::Receiver<Arc<Approval>> {
         self.feed.subscribe()
-    }
-
-    /// How many requests are held open right now.
-    pub fn held_now(&self) -> usize {
-        self.config.max_held - self.held.available_permits()
     }
 
     /// Holds a request policy wants approved: passes it once consent is there, or refuses

@@ -27,6 +27,14 @@ const COLUMNS: &str = "id, status, decided, consumed, body";
 
 type Row = (String, String, Option<String>, Option<String>, String);
 
+/// An approval's `COLUMNS`, from either backend's row.
+fn approval_row<'r, R>(r: &'r R) -> Row
+where
+    R: Col<'r, String> + Col<'r, Option<String>>,
+{
+    (r.col(0), r.col(1), r.col(2), r.col(3), r.col(4))
+}
+
 impl Store {
     /// How a decision locks: SQLite takes the database's write lock at once; PostgreSQL
     /// locks the approval's row (`FOR UPDATE`).
@@ -98,10 +106,10 @@ impl Store {
                 .bind(id)
                 .fetch_optional(pool)
                 .await?
-                .map(|r| (r.col(0), r.col(1), r.col(2), r.col(3), r.col(4)))
+                .map(|r| approval_row(&r))
         });
         match row {
-            Some(r) => Ok(Some(self.approval_from(r).await?)),
+            Some(r) => self.approval_from(r).await.map(Some),
             None => Ok(None),
         }
     }
@@ -121,7 +129,7 @@ impl Store {
             .fetch_all(pool)
             .await?
             .iter()
-            .map(|r| (r.col(0), r.col(1), r.col(2), r.col(3), r.col(4)))
+            .map(approval_row)
             .collect()
         });
         self.approvals_from(rows).await
@@ -145,10 +153,10 @@ impl Store {
             .bind(now)
             .fetch_optional(pool)
             .await?
-            .map(|r| (r.col(0), r.col(1), r.col(2), r.col(3), r.col(4)))
+            .map(|r| approval_row(&r))
         });
         match row {
-            Some(r) => Ok(Some(self.approval_from(r).await?)),
+            Some(r) => self.approval_from(r).await.map(Some),
             None => Ok(None),
         }
     }

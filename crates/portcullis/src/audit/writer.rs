@@ -14,6 +14,7 @@ use super::store::{Store, StoreError};
 
 /// Records waiting to be written; a full queue makes requests wait, never drops a record.
 const QUEUE: usize = 4096;
+const STOPPED: &str = "the audit writer has stopped";
 /// Records committed in one transaction at most.
 const BATCH: usize = 256;
 
@@ -76,23 +77,20 @@ impl Recorder {
         &self,
         record: AuditRecord,
     ) -> impl std::future::Future<Output = Result<(), String>> + Send + 'static {
-        let tx = self.tx.clone();
-        async move {
-            let Some(tx) = tx else {
-                return Ok(());
-            };
-            let (ack, done) = oneshot::channel();
-            tx.send(Msg::Record(Box::new(record), ack))
-                .await
-                .map_err(|_| "the audit writer has stopped".to_owned())?;
-            done.await
-                .map_err(|_| "the audit writer has stopped".to_owned())?
-        }
+        self.ask(|ack| Msg::Record(Box::new(record), ack))
     }
 
     /// Signs the chain's head now, after every record queued before this call.
     pub fn checkpoint(
         &self,
+    ) -> impl std::future::Future<Output = Result<(), String>> + Send + 'static {
+        self.ask(Msg::Checkpoint)
+    }
+
+    /// Sends the writer a message carrying an acknowledgement, and waits for it.
+    fn ask(
+        &self,
+        msg: impl FnOnce(oneshot::Sender<Result<(), String>>) -> Msg + Send + 'static,
     ) -> impl std::future::Future<Output = Result<(), String>> + Send + 'static {
         let tx = self.tx.clone();
         async move {
@@ -100,11 +98,8 @@ impl Recorder {
                 return Ok(());
             };
             let (ack, done) = oneshot::channel();
-            tx.send(Msg::Checkpoint(ack))
-                .await
-                .map_err(|_| "the audit writer has stopped".to_owned())?;
-            done.await
-                .map_err(|_| "the audit writer has stopped".to_owned())?
+            tx.send(msg(ack)).await.map_err(|_| STOPPED.to_owned())?;
+            done.await.map_err(|_| STOPPED.to_owned())?
         }
     }
 }

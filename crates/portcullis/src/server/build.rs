@@ -170,7 +170,6 @@ pub async fn build(config: Config) -> Result<Built, BuildError> {
         crate::approval::service::ApprovalsConfig {
             hold: config.approvals.hold,
             max_held: config.approvals.max_held,
-            console_url: config.approvals.console_url.clone(),
             recheck: config.approvals.recheck,
         },
     );
