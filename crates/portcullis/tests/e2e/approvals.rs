@@ -1186,21 +1186,12 @@ async fn cli(args: Vec<String>) -> (bool, String) {
         30,
         "portcullis approvals",
         tokio::task::spawn_blocking(move || {
-            let out = std::process::Command::new(env!("CARGO_BIN_EXE_portcullis"))
-                .args(&args)
-                .env_remove("PORTCULLIS_ADMIN_URL")
-                .env_remove("PORTCULLIS_TOKEN")
-                .env_remove("PORTCULLIS_CA")
-                .env("RUST_BACKTRACE", "0")
-                .output()
-                .unwrap();
-            (
-                out.status.success(),
-                format!(
-                    "{}{}",
-                    String::from_utf8_lossy(&out.stdout),
-                    String::from_utf8_lossy(&out.stderr)
-                ),
+            crate::outcome(
+                crate::portcullis_cli()
+                    .args(&args)
+                    .env_remove("PORTCULLIS_ADMIN_URL")
+                    .env_remove("PORTCULLIS_TOKEN")
+                    .env_remove("PORTCULLIS_CA"),
             )
         }),
     )

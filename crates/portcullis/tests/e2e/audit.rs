@@ -4,24 +4,7 @@
 use reqwest::{Method, StatusCode};
 use serde_json::json;
 
-use crate::{API, Env};
-
-fn verify_cli(state: &std::path::Path) -> (bool, String) {
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_portcullis"))
-        .args(["audit", "verify", "--state-dir"])
-        .arg(state)
-        .env("RUST_BACKTRACE", "0")
-        .output()
-        .unwrap();
-    (
-        out.status.success(),
-        format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        ),
-    )
-}
+use crate::{API, Env, verify_cli};
 
 /// A file's bytes, read by another process: opening and closing a SQLite file in a process
 /// that holds connections to it drops that process's POSIX locks (a known SQLite hazard).
@@ -292,20 +275,7 @@ async fn a_scripted_session_replays_in_order() {
 
 /// Runs the CLI; returns (success, stdout + stderr).
 fn cli(args: &[&str], more: &[&std::ffi::OsStr]) -> (bool, String) {
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_portcullis"))
-        .args(args)
-        .args(more)
-        .env("RUST_BACKTRACE", "0")
-        .output()
-        .unwrap();
-    (
-        out.status.success(),
-        format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        ),
-    )
+    crate::outcome(crate::portcullis_cli().args(args).args(more))
 }
 
 async fn records_of(state: &std::path::Path) -> Vec<portcullis::audit::chain::Link> {

@@ -16,25 +16,7 @@ use portcullis::audit::store::Store;
 use reqwest::{Method, StatusCode};
 use serde_json::json;
 
-use crate::{API, Env, Setup, prepare};
-
-/// `portcullis audit verify --state-dir STATE`: whether it passed, and what it said.
-fn verify_cli(state: &Path) -> (bool, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_portcullis"))
-        .args(["audit", "verify", "--state-dir"])
-        .arg(state)
-        .env("RUST_BACKTRACE", "0")
-        .output()
-        .unwrap();
-    (
-        out.status.success(),
-        format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        ),
-    )
-}
+use crate::{API, Env, Setup, prepare, verify_cli};
 
 /// Every record in the store, by instance, in chain order.
 async fn all_links(state: &Path) -> Vec<Link> {

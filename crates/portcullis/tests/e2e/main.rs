@@ -221,6 +221,35 @@ pub async fn send(req: reqwest::RequestBuilder) -> (StatusCode, reqwest::header:
     (status, headers, body)
 }
 
+/// The `portcullis` binary, quiet about backtraces.
+pub fn portcullis_cli() -> std::process::Command {
+    let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_portcullis"));
+    c.env("RUST_BACKTRACE", "0");
+    c
+}
+
+/// Runs a command to its end: whether it succeeded, and what it said (stdout, then stderr).
+pub fn outcome(cmd: &mut std::process::Command) -> (bool, String) {
+    let out = cmd.output().unwrap();
+    (
+        out.status.success(),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    )
+}
+
+/// `portcullis audit verify --state-dir STATE`.
+pub fn verify_cli(state: &std::path::Path) -> (bool, String) {
+    outcome(
+        portcullis_cli()
+            .args(["audit", "verify", "--state-dir"])
+            .arg(state),
+    )
+}
+
 fn uuid_like() -> String {
     use std::time::{SystemTime, UNIX_EPOCH};
     let n = SystemTime::now()

@@ -2,7 +2,6 @@
 //! packs and on broken files, and every policy example in `docs/` loads.
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -12,20 +11,7 @@ fn repo() -> PathBuf {
 }
 
 fn portcullis(args: &[&str]) -> (bool, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_portcullis"))
-        .args(args)
-        .current_dir(repo())
-        .env("RUST_BACKTRACE", "0")
-        .output()
-        .unwrap();
-    (
-        out.status.success(),
-        format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        ),
-    )
+    crate::outcome(crate::portcullis_cli().args(args).current_dir(repo()))
 }
 
 #[test]

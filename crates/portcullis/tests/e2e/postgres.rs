@@ -145,23 +145,18 @@ async fn on_postgres_the_gateway_holds_and_releases_and_fails_closed_while_the_d
 
     // The chain in PostgreSQL verifies.
     env.gw.recorder.checkpoint().await.unwrap();
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_portcullis"))
-        .args([
-            "audit",
-            "verify",
-            "--store",
-            &pg_url(),
-            "--schema",
-            &schema.0,
-            "--public-key",
-        ])
-        .arg(env.dir.join("state/audit-signing.key.pub"))
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success() && text.contains("chain intact"),
-        "{text}{}",
-        String::from_utf8_lossy(&out.stderr)
+    let (ok, text) = crate::outcome(
+        crate::portcullis_cli()
+            .args([
+                "audit",
+                "verify",
+                "--store",
+                &pg_url(),
+                "--schema",
+                &schema.0,
+            ])
+            .arg("--public-key")
+            .arg(env.dir.join("state/audit-signing.key.pub")),
     );
+    assert!(ok && text.contains("chain intact"), "{text}");
 }

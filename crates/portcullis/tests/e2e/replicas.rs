@@ -154,26 +154,21 @@ async fn two_replicas_share_approvals_through_postgres() {
     // Both replicas' chains, in the one store, verify.
     a.terminate().await;
     b.terminate().await;
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_portcullis"))
-        .args([
-            "audit",
-            "verify",
-            "--store",
-            &pg_url(),
-            "--schema",
-            &schema.0,
-        ])
-        .arg("--public-key")
-        .arg(dir.join("state/audit-signing.key.pub"))
-        .arg("--public-key")
-        .arg(dir.join("state-b/audit-signing.key.pub"))
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{text}{}",
-        String::from_utf8_lossy(&out.stderr)
+    let (ok, text) = crate::outcome(
+        crate::portcullis_cli()
+            .args([
+                "audit",
+                "verify",
+                "--store",
+                &pg_url(),
+                "--schema",
+                &schema.0,
+            ])
+            .arg("--public-key")
+            .arg(dir.join("state/audit-signing.key.pub"))
+            .arg("--public-key")
+            .arg(dir.join("state-b/audit-signing.key.pub")),
     );
+    assert!(ok, "{text}");
     assert_eq!(text.matches("chain intact").count(), 2, "{text}");
 }
