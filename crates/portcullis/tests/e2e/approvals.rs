@@ -194,17 +194,9 @@ async fn wait_pending(env: &Env, account_name: &str) -> Value {
     }
 }
 
-/// The ARM requests the simulator served since `since`.
-fn arm_calls(env: &Env, since: u64) -> Vec<azure_sim::calls::CallRecord> {
-    env.sim
-        .calls_since(since)
-        .into_iter()
-        .filter(|c| c.service == azure_sim::Service::Arm)
-        .collect()
-}
-
+/// The PUTs of this storage account the simulated ARM served since `since`.
 fn puts_to(env: &Env, since: u64, account_name: &str) -> Vec<azure_sim::calls::CallRecord> {
-    arm_calls(env, since)
+    env.arm_calls(since)
         .into_iter()
         .filter(|c| c.method == "PUT" && c.path.ends_with(&format!("/{account_name}")))
         .collect()
@@ -265,9 +257,9 @@ async fn a_held_request_approved_while_held_is_forwarded_with_the_elevated_crede
         "no credential is shown to approvers: {pending}"
     );
     assert!(
-        arm_calls(&env, since).is_empty(),
+        env.arm_calls(since).is_empty(),
         "nothing reaches Azure before the approval: {:?}",
-        arm_calls(&env, since)
+        env.arm_calls(since)
     );
     assert!(!agent.is_finished(), "the agent's request is held open");
 
@@ -384,7 +376,7 @@ async fn a_denied_request_is_refused_with_the_approvers_comment() {
     assert_eq!(code(&h), "ApprovalDenied");
     let (s, _, b) = vote(&env, "alice", &id, "approve", "overrule").await;
     assert_eq!(s, StatusCode::CONFLICT, "{b}");
-    assert!(arm_calls(&env, since).is_empty(), "nothing was forwarded");
+    assert!(env.arm_calls(since).is_empty(), "nothing was forwarded");
 }
 
 /// The documented way to wait is to resend the same request, the approval id being
@@ -454,7 +446,7 @@ async fn an_undecided_request_expires() {
     assert_eq!(code(&h), "ApprovalExpired", "{body}");
     let fresh = held_pending(&env, &path, CREATE).await;
     assert_ne!(fresh, id);
-    assert!(arm_calls(&env, since).is_empty(), "nothing was forwarded");
+    assert!(env.arm_calls(since).is_empty(), "nothing was forwarded");
 }
 
 // === 4. timeout, then retry after approval; consumed once ===
@@ -465,7 +457,7 @@ async fn a_retry_after_approval_goes_through_once() {
     let path = account(&env, "retried");
     let since = env.sim.last_call_seq();
     let id = held_pending(&env, &path, CREATE).await;
-    assert!(arm_calls(&env, since).is_empty());
+    assert!(env.arm_calls(since).is_empty());
 
     let (s, _, b) = vote(&env, "alice", &id, "approve", "ok").await;
     assert_eq!(s, StatusCode::OK, "{b}");
@@ -774,7 +766,7 @@ async fn a_pending_approval_survives_a_restart() {
     let a = approval(&env, &id).await;
     assert_eq!(a["status"], "pending", "{a}");
     assert!(
-        arm_calls(&env, since).is_empty(),
+        env.arm_calls(since).is_empty(),
         "nothing reached Azure across the restart"
     );
     let (s, _, b) = vote(&env, "alice", &id, "approve", "after the restart").await;
@@ -1414,7 +1406,8 @@ async fn held_request_bodies_are_masked_for_approvers() {
     assert_eq!(s, StatusCode::OK, "{b}");
     let (s, _, answer) = put(&env, &path, &body, Some(0), None).await;
     assert!(s.is_success(), "{s} {answer}");
-    let puts: Vec<_> = arm_calls(&env, since)
+    let puts: Vec<_> = env
+        .arm_calls(since)
         .into_iter()
         .filter(|c| c.method == "PUT")
         .collect();

@@ -196,6 +196,15 @@ impl Env {
         send(req).await
     }
 
+    /// What reached the simulated ARM since the call log's `since`.
+    pub fn arm_calls(&self, since: u64) -> Vec<azure_sim::calls::CallRecord> {
+        self.sim
+            .calls_since(since)
+            .into_iter()
+            .filter(|c| c.service == azure_sim::Service::Arm)
+            .collect()
+    }
+
     pub async fn agent(
         &self,
         method: Method,
