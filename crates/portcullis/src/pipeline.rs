@@ -942,10 +942,7 @@ fn audit_record(gw: &Gateway, ex: &Exchange, method: &Method, phase: Phase) -> A
 /// Text bound for the audit store, with anything secret-shaped (SAS signatures, keys,
 /// tokens) replaced by a placeholder, whatever policy lets through to the agent.
 fn audit_text(gw: &Gateway, text: &str) -> String {
-    match gw
-        .masker
-        .mask_text(&gw.masker.audit_plan(), text.as_bytes())
-    {
+    match gw.masker.mask_text(gw.masker.audit_plan(), text.as_bytes()) {
         Masked::Changed { body, .. } => String::from_utf8_lossy(&body).into_owned(),
         Masked::Unchanged => text.to_owned(),
     }
@@ -1015,7 +1012,7 @@ async fn record_answer(
         } else {
             bytes.into()
         };
-        let bytes = match masker.mask_text(&masker.audit_plan(), &bytes) {
+        let bytes = match masker.mask_text(masker.audit_plan(), &bytes) {
             Masked::Changed { body, .. } => body.into(),
             Masked::Unchanged => bytes,
         };
@@ -1054,7 +1051,7 @@ fn masked_request_body(
         // Not maskable: keep nothing of it but the fact.
         Err(_) => return (None, None, None),
     };
-    let masked = match gw.masker.mask_text(&gw.masker.audit_plan(), &masked) {
+    let masked = match gw.masker.mask_text(gw.masker.audit_plan(), &masked) {
         Masked::Changed { body, .. } => body,
         Masked::Unchanged => masked,
     };

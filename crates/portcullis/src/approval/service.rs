@@ -441,7 +441,9 @@ impl Approvals {
                     voter: voter.describe(),
                     vote,
                 };
-                self.changed(id, event, Some(note)).await;
+                if let Some(a) = self.changed(id, event, Some(note)).await {
+                    return Ok((*a).clone());
+                }
             }
             Voted::Twice => {
                 return Err(VoteError::Conflict(format!(
@@ -478,13 +480,19 @@ impl Approvals {
     }
 
     /// After a transition: wake the waiters, tell the feed and the webhooks, record it.
-    async fn changed(&self, id: &str, event: &str, vote: Option<VoteNote>) {
+    /// Returns the approval as it now is (None if it could not be read).
+    async fn changed(
+        &self,
+        id: &str,
+        event: &str,
+        vote: Option<VoteNote>,
+    ) -> Option<Arc<Approval>> {
         let a = match self.store.approval(id).await {
             Ok(Some(a)) => a,
-            Ok(None) => return,
+            Ok(None) => return None,
             Err(e) => {
                 tracing::error!(approval = id, error = %e, "reading an approval after a change failed");
-                return;
+                return None;
             }
         };
         if let Some(tx) = self.watchers.lock().expect("never poisoned").get(id) {
@@ -537,6 +545,7 @@ impl Approvals {
         if let Err(e) = self.recorder.record(r).await {
             tracing::error!(approval = id, error = %e, "an approval event could not be recorded");
         }
+        Some(a)
     }
 }
 

@@ -74,6 +74,8 @@ pub struct Masker {
     detectors: Vec<Detector>,
     /// The built-in catalog and the configured profiles.
     profiles: Vec<&'static Profile>,
+    /// Every detector: what the audit store runs over text it keeps.
+    audit: Plan,
 }
 
 /// Whether `name` is something `unmask:` may name.
@@ -95,6 +97,11 @@ impl Masker {
             key,
             detectors,
             profiles,
+            audit: Plan {
+                profiles: Vec::new(),
+                detectors: Detector::ALL.to_vec(),
+                inner: None,
+            },
         }
     }
 
@@ -121,12 +128,8 @@ impl Masker {
 
     /// What the audit store runs over text it keeps (URLs, headers, bodies): every
     /// detector, whatever configuration or policy turned off for agents.
-    pub fn audit_plan(&self) -> Plan {
-        Plan {
-            profiles: Vec::new(),
-            detectors: Detector::ALL.to_vec(),
-            inner: None,
-        }
+    pub fn audit_plan(&self) -> &Plan {
+        &self.audit
     }
 
     /// The plan for a batch's answer: each inner answer is masked as if it came alone.
