@@ -240,6 +240,7 @@ pub async fn handle(gw: Arc<Gateway>, req: Request<Incoming>) -> Response<Body> 
                 &decision,
                 &method,
                 &parts.headers,
+                &request_headers,
                 &bytes,
                 &seen,
             );
@@ -535,6 +536,8 @@ fn held_request(
     decision: &Decision,
     method: &Method,
     headers: &HeaderMap,
+    // The same headers as the audit store keeps them (credentials redacted).
+    shown: &[(String, String)],
     bytes: &Bytes,
     seen: &condition::Body,
 ) -> crate::approval::service::Request {
@@ -589,9 +592,10 @@ fn held_request(
             method: method.to_string(),
             path: ex.routed.path.clone(),
             query: audit_text(gw, &ex.query),
-            headers: audit_headers(gw, headers)
-                .into_iter()
+            headers: shown
+                .iter()
                 .filter(|(k, _)| !k.starts_with("x-portcullis-") || k == "x-portcullis-reason")
+                .cloned()
                 .collect(),
             body,
         },
