@@ -219,7 +219,13 @@ async fn start_gateway(config: &Path, mode: Mode, http2: bool) -> Gw {
         }
     };
     let (stop, rx) = watch::channel(false);
-    let task = tokio::spawn(server::run(Listeners { gateway, admin }, built.tls, gw, rx));
+    let task = tokio::spawn(server::run(
+        Listeners { gateway, admin },
+        built.tls,
+        gw,
+        rx,
+        std::time::Duration::from_secs(5),
+    ));
     let pem = std::fs::read(built.ca_file.expect("a development CA")).unwrap();
     let mut client = reqwest::Client::builder()
         .add_root_certificate(reqwest::Certificate::from_pem(&pem).unwrap())

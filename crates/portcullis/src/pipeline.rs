@@ -115,8 +115,16 @@ struct Exchange {
 }
 
 pub async fn handle(gw: Arc<Gateway>, req: Request<Incoming>) -> Response<Body> {
-    let started = Instant::now();
+    use tracing::Instrument;
     let request_id = uuid::Uuid::new_v4().to_string();
+    // Every log line a request causes carries its id (the `x-ms-request-id` it is answered
+    // with, and the audit record's id).
+    let span = tracing::info_span!("request", request_id = %request_id);
+    handle_in(gw, req, request_id).instrument(span).await
+}
+
+async fn handle_in(gw: Arc<Gateway>, req: Request<Incoming>, request_id: String) -> Response<Body> {
+    let started = Instant::now();
     let correlation_id = req
         .headers()
         .get("x-ms-correlation-request-id")
@@ -154,8 +162,9 @@ pub async fn handle(gw: Arc<Gateway>, req: Request<Incoming>) -> Response<Body> 
             record.reason = Some(err.message(&Service::Arm));
             record.latency_ms = Some(started.elapsed().as_millis() as u64);
             if let Err(e) = gw.recorder.record(record).await {
-                tracing::error!(request_id = %request_id, error = %e, "a refusal could not be recorded");
+                tracing::error!(error = %e, "a refusal could not be recorded");
             }
+            crate::metrics::METRICS.request("none", None, err.status().as_u16(), started.elapsed());
             let ctx = ErrorContext {
                 service: &Service::Arm,
                 request_id: &request_id,
@@ -176,6 +185,7 @@ pub async fn handle(gw: Arc<Gateway>, req: Request<Incoming>) -> Response<Body> 
         binding,
     };
     let mut principal_id = None;
+    let mut decided = "none";
     let mut action = None;
     let mut scope = None;
     let request_headers = audit_headers(&gw, req.headers());
@@ -217,6 +227,7 @@ pub async fn handle(gw: Arc<Gateway>, req: Request<Incoming>) -> Response<Body> 
             );
             decide(&gw, &policy, &ex, &principal, &operation, &raw_path, &facts)?
         };
+        decided = effect_name(decision.effect);
         // Held for approval: nothing goes on until enough approvers consent (or a grant
         // window is open). The body is read whole: what is approved is exactly what is sent.
         let mut credential = decision.credential.clone();
@@ -250,7 +261,7 @@ pub async fn handle(gw: Arc<Gateway>, req: Request<Incoming>) -> Response<Body> 
             consent = Some(held);
         }
         for note in &decision.audit {
-            tracing::warn!(request_id = %ex.request_id, audit = %note, "audit-mode rule matched");
+            tracing::warn!(audit = %note, "audit-mode rule matched");
         }
         // Mask after forward, before anything leaves: the plan comes from the operation and
         // from what the deciding rule lets through.
@@ -276,7 +287,7 @@ pub async fn handle(gw: Arc<Gateway>, req: Request<Incoming>) -> Response<Body> 
         record.headers = request_headers.clone();
         (record.body, record.body_digest, record.body_bytes) =
             masked_request_body(&gw, &operation, &seen);
-        commit(&gw, &ex, record.clone()).await?;
+        commit(&gw, record.clone()).await?;
         let response = forward(
             &gw,
             &ex,
@@ -296,7 +307,7 @@ pub async fn handle(gw: Arc<Gateway>, req: Request<Incoming>) -> Response<Body> 
             .get::<UpstreamLatency>()
             .map(|l| l.0.as_millis() as u64);
         (record.body, record.body_digest, record.body_bytes) = (None, None, None);
-        record_answer(&gw, &ex, record, response, started, &operation, &decision).await
+        record_answer(&gw, record, response, started, &operation, &decision).await
     }
     .await;
     let response = match outcome {
@@ -312,10 +323,12 @@ pub async fn handle(gw: Arc<Gateway>, req: Request<Incoming>) -> Response<Body> 
             record.reason = Some(e.message(&ex.routed.service));
             match &e {
                 GatewayError::Forbidden { decision, .. } => {
+                    decided = effect_name(decision.effect);
                     record.decision = Some(effect_name(decision.effect).to_owned());
                     record.rule = decision.rule.clone();
                 }
                 GatewayError::Approval(r) => {
+                    decided = "approve";
                     record.decision = Some("approve".to_owned());
                     record.rule = r.approval.rule.clone();
                     record.approval = Some(r.approval.id.clone());
@@ -324,7 +337,7 @@ pub async fn handle(gw: Arc<Gateway>, req: Request<Incoming>) -> Response<Body> 
             }
             record.latency_ms = Some(started.elapsed().as_millis() as u64);
             if let Err(err) = gw.recorder.record(record).await {
-                tracing::error!(request_id = %ex.request_id, error = %err, "a refusal could not be recorded");
+                tracing::error!(error = %err, "a refusal could not be recorded");
             }
             let ctx = ErrorContext {
                 service: &ex.routed.service,
@@ -336,16 +349,26 @@ pub async fn handle(gw: Arc<Gateway>, req: Request<Incoming>) -> Response<Body> 
             e.render(&ctx)
         }
     };
-    tracing::info!(
-        request_id = %ex.request_id,
-        method = %method,
-        path = %ex.routed.path,
-        principal = principal_id.as_deref().unwrap_or("-"),
-        action = action.as_deref().unwrap_or("-"),
-        status = response.status().as_u16(),
-        elapsed_ms = started.elapsed().as_millis() as u64,
-        "request"
+    crate::metrics::METRICS.request(
+        decided,
+        action.as_deref(),
+        response.status().as_u16(),
+        started.elapsed(),
     );
+    // The access log; the path is masked as in the audit record (an agent can put anything
+    // in a path, secrets included).
+    if tracing::enabled!(tracing::Level::INFO) {
+        tracing::info!(
+            method = %method,
+            path = %audit_text(&gw, &ex.routed.path),
+            principal = principal_id.as_deref().unwrap_or("-"),
+            decision = decided,
+            action = action.as_deref().unwrap_or("-"),
+        status = response.status().as_u16(),
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "request"
+        );
+    }
     response
 }
 
@@ -706,6 +729,9 @@ async fn forward(
         ));
     }
     let upstream = UpstreamLatency(sent.elapsed());
+    crate::metrics::METRICS
+        .upstream_seconds
+        .observe(upstream.0.as_secs_f64());
     let mut response = rewrite(gw, ex, &parts.method, resp, principal, &base, plan).await?;
     response.extensions_mut().insert(upstream);
     Ok(response)
@@ -841,9 +867,8 @@ async fn rewrite(
         Masked::Unchanged => bytes,
         Masked::Changed { body, count, kinds } => {
             weaken_etag(&mut parts.headers);
-            tracing::info!(request_id = %ex.request_id, masked = count, kinds = ?kinds, "masked secrets in the answer");
-            crate::metrics::MASKED_VALUES
-                .fetch_add(count as u64, std::sync::atomic::Ordering::Relaxed);
+            tracing::info!(masked = count, kinds = ?kinds, "masked secrets in the answer");
+            crate::metrics::METRICS.masked(count, kinds.iter().map(String::as_str));
             Bytes::from(body)
         }
     };
@@ -966,11 +991,11 @@ fn audit_headers(gw: &Gateway, headers: &HeaderMap) -> Vec<(String, String)> {
 
 /// Commits a record; when the store cannot, the request is refused, unless the operator
 /// chose `audit.on_failure: fail_open`.
-async fn commit(gw: &Gateway, ex: &Exchange, record: AuditRecord) -> Result<(), GatewayError> {
+async fn commit(gw: &Gateway, record: AuditRecord) -> Result<(), GatewayError> {
     match gw.recorder.record(record).await {
         Ok(()) => Ok(()),
         Err(e) if gw.audit.fail_open => {
-            tracing::error!(request_id = %ex.request_id, error = %e, "AUDIT RECORD LOST: forwarding anyway because audit.on_failure is fail_open");
+            tracing::error!(error = %e, "AUDIT RECORD LOST: forwarding anyway because audit.on_failure is fail_open");
             Ok(())
         }
         Err(e) => Err(GatewayError::AuditUnavailable(e)),
@@ -982,7 +1007,6 @@ async fn commit(gw: &Gateway, ex: &Exchange, record: AuditRecord) -> Result<(), 
 /// before its last bytes go out (`audit::tap`).
 async fn record_answer(
     gw: &Gateway,
-    ex: &Exchange,
     record: AuditRecord,
     response: Response<Body>,
     started: Instant,
@@ -995,7 +1019,7 @@ async fn record_answer(
         record.time = crate::audit_time();
         record.latency_ms = Some(started.elapsed().as_millis() as u64);
         record.body_bytes = Some(0);
-        commit(gw, ex, record).await?;
+        commit(gw, record).await?;
         return Ok(response);
     }
     let masker = gw.masker.clone();

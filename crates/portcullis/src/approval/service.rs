@@ -43,6 +43,9 @@ pub struct Approvals {
     feed: broadcast::Sender<Arc<Approval>>,
     /// This process, in notifications to replicas (so it can skip its own).
     origin: String,
+    /// True once shutdown began: held requests are let go with a retryable answer (their
+    /// approvals stay in the store for the retry, on any replica).
+    draining: watch::Sender<bool>,
 }
 
 /// A held request that may now go to Azure.
@@ -103,7 +106,17 @@ impl Approvals {
             watchers: Mutex::new(HashMap::new()),
             feed,
             origin: uuid::Uuid::new_v4().simple().to_string(),
+            draining: watch::Sender::new(false),
         })
+    }
+
+    /// Shutdown has begun: every held request answers now, retryably.
+    pub fn drain(&self) {
+        self.draining.send_replace(true);
+    }
+
+    pub fn is_draining(&self) -> bool {
+        *self.draining.borrow()
     }
 
     /// Marks overdue approvals expired, every few seconds, until `stop`; with PostgreSQL,
@@ -262,9 +275,11 @@ impl Approvals {
     /// Waits (at most the agent's wait) for a pending approval, then passes or refuses.
     async fn settle(&self, mut a: Approval, req: &Request) -> Result<Hold, GatewayError> {
         let store_err = |e: StoreError| GatewayError::AuditUnavailable(e.to_string());
-        if a.status == Status::Pending {
+        let mut draining = self.draining.subscribe();
+        if a.status == Status::Pending && !*draining.borrow_and_update() {
             // Beyond `max_held`, nobody waits: the agent is told to come back.
             if let Ok(_permit) = self.held.clone().try_acquire_owned() {
+                let _gauge = crate::metrics::HeldGuard::enter();
                 // Unregistered on drop, also when the agent goes away mid-wait.
                 let mut watching = Watching {
                     approvals: self,
@@ -289,13 +304,14 @@ impl Approvals {
                     tokio::select! {
                         _ = rx.changed() => {}
                         _ = tokio::time::sleep_until(wake.min(deadline)) => {}
+                        _ = draining.changed() => {}
                     }
                     match self.store.approval(&a.id).await {
                         Ok(Some(fresh)) => a = fresh,
                         Ok(None) => break,
                         Err(e) => return Err(store_err(e)),
                     }
-                    if tokio::time::Instant::now() >= deadline {
+                    if tokio::time::Instant::now() >= deadline || *draining.borrow() {
                         break;
                     }
                 }
@@ -340,6 +356,15 @@ impl Approvals {
                     ))
                 }
             }
+            Status::Pending if self.is_draining() => Err(refusal(
+                "GatewayShuttingDown",
+                format!(
+                    "This gateway is shutting down. Approval {} stays pending; nothing was sent to Azure. Retry the same request: it waits for the approval again, on whichever gateway answers.",
+                    a.id
+                ),
+                a,
+                Some(1),
+            )),
             Status::Pending => {
                 let left = a.quorum as usize - a.approvals().min(a.quorum as usize);
                 Err(refusal(

@@ -50,6 +50,8 @@ pub struct Tap {
     fail_open: bool,
     failure: Option<BoxError>,
     pending: Option<Pending>,
+    /// The request's log span: the answer streams after the handler has returned.
+    span: tracing::Span,
 }
 
 impl Tap {
@@ -63,6 +65,7 @@ impl Tap {
             state: State::Streaming,
             fail_open: pending.fail_open,
             failure: None,
+            span: tracing::Span::current(),
             pending: Some(pending),
         }
     }
@@ -116,6 +119,7 @@ impl http_body::Body for Tap {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let this = &mut *self;
+        let _span = this.span.clone().entered();
         loop {
             match &mut this.state {
                 State::Streaming => match ready!(Pin::new(&mut this.inner).poll_frame(cx)) {
@@ -188,15 +192,20 @@ impl Drop for Tap {
             return;
         }
         // The agent went away (or the answer was never read): the record is still written.
+        let _span = self.span.clone().entered();
         let note = "the agent went away before the answer was complete".to_owned();
         if let Some((record, recorder)) = self.finish(Some(note))
             && let Ok(rt) = tokio::runtime::Handle::try_current()
         {
-            rt.spawn(async move {
-                if let Err(e) = recorder.record(record).await {
-                    tracing::error!(error = %e, "an unfinished answer could not be recorded");
-                }
-            });
+            let span = self.span.clone();
+            rt.spawn(tracing::Instrument::instrument(
+                async move {
+                    if let Err(e) = recorder.record(record).await {
+                        tracing::error!(error = %e, "an unfinished answer could not be recorded");
+                    }
+                },
+                span,
+            ));
         }
     }
 }

@@ -160,18 +160,24 @@ impl Writer {
 
     async fn commit(&mut self, jobs: Vec<(AuditRecord, oneshot::Sender<Result<(), String>>)>) {
         let records: Vec<AuditRecord> = jobs.iter().map(|(r, _)| r.clone()).collect();
-        match self
+        let started = std::time::Instant::now();
+        let appended = self
             .store
             .append(&self.instance, &self.head, &records)
-            .await
-        {
+            .await;
+        let m = &crate::metrics::METRICS;
+        m.audit_commit_seconds
+            .observe(started.elapsed().as_secs_f64());
+        match appended {
             Ok(new_head) => {
+                m.audit_records.inc_by(records.len() as u64);
                 self.head = new_head;
                 for (_, ack) in jobs {
                     let _ = ack.send(Ok(()));
                 }
             }
             Err(e) => {
+                m.audit_commit_failures.inc();
                 tracing::error!(error = %e, "audit commit failed; the requests are refused");
                 // The chain head may have moved if the failure came after commit; read it
                 // back before the next batch.

@@ -49,7 +49,8 @@ pub enum GatewayError {
 /// Why a held request does not pass, with its approval.
 #[derive(Debug)]
 pub struct ApprovalRefusal {
-    /// `ApprovalPending`, `ApprovalDenied`, `ApprovalExpired` or `ApprovalConsumed`.
+    /// `ApprovalPending`, `ApprovalDenied`, `ApprovalExpired`, `ApprovalConsumed`, or
+    /// `GatewayShuttingDown` (503: the approval stays pending for a retry elsewhere).
     pub code: &'static str,
     pub message: String,
     pub approval: crate::approval::Approval,
@@ -79,6 +80,10 @@ impl GatewayError {
             GatewayError::AuthUnavailable(_) | GatewayError::AuditUnavailable(_) => {
                 StatusCode::SERVICE_UNAVAILABLE
             }
+            // Retryable: the approval outlives this replica.
+            GatewayError::Approval(r) if r.code == "GatewayShuttingDown" => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             GatewayError::Forbidden { .. } | GatewayError::Approval(_) => StatusCode::FORBIDDEN,
             GatewayError::BadRequest { .. } => StatusCode::BAD_REQUEST,
             GatewayError::UpstreamCredential(_) | GatewayError::Unmaskable(_) => {
@@ -100,7 +105,7 @@ impl GatewayError {
             GatewayError::AuditUnavailable(_) => "AuditUnavailable",
             GatewayError::Forbidden { .. } if kv => "Forbidden",
             GatewayError::Forbidden { .. } => "AuthorizationFailed",
-            GatewayError::Approval(_) if kv => "Forbidden",
+            GatewayError::Approval(r) if kv && r.code != "GatewayShuttingDown" => "Forbidden",
             GatewayError::Approval(r) => r.code,
             GatewayError::BadRequest { code, .. } => code,
             GatewayError::UpstreamCredential(_) => "GatewayUpstreamCredentialFailed",

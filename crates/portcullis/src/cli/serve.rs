@@ -29,7 +29,9 @@ pub async fn start(cfg: config::Config) -> anyhow::Result<Running> {
         .with_context(|| format!("binding the admin listener {}", cfg.listen_admin))?;
     let gateway_addr = gateway.local_addr()?;
     let admin_addr = admin.local_addr()?;
+    let (grace, delay) = (cfg.shutdown_grace, cfg.shutdown_delay);
     let built = server::build::build(cfg).await?;
+    let approvals = built.gateway.approvals.clone();
     let recorder = built.gateway.recorder.clone();
     let (stop, rx) = watch::channel(false);
     let sweeper = built.gateway.approvals.spawn_sweeper(rx.clone());
@@ -44,6 +46,7 @@ pub async fn start(cfg: config::Config) -> anyhow::Result<Running> {
         built.tls,
         built.gateway,
         rx,
+        grace,
     ));
     Ok(Running {
         stop,
@@ -51,6 +54,8 @@ pub async fn start(cfg: config::Config) -> anyhow::Result<Running> {
         reloader,
         sweeper,
         recorder,
+        approvals,
+        delay,
         gateway_addr,
         admin_addr,
         ca_file: built.ca_file,
@@ -63,13 +68,25 @@ pub struct Running {
     pub reloader: tokio::task::JoinHandle<()>,
     pub sweeper: tokio::task::JoinHandle<()>,
     pub recorder: crate::audit::writer::Recorder,
+    pub approvals: std::sync::Arc<crate::approval::Approvals>,
+    /// How long to keep accepting once unready.
+    pub delay: std::time::Duration,
     pub gateway_addr: std::net::SocketAddr,
     pub admin_addr: std::net::SocketAddr,
     pub ca_file: Option<PathBuf>,
 }
 
 impl Running {
+    /// Graceful: readiness turns false and held requests are answered `503` with
+    /// `Retry-After` (their approvals stay pending for the retry, on any replica); the
+    /// listeners stop accepting; in-flight requests get `listen.shutdown_grace` to finish;
+    /// the audit writer commits what it was given and seals the chain.
     pub async fn shutdown(self) {
+        self.approvals.drain();
+        if !self.delay.is_zero() {
+            tracing::info!(delay = ?self.delay, "draining: unready, still accepting");
+            tokio::time::sleep(self.delay).await;
+        }
         let _ = self.stop.send(true);
         let _ = self.task.await;
         let _ = self.reloader.await;

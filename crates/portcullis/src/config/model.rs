@@ -22,11 +22,32 @@ pub struct Config {
     pub audit: AuditConfig,
     pub approvals: ApprovalsSettings,
     pub store: StoreSettings,
+    /// How long shutdown waits for in-flight requests.
+    pub shutdown_grace: Duration,
+    /// How long shutdown keeps accepting after turning unready.
+    pub shutdown_delay: Duration,
+    /// Keys shared by replicas (`None`: kept in the state directory).
+    pub keys: SharedKeys,
     /// The file this configuration was loaded from (hot reload watches it).
     pub source_path: Option<PathBuf>,
     /// Things that load but are probably mistakes (rules that can never match, shadowed
     /// rules), each with `file:line`.
     pub warnings: Vec<String>,
+}
+
+#[derive(Default)]
+pub struct SharedKeys {
+    pub url_binding: Option<Vec<u8>>,
+    pub mask: Option<Vec<u8>>,
+}
+
+impl std::fmt::Debug for SharedKeys {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SharedKeys")
+            .field("url_binding", &self.url_binding.as_ref().map(|_| "<set>"))
+            .field("mask", &self.mask.as_ref().map(|_| "<set>"))
+            .finish()
+    }
 }
 
 #[derive(Clone)]

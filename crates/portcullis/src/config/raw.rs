@@ -28,6 +28,19 @@ pub struct RawConfig {
     pub approvals: RawApprovals,
     /// Where audit records and approvals are kept. Default: SQLite in the state directory.
     pub store: Option<RawStore>,
+    /// Keys replicas must share; without them each keeps its own in its state directory.
+    #[serde(default)]
+    pub keys: RawKeys,
+}
+
+/// Keys replicas share, as base64 of at least 32 random bytes (`openssl rand -base64 32`).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawKeys {
+    /// Signs rewritten poll and page URLs: a URL minted by one replica must verify on all.
+    pub url_binding: Option<RawSecret>,
+    /// Keys the digests in masking placeholders, so they match whichever replica answered.
+    pub mask: Option<RawSecret>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -128,6 +141,11 @@ pub struct RawProfile {
 pub struct RawListen {
     pub gateway: Option<String>,
     pub admin: Option<String>,
+    /// How long a SIGTERM waits for in-flight requests before closing connections (`25s`).
+    pub shutdown_grace: Option<String>,
+    /// How long a SIGTERM keeps accepting while `/readyz` already says `draining`, so a
+    /// load balancer stops sending first (`0s`; a few seconds behind Kubernetes Services).
+    pub shutdown_delay: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]

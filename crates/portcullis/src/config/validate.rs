@@ -554,6 +554,44 @@ pub fn validate(
             }
         }
     };
+    let mut listen_duration =
+        |what: &str, value: Option<&str>, default: u64| match value.map(super::policy::duration) {
+            None => Duration::from_secs(default),
+            Some(Ok(d)) => d,
+            Some(Err(e)) => {
+                p.at(None, format!("listen.{what}: {e}"));
+                Duration::ZERO
+            }
+        };
+    let shutdown_grace =
+        listen_duration("shutdown_grace", raw.listen.shutdown_grace.as_deref(), 25);
+    let shutdown_delay = listen_duration("shutdown_delay", raw.listen.shutdown_delay.as_deref(), 0);
+    let mut shared_key = |s: Option<RawSecret>, what: &str| {
+        let s = s?;
+        let text = read_secret(&mut p, env, base, &s, what);
+        use base64::Engine;
+        match base64::engine::general_purpose::STANDARD.decode(text.expose().trim()) {
+            Ok(k) if k.len() >= 32 => Some(k),
+            Ok(_) => {
+                p.at(
+                    None,
+                    format!("{what}: at least 32 bytes are needed (openssl rand -base64 32)"),
+                );
+                None
+            }
+            Err(_) => {
+                p.at(
+                    None,
+                    format!("{what}: not base64 (openssl rand -base64 32 makes one)"),
+                );
+                None
+            }
+        }
+    };
+    let keys = SharedKeys {
+        url_binding: shared_key(raw.keys.url_binding, "keys.url_binding"),
+        mask: shared_key(raw.keys.mask, "keys.mask"),
+    };
     if p.list.is_empty() {
         Ok(Config {
             listen_gateway,
@@ -568,6 +606,9 @@ pub fn validate(
             audit,
             approvals,
             store,
+            shutdown_grace,
+            shutdown_delay,
+            keys,
             warnings,
             source_path: None,
         })

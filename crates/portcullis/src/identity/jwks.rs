@@ -199,8 +199,7 @@ impl KeyCache {
             }
             Err(e) => {
                 tracing::warn!(jwks_uri, error = %e, "key set refresh failed; keeping the previous keys");
-                crate::metrics::JWKS_REFRESH_FAILURES
-                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                crate::metrics::METRICS.jwks_refresh_failures.inc();
                 if set.keys.is_empty() {
                     Err(KeyError::Unavailable(e.to_string()))
                 } else {

@@ -27,6 +27,8 @@ pub struct StreamMasker {
     /// The last key seen (decoded), to know a `nextLink` value.
     last_key: Option<String>,
     pub masked: usize,
+    /// The kinds of secret masked so far (counted in the metrics when the answer ends).
+    kinds: std::collections::BTreeSet<String>,
 }
 
 impl StreamMasker {
@@ -45,6 +47,7 @@ impl StreamMasker {
             held: None,
             last_key: None,
             masked: 0,
+            kinds: Default::default(),
         }
     }
 
@@ -113,6 +116,9 @@ impl StreamMasker {
         if let Some(s) = self.held.take() {
             self.value(s, out)?;
         }
+        if self.masked > 0 {
+            crate::metrics::METRICS.masked(self.masked, self.kinds.iter().map(String::as_str));
+        }
         Ok(())
     }
 
@@ -136,9 +142,10 @@ impl StreamMasker {
         };
         let mut replaced: Option<String> = None;
         if suspicious && !text.starts_with(PLACEHOLDER_PREFIX) {
-            let (masker, masked) = (&self.masker, &mut self.masked);
+            let (masker, masked, kinds) = (&self.masker, &mut self.masked, &mut self.kinds);
             replaced = detect::redact(&text, &self.detectors, &mut |d, secret| {
                 *masked += 1;
+                kinds.insert(d.name().to_owned());
                 masker.placeholder(d.name(), secret)
             });
         }

@@ -22,9 +22,26 @@ pub async fn handle(gw: Arc<Gateway>, req: http::Request<hyper::body::Incoming>)
     if path == "/healthz" {
         return reply(StatusCode::OK, json!({"status": "ok"}));
     }
+    if path == "/metrics" {
+        // Prometheus' text format; counts and names only, no secrets.
+        let mut r = Response::new(full(Bytes::from(crate::metrics::METRICS.render())));
+        r.headers_mut().insert(
+            http::header::CONTENT_TYPE,
+            http::HeaderValue::from_static(
+                "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            ),
+        );
+        return r;
+    }
     if path == "/readyz" {
-        // Ready when the store answers (keys and policy are loaded before the listeners
-        // open: a gateway without them does not start).
+        // Ready when the store answers and shutdown has not begun (keys and policy are
+        // loaded before the listeners open: a gateway without them does not start).
+        if gw.approvals.is_draining() {
+            return reply(
+                StatusCode::SERVICE_UNAVAILABLE,
+                json!({"status": "draining", "store": gw.store.backend(), "reason": "shutting down"}),
+            );
+        }
         return match gw.store.ping().await {
             Ok(()) => reply(
                 StatusCode::OK,

@@ -125,13 +125,16 @@ pub async fn build(config: Config) -> Result<Built, BuildError> {
     }
     let (tls, ca_file) = super::tls::server_config(&config.tls, &names)?;
     // Signs rewritten poll and page URLs.
-    let binder = Arc::new(Binder::new(state_key(
-        &config.state_dir,
-        "url-binding.key",
-    )?));
+    let binder = Arc::new(Binder::new(match &config.keys.url_binding {
+        Some(k) => k.clone(),
+        None => state_key(&config.state_dir, "url-binding.key")?,
+    }));
     // Keys the hashes in masking placeholders.
     let masker = Arc::new(Masker::new(
-        state_key(&config.state_dir, "mask.key")?,
+        match &config.keys.mask {
+            Some(k) => k.clone(),
+            None => state_key(&config.state_dir, "mask.key")?,
+        },
         config.masking.detectors.clone(),
         config.masking.profiles.clone(),
     ));

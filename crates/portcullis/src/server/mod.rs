@@ -28,12 +28,15 @@ pub struct Listeners {
     pub admin: TcpListener,
 }
 
-/// Serves both listeners until `shutdown` turns true.
+/// Serves both listeners until `shutdown` turns true; then stops accepting, lets every
+/// connection finish what it has started (HTTP/2 GOAWAY, HTTP/1.1 close after the current
+/// answer) and closes those still busy after `grace`.
 pub async fn run(
     listeners: Listeners,
     tls: Arc<rustls::ServerConfig>,
     gateway: Arc<Gateway>,
     shutdown: watch::Receiver<bool>,
+    grace: Duration,
 ) {
     let acceptor = TlsAcceptor::from(tls);
     let admin = tokio::spawn(serve(
@@ -42,6 +45,7 @@ pub async fn run(
         shutdown.clone(),
         Arc::new(|gw: Arc<Gateway>, req| Box::pin(admin::handle(gw, req))),
         gateway.clone(),
+        grace,
     ));
     serve(
         listeners.gateway,
@@ -49,6 +53,7 @@ pub async fn run(
         shutdown,
         Arc::new(|gw: Arc<Gateway>, req| Box::pin(handle(gw, req))),
         gateway,
+        grace,
     )
     .await;
     let _ = admin.await;
@@ -73,8 +78,12 @@ async fn serve(
     mut shutdown: watch::Receiver<bool>,
     handler: Handler,
     gateway: Arc<Gateway>,
+    grace: Duration,
 ) {
+    let mut connections = tokio::task::JoinSet::new();
     loop {
+        // Forget connections that have ended.
+        while connections.try_join_next().is_some() {}
         let (tcp, _) = tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok(x) => x,
@@ -93,7 +102,7 @@ async fn serve(
             gateway.clone(),
             shutdown.clone(),
         );
-        tokio::spawn(async move {
+        connections.spawn(async move {
             let Ok(Ok(stream)) =
                 tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await
             else {
@@ -107,9 +116,23 @@ async fn serve(
             let conn = builder.serve_connection(TokioIo::new(stream), service);
             tokio::pin!(conn);
             tokio::select! {
-                _ = conn.as_mut() => {}
+                _ = conn.as_mut() => return,
                 _ = conn_shutdown.changed() => {}
             }
+            conn.as_mut().graceful_shutdown();
+            let _ = conn.await;
         });
+    }
+    drop(listener);
+    let drained = tokio::time::timeout(grace, async {
+        while connections.join_next().await.is_some() {}
+    })
+    .await;
+    if drained.is_err() {
+        tracing::warn!(
+            connections = connections.len(),
+            "shutdown grace over: closing connections still busy"
+        );
+        connections.shutdown().await;
     }
 }

@@ -8,7 +8,6 @@
 use std::collections::BTreeSet;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::time::{Duration, SystemTime};
 
 use crate::config::policy::{check_file_with, files_of};
@@ -35,12 +34,12 @@ pub fn reload(gw: &Gateway) -> Result<usize, Vec<String>> {
             }
             let rules = checked.policy.rules.len();
             gw.policy.store(Arc::new(checked.policy));
-            crate::metrics::POLICY_RELOADS.fetch_add(1, Ordering::Relaxed);
+            crate::metrics::METRICS.policy_reloads.inc();
             tracing::info!(rules, "policy reloaded");
             Ok(rules)
         }
         Err(errors) => {
-            crate::metrics::POLICY_RELOAD_FAILURES.fetch_add(1, Ordering::Relaxed);
+            crate::metrics::METRICS.policy_reload_failures.inc();
             tracing::error!(problems = %errors.join("; "), "policy reload refused; the previous policy stays");
             Err(errors)
         }

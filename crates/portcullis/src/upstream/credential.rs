@@ -100,8 +100,7 @@ impl TokenProvider {
             .fetch(credential, cfg, resource)
             .await
             .inspect_err(|_| {
-                crate::metrics::UPSTREAM_TOKEN_FAILURES
-                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                crate::metrics::METRICS.upstream_token_failures.inc();
             })?;
         let token = fresh.token.clone();
         *entry = Some(fresh);

@@ -288,10 +288,10 @@ async fn hot_reload_under_load() {
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let failures = portcullis::metrics::POLICY_RELOAD_FAILURES.load(Ordering::Relaxed);
+    let failures = portcullis::metrics::METRICS.policy_reload_failures.get();
     write(&original.replace("effect: deny", "effect: forbid-maybe"));
     let deadline = Instant::now() + Duration::from_secs(30);
-    while portcullis::metrics::POLICY_RELOAD_FAILURES.load(Ordering::Relaxed) == failures {
+    while portcullis::metrics::METRICS.policy_reload_failures.get() == failures {
         assert!(
             Instant::now() < deadline,
             "the invalid policy was never looked at"
