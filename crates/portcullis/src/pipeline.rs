@@ -117,8 +117,8 @@ struct Exchange {
 pub async fn handle(gw: Arc<Gateway>, req: Request<Incoming>) -> Response<Body> {
     use tracing::Instrument;
     let request_id = uuid::Uuid::new_v4().to_string();
-    // Every log line a request causes carries its id (the `x-ms-request-id` it is answered
-    // with, and the audit record's id).
+    // Every log line a request causes carries its id: the one its answer carries in
+    // `x-portcullis-request-id`, and its audit records' `request_id`.
     let span = tracing::info_span!("request", request_id = %request_id);
     handle_in(gw, req, request_id).instrument(span).await
 }

@@ -25,6 +25,18 @@ pub enum StoreError {
     Sql(#[from] sqlx::Error),
     #[error("audit store: a stored record is not readable: {0}")]
     Corrupt(String),
+    #[error("audit store: no answer in time")]
+    Timeout,
+}
+
+impl StoreError {
+    /// No connection could be had: nothing was attempted, so nothing changed.
+    pub fn unreachable(&self) -> bool {
+        matches!(
+            self,
+            StoreError::Sql(sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed)
+        )
+    }
 }
 
 /// Records per INSERT statement (5 parameters each, well under SQLite's limit).

@@ -60,6 +60,7 @@ impl Recorder {
             options,
             head,
             last_signed,
+            unreachable: None,
         };
         tokio::spawn(writer.run(rx));
         Ok(Recorder { tx: Some(tx) })
@@ -110,7 +111,13 @@ struct Writer {
     options: WriterOptions,
     head: (i64, String),
     last_signed: i64,
+    /// After a commit found the store unreachable, commits fail at once until then (one
+    /// waiter per interval pays the connection timeout; the rest are refused promptly).
+    unreachable: Option<(std::time::Instant, String)>,
 }
+
+/// How long an unreachable store is not asked again.
+const UNREACHABLE_BACKOFF: std::time::Duration = std::time::Duration::from_secs(1);
 
 impl Writer {
     async fn run(mut self, mut rx: mpsc::Receiver<Msg>) {
@@ -159,13 +166,23 @@ impl Writer {
     }
 
     async fn commit(&mut self, jobs: Vec<(AuditRecord, oneshot::Sender<Result<(), String>>)>) {
+        let m = &crate::metrics::METRICS;
+        if let Some((until, why)) = &self.unreachable {
+            if std::time::Instant::now() < *until {
+                m.audit_commit_failures.inc();
+                for (_, ack) in jobs {
+                    let _ = ack.send(Err(why.clone()));
+                }
+                return;
+            }
+            self.unreachable = None;
+        }
         let records: Vec<AuditRecord> = jobs.iter().map(|(r, _)| r.clone()).collect();
         let started = std::time::Instant::now();
         let appended = self
             .store
             .append(&self.instance, &self.head, &records)
             .await;
-        let m = &crate::metrics::METRICS;
         m.audit_commit_seconds
             .observe(started.elapsed().as_secs_f64());
         match appended {
@@ -179,9 +196,15 @@ impl Writer {
             Err(e) => {
                 m.audit_commit_failures.inc();
                 tracing::error!(error = %e, "audit commit failed; the requests are refused");
-                // The chain head may have moved if the failure came after commit; read it
-                // back before the next batch.
-                if let Ok(h) = self.store.head(&self.instance).await {
+                if e.unreachable() {
+                    // Nothing was attempted: the head has not moved.
+                    self.unreachable = Some((
+                        std::time::Instant::now() + UNREACHABLE_BACKOFF,
+                        format!("{e} (the store was unreachable moments ago)"),
+                    ));
+                } else if let Ok(h) = self.store.head(&self.instance).await {
+                    // The chain head may have moved if the failure came after commit; read
+                    // it back before the next batch.
                     self.head = h;
                 }
                 for (_, ack) in jobs {

@@ -205,7 +205,8 @@ impl GatewayError {
         h.insert("x-ms-error-code", HeaderValue::from_static(code));
         h.insert("x-ms-failure-cause", HeaderValue::from_static("gateway"));
         if let Ok(v) = HeaderValue::from_str(ctx.request_id) {
-            h.insert("x-ms-request-id", v);
+            h.insert("x-ms-request-id", v.clone());
+            h.insert("x-portcullis-request-id", v);
         }
         if let Ok(v) = HeaderValue::from_str(ctx.correlation_id) {
             h.insert("x-ms-correlation-request-id", v);

@@ -42,7 +42,11 @@ pub async fn handle(gw: Arc<Gateway>, req: http::Request<hyper::body::Incoming>)
                 json!({"status": "draining", "store": gw.store.backend(), "reason": "shutting down"}),
             );
         }
-        return match gw.store.ping().await {
+        // A probe must answer promptly, also when the database does not.
+        let ping = tokio::time::timeout(std::time::Duration::from_secs(2), gw.store.ping())
+            .await
+            .unwrap_or_else(|_| Err(crate::audit::store::StoreError::Timeout));
+        return match ping {
             Ok(()) => reply(
                 StatusCode::OK,
                 json!({"status": "ready", "store": gw.store.backend()}),

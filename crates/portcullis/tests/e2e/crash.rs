@@ -47,12 +47,23 @@ impl Gateway {
 
     /// The same, with another configuration file in `dir`.
     pub(crate) async fn spawn_config(dir: &Path, config: &str, log: &str) -> Gateway {
+        Self::spawn_env(dir, config, log, &[]).await
+    }
+
+    /// The same, with environment variables set (after the defaults, so they win).
+    pub(crate) async fn spawn_env(
+        dir: &Path,
+        config: &str,
+        log: &str,
+        vars: &[(&str, &str)],
+    ) -> Gateway {
         let log = dir.join(log);
         let child = Command::new(env!("CARGO_BIN_EXE_portcullis"))
             .arg("serve")
             .arg("--config")
             .arg(dir.join(config))
             .env("RUST_LOG", "warn")
+            .envs(vars.iter().copied())
             .env("NO_COLOR", "1")
             .env("RUST_BACKTRACE", "0")
             .stdin(Stdio::null())

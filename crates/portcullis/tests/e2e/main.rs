@@ -11,6 +11,7 @@ mod demo;
 mod held;
 mod identity;
 mod masking;
+mod operability;
 mod pg_restart;
 mod policy_tools;
 mod postgres;
