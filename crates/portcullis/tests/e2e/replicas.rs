@@ -2,7 +2,8 @@
 //! released on A (woken by NOTIFY: the periodic recheck is set far beyond the clients'
 //! timeout); the same approval redeemed at once on A and B passes once; both chains verify.
 //! A replica killed (SIGKILL) under load loses no record of an answer it gave, the other
-//! keeps serving, and both chains verify.
+//! keeps serving, and both chains verify. Replicas that share `keys:` honour each other's
+//! rewritten poll URLs and mask alike; one with keys of its own does not.
 
 use std::time::{Duration, Instant};
 
@@ -601,4 +602,91 @@ async fn a_replica_killed_under_load_loses_no_answered_record_and_the_other_keep
         text.trim()
     );
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Replicas configured with the same `keys:` follow each other's rewritten poll URLs and
+/// mask a secret with the same placeholder; a replica with keys of its own cannot (which
+/// is why deployments must share them).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replicas_sharing_keys_honour_each_others_links_and_placeholders() {
+    use base64::Engine;
+    let schema = Schema::new();
+    let keys = "keys:\n  url_binding: {file: url-binding.b64}\n  mask: {file: mask.b64}\n";
+    let extra: &'static str = Box::leak(
+        format!(
+            "store:\n  url: \"{}\"\n  schema: {}\n{keys}",
+            pg_url(),
+            schema.0
+        )
+        .into_boxed_str(),
+    );
+    let (sim, dir) = prepare(Setup {
+        extra,
+        ..Setup::default()
+    })
+    .await;
+    for name in ["url-binding.b64", "mask.b64"] {
+        let key: [u8; 32] = rand::random();
+        std::fs::write(
+            dir.join(name),
+            base64::engine::general_purpose::STANDARD.encode(key),
+        )
+        .unwrap();
+    }
+    let config = std::fs::read_to_string(dir.join("portcullis.yaml")).unwrap();
+    let other = |state: &str, shared: bool| {
+        let c = config.replace("state_dir: state\n", &format!("state_dir: {state}\n"));
+        if shared { c } else { c.replace(keys, "") }
+    };
+    std::fs::write(dir.join("portcullis-b.yaml"), other("state-b", true)).unwrap();
+    std::fs::write(dir.join("portcullis-c.yaml"), other("state-c", false)).unwrap();
+    let a = Gateway::spawn_config(&dir, "portcullis.yaml", "a.log").await;
+    let b = Gateway::spawn_config(&dir, "portcullis-b.yaml", "b.log").await;
+    let c = Gateway::spawn_config(&dir, "portcullis-c.yaml", "c.log").await;
+    let token = sim.token("agent", GATEWAY_API).unwrap();
+    let get = async |gw: &Gateway, url: &str| send(gw.http.get(url).bearer_auth(&token)).await;
+
+    // A VM create on A: its poll URL (outside demo-rg, so allowed only as a bound
+    // continuation) is followed on B and on C.
+    let vm = format!(
+        "https://{}/subscriptions/{}/resourceGroups/demo-rg/providers/Microsoft.Compute/virtualMachines/shared-keys-vm?{API}",
+        a.addr,
+        sim.subscription_id()
+    );
+    let (s, h, created) = send(
+        a.http
+            .put(&vm)
+            .bearer_auth(&token)
+            .json(&json!({"location": "eastus", "properties": {"hardwareProfile": {"vmSize": "Standard_B1s"}}})),
+    )
+    .await;
+    assert_eq!(s, StatusCode::CREATED, "{created}");
+    let poll = h["azure-asyncoperation"].to_str().unwrap().to_owned();
+    assert!(poll.contains("portcullis-binding="), "{poll}");
+    let on = |gw: &Gateway| poll.replace(&a.addr.to_string(), &gw.addr.to_string());
+    let (s, _, body) = get(&b, &on(&b)).await;
+    assert_eq!(s, StatusCode::OK, "B honours A's poll URL: {body}");
+    assert!(body["status"].is_string(), "{body}");
+    let (s, _, body) = get(&c, &on(&c)).await;
+    assert_eq!(s, StatusCode::FORBIDDEN, "C has a key of its own: {body}");
+
+    let secret = |gw: &Gateway| {
+        format!(
+            "https://{}/keyvault/demo-kv/secrets/db-password?api-version=7.4",
+            gw.addr
+        )
+    };
+    let mut placeholders = Vec::new();
+    for gw in [&a, &b, &c] {
+        let (s, _, body) = get(gw, &secret(gw)).await;
+        assert_eq!(s, StatusCode::OK, "{body}");
+        let v = body["value"].as_str().unwrap().to_owned();
+        assert!(v.starts_with("[masked:"), "{v}");
+        placeholders.push(v);
+    }
+    assert_eq!(placeholders[0], placeholders[1], "A and B mask alike");
+    assert_ne!(
+        placeholders[0], placeholders[2],
+        "C keys its placeholders itself"
+    );
 }
