@@ -14,6 +14,7 @@ pub mod mask;
 pub mod metrics;
 pub mod pipeline;
 pub mod policy;
+pub mod ratelimit;
 pub mod secret;
 pub mod server;
 pub mod upstream;

@@ -100,6 +100,10 @@ pub struct Gateway {
     pub challenge_authority: String,
     /// The audience agents ask tokens for.
     pub audience: String,
+    /// What one client may ask (connections, heads, bodies, rate).
+    pub limits: crate::config::Limits,
+    /// Requests per principal per second.
+    pub limiter: crate::ratelimit::RateLimiter,
 }
 
 /// The request as the phases see it.
@@ -192,6 +196,23 @@ async fn handle_in(gw: Arc<Gateway>, req: Request<Incoming>, request_id: String)
     let outcome = async {
         let principal = authenticate(&gw, req.headers()).await?;
         principal_id = Some(principal.object_id.clone());
+        if let Err(wait) = gw.limiter.take(&principal.object_id) {
+            return Err(GatewayError::Throttled {
+                retry_after: (wait.as_secs_f64().ceil() as u64).max(1),
+            });
+        }
+        let body_cap = match ex.routed.service {
+            Service::Arm => gw.limits.max_body_arm,
+            Service::KeyVault { .. } => gw.limits.max_body_keyvault,
+        };
+        let declared = req
+            .headers()
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok());
+        if declared.is_some_and(|n| n > body_cap as u64) {
+            return Err(GatewayError::TooLarge { limit: body_cap });
+        }
         refuse_method_overrides(req.headers())?;
         let operation = classify(&ex, &method)?;
         action = Some(operation.action.clone());
@@ -288,6 +309,9 @@ async fn handle_in(gw: Arc<Gateway>, req: Request<Incoming>, request_id: String)
         (record.body, record.body_digest, record.body_bytes) =
             masked_request_body(&gw, &operation, &seen);
         commit(&gw, record.clone()).await?;
+        // A body without a declared length is cut off at the cap (the forward then fails;
+        // Azure never sees a complete request larger than the gateway takes).
+        let body = Limited::new(body, body_cap).boxed();
         let response = forward(
             &gw,
             &ex,

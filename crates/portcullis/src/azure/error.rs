@@ -35,6 +35,10 @@ pub enum GatewayError {
     Approval(Box<ApprovalRefusal>),
     /// The request cannot be evaluated as sent.
     BadRequest { code: &'static str, message: String },
+    /// The request is larger than the gateway takes for this service.
+    TooLarge { limit: usize },
+    /// This principal sent more than its rate allows; retry after so many seconds.
+    Throttled { retry_after: u64 },
     /// An answer that may carry secrets could not be checked (too large, not parseable,
     /// encoded): it does not reach the agent.
     Unmaskable(String),
@@ -86,6 +90,8 @@ impl GatewayError {
             }
             GatewayError::Forbidden { .. } | GatewayError::Approval(_) => StatusCode::FORBIDDEN,
             GatewayError::BadRequest { .. } => StatusCode::BAD_REQUEST,
+            GatewayError::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            GatewayError::Throttled { .. } => StatusCode::TOO_MANY_REQUESTS,
             GatewayError::UpstreamCredential(_) | GatewayError::Unmaskable(_) => {
                 StatusCode::BAD_GATEWAY
             }
@@ -108,6 +114,9 @@ impl GatewayError {
             GatewayError::Approval(r) if kv && r.code != "GatewayShuttingDown" => "Forbidden",
             GatewayError::Approval(r) => r.code,
             GatewayError::BadRequest { code, .. } => code,
+            GatewayError::TooLarge { .. } => "RequestEntityTooLarge",
+            GatewayError::Throttled { .. } if kv => "Throttled",
+            GatewayError::Throttled { .. } => "TooManyRequests",
             GatewayError::UpstreamCredential(_) => "GatewayUpstreamCredentialFailed",
             GatewayError::Unmaskable(_) => "GatewayResponseNotMaskable",
             GatewayError::Upstream { timeout: true, .. } => "GatewayTimeout",
@@ -149,6 +158,12 @@ impl GatewayError {
             },
             GatewayError::Approval(r) => format!("Portcullis: {}", r.message),
             GatewayError::BadRequest { message, .. } => format!("Portcullis: {message}"),
+            GatewayError::TooLarge { limit } => format!(
+                "Portcullis: the request body is larger than the {limit} bytes the gateway accepts for this service."
+            ),
+            GatewayError::Throttled { retry_after } => format!(
+                "Portcullis: this principal has sent more requests than its rate limit allows; retry after {retry_after} second(s)."
+            ),
             GatewayError::AuditUnavailable(m) => format!(
                 "Portcullis could not record this request ({m}), so it was not forwarded; retry later."
             ),
@@ -233,6 +248,9 @@ impl GatewayError {
             GatewayError::AuthUnavailable(_) | GatewayError::AuditUnavailable(_)
         ) {
             h.insert(http::header::RETRY_AFTER, HeaderValue::from_static("5"));
+        }
+        if let GatewayError::Throttled { retry_after } = self {
+            h.insert(http::header::RETRY_AFTER, HeaderValue::from(*retry_after));
         }
         if let GatewayError::Approval(r) = self {
             if let Ok(v) = HeaderValue::from_str(&r.approval.id) {

@@ -28,11 +28,43 @@ pub struct Config {
     pub shutdown_delay: Duration,
     /// Keys shared by replicas (`None`: kept in the state directory).
     pub keys: SharedKeys,
+    pub limits: Limits,
     /// The file this configuration was loaded from (hot reload watches it).
     pub source_path: Option<PathBuf>,
     /// Things that load but are probably mistakes (rules that can never match, shadowed
     /// rules), each with `file:line`.
     pub warnings: Vec<String>,
+}
+
+/// What one client may ask of the gateway listener.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    pub max_connections: usize,
+    pub header_timeout: Duration,
+    pub idle_timeout: Duration,
+    pub max_headers: usize,
+    pub max_header_bytes: usize,
+    pub max_body_arm: usize,
+    pub max_body_keyvault: usize,
+    /// Requests per second per principal (0: no limit) and the burst above it.
+    pub rate_per_principal: f64,
+    pub burst_per_principal: f64,
+}
+
+impl Default for Limits {
+    fn default() -> Limits {
+        Limits {
+            max_connections: 10_000,
+            header_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(120),
+            max_headers: 100,
+            max_header_bytes: 64 * 1024,
+            max_body_arm: 4 * 1024 * 1024,
+            max_body_keyvault: 1024 * 1024,
+            rate_per_principal: 50.0,
+            burst_per_principal: 200.0,
+        }
+    }
 }
 
 #[derive(Default)]

@@ -31,6 +31,37 @@ pub struct RawConfig {
     /// Keys replicas must share; without them each keeps its own in its state directory.
     #[serde(default)]
     pub keys: RawKeys,
+    /// What one client may ask of the gateway listener.
+    #[serde(default)]
+    pub limits: RawLimits,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawLimits {
+    /// Connections served at once on the gateway listener (10000); beyond, new ones wait.
+    pub max_connections: Option<usize>,
+    /// A request's head must arrive within this (`10s`): slow-header clients are dropped.
+    pub header_timeout: Option<String>,
+    /// A connection with nothing in flight is closed after this (`120s`).
+    pub idle_timeout: Option<String>,
+    /// Headers per request (100).
+    pub max_headers: Option<usize>,
+    /// Bytes of a request's head (64 KiB).
+    pub max_header_bytes: Option<usize>,
+    /// The largest request body to ARM (4 MiB, ARM's own limit) and to Key Vault (1 MiB).
+    pub max_body_bytes: Option<RawBodyLimits>,
+    /// Requests per second per principal, on this replica; 0 turns it off.
+    pub rate_per_principal: Option<f64>,
+    /// How many requests a principal may send at once above the rate (burst).
+    pub burst_per_principal: Option<f64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawBodyLimits {
+    pub arm: Option<usize>,
+    pub keyvault: Option<usize>,
 }
 
 /// Keys replicas share, as base64 of at least 32 random bytes (`openssl rand -base64 32`).

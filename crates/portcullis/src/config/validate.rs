@@ -566,6 +566,7 @@ pub fn validate(
     let shutdown_grace =
         listen_duration("shutdown_grace", raw.listen.shutdown_grace.as_deref(), 25);
     let shutdown_delay = listen_duration("shutdown_delay", raw.listen.shutdown_delay.as_deref(), 0);
+    let limits = limits(&mut p, raw.limits);
     let mut shared_key = |s: Option<RawSecret>, what: &str| {
         let s = s?;
         let text = read_secret(&mut p, env, base, &s, what);
@@ -609,6 +610,7 @@ pub fn validate(
             shutdown_grace,
             shutdown_delay,
             keys,
+            limits,
             warnings,
             source_path: None,
         })
@@ -757,4 +759,56 @@ fn approvals(
         notify,
         notify_cas,
     }
+}
+
+fn limits(p: &mut Problems<'_>, raw: RawLimits) -> Limits {
+    let d = Limits::default();
+    let mut duration = |what: &str, value: Option<String>, default: Duration| match value
+        .as_deref()
+        .map(super::policy::duration)
+    {
+        None => default,
+        Some(Ok(v)) if !v.is_zero() => v,
+        Some(Ok(_)) => {
+            p.at(None, format!("limits.{what} must be positive"));
+            default
+        }
+        Some(Err(e)) => {
+            p.at(None, format!("limits.{what}: {e}"));
+            default
+        }
+    };
+    let header_timeout = duration("header_timeout", raw.header_timeout, d.header_timeout);
+    let idle_timeout = duration("idle_timeout", raw.idle_timeout, d.idle_timeout);
+    let body = raw.max_body_bytes.unwrap_or_default();
+    let l = Limits {
+        max_connections: raw.max_connections.unwrap_or(d.max_connections),
+        header_timeout,
+        idle_timeout,
+        max_headers: raw.max_headers.unwrap_or(d.max_headers),
+        max_header_bytes: raw.max_header_bytes.unwrap_or(d.max_header_bytes),
+        max_body_arm: body.arm.unwrap_or(d.max_body_arm),
+        max_body_keyvault: body.keyvault.unwrap_or(d.max_body_keyvault),
+        rate_per_principal: raw.rate_per_principal.unwrap_or(d.rate_per_principal),
+        burst_per_principal: raw.burst_per_principal.unwrap_or(d.burst_per_principal),
+    };
+    if l.max_connections == 0 || l.max_headers == 0 {
+        p.at(
+            None,
+            "limits.max_connections and limits.max_headers must be positive",
+        );
+    }
+    if l.max_header_bytes < 8192 {
+        p.at(None, "limits.max_header_bytes must be at least 8192");
+    }
+    if !(l.rate_per_principal >= 0.0 && l.rate_per_principal.is_finite()) {
+        p.at(
+            None,
+            "limits.rate_per_principal must be a number of requests per second, 0 for none",
+        );
+    }
+    if !(l.burst_per_principal >= 1.0 && l.burst_per_principal.is_finite()) {
+        p.at(None, "limits.burst_per_principal must be at least 1");
+    }
+    l
 }

@@ -205,6 +205,11 @@ pub async fn build(config: Config) -> Result<Built, BuildError> {
         public_host: config.public_host,
         challenge_authority,
         audience,
+        limiter: crate::ratelimit::RateLimiter::new(
+            config.limits.rate_per_principal,
+            config.limits.burst_per_principal,
+        ),
+        limits: config.limits,
     };
     Ok(Built {
         gateway: Arc::new(gateway),

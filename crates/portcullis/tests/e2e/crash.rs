@@ -305,7 +305,7 @@ async fn a_killed_gateway_keeps_a_record_of_every_answer_it_gave() {
     let started = Instant::now();
     let (sim, dir) = prepare(Setup {
         // Checkpoints are signed during the load too, so crashes land among them.
-        extra: "audit:\n  checkpoint_every: 1s\n",
+        extra: "audit:\n  checkpoint_every: 1s\nlimits:\n  rate_per_principal: 0\n",
         ..Setup::default()
     })
     .await;

@@ -250,7 +250,7 @@ async fn a_replica_killed_under_load_loses_no_answered_record_and_the_other_keep
     let extra: &'static str = Box::leak(
         format!(
             // Checkpoints are signed during the load, so the kill lands after some.
-            "store:\n  url: \"{}\"\n  schema: {}\naudit:\n  checkpoint_every: 1s\n",
+            "store:\n  url: \"{}\"\n  schema: {}\naudit:\n  checkpoint_every: 1s\nlimits:\n  rate_per_principal: 0\n",
             pg_url(),
             schema.0
         )
