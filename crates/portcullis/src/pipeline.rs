@@ -12,6 +12,7 @@ use http::{Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
 
+use crate::azure::batch::InnerSummary;
 use crate::azure::error::{ErrorContext, GatewayError};
 use crate::azure::operation::{self, Operation};
 use crate::azure::rewrite::{Binder, rewrite_body_links};
@@ -191,6 +192,8 @@ async fn handle_in(gw: Arc<Gateway>, req: Request<Incoming>, request_id: String)
     let mut principal_id = None;
     let mut decided = "none";
     let mut action = None;
+    // A batch's inner requests as judged (for the records, also of a refusal).
+    let mut batch_inner: Vec<InnerSummary> = Vec::new();
     let mut scope = None;
     let request_headers = audit_headers(&gw, req.headers());
     let outcome = async {
@@ -248,6 +251,21 @@ async fn handle_in(gw: Arc<Gateway>, req: Request<Incoming>, request_id: String)
             );
             decide(&gw, &policy, &ex, &principal, &operation, &raw_path, &facts)?
         };
+        // A batch passes only as its inner requests would, each judged as if sent alone.
+        let decision = if is_batch {
+            match decide_batch(&gw, &policy, &principal, decision, &seen) {
+                Ok((d, inner)) => {
+                    batch_inner = inner;
+                    d
+                }
+                Err((e, inner)) => {
+                    batch_inner = inner;
+                    return Err(e);
+                }
+            }
+        } else {
+            decision
+        };
         decided = effect_name(decision.effect);
         // Held for approval: nothing goes on until enough approvers consent (or a grant
         // window is open). The body is read whole: what is approved is exactly what is sent.
@@ -264,7 +282,7 @@ async fn handle_in(gw: Arc<Gateway>, req: Request<Incoming>, request_id: String)
                     ),
                 });
             };
-            let request = held_request(
+            let mut request = held_request(
                 &gw,
                 &ex,
                 &principal,
@@ -276,6 +294,7 @@ async fn handle_in(gw: Arc<Gateway>, req: Request<Incoming>, request_id: String)
                 &bytes,
                 &seen,
             );
+            request.draft.inner = batch_inner.clone();
             let held = gw.approvals.hold(request).await?;
             body = full(bytes);
             credential = held.credential.clone();
@@ -288,7 +307,7 @@ async fn handle_in(gw: Arc<Gateway>, req: Request<Incoming>, request_id: String)
         // from what the deciding rule lets through.
         let plan = if is_batch {
             gw.masker
-                .plan_batch(&batch_operations(&seen), &decision.unmask)
+                .plan_batch(&batch_operations(&gw, &seen), &decision.unmask)
         } else {
             gw.masker.plan(&operation, &decision.unmask)
         };
@@ -304,6 +323,7 @@ async fn handle_in(gw: Arc<Gateway>, req: Request<Incoming>, request_id: String)
             None => decision.reason.clone(),
         });
         record.approval = consent.as_ref().map(|h| h.approval.clone());
+        record.inner = batch_inner.clone();
         record.unmasked = decision.unmask.clone();
         record.headers = request_headers.clone();
         (record.body, record.body_digest, record.body_bytes) =
@@ -345,6 +365,7 @@ async fn handle_in(gw: Arc<Gateway>, req: Request<Incoming>, request_id: String)
             record.headers = request_headers;
             record.status = Some(e.status().as_u16());
             record.reason = Some(e.message(&ex.routed.service));
+            record.inner = batch_inner;
             match &e {
                 GatewayError::Forbidden { decision, .. } => {
                     decided = effect_name(decision.effect);
@@ -666,6 +687,7 @@ fn held_request(
         decided: None,
         consumed: None,
         votes: Vec::new(),
+        inner: Vec::new(),
     };
     crate::approval::service::Request {
         principal: principal.clone(),
@@ -925,46 +947,200 @@ fn weaken_etag(headers: &mut HeaderMap) {
     }
 }
 
+/// The host names an absolute URL inside a batch may name: Azure's and the configured
+/// upstream's (the simulator in tests).
+fn arm_hosts(gw: &Gateway) -> Vec<String> {
+    let mut hosts = vec!["management.azure.com".to_owned()];
+    if let Ok(u) = url::Url::parse(&gw.upstream.arm_url)
+        && let Some(h) = u.host_str()
+    {
+        let with_port = match u.port() {
+            Some(p) => format!("{h}:{p}"),
+            None => h.to_owned(),
+        };
+        hosts.push(h.to_ascii_lowercase());
+        hosts.push(with_port.to_ascii_lowercase());
+    }
+    hosts
+}
+
 /// The inner requests of an ARM batch, named as operations, by the names their answers will
-/// carry (the index when a request has none). Those that cannot be named are left out, and
-/// their answers get every masking profile.
-fn batch_operations(body: &condition::Body) -> Vec<(String, Operation)> {
+/// carry (for masking each answer as its own operation's).
+fn batch_operations(gw: &Gateway, body: &condition::Body) -> Vec<(String, Operation)> {
     let condition::Body::Json(doc) = body else {
         return Vec::new();
     };
-    let Some(requests) = doc.get("requests").and_then(serde_json::Value::as_array) else {
-        return Vec::new();
+    crate::azure::batch::parse(doc, &arm_hosts(gw))
+        .map(|inner| inner.into_iter().map(|i| (i.name, i.operation)).collect())
+        .unwrap_or_default()
+}
+
+/// Judges a batch: every inner request as if sent alone, and the batch action itself. One
+/// deny refuses the whole batch, naming the inner request; one approve holds the whole batch
+/// as one approval. Inner requests that need different upstream credentials or different
+/// approvers cannot share one forward or one approval: such a batch is refused, to be sent
+/// as separate requests. A body that cannot be read completely is refused.
+fn decide_batch(
+    gw: &Gateway,
+    policy: &Policy,
+    principal: &Principal,
+    outer: Decision,
+    seen: &condition::Body,
+) -> Result<(Decision, Vec<InnerSummary>), (GatewayError, Vec<InnerSummary>)> {
+    let bad = |message: String| {
+        (
+            GatewayError::BadRequest {
+                code: "InvalidBatchRequest",
+                message,
+            },
+            Vec::new(),
+        )
     };
-    requests
+    let doc = match seen {
+        condition::Body::Json(doc) => doc,
+        condition::Body::TooLarge => {
+            return Err(bad(format!(
+                "a batch is read whole to judge each request in it, and this one is larger than {} bytes",
+                policy.max_body_bytes
+            )));
+        }
+        _ => return Err(bad("the batch body is not JSON".into())),
+    };
+    let inner = crate::azure::batch::parse(doc, &arm_hosts(gw)).map_err(|e| bad(e.to_string()))?;
+    let no_headers = HeaderMap::new();
+    let mut decisions = Vec::with_capacity(inner.len());
+    let mut summaries = Vec::with_capacity(inner.len());
+    for i in &inner {
+        let body = match &i.content {
+            Some(v) => condition::Body::Json(v.clone()),
+            None => condition::Body::Absent,
+        };
+        let facts = Facts::new(
+            principal,
+            &i.operation,
+            i.method.as_str(),
+            &i.path,
+            &i.query,
+            &no_headers,
+            &body,
+        );
+        let d = policy.decide_with(principal, &i.operation, &facts);
+        summaries.push(InnerSummary {
+            name: i.name.clone(),
+            method: i.method.to_string(),
+            path: audit_text(gw, &i.path),
+            action: i.operation.action.clone(),
+            scope: crate::policy::scope_display(&i.operation),
+            decision: effect_name(d.effect).to_owned(),
+            rule: d.rule.clone(),
+        });
+        decisions.push(d);
+    }
+    if let Some(at) = decisions.iter().position(|d| d.effect == Effect::Deny) {
+        let i = &inner[at];
+        let mut d = decisions.swap_remove(at);
+        d.reason = format!(
+            "inner request '{}' of the batch ({} {}) is refused: {}; a batch runs only if every request in it may",
+            i.name, i.method, i.path, d.reason
+        );
+        return Err((
+            GatewayError::Forbidden {
+                principal: Box::new(principal.clone()),
+                operation: Box::new(i.operation.clone()),
+                decision: Box::new(d),
+            },
+            summaries,
+        ));
+    }
+    let all: Vec<&Decision> = std::iter::once(&outer).chain(decisions.iter()).collect();
+    // One forward, one credential: an approved batch goes with the approving rule's (the
+    // approver saw every request in it); an allowed one only if all its rules agree.
+    let mixed = |ds: &mut dyn Iterator<Item = &&Decision>| {
+        let mut ds = ds.map(|d| &d.credential);
+        let first = ds.next();
+        first.is_some_and(|f| ds.any(|c| c != f))
+    };
+    let any_held = all.iter().any(|d| d.effect == Effect::Approve);
+    let credentials_differ = if any_held {
+        mixed(&mut all.iter().filter(|d| d.effect == Effect::Approve))
+    } else {
+        mixed(&mut all.iter())
+    };
+    if credentials_differ {
+        return Err((
+            GatewayError::BadRequest {
+                code: "InvalidBatchRequest",
+                message: "the requests in this batch are forwarded with different upstream credentials by policy; send them separately".into(),
+            },
+            summaries,
+        ));
+    }
+    // Only what every deciding rule lets through stays unmasked.
+    let unmask: Vec<String> = outer
+        .unmask
+        .iter()
+        .filter(|u| decisions.iter().all(|d| d.unmask.contains(u)))
+        .cloned()
+        .collect();
+    let audit: Vec<String> = all.iter().flat_map(|d| d.audit.iter().cloned()).collect();
+    let held: Vec<(usize, &Decision)> = all
         .iter()
         .enumerate()
-        .filter_map(|(i, r)| {
-            let name = r
-                .get("name")
-                .and_then(serde_json::Value::as_str)
-                .map_or_else(|| i.to_string(), str::to_owned);
-            let method: Method = r
-                .get("httpMethod")?
-                .as_str()?
-                .to_ascii_uppercase()
-                .parse()
-                .ok()?;
-            let target = r.get("url").or_else(|| r.get("relativeUrl"))?.as_str()?;
-            let (path, query) = if target.starts_with('/') {
-                let (p, q) = target.split_once('?').unwrap_or((target, ""));
-                (p.to_owned(), q.to_owned())
-            } else {
-                let u = url::Url::parse(target).ok()?;
-                (
-                    u.path().to_owned(),
-                    u.query().unwrap_or_default().to_owned(),
-                )
+        .filter(|(_, d)| d.effect == Effect::Approve)
+        .map(|(n, d)| (n, *d))
+        .collect();
+    let Some(&(_, first)) = held.first() else {
+        let mut d = outer;
+        d.reason = format!(
+            "{}; each of its {} requests is allowed",
+            d.reason,
+            inner.len()
+        );
+        d.unmask = unmask;
+        d.audit = audit;
+        return Ok((d, summaries));
+    };
+    let spec_of = |d: &Decision| {
+        d.approval
+            .as_ref()
+            .map(|s| (s.approvers_display.clone(), s.quorum, s.timeout))
+    };
+    if held.iter().any(|(_, d)| spec_of(d) != spec_of(first)) {
+        return Err((
+            GatewayError::BadRequest {
+                code: "InvalidBatchRequest",
+                message: "requests in this batch need approval from different approvers; send them separately".into(),
+            },
+            summaries,
+        ));
+    }
+    let mut d = first.clone();
+    // A grant window would let any later batch through: a batch is approved once.
+    if let Some(spec) = d.approval.as_mut() {
+        spec.grant_window = None;
+    }
+    let names: Vec<String> = held
+        .iter()
+        .map(|(n, d)| {
+            let what = match n {
+                0 => "the batch itself".to_owned(),
+                n => format!(
+                    "'{}' ({})",
+                    inner[n - 1].name,
+                    inner[n - 1].operation.action
+                ),
             };
-            let (decoded, _) = route::normalize(&path).ok()?;
-            let op = operation::name_arm(&method, &decoded, &query).ok()?;
-            Some((name, op))
+            format!("{what} by rule {}", d.rule.as_deref().unwrap_or("-"))
         })
-        .collect()
+        .collect();
+    d.reason = format!(
+        "a batch of {} requests, held as one: {} need(s) approval",
+        inner.len(),
+        names.join("; ")
+    );
+    d.unmask = unmask;
+    d.audit = audit;
+    Ok((d, summaries))
 }
 
 use crate::audit::record::{AuditRecord, Phase};

@@ -98,6 +98,9 @@ pub struct Approval {
     pub consumed: Option<String>,
     #[serde(default)]
     pub votes: Vec<Vote>,
+    /// For a batch: every inner request, and what policy said of each.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub inner: Vec<crate::azure::batch::InnerSummary>,
 }
 
 impl Approval {

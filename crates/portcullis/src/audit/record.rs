@@ -59,6 +59,9 @@ pub struct AuditRecord {
     /// The approval this record is about, or that let the request through.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub approval: Option<String>,
+    /// A batch's inner requests, each named and judged as if sent alone.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub inner: Vec<crate::azure::batch::InnerSummary>,
 }
 
 impl AuditRecord {
@@ -92,6 +95,7 @@ impl AuditRecord {
             upstream_ms: None,
             unmasked: Vec::new(),
             approval: None,
+            inner: Vec::new(),
         }
     }
 }

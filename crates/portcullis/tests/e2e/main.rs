@@ -4,6 +4,7 @@
 
 mod approvals;
 mod audit;
+mod batch;
 mod crash;
 mod credentials;
 mod datapath;

@@ -197,6 +197,7 @@ fn approval(id: &str, principal: &str, digest: &str, expires: &str) -> Approval 
         decided: None,
         consumed: None,
         votes: Vec::new(),
+        inner: Vec::new(),
     }
 }
 
