@@ -199,6 +199,21 @@ impl Simulator {
         entra::token::mint(&self.sim, request).map(|t| t.token)
     }
 
+    /// Signs a JWS signing input (`header.payload`, as given: padding, odd alphabets,
+    /// duplicate keys and all) with the current signing key, RS256, and returns the compact
+    /// token. For tests that a relying party refuses hostile tokens the real key signed on
+    /// their shape, not merely on their signature. The signing `kid` is `published_kids()[0]`.
+    pub fn sign_compact(&self, signing_input: &str) -> String {
+        let key = self.sim.keys.signer();
+        let signature = jsonwebtoken::crypto::sign(
+            signing_input.as_bytes(),
+            &key.encoding,
+            jsonwebtoken::Algorithm::RS256,
+        )
+        .expect("RS256 signing with a generated key does not fail");
+        format!("{signing_input}.{signature}")
+    }
+
     /// A token for `principal` on `audience`, with the API's own version and lifetime.
     pub fn token(
         &self,

@@ -18,6 +18,7 @@ mod policy_tools;
 mod postgres;
 mod replicas;
 mod store;
+mod tokens;
 
 use std::path::{Path, PathBuf};
 
