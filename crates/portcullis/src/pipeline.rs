@@ -423,6 +423,18 @@ pub(crate) async fn authenticate(
     gw: &Gateway,
     headers: &HeaderMap,
 ) -> Result<Principal, GatewayError> {
+    // Two Authorization headers are two claims to be someone: refuse rather than pick one.
+    if headers
+        .get_all(header::AUTHORIZATION)
+        .iter()
+        .nth(1)
+        .is_some()
+    {
+        return Err(GatewayError::Unauthenticated {
+            message: "more than one Authorization header".into(),
+            missing: false,
+        });
+    }
     let token = match headers.get(header::AUTHORIZATION).map(|v| v.to_str()) {
         None => {
             return Err(GatewayError::Unauthenticated {

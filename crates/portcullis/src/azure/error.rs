@@ -73,8 +73,15 @@ pub struct ErrorContext<'a> {
     pub audience: &'a str,
 }
 
+/// Text fit for a quoted header parameter: printable ASCII, no quotes or backslashes.
 fn quote(s: &str) -> String {
-    s.replace(['"', '\\', '\r', '\n'], " ")
+    s.chars()
+        .map(|c| match c {
+            '"' | '\\' => ' ',
+            c if c.is_ascii_graphic() || c == ' ' => c,
+            _ => '?',
+        })
+        .collect()
 }
 
 impl GatewayError {

@@ -63,7 +63,101 @@ fn b64_json(part: &str) -> Result<Value, TokenError> {
     let bytes = URL_SAFE_NO_PAD
         .decode(part)
         .map_err(|_| TokenError::Malformed("a part is not base64url".into()))?;
-    serde_json::from_slice(&bytes).map_err(|_| TokenError::Malformed("a part is not JSON".into()))
+    // A key written twice is read differently by different parsers (first or last wins):
+    // what the gateway checks must be what every other reader sees, so such tokens are
+    // refused outright.
+    serde_json::from_slice::<Strict>(&bytes)
+        .map(|s| s.0)
+        .map_err(|e| {
+            TokenError::Malformed(if e.to_string().contains(DUPLICATE) {
+                "a part has a key written twice".into()
+            } else {
+                "a part is not JSON".into()
+            })
+        })
+}
+
+const DUPLICATE: &str = "duplicate key";
+
+/// JSON that refuses duplicate keys in any object.
+struct Strict(Value);
+
+impl<'de> serde::Deserialize<'de> for Strict {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(StrictVisitor).map(Strict)
+    }
+}
+
+struct StrictVisitor;
+
+impl<'de> serde::de::Visitor<'de> for StrictVisitor {
+    type Value = Value;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("JSON")
+    }
+    fn visit_bool<E>(self, v: bool) -> Result<Value, E> {
+        Ok(Value::Bool(v))
+    }
+    fn visit_i64<E>(self, v: i64) -> Result<Value, E> {
+        Ok(v.into())
+    }
+    fn visit_u64<E>(self, v: u64) -> Result<Value, E> {
+        Ok(v.into())
+    }
+    fn visit_f64<E>(self, v: f64) -> Result<Value, E> {
+        Ok(serde_json::Number::from_f64(v).map_or(Value::Null, Value::Number))
+    }
+    fn visit_str<E>(self, v: &str) -> Result<Value, E> {
+        Ok(Value::String(v.to_owned()))
+    }
+    fn visit_string<E>(self, v: String) -> Result<Value, E> {
+        Ok(Value::String(v))
+    }
+    fn visit_unit<E>(self) -> Result<Value, E> {
+        Ok(Value::Null)
+    }
+    fn visit_none<E>(self) -> Result<Value, E> {
+        Ok(Value::Null)
+    }
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Value, A::Error> {
+        let mut out = Vec::new();
+        while let Some(Strict(v)) = seq.next_element()? {
+            out.push(v);
+        }
+        Ok(Value::Array(out))
+    }
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
+        let mut out = serde_json::Map::new();
+        while let Some(k) = map.next_key::<String>()? {
+            if out.contains_key(&k) {
+                return Err(serde::de::Error::custom(DUPLICATE));
+            }
+            let Strict(v) = map.next_value()?;
+            out.insert(k, v);
+        }
+        Ok(Value::Object(out))
+    }
+}
+
+/// Text from an unverified token, fit to show in an error (and so in a header, a log line
+/// and an audit record): printable ASCII, at most 64 characters.
+fn shown(s: &str) -> String {
+    let mut out: String = s
+        .chars()
+        .take(64)
+        .map(|c| {
+            if c.is_ascii_graphic() || c == ' ' {
+                c
+            } else {
+                '?'
+            }
+        })
+        .collect();
+    if s.chars().count() > 64 {
+        out.push_str("...");
+    }
+    out
 }
 
 /// Checks a token and says who it names. Group overage is left for the caller to resolve
@@ -94,15 +188,31 @@ pub async fn validate(
             "critical header extensions are not supported".into(),
         ));
     }
+    // Entra access tokens say `typ: JWT` (or nothing); another type (`dpop+jwt`, an id
+    // token profile...) or a nested token (`cty`) is not an access token for this gateway.
+    match header.get("typ") {
+        None => {}
+        Some(Value::String(t)) if t.eq_ignore_ascii_case("JWT") => {}
+        Some(_) => {
+            return Err(TokenError::Malformed(
+                "the token's type (typ) is not JWT".into(),
+            ));
+        }
+    }
+    if header.get("cty").is_some() {
+        return Err(TokenError::Malformed(
+            "nested tokens (cty) are not accepted".into(),
+        ));
+    }
     let kid = header["kid"]
         .as_str()
-        .filter(|k| !k.is_empty() && k.len() <= 128)
+        .filter(|k| !k.is_empty() && k.len() <= 128 && k.bytes().all(|b| b.is_ascii_graphic()))
         .ok_or_else(|| TokenError::Malformed("no kid".into()))?;
     let payload = b64_json(parts[1])?;
     let version = match payload["ver"].as_str() {
         Some("1.0") => 1,
         Some("2.0") => 2,
-        other => return Err(TokenError::Version(other.unwrap_or("").to_owned())),
+        other => return Err(TokenError::Version(shown(other.unwrap_or("")))),
     };
     if !cfg.versions.contains(&version) {
         return Err(TokenError::Version(format!("{version}.0")));
@@ -112,7 +222,7 @@ pub async fn validate(
         .map(str::to_ascii_lowercase)
         .unwrap_or_default();
     if !is_guid(&tid) || !cfg.allowed_tenants.contains(&tid) {
-        return Err(TokenError::Tenant(tid));
+        return Err(TokenError::Tenant(shown(&tid)));
     }
     let metadata_url = match version {
         1 => format!(
@@ -135,9 +245,14 @@ pub async fn validate(
         TenantMode::Single(_) => metadata.issuer.clone(),
     };
     if payload["iss"].as_str() != Some(expected_issuer.as_str()) {
-        return Err(TokenError::Issuer(
-            payload["iss"].as_str().unwrap_or("").to_owned(),
-        ));
+        return Err(TokenError::Issuer(shown(
+            payload["iss"].as_str().unwrap_or(""),
+        )));
+    }
+    // One audience, as Entra writes it: a list naming this gateway and, say, ARM would
+    // make the same token good for both (azure-notes §1).
+    if !payload["aud"].is_string() {
+        return Err(TokenError::Audience);
     }
     let key = keys
         .key(&metadata.jwks_uri, kid)
