@@ -9,6 +9,7 @@ mod crash;
 mod credentials;
 mod datapath;
 mod demo;
+mod deploy;
 mod held;
 mod identity;
 mod masking;
