@@ -238,6 +238,17 @@ async fn handle_in(gw: Arc<Gateway>, req: Request<Incoming>, request_id: String)
         } else {
             (stream(body), condition::Body::Absent, None)
         };
+        // A deployment's template is read so each resource is judged as the write it is.
+        let deployment = if method == Method::PUT
+            && operation
+                .action
+                .eq_ignore_ascii_case("Microsoft.Resources/deployments/write")
+        {
+            Some(read_deployment(&ex, &policy, &seen)?)
+        } else {
+            None
+        };
+        let deployment_facts = deployment.as_ref().map(|d| d.facts());
         let decision = {
             // The facts borrow the request; they must not live across an await.
             let facts = Facts::new(
@@ -248,23 +259,39 @@ async fn handle_in(gw: Arc<Gateway>, req: Request<Incoming>, request_id: String)
                 &ex.query,
                 &parts.headers,
                 &seen,
-            );
+            )
+            .with_deployment(deployment_facts.as_ref());
             decide(&gw, &policy, &ex, &principal, &operation, &raw_path, &facts)?
         };
         // A batch passes only as its inner requests would, each judged as if sent alone.
-        let decision = if is_batch {
-            match decide_batch(&gw, &policy, &principal, decision, &seen) {
-                Ok((d, inner)) => {
-                    batch_inner = inner;
-                    d
-                }
-                Err((e, inner)) => {
-                    batch_inner = inner;
-                    return Err(e);
-                }
-            }
+        let judged = if is_batch {
+            Some(decide_batch(&gw, &policy, &principal, decision.clone(), &seen))
         } else {
-            decision
+            deployment.as_ref().zip(deployment_facts.as_ref()).map(|(d, facts)| {
+                decide_bundle(
+                    &|p| audit_text(&gw, p),
+                    &policy,
+                    &principal,
+                    decision.clone(),
+                    &d.operations,
+                    Bundle::Deployment {
+                        operation: &operation,
+                        deployment: d,
+                        facts,
+                    },
+                )
+            })
+        };
+        let decision = match judged {
+            None => decision,
+            Some(Ok((d, inner))) => {
+                batch_inner = inner;
+                d
+            }
+            Some(Err((e, inner))) => {
+                batch_inner = inner;
+                return Err(e);
+            }
         };
         decided = effect_name(decision.effect);
         // Held for approval: nothing goes on until enough approvers consent (or a grant
@@ -959,6 +986,28 @@ fn weaken_etag(headers: &mut HeaderMap) {
     }
 }
 
+/// Reads a deployment PUT's body; one the gateway cannot read whole is refused.
+fn read_deployment(
+    ex: &Exchange,
+    policy: &Policy,
+    seen: &condition::Body,
+) -> Result<crate::azure::deployment::Deployment, GatewayError> {
+    let bad = |message: String| GatewayError::BadRequest {
+        code: "InvalidDeployment",
+        message,
+    };
+    match seen {
+        condition::Body::Json(doc) => {
+            crate::azure::deployment::parse(&ex.routed.path, doc).map_err(|e| bad(e.to_string()))
+        }
+        condition::Body::TooLarge => Err(bad(format!(
+            "a deployment is read whole to judge each resource in it, and this one is larger than {} bytes",
+            policy.max_body_bytes
+        ))),
+        _ => Err(bad("the deployment body is not JSON".into())),
+    }
+}
+
 /// The host names an absolute URL inside a batch may name: Azure's and the configured
 /// upstream's (the simulator in tests).
 fn arm_hosts(gw: &Gateway) -> Vec<String> {
@@ -1019,10 +1068,46 @@ fn decide_batch(
         _ => return Err(bad("the batch body is not JSON".into())),
     };
     let inner = crate::azure::batch::parse(doc, &arm_hosts(gw)).map_err(|e| bad(e.to_string()))?;
+    decide_bundle(
+        &|p| audit_text(gw, p),
+        policy,
+        principal,
+        outer,
+        &inner,
+        Bundle::Batch,
+    )
+}
+
+/// A request that carries others: a batch, or a deployment's template.
+pub enum Bundle<'a> {
+    Batch,
+    Deployment {
+        operation: &'a Operation,
+        deployment: &'a crate::azure::deployment::Deployment,
+        facts: &'a serde_json::Value,
+    },
+}
+
+/// Judges each inner operation as if sent alone and combines them with the outer decision:
+/// one deny refuses the whole; one approve holds the whole as one approval; credentials and
+/// approvers must agree. A deployment with parts the gateway cannot inspect never passes on
+/// an allow alone: it is refused unless a rule holds it for a human.
+pub fn decide_bundle(
+    show: &dyn Fn(&str) -> String,
+    policy: &Policy,
+    principal: &Principal,
+    outer: Decision,
+    inner: &[crate::azure::batch::Inner],
+    bundle: Bundle<'_>,
+) -> Result<(Decision, Vec<InnerSummary>), (GatewayError, Vec<InnerSummary>)> {
+    let (kind, deployment_facts) = match &bundle {
+        Bundle::Batch => ("batch", None),
+        Bundle::Deployment { facts, .. } => ("deployment", Some(*facts)),
+    };
     let no_headers = HeaderMap::new();
     let mut decisions = Vec::with_capacity(inner.len());
     let mut summaries = Vec::with_capacity(inner.len());
-    for i in &inner {
+    for i in inner {
         let body = match &i.content {
             Some(v) => condition::Body::Json(v.clone()),
             None => condition::Body::Absent,
@@ -1035,12 +1120,13 @@ fn decide_batch(
             &i.query,
             &no_headers,
             &body,
-        );
+        )
+        .with_deployment(deployment_facts);
         let d = policy.decide_with(principal, &i.operation, &facts);
         summaries.push(InnerSummary {
             name: i.name.clone(),
             method: i.method.to_string(),
-            path: audit_text(gw, &i.path),
+            path: show(&i.path),
             action: i.operation.action.clone(),
             scope: crate::policy::scope_display(&i.operation),
             decision: effect_name(d.effect).to_owned(),
@@ -1052,7 +1138,7 @@ fn decide_batch(
         let i = &inner[at];
         let mut d = decisions.swap_remove(at);
         d.reason = format!(
-            "inner request '{}' of the batch ({} {}) is refused: {}; a batch runs only if every request in it may",
+            "'{}' in the {kind} ({} {}) is refused: {}; a {kind} runs only if everything in it may",
             i.name, i.method, i.path, d.reason
         );
         return Err((
@@ -1082,7 +1168,9 @@ fn decide_batch(
         return Err((
             GatewayError::BadRequest {
                 code: "InvalidBatchRequest",
-                message: "the requests in this batch are forwarded with different upstream credentials by policy; send them separately".into(),
+                message: format!(
+                    "the requests in this {kind} are forwarded with different upstream credentials by policy; send them separately"
+                ),
             },
             summaries,
         ));
@@ -1102,9 +1190,31 @@ fn decide_batch(
         .map(|(n, d)| (n, *d))
         .collect();
     let Some(&(_, first)) = held.first() else {
+        if let Bundle::Deployment {
+            operation,
+            deployment,
+            ..
+        } = &bundle
+            && !deployment.uninspectable.is_empty()
+        {
+            let mut d = outer;
+            d.effect = Effect::Deny;
+            d.reason = format!(
+                "the deployment holds what the gateway cannot inspect ({}); it passes only when a rule holds it for approval",
+                deployment.uninspectable.join("; ")
+            );
+            return Err((
+                GatewayError::Forbidden {
+                    principal: Box::new(principal.clone()),
+                    operation: Box::new((*operation).clone()),
+                    decision: Box::new(d),
+                },
+                summaries,
+            ));
+        }
         let mut d = outer;
         d.reason = format!(
-            "{}; each of its {} requests is allowed",
+            "{}; each of the {} operations in the {kind} is allowed",
             d.reason,
             inner.len()
         );
@@ -1121,7 +1231,9 @@ fn decide_batch(
         return Err((
             GatewayError::BadRequest {
                 code: "InvalidBatchRequest",
-                message: "requests in this batch need approval from different approvers; send them separately".into(),
+                message: format!(
+                    "requests in this {kind} need approval from different approvers; send them separately"
+                ),
             },
             summaries,
         ));
@@ -1135,7 +1247,7 @@ fn decide_batch(
         .iter()
         .map(|(n, d)| {
             let what = match n {
-                0 => "the batch itself".to_owned(),
+                0 => format!("the {kind} itself"),
                 n => format!(
                     "'{}' ({})",
                     inner[n - 1].name,
@@ -1146,10 +1258,19 @@ fn decide_batch(
         })
         .collect();
     d.reason = format!(
-        "a batch of {} requests, held as one: {} need(s) approval",
+        "a {kind} of {} operations, held as one: {} need(s) approval",
         inner.len(),
         names.join("; ")
     );
+    if let Bundle::Deployment { deployment, .. } = &bundle
+        && !deployment.uninspectable.is_empty()
+    {
+        d.reason = format!(
+            "{}; NOT INSPECTED: {}",
+            d.reason,
+            deployment.uninspectable.join("; ")
+        );
+    }
     d.unmask = unmask;
     d.audit = audit;
     Ok((d, summaries))

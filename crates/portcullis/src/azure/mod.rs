@@ -2,6 +2,7 @@
 //! keep clients on the gateway, and Azure's native error shapes.
 
 pub mod batch;
+pub mod deployment;
 pub mod error;
 pub mod operation;
 pub mod rewrite;

@@ -220,6 +220,21 @@ pub fn evaluate(
     })?;
     let body = body.map_or(Body::Absent, Body::Json);
     let headers = http::HeaderMap::new();
+    // A deployment is judged as the gateway judges it: each resource of its template too.
+    let deployment = match (&body, method == http::Method::PUT) {
+        (Body::Json(doc), true)
+            if op
+                .action
+                .eq_ignore_ascii_case("Microsoft.Resources/deployments/write") =>
+        {
+            Some(
+                crate::azure::deployment::parse(&routed.path, doc)
+                    .map_err(|e| anyhow::anyhow!("the gateway refuses this deployment: {e}"))?,
+            )
+        }
+        _ => None,
+    };
+    let deployment_facts = deployment.as_ref().map(|d| d.facts());
     let facts = Facts::new(
         p,
         &op,
@@ -228,8 +243,36 @@ pub fn evaluate(
         query,
         &headers,
         &body,
-    );
+    )
+    .with_deployment(deployment_facts.as_ref());
     let decision = checked.policy.decide_with(p, &op, &facts);
+    let (Some(d), Some(df)) = (&deployment, &deployment_facts) else {
+        return Ok((op, decision));
+    };
+    if decision.effect == crate::policy::Effect::Deny {
+        return Ok((op, decision));
+    }
+    let judged = crate::pipeline::decide_bundle(
+        &|p| p.to_owned(),
+        &checked.policy,
+        p,
+        decision,
+        &d.operations,
+        crate::pipeline::Bundle::Deployment {
+            operation: &op,
+            deployment: d,
+            facts: df,
+        },
+    );
+    let decision = match judged {
+        Ok((d, _)) => d,
+        Err((crate::azure::error::GatewayError::Forbidden { decision, .. }, _)) => *decision,
+        Err((e, _)) => {
+            let mut d = crate::policy::Decision::allow(e.message(&Service::Arm));
+            d.effect = crate::policy::Effect::Deny;
+            d
+        }
+    };
     Ok((op, decision))
 }
 

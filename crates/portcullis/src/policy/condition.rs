@@ -46,7 +46,8 @@ impl Condition {
             .map_err(|e| format!("CEL: {}", e.to_string().replace('\n', " ")))?;
         // Unknown variables cannot be refused here (comprehension variables look the same);
         // they fail at evaluation, which fails closed.
-        let reads_request = program.references().has_variable("request");
+        let refs = program.references();
+        let reads_request = refs.has_variable("request") || refs.has_variable("deployment");
         Ok(Condition {
             source: source.to_owned(),
             program,
@@ -85,6 +86,8 @@ pub struct Facts<'a> {
     query: &'a str,
     headers: &'a http::HeaderMap,
     body: &'a Body,
+    /// A deployment's template, as read (`deployment.*`); null for other requests.
+    deployment: Option<&'a serde_json::Value>,
     /// The CEL context, built the first time a condition is evaluated and shared by all the
     /// conditions of this decision.
     context: std::cell::OnceCell<Result<Context<'static, 'static>, String>>,
@@ -108,14 +111,21 @@ impl<'a> Facts<'a> {
             query,
             headers,
             body,
+            deployment: None,
             context: std::cell::OnceCell::new(),
         }
+    }
+
+    /// The same facts, with a deployment's (`deployment.*` in conditions).
+    pub fn with_deployment(mut self, deployment: Option<&'a serde_json::Value>) -> Facts<'a> {
+        self.deployment = deployment;
+        self
     }
 
     fn context(&self) -> Result<&Context<'static, 'static>, String> {
         self.context
             .get_or_init(|| {
-                let [principal, operation, request] = self.values();
+                let [principal, operation, request, deployment] = self.values();
                 let mut ctx = Context::with_env(STDLIB.clone());
                 ctx.add_variable("principal", principal)
                     .map_err(|e| e.to_string())?;
@@ -123,13 +133,15 @@ impl<'a> Facts<'a> {
                     .map_err(|e| e.to_string())?;
                 ctx.add_variable("request", request)
                     .map_err(|e| e.to_string())?;
+                ctx.add_variable("deployment", deployment)
+                    .map_err(|e| e.to_string())?;
                 Ok(ctx)
             })
             .as_ref()
             .map_err(Clone::clone)
     }
 
-    fn values(&self) -> [Value; 3] {
+    fn values(&self) -> [Value; 4] {
         {
             let (p, op) = (self.principal, self.operation);
             let mut q = Map::new();
@@ -163,6 +175,7 @@ impl<'a> Facts<'a> {
                     "api_version": op.api_version,
                 }),
                 request,
+                self.deployment.cloned().unwrap_or(Value::Null),
             ]
         }
     }

@@ -10,6 +10,7 @@ mod credentials;
 mod datapath;
 mod demo;
 mod deploy;
+mod deployments;
 mod held;
 mod identity;
 mod masking;
