@@ -76,6 +76,13 @@ fn decode_segment(seg: &str) -> Result<String, RouteError> {
     if s == "." || s == ".." {
         return Err(RouteError::Path("dot segments are not accepted".into()));
     }
+    // Servers that strip a trailing dot or space (as Windows paths do) would read `vm1.` as
+    // `vm1`: a name policy did not judge. No Azure resource name ends so.
+    if s.ends_with(['.', ' ']) || s.starts_with(' ') {
+        return Err(RouteError::Path(format!(
+            "segment '{seg}' begins or ends with a space or ends with a dot"
+        )));
+    }
     Ok(s)
 }
 
@@ -246,6 +253,13 @@ mod tests {
             "/a%00b",
             "relative",
             "/a%25b",
+            "/vms/vm1.",
+            "/vms/vm1%2E",
+            "/vms/vm1%20",
+            "/vms/%20vm1",
+            "/vms/vm1 ",
+            "/a/%FF",
+            "/a/%C0%AF",
         ] {
             assert!(normalize(bad).is_err(), "{bad}");
         }
