@@ -2,6 +2,7 @@
 //! loopback port, talking real TLS; assertions on what the client got and on what the
 //! simulator ("Azure") saw.
 
+mod abuse;
 mod approvals;
 mod audit;
 mod batch;
