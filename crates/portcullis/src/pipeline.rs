@@ -197,6 +197,7 @@ async fn handle_in(gw: Arc<Gateway>, req: Request<Incoming>, request_id: String)
     let mut scope = None;
     let request_headers = audit_headers(&gw, req.headers());
     let outcome = async {
+        refuse_malformed_framing(&gw, req.headers())?;
         let principal = authenticate(&gw, req.headers()).await?;
         principal_id = Some(principal.object_id.clone());
         if let Err(wait) = gw.limiter.take(&principal.object_id) {
@@ -234,7 +235,7 @@ async fn handle_in(gw: Arc<Gateway>, req: Request<Incoming>, request_id: String)
         let (body, seen, whole) = if is_batch || writes || policy.needs_body(&principal, &operation)
             || policy.may_hold(&principal, &operation)
         {
-            read_for_conditions(body, policy.max_body_bytes).await?
+            read_for_conditions(body, policy.max_body_bytes, body_cap).await?
         } else {
             (stream(body), condition::Body::Absent, None)
         };
@@ -495,6 +496,35 @@ pub(crate) async fn authenticate(
     })
 }
 
+/// What the listener does not check for every protocol: the header count (HTTP/2 has no
+/// cap of its own in hyper) and transfer codings other than plain `chunked` (hyper undoes
+/// the chunking only; a `gzip, chunked` body would reach Azure still encoded, unread).
+fn refuse_malformed_framing(gw: &Gateway, headers: &HeaderMap) -> Result<(), GatewayError> {
+    if headers.len() > gw.limits.max_headers {
+        return Err(GatewayError::Protocol {
+            status: StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            code: "RequestHeaderFieldsTooLarge",
+            message: format!(
+                "the request has more than {} header fields",
+                gw.limits.max_headers
+            ),
+        });
+    }
+    for te in headers.get_all(header::TRANSFER_ENCODING) {
+        if !te
+            .to_str()
+            .is_ok_and(|v| v.trim().eq_ignore_ascii_case("chunked"))
+        {
+            return Err(GatewayError::Protocol {
+                status: StatusCode::NOT_IMPLEMENTED,
+                code: "UnsupportedTransferEncoding",
+                message: "only the chunked transfer coding is accepted".into(),
+            });
+        }
+    }
+    Ok(())
+}
+
 fn refuse_method_overrides(headers: &HeaderMap) -> Result<(), GatewayError> {
     match METHOD_OVERRIDES.iter().find(|h| headers.contains_key(**h)) {
         Some(h) => Err(GatewayError::BadRequest {
@@ -568,6 +598,7 @@ fn stream(body: Incoming) -> Body {
 async fn read_for_conditions(
     mut body: Incoming,
     cap: usize,
+    hard_cap: usize,
 ) -> Result<(Body, condition::Body, Option<Bytes>), GatewayError> {
     use http_body_util::BodyExt as _;
     let mut read = bytes::BytesMut::new();
@@ -578,6 +609,11 @@ async fn read_for_conditions(
         })?;
         if let Ok(data) = frame.into_data() {
             read.extend_from_slice(&data);
+            // A body without a declared length, past the service's cap: refused before
+            // anything is recorded as forwarded.
+            if read.len() > hard_cap {
+                return Err(GatewayError::TooLarge { limit: hard_cap });
+            }
             if read.len() > cap {
                 let prefix = read.freeze();
                 return Ok((

@@ -37,6 +37,12 @@ pub enum GatewayError {
     BadRequest { code: &'static str, message: String },
     /// The request is larger than the gateway takes for this service.
     TooLarge { limit: usize },
+    /// The request's framing or head is refused (too many headers, a transfer coding).
+    Protocol {
+        status: StatusCode,
+        code: &'static str,
+        message: String,
+    },
     /// This principal sent more than its rate allows; retry after so many seconds.
     Throttled { retry_after: u64 },
     /// An answer that may carry secrets could not be checked (too large, not parseable,
@@ -98,6 +104,7 @@ impl GatewayError {
             GatewayError::Forbidden { .. } | GatewayError::Approval(_) => StatusCode::FORBIDDEN,
             GatewayError::BadRequest { .. } => StatusCode::BAD_REQUEST,
             GatewayError::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            GatewayError::Protocol { status, .. } => *status,
             GatewayError::Throttled { .. } => StatusCode::TOO_MANY_REQUESTS,
             GatewayError::UpstreamCredential(_) | GatewayError::Unmaskable(_) => {
                 StatusCode::BAD_GATEWAY
@@ -122,6 +129,7 @@ impl GatewayError {
             GatewayError::Approval(r) => r.code,
             GatewayError::BadRequest { code, .. } => code,
             GatewayError::TooLarge { .. } => "RequestEntityTooLarge",
+            GatewayError::Protocol { code, .. } => code,
             GatewayError::Throttled { .. } if kv => "Throttled",
             GatewayError::Throttled { .. } => "TooManyRequests",
             GatewayError::UpstreamCredential(_) => "GatewayUpstreamCredentialFailed",
@@ -168,6 +176,7 @@ impl GatewayError {
             GatewayError::TooLarge { limit } => format!(
                 "Portcullis: the request body is larger than the {limit} bytes the gateway accepts for this service."
             ),
+            GatewayError::Protocol { message, .. } => format!("Portcullis: {message}"),
             GatewayError::Throttled { retry_after } => format!(
                 "Portcullis: this principal has sent more requests than its rate limit allows; retry after {retry_after} second(s)."
             ),

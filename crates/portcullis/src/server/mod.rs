@@ -11,6 +11,7 @@ pub mod tls;
 use std::sync::Arc;
 use std::time::Duration;
 
+use http_body_util::BodyExt;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
@@ -19,6 +20,9 @@ use tokio::sync::watch;
 use tokio_rustls::TlsAcceptor;
 
 use crate::pipeline::{Gateway, handle};
+
+/// How long an idle connection's orderly close may take before it is dropped.
+const IDLE_CLOSE_WAIT: Duration = Duration::from_secs(2);
 
 /// A client that has not finished its TLS handshake by then is dropped.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -149,12 +153,19 @@ async fn serve_connection(
     let activity = Arc::new(activity::Activity::default());
     let in_flight = activity.clone();
     let service = service_fn(move |req| {
-        let fut = handler(gateway.clone(), req);
+        // In flight from the request's arrival until its answer's body is done (or dropped):
+        // a held request or a long download is not idle; pings and stray bytes are.
         let guard = in_flight.begin();
+        let fut = handler(gateway.clone(), req);
         async move {
             let response = fut.await;
-            drop(guard);
-            Ok::<_, std::convert::Infallible>(response)
+            Ok::<_, std::convert::Infallible>(response.map(|body| {
+                activity::Guarded {
+                    body,
+                    _guard: guard,
+                }
+                .boxed()
+            }))
         }
     });
     let mut builder = auto::Builder::new(TokioExecutor::new());
@@ -170,29 +181,36 @@ async fn serve_connection(
         .max_header_list_size(u32::try_from(limits.max_header_bytes).unwrap_or(u32::MAX))
         .max_concurrent_streams(256)
         .max_pending_accept_reset_streams(64);
-    let io = activity::Tracked::new(stream, activity.clone());
-    let conn = builder.serve_connection(TokioIo::new(io), service);
+    let conn = builder.serve_connection(TokioIo::new(stream), service);
     tokio::pin!(conn);
     let idle = limits.idle_timeout;
     let mut check = tokio::time::interval(idle.min(Duration::from_secs(5)));
     check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
+    let stopping = loop {
         tokio::select! {
             _ = conn.as_mut() => return,
-            _ = shutdown.changed() => break,
+            _ = shutdown.changed() => break true,
             _ = check.tick() => {
                 if activity.idle_for() >= idle {
-                    break;
+                    break false;
                 }
             }
         }
-    }
+    };
     conn.as_mut().graceful_shutdown();
-    let _ = conn.await;
+    if stopping {
+        // Shutdown: the server's grace bounds the wait for requests in flight.
+        let _ = conn.await;
+    } else {
+        // Idle: nothing is in flight; a client that does not take part in closing (an
+        // HTTP/2 peer ignoring the final PING) is not waited for long.
+        let _ = tokio::time::timeout(IDLE_CLOSE_WAIT, conn).await;
+    }
 }
 
 mod activity {
-    //! When a connection last moved bytes, and how many requests it has in flight.
+    //! How many requests a connection has in flight (from arrival until the answer's body is
+    //! done), and since when it has had none.
 
     use std::pin::Pin;
     use std::sync::Arc;
@@ -200,11 +218,12 @@ mod activity {
     use std::task::{Context, Poll};
     use std::time::{Duration, Instant};
 
-    use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+    use bytes::Bytes;
+    use http_body::{Body, Frame, SizeHint};
 
     pub struct Activity {
         start: Instant,
-        /// Milliseconds since `start` of the last read or write.
+        /// Milliseconds since `start` when the last request ended.
         last: AtomicU64,
         in_flight: AtomicUsize,
     }
@@ -223,23 +242,20 @@ mod activity {
 
     impl Drop for InFlight {
         fn drop(&mut self) {
-            self.0.touch();
-            self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
+            let a = &self.0;
+            a.last
+                .store(a.start.elapsed().as_millis() as u64, Ordering::Relaxed);
+            a.in_flight.fetch_sub(1, Ordering::Relaxed);
         }
     }
 
     impl Activity {
-        fn touch(&self) {
-            self.last
-                .store(self.start.elapsed().as_millis() as u64, Ordering::Relaxed);
-        }
-
         pub fn begin(self: &Arc<Self>) -> InFlight {
             self.in_flight.fetch_add(1, Ordering::Relaxed);
             InFlight(self.clone())
         }
 
-        /// How long the connection has been idle; zero while a request is in flight.
+        /// How long the connection has had nothing in flight; zero while it has.
         pub fn idle_for(&self) -> Duration {
             if self.in_flight.load(Ordering::Relaxed) > 0 {
                 return Duration::ZERO;
@@ -249,74 +265,29 @@ mod activity {
         }
     }
 
-    pub struct Tracked<S> {
-        inner: S,
-        activity: Arc<Activity>,
+    /// An answer's body that keeps its request in flight until it is done or dropped.
+    pub struct Guarded<B> {
+        pub body: B,
+        pub _guard: InFlight,
     }
 
-    impl<S> Tracked<S> {
-        pub fn new(inner: S, activity: Arc<Activity>) -> Self {
-            Tracked { inner, activity }
-        }
-    }
+    impl<B: Body<Data = Bytes> + Unpin> Body for Guarded<B> {
+        type Data = Bytes;
+        type Error = B::Error;
 
-    impl<S: AsyncRead + Unpin> AsyncRead for Tracked<S> {
-        fn poll_read(
+        fn poll_frame(
             mut self: Pin<&mut Self>,
             cx: &mut Context<'_>,
-            buf: &mut ReadBuf<'_>,
-        ) -> Poll<std::io::Result<()>> {
-            let before = buf.filled().len();
-            let r = Pin::new(&mut self.inner).poll_read(cx, buf);
-            if buf.filled().len() > before {
-                self.activity.touch();
-            }
-            r
-        }
-    }
-
-    impl<S: AsyncWrite + Unpin> AsyncWrite for Tracked<S> {
-        fn poll_write(
-            mut self: Pin<&mut Self>,
-            cx: &mut Context<'_>,
-            buf: &[u8],
-        ) -> Poll<std::io::Result<usize>> {
-            let r = Pin::new(&mut self.inner).poll_write(cx, buf);
-            if let Poll::Ready(Ok(n)) = &r
-                && *n > 0
-            {
-                self.activity.touch();
-            }
-            r
+        ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+            Pin::new(&mut self.body).poll_frame(cx)
         }
 
-        fn poll_write_vectored(
-            mut self: Pin<&mut Self>,
-            cx: &mut Context<'_>,
-            bufs: &[std::io::IoSlice<'_>],
-        ) -> Poll<std::io::Result<usize>> {
-            let r = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
-            if let Poll::Ready(Ok(n)) = &r
-                && *n > 0
-            {
-                self.activity.touch();
-            }
-            r
+        fn is_end_stream(&self) -> bool {
+            self.body.is_end_stream()
         }
 
-        fn is_write_vectored(&self) -> bool {
-            self.inner.is_write_vectored()
-        }
-
-        fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-            Pin::new(&mut self.inner).poll_flush(cx)
-        }
-
-        fn poll_shutdown(
-            mut self: Pin<&mut Self>,
-            cx: &mut Context<'_>,
-        ) -> Poll<std::io::Result<()>> {
-            Pin::new(&mut self.inner).poll_shutdown(cx)
+        fn size_hint(&self) -> SizeHint {
+            self.body.size_hint()
         }
     }
 }
