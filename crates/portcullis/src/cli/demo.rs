@@ -278,5 +278,7 @@ fn print_tour(gw: &str, sub: &str, env_path: &Path, config_path: &Path, exe: &st
     println!(
         "  pc -H \"Authorization: Bearer $APPROVER_TOKEN\" \"$PORTCULLIS_ADMIN_URL/api/sessions\" | jq -c '.value[] | {{id, requests, refused}}'"
     );
+    println!("  # What operators graph: requests by decision, action and status (Prometheus)");
+    println!("  pc \"$PORTCULLIS_ADMIN_URL/metrics\" | grep '^portcullis_requests_total'");
     println!();
 }

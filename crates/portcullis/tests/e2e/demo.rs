@@ -55,7 +55,7 @@ fn the_demo_tour_works_as_printed() {
         })
         .map(str::to_owned)
         .collect();
-    assert_eq!(commands.len(), 16, "{tour:#?}");
+    assert_eq!(commands.len(), 17, "{tour:#?}");
     let run = |cmd: &str| {
         let script = format!("shopt -s expand_aliases\n{env_line}\n{alias}\n{cmd}\n");
         let out = Command::new("bash").arg("-c").arg(script).output().unwrap();
@@ -153,6 +153,13 @@ fn the_demo_tour_works_as_printed() {
         outputs[15].contains("\"id\":\"tour\""),
         "approvers read sessions through the admin API: {}",
         outputs[15]
+    );
+    assert!(
+        outputs[16].contains(
+            "portcullis_requests_total{decision=\"deny\",action=\"microsoft.compute/virtualmachines/delete\",status=\"403\"} 1"
+        ),
+        "the metrics count the tour's refusal: {}",
+        outputs[16]
     );
     let env = std::fs::read_to_string(dir.join("demo.env")).unwrap();
     for key in [
