@@ -61,6 +61,17 @@ enum AuditCommand {
         #[arg(long, short)]
         output: Option<PathBuf>,
     },
+    /// Make a checkpoint signing key (for `audit.signing_key_file`) and its public half
+    /// (`FILE.pub`, for `audit verify --public-key`); refuses to overwrite.
+    Keygen {
+        /// Where the signing key goes (mode 0600).
+        out: PathBuf,
+    },
+    /// Print the public half of a checkpoint signing key, for verifiers.
+    PublicKey {
+        /// The signing key file (64 hex characters).
+        signing_key: PathBuf,
+    },
     /// Remove records older than an age, up to the latest signed checkpoint before it, as
     /// sealed segments (what the gateway does by itself with `audit.retention`).
     Prune {
@@ -218,6 +229,27 @@ pub async fn run(args: AuditArgs) -> anyhow::Result<()> {
             out.flush()?;
             bar.finish_and_clear();
             eprintln!("exported {written} records");
+            Ok(())
+        }
+        AuditCommand::Keygen { out } => {
+            if out.exists() {
+                bail!("{} exists; not overwriting a signing key", out.display());
+            }
+            let key = crate::audit::checkpoint::load_or_create(&out, true)?;
+            println!(
+                "{} (public key {}, also in {})",
+                out.display(),
+                crate::audit::chain::hex(key.verifying_key().as_bytes()),
+                crate::audit::checkpoint::public_path(&out).display()
+            );
+            Ok(())
+        }
+        AuditCommand::PublicKey { signing_key } => {
+            let key = crate::audit::checkpoint::load_or_create(&signing_key, false)?;
+            println!(
+                "{}",
+                crate::audit::chain::hex(key.verifying_key().as_bytes())
+            );
             Ok(())
         }
         AuditCommand::Prune { store, older_than } => {

@@ -15,6 +15,12 @@ pub struct SessionsArgs {
     /// The gateway's state directory (holding audit.db).
     #[arg(long, global = true, default_value = ".portcullis/demo/state")]
     state_dir: PathBuf,
+    /// A PostgreSQL store (`postgres://...`) instead of the state directory's SQLite file.
+    #[arg(long, global = true, env = "PORTCULLIS_STORE", hide_env_values = true)]
+    store: Option<String>,
+    /// The PostgreSQL schema the tables are in.
+    #[arg(long, global = true, requires = "store")]
+    schema: Option<String>,
 }
 
 #[derive(clap::Subcommand)]
@@ -41,7 +47,10 @@ enum SessionsCommand {
 }
 
 pub async fn run(args: SessionsArgs) -> anyhow::Result<()> {
-    let store = super::audit::open(Some(&args.state_dir), None).await?;
+    let store = match &args.store {
+        Some(url) => crate::audit::store::Store::open_postgres(url, args.schema.as_deref()).await?,
+        None => super::audit::open(Some(&args.state_dir), None).await?,
+    };
     match args.command {
         SessionsCommand::List {
             principal,

@@ -156,4 +156,29 @@ async fn on_postgres_the_gateway_holds_and_releases_and_fails_closed_while_the_d
             .arg(env.dir.join("state/audit-signing.key.pub")),
     );
     assert!(ok && text.contains("chain intact"), "{text}");
+
+    // Sessions are read from PostgreSQL too, and the signing key's public half is printable.
+    let (ok, text) = crate::outcome(crate::portcullis_cli().args([
+        "sessions",
+        "list",
+        "--store",
+        &pg_url(),
+        "--schema",
+        &schema.0,
+    ]));
+    let agent = env
+        .sim
+        .config()
+        .principal("agent")
+        .unwrap()
+        .object_id
+        .to_string();
+    assert!(ok && text.contains(&agent), "{text}");
+    let (ok, text) = crate::outcome(
+        crate::portcullis_cli()
+            .args(["audit", "public-key"])
+            .arg(env.dir.join("state/audit-signing.key")),
+    );
+    let public = std::fs::read_to_string(env.dir.join("state/audit-signing.key.pub")).unwrap();
+    assert!(ok && text.trim() == public.trim(), "{text}");
 }
