@@ -105,6 +105,8 @@ pub struct Gateway {
     pub limits: crate::config::Limits,
     /// Requests per principal per second.
     pub limiter: crate::ratelimit::RateLimiter,
+    /// The configured TLS certificate, reloaded when renewed (none with the development CA).
+    pub certificate: Option<Arc<crate::server::tls::Certificate>>,
 }
 
 /// The request as the phases see it.

@@ -65,11 +65,15 @@ pub fn spawn(
     mut shutdown: tokio::sync::watch::Receiver<bool>,
 ) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
-        let Some(source) = &gw.policy_source else {
-            return;
-        };
-        let mut files = files_of(&source.config_path);
+        let source = gw.policy_source.as_ref();
+        let mut files = source.map_or_else(Vec::new, |s| files_of(&s.config_path));
         let mut seen = fingerprint(&files);
+        // A renewed certificate (cert-manager, certbot) is picked up the same way.
+        let cert_files: Vec<PathBuf> = gw
+            .certificate
+            .as_ref()
+            .map_or_else(Vec::new, |c| vec![c.cert.clone(), c.key.clone()]);
+        let mut cert_seen = fingerprint(&cert_files);
         #[cfg(unix)]
         let mut hangup =
             tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
@@ -88,6 +92,23 @@ pub fn spawn(
                 _ = tick.tick() => false,
                 _ = signalled => true,
                 _ = shutdown.changed() => return,
+            };
+            if let Some(c) = &gw.certificate {
+                let now = fingerprint(&cert_files);
+                if forced || now != cert_seen {
+                    cert_seen = now;
+                    match c.reload() {
+                        Ok(()) => {
+                            tracing::info!(cert = %c.cert.display(), "TLS certificate reloaded")
+                        }
+                        Err(e) => {
+                            tracing::error!(error = %e, "the renewed TLS certificate does not load; the previous one stays")
+                        }
+                    }
+                }
+            }
+            let Some(source) = source else {
+                continue;
             };
             let now = fingerprint(&files);
             if forced || now != seen {

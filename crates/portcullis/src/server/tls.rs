@@ -23,43 +23,91 @@ pub enum TlsError {
     Rustls(#[from] rustls::Error),
 }
 
-/// The server configuration, and the CA file clients should trust when it was generated.
+/// The server configuration, the CA file clients should trust when it was generated, and
+/// (for configured files) the handle that reloads a renewed certificate.
 pub fn server_config(
     source: &TlsSource,
     names: &[String],
-) -> Result<(Arc<rustls::ServerConfig>, Option<std::path::PathBuf>), TlsError> {
+) -> Result<
+    (
+        Arc<rustls::ServerConfig>,
+        Option<std::path::PathBuf>,
+        Option<Arc<Certificate>>,
+    ),
+    TlsError,
+> {
     match source {
         TlsSource::DevCa { dir } => {
             let ca = azure_sim::tls::DevCa::load_or_create(dir, "Portcullis development CA")?;
             let identity = ca.issue_server(names)?;
-            Ok((identity.server_config()?, Some(dir.join("ca.pem"))))
+            Ok((identity.server_config()?, Some(dir.join("ca.pem")), None))
         }
         TlsSource::Files { cert, key } => {
-            let read = |p: &std::path::Path| {
-                std::fs::read(p).map_err(|source| TlsError::Read {
-                    path: p.display().to_string(),
-                    source,
-                })
-            };
-            let pem_err = |p: &std::path::Path, m: String| TlsError::Pem {
-                path: p.display().to_string(),
-                message: m,
-            };
-            let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(&read(cert)?)
-                .collect::<Result<_, _>>()
-                .map_err(|e| pem_err(cert, e.to_string()))?;
-            if chain.is_empty() {
-                return Err(pem_err(cert, "no certificate".into()));
-            }
-            let key_der = PrivateKeyDer::from_pem_slice(&read(key)?)
-                .map_err(|e| pem_err(key, e.to_string()))?;
+            let certificate = Arc::new(Certificate {
+                current: arc_swap::ArcSwap::from_pointee(load(cert, key)?),
+                cert: cert.clone(),
+                key: key.clone(),
+            });
             let provider = Arc::new(rustls::crypto::ring::default_provider());
             let mut config = rustls::ServerConfig::builder_with_provider(provider)
                 .with_safe_default_protocol_versions()?
                 .with_no_client_auth()
-                .with_single_cert(chain, key_der)?;
+                .with_cert_resolver(certificate.clone());
             config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
-            Ok((Arc::new(config), None))
+            Ok((Arc::new(config), None, Some(certificate)))
         }
     }
+}
+
+/// The configured certificate, swapped whole when its files change (a renewal by
+/// cert-manager, certbot...); a renewal that does not load is refused and the old one stays.
+#[derive(Debug)]
+pub struct Certificate {
+    current: arc_swap::ArcSwap<rustls::sign::CertifiedKey>,
+    pub cert: std::path::PathBuf,
+    pub key: std::path::PathBuf,
+}
+
+impl Certificate {
+    /// Loads the files again and swaps them in when they make a usable certificate.
+    pub fn reload(&self) -> Result<(), TlsError> {
+        self.current.store(Arc::new(load(&self.cert, &self.key)?));
+        Ok(())
+    }
+}
+
+impl rustls::server::ResolvesServerCert for Certificate {
+    fn resolve(
+        &self,
+        _hello: rustls::server::ClientHello<'_>,
+    ) -> Option<Arc<rustls::sign::CertifiedKey>> {
+        Some(self.current.load_full())
+    }
+}
+
+fn load(
+    cert: &std::path::Path,
+    key: &std::path::Path,
+) -> Result<rustls::sign::CertifiedKey, TlsError> {
+    let read = |p: &std::path::Path| {
+        std::fs::read(p).map_err(|source| TlsError::Read {
+            path: p.display().to_string(),
+            source,
+        })
+    };
+    let pem_err = |p: &std::path::Path, m: String| TlsError::Pem {
+        path: p.display().to_string(),
+        message: m,
+    };
+    let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(&read(cert)?)
+        .collect::<Result<_, _>>()
+        .map_err(|e| pem_err(cert, e.to_string()))?;
+    if chain.is_empty() {
+        return Err(pem_err(cert, "no certificate".into()));
+    }
+    let key_der =
+        PrivateKeyDer::from_pem_slice(&read(key)?).map_err(|e| pem_err(key, e.to_string()))?;
+    let provider = rustls::crypto::ring::default_provider();
+    let certified = rustls::sign::CertifiedKey::from_der(chain, key_der, &provider)?;
+    Ok(certified)
 }

@@ -249,3 +249,123 @@ async fn metrics_json_logs_and_a_graceful_sigterm() {
         );
     }
 }
+
+/// A certificate issued by a fresh CA for 127.0.0.1: (CA PEM, certificate PEM, key PEM).
+fn issue(ca_name: &str) -> (String, String, String) {
+    use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
+    let mut ca = CertificateParams::default();
+    ca.distinguished_name.push(DnType::CommonName, ca_name);
+    ca.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
+    let ca_key = KeyPair::generate().unwrap();
+    let ca_pem = ca.self_signed(&ca_key).unwrap().pem();
+    let params = CertificateParams::new(vec!["127.0.0.1".to_owned()]).unwrap();
+    let key = KeyPair::generate().unwrap();
+    let cert = params
+        .signed_by(&key, &Issuer::from_params(&ca, &ca_key))
+        .unwrap();
+    (ca_pem, cert.pem(), key.serialize_pem())
+}
+
+/// A renewed certificate is served without a restart; a broken renewal is refused and the
+/// old certificate stays.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_renewed_certificate_is_served_without_a_restart() {
+    let (sim, dir) = prepare(Setup::default()).await;
+    let (ca1, cert1, key1) = issue("first CA");
+    let (ca2, cert2, key2) = issue("second CA");
+    std::fs::write(dir.join("tls.crt"), &cert1).unwrap();
+    std::fs::write(dir.join("tls.key"), &key1).unwrap();
+    let config = std::fs::read_to_string(dir.join("portcullis.yaml")).unwrap();
+    std::fs::write(
+        dir.join("portcullis.yaml"),
+        format!("tls: {{cert_file: tls.crt, key_file: tls.key}}\n{config}"),
+    )
+    .unwrap();
+    // The helper waits for the development CA line, which a configured certificate does
+    // not print: start it by hand.
+    let log = dir.join("gateway.log");
+    struct Killed(std::process::Child);
+    impl Drop for Killed {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let _child = Killed(
+        std::process::Command::new(env!("CARGO_BIN_EXE_portcullis"))
+            .args(["serve", "--config"])
+            .arg(dir.join("portcullis.yaml"))
+            .env("RUST_LOG", "info")
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap(),
+    );
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let addr = loop {
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        if let Some(a) = text
+            .lines()
+            .find_map(|l| l.strip_prefix("portcullis: gateway on https://"))
+            .and_then(|r| r.split(',').next())
+        {
+            break a.to_owned();
+        }
+        assert!(Instant::now() < deadline, "{text}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let client = |ca: &str| {
+        reqwest::Client::builder()
+            .add_root_certificate(reqwest::Certificate::from_pem(ca.as_bytes()).unwrap())
+            .tls_built_in_root_certs(false)
+            .pool_max_idle_per_host(0)
+            .timeout(Duration::from_secs(10))
+            .build()
+            .unwrap()
+    };
+    let token = sim.token("agent", GATEWAY_API).unwrap();
+    let url = format!(
+        "https://{addr}/subscriptions/{}/resourceGroups/demo-rg?{API}",
+        sim.subscription_id()
+    );
+    let works = async |ca: &str| {
+        client(ca)
+            .get(&url)
+            .bearer_auth(&token)
+            .send()
+            .await
+            .is_ok_and(|r| r.status() == StatusCode::OK)
+    };
+    assert!(works(&ca1).await);
+    assert!(
+        !works(&ca2).await,
+        "the second CA is not trusted for the first certificate"
+    );
+
+    // A broken renewal (a key that does not match) is refused: the first one stays.
+    std::fs::write(dir.join("tls.key"), &key2).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        if text.contains("does not load") {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the broken renewal was not noticed: {text}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(works(&ca1).await, "the old certificate still serves");
+
+    // The whole renewal: new connections get the new certificate.
+    std::fs::write(dir.join("tls.crt"), &cert2).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while !works(&ca2).await {
+        assert!(
+            Instant::now() < deadline,
+            "the renewed certificate was not served"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(!works(&ca1).await);
+}
