@@ -123,7 +123,11 @@ pub async fn build(config: Config) -> Result<Built, BuildError> {
     if !ip.is_unspecified() && !names.contains(&ip.to_string()) {
         names.push(ip.to_string());
     }
-    let (tls, ca_file, certificate) = super::tls::server_config(&config.tls, &names)?;
+    let super::tls::ServerTls {
+        config: tls,
+        ca_file,
+        certificate,
+    } = super::tls::server_config(&config.tls, &names)?;
     // Signs rewritten poll and page URLs.
     let binder = Arc::new(Binder::new(match &config.keys.url_binding {
         Some(k) => k.clone(),

@@ -23,24 +23,25 @@ pub enum TlsError {
     Rustls(#[from] rustls::Error),
 }
 
-/// The server configuration, the CA file clients should trust when it was generated, and
-/// (for configured files) the handle that reloads a renewed certificate.
-pub fn server_config(
-    source: &TlsSource,
-    names: &[String],
-) -> Result<
-    (
-        Arc<rustls::ServerConfig>,
-        Option<std::path::PathBuf>,
-        Option<Arc<Certificate>>,
-    ),
-    TlsError,
-> {
+/// The listeners' TLS.
+pub struct ServerTls {
+    pub config: Arc<rustls::ServerConfig>,
+    /// The CA file clients should trust, when it was generated.
+    pub ca_file: Option<std::path::PathBuf>,
+    /// For configured files: the handle that reloads a renewed certificate.
+    pub certificate: Option<Arc<Certificate>>,
+}
+
+pub fn server_config(source: &TlsSource, names: &[String]) -> Result<ServerTls, TlsError> {
     match source {
         TlsSource::DevCa { dir } => {
             let ca = azure_sim::tls::DevCa::load_or_create(dir, "Portcullis development CA")?;
             let identity = ca.issue_server(names)?;
-            Ok((identity.server_config()?, Some(dir.join("ca.pem")), None))
+            Ok(ServerTls {
+                config: identity.server_config()?,
+                ca_file: Some(dir.join("ca.pem")),
+                certificate: None,
+            })
         }
         TlsSource::Files { cert, key } => {
             let certificate = Arc::new(Certificate {
@@ -54,7 +55,11 @@ pub fn server_config(
                 .with_no_client_auth()
                 .with_cert_resolver(certificate.clone());
             config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
-            Ok((Arc::new(config), None, Some(certificate)))
+            Ok(ServerTls {
+                config: Arc::new(config),
+                ca_file: None,
+                certificate: Some(certificate),
+            })
         }
     }
 }
