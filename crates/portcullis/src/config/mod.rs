@@ -86,6 +86,32 @@ mod tests {
     }
 
     #[test]
+    fn limits_keys_and_graph_clouds_have_defaults_and_checks() {
+        let c = parse(&minimal(""), "gw.yaml", Path::new("/etc/pc"), &env).unwrap();
+        assert_eq!(c.limits.max_body_arm, 4 * 1024 * 1024);
+        assert_eq!(c.shutdown_grace.as_secs(), 25);
+        assert!(c.keys.url_binding.is_none());
+        let sovereign = minimal("").replace(
+            "  audiences: [api://portcullis]\n",
+            "  audiences: [api://portcullis]\n  groups_overage: {graph_url: https://graph.microsoft.us, credential: baseline}\n",
+        );
+        let c = parse(&sovereign, "gw.yaml", Path::new("."), &env).unwrap();
+        let o = c.identity.overage.as_ref().unwrap();
+        assert_eq!(o.graph_resource, "https://graph.microsoft.us");
+        let err = parse(
+            &minimal("limits: {max_header_bytes: 100, rate_per_principal: -1}\nkeys: {mask: {env: BASELINE_SECRET}}\n"),
+            "gw.yaml",
+            Path::new("."),
+            &env,
+        )
+        .unwrap_err()
+        .to_string();
+        for needle in ["max_header_bytes", "rate_per_principal", "keys.mask"] {
+            assert!(err.contains(needle), "{needle}: {err}");
+        }
+    }
+
+    #[test]
     fn unknown_keys_name_their_place() {
         let err = parse(&minimal("bogus: 1\n"), "gw.yaml", Path::new("."), &env)
             .unwrap_err()

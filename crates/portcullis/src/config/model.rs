@@ -174,6 +174,8 @@ pub struct IdentityConfig {
 #[derive(Debug, Clone)]
 pub struct OverageConfig {
     pub graph_url: String,
+    /// The resource the gateway asks a Graph token for.
+    pub graph_resource: String,
     pub credential: String,
     pub cache_ttl: Duration,
 }

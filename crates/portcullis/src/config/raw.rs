@@ -204,6 +204,9 @@ pub struct RawIdentity {
 #[serde(deny_unknown_fields)]
 pub struct RawOverage {
     pub graph_url: Option<String>,
+    /// The token resource for Graph: default the Graph of `graph_url`'s cloud
+    /// (`https://graph.microsoft.us` for US Government...), else `https://graph.microsoft.com`.
+    pub graph_resource: Option<String>,
     pub credential: Spanned<String>,
     pub cache_ttl_secs: Option<u64>,
 }

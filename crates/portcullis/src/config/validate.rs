@@ -208,14 +208,32 @@ pub fn validate(
         .groups_overage
         .as_ref()
         .map(|o| o.credential.referenced.line());
-    let overage = ri.groups_overage.map(|o| OverageConfig {
-        graph_url: https_url(
+    let overage = ri.groups_overage.map(|o| {
+        let graph_url = https_url(
             &mut p,
             o.graph_url
                 .as_deref()
                 .unwrap_or("https://graph.microsoft.com"),
             "identity.groups_overage.graph_url",
-        ),
+        );
+        // Sovereign clouds have Graphs of their own, each its own token resource.
+        let sovereign = [
+            "https://graph.microsoft.us",
+            "https://dod-graph.microsoft.us",
+            "https://microsoftgraph.chinacloudapi.cn",
+        ]
+        .into_iter()
+        .find(|g| graph_url.trim_end_matches('/').eq_ignore_ascii_case(g));
+        let graph_resource = o
+            .graph_resource
+            .clone()
+            .or(sovereign.map(str::to_owned))
+            .unwrap_or_else(|| "https://graph.microsoft.com".to_owned());
+        (graph_url, graph_resource, o)
+    });
+    let overage = overage.map(|(graph_url, graph_resource, o)| OverageConfig {
+        graph_url,
+        graph_resource,
         credential: o.credential.value,
         cache_ttl: Duration::from_secs(o.cache_ttl_secs.unwrap_or(600)),
     });

@@ -49,7 +49,7 @@ impl GroupResolver {
         }
         let token = self
             .tokens
-            .token(&self.cfg.credential, "https://graph.microsoft.com")
+            .token(&self.cfg.credential, &self.cfg.graph_resource)
             .await
             .map_err(|e| e.to_string())?;
         let collection = match p.kind {
