@@ -2,7 +2,7 @@
 
 use clap::Parser;
 
-fn main() -> anyhow::Result<()> {
+fn main() -> anyhow::Result<std::process::ExitCode> {
     let cli = portcullis::cli::Cli::parse();
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()

@@ -3,6 +3,7 @@
 pub mod approvals;
 pub mod audit;
 mod demo;
+pub mod exec;
 pub mod policy;
 pub mod serve;
 pub mod sessions;
@@ -50,9 +51,16 @@ enum Command {
     Approvals(approvals::ApprovalsArgs),
     /// List and replay agents' sessions from the audit trail.
     Sessions(sessions::SessionsArgs),
+    /// Run a command (the az CLI, a Python agent, a shell) wired to the gateway: a local
+    /// managed-identity token endpoint handing out the agent's token, the gateway's CA, a
+    /// private az configuration.
+    Exec(exec::ExecArgs),
+    /// Print the same wiring as `exec` for a shell to source; serves the token endpoint until
+    /// stopped.
+    Env(exec::EnvArgs),
 }
 
-pub async fn run(cli: Cli) -> anyhow::Result<()> {
+pub async fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
     let default_level = match cli.command {
         Command::Serve(_) => "info",
         _ => "warn",
@@ -79,5 +87,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Audit(args) => audit::run(args).await,
         Command::Approvals(args) => approvals::run(args).await,
         Command::Sessions(args) => sessions::run(args).await,
+        Command::Exec(args) => return exec::exec(args).await,
+        Command::Env(args) => exec::env(args).await,
     }
+    .map(|()| std::process::ExitCode::SUCCESS)
 }

@@ -12,6 +12,7 @@ mod datapath;
 mod demo;
 mod deploy;
 mod deployments;
+mod exec;
 mod held;
 mod identity;
 mod masking;

@@ -1,0 +1,121 @@
+//! `portcullis exec`: an agent written with the official Azure SDKs and their default
+//! managed-identity credential runs unmodified (but for `base_url`) through the gateway: the
+//! token endpoint hands it the agent's gateway token, the CA is trusted, paging works, and a
+//! create completes through the SDK's poller, storage keys and a Key Vault secret arrive
+//! masked, and a denied delete raises the SDK's own `HttpResponseError` with
+//! `AuthorizationFailed`.
+
+use std::path::PathBuf;
+use std::process::Command;
+
+use serde_json::Value;
+
+use crate::Env;
+
+fn repo_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../..")
+        .canonicalize()
+        .unwrap()
+}
+
+/// The interpreter with the pinned SDKs: `PORTCULLIS_PYTHON`, else the repo's `.venv`
+/// (which `scripts/test` prepares), else `python3`.
+fn python() -> PathBuf {
+    if let Ok(p) = std::env::var("PORTCULLIS_PYTHON") {
+        return PathBuf::from(p);
+    }
+    let venv = repo_root().join(".venv/bin/python");
+    if venv.exists() {
+        venv
+    } else {
+        PathBuf::from("python3")
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_sdk_agent_runs_unmodified_under_portcullis_exec() {
+    let env = Env::start().await;
+    let token_file = env.dir.join("agent.token");
+    std::fs::write(&token_file, env.token("agent")).unwrap();
+    let since = env.sim.last_call_seq();
+    let out = tokio::task::spawn_blocking({
+        let gateway = env.url("");
+        let ca = env.gw.ca_file.clone().unwrap();
+        let sub = env.sim.subscription_id();
+        move || {
+            Command::new(env!("CARGO_BIN_EXE_portcullis"))
+                .args(["exec", "--gateway", &gateway, "--ca"])
+                .arg(ca)
+                .arg("--token-command")
+                .arg(format!("cat '{}'", token_file.display()))
+                .arg("--")
+                .arg(python())
+                .arg(repo_root().join("tests/python/agent_sdk.py"))
+                .env("AGENT_SUBSCRIPTION", sub)
+                .env_remove("PORTCULLIS_AGENT_TOKEN")
+                .output()
+                .unwrap()
+        }
+    })
+    .await
+    .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+    let seen: Value = serde_json::from_str(stdout.lines().last().unwrap_or(""))
+        .unwrap_or_else(|e| panic!("{e}: {stdout}\n{stderr}"));
+    assert_eq!(
+        seen["resources"],
+        serde_json::json!(["demo-kv", "demostorage01", "vm1"]),
+        "{seen}"
+    );
+    assert!(
+        seen["pages"].as_u64().unwrap() >= 2,
+        "the pager followed nextLinks: {seen}"
+    );
+    assert_eq!(seen["created"]["state"], "Succeeded", "{seen}");
+    assert!(
+        seen["storage_key"]
+            .as_str()
+            .unwrap()
+            .starts_with("[masked:storage-keys:"),
+        "{seen}"
+    );
+    let clear = env.sim.secret_value("demo-kv", "db-password").unwrap();
+    let secret = seen["secret"].as_str().unwrap();
+    assert!(
+        secret.starts_with("[masked:keyvault-secret:") && !secret.contains(&clear),
+        "{seen}"
+    );
+    assert_eq!(seen["delete"]["status"], 403, "{seen}");
+    assert_eq!(seen["delete"]["code"], "AuthorizationFailed", "{seen}");
+    let calls = env.arm_calls(since);
+    assert!(
+        !calls.iter().any(|c| c.method == "DELETE"),
+        "the delete never reached Azure"
+    );
+    assert!(
+        calls
+            .iter()
+            .filter(|c| c.path.ends_with("/resources"))
+            .all(|c| c
+                .caller
+                .as_ref()
+                .is_some_and(|p| p.name.as_deref() == Some("portcullis-baseline"))),
+        "Azure saw the gateway's identity: {calls:?}"
+    );
+
+    // Without a token source, exec refuses to start the agent.
+    let out = Command::new(env!("CARGO_BIN_EXE_portcullis"))
+        .args(["exec", "--gateway", &env.url(""), "--", "true"])
+        .env_remove("PORTCULLIS_AGENT_TOKEN")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("PORTCULLIS_AGENT_TOKEN"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

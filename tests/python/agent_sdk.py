@@ -1,0 +1,77 @@
+"""An agent written with the official Azure SDKs and their default managed-identity
+credential, unmodified except for `base_url`: run by the Rust test `exec::*` through
+`portcullis exec`, which supplies IDENTITY_ENDPOINT / IDENTITY_HEADER (the agent's gateway
+token), REQUESTS_CA_BUNDLE (the gateway's CA) and PORTCULLIS_URL. AGENT_SUBSCRIPTION names
+the subscription. Prints one JSON line describing what it saw; exits non-zero on any
+unexpected failure.
+"""
+
+import json
+import os
+
+from azure.core.exceptions import HttpResponseError
+from azure.identity import ManagedIdentityCredential
+from azure.keyvault.secrets import SecretClient
+from azure.mgmt.compute import ComputeManagementClient
+from azure.mgmt.resource.resources import ResourceManagementClient
+from azure.mgmt.storage import StorageManagementClient
+
+ARM_SCOPE = ["https://management.azure.com/.default"]
+
+
+def main() -> int:
+    url = os.environ["PORTCULLIS_URL"]
+    sub = os.environ["AGENT_SUBSCRIPTION"]
+    cred = ManagedIdentityCredential()
+    seen = {}
+
+    resources = ResourceManagementClient(cred, sub, base_url=url, credential_scopes=ARM_SCOPE)
+    # The SDK's pager follows the nextLinks the gateway rewrote (and bound to this agent).
+    pages = resources.resources.list_by_resource_group("demo-rg").by_page()
+    names = []
+    page_count = 0
+    for page in pages:
+        page_count += 1
+        names.extend(r.name for r in page)
+    seen["resources"] = sorted(names)
+    seen["pages"] = page_count
+
+    compute = ComputeManagementClient(cred, sub, base_url=url, credential_scopes=ARM_SCOPE)
+    # A create the policy allows: the SDK's poller follows the rewritten Azure-AsyncOperation.
+    vm = compute.virtual_machines.begin_create_or_update(
+        "demo-rg",
+        "agent-sdk-vm",
+        {"location": "eastus", "hardware_profile": {"vm_size": "Standard_B1s"}},
+    ).result()
+    seen["created"] = {"name": vm.name, "state": vm.provisioning_state}
+
+    storage = StorageManagementClient(cred, sub, base_url=url, credential_scopes=ARM_SCOPE)
+    keys = storage.storage_accounts.list_keys("demo-rg", "demostorage01")
+    # (the result model's `keys` attribute is shadowed by the mapping method of that name)
+    seen["storage_key"] = keys.as_dict()["keys"][0]["value"]
+
+    # Key Vault by path: the challenge names Key Vault's resource, not the gateway's host, so
+    # the SDK's host check must be turned off (docs/agents.md says why).
+    secrets = SecretClient(
+        vault_url=f"{url}/keyvault/demo-kv",
+        credential=cred,
+        verify_challenge_resource=False,
+    )
+    seen["secret"] = secrets.get_secret("db-password").value
+
+    try:
+        compute.virtual_machines.begin_delete("demo-rg", "vm1").result()
+        seen["delete"] = {"status": 200}
+    except HttpResponseError as e:
+        seen["delete"] = {
+            "status": e.status_code,
+            "code": e.error.code if e.error else None,
+            "message": str(e.message)[:300],
+        }
+
+    print(json.dumps(seen))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
