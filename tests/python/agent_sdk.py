@@ -19,10 +19,27 @@ from azure.mgmt.storage import StorageManagementClient
 ARM_SCOPE = ["https://management.azure.com/.default"]
 
 
+def held(url: str, sub: str, cred) -> dict:
+    """A storage account create the policy holds for approval: the SDK's request waits, held
+    open by the gateway, until an approver (another process) consents; then the poller
+    completes it."""
+    storage = StorageManagementClient(cred, sub, base_url=url, credential_scopes=ARM_SCOPE)
+    account = storage.storage_accounts.begin_create(
+        "demo-rg",
+        "agentheldsa",
+        {"location": "eastus", "sku": {"name": "Standard_LRS"}, "kind": "StorageV2"},
+        headers={"x-portcullis-reason": "the agent needs a bucket"},
+    ).result()
+    return {"held": {"name": account.name, "state": account.provisioning_state}}
+
+
 def main() -> int:
     url = os.environ["PORTCULLIS_URL"]
     sub = os.environ["AGENT_SUBSCRIPTION"]
     cred = ManagedIdentityCredential()
+    if os.environ.get("AGENT_SCENARIO") == "held":
+        print(json.dumps(held(url, sub, cred)))
+        return 0
     seen = {}
 
     resources = ResourceManagementClient(cred, sub, base_url=url, credential_scopes=ARM_SCOPE)

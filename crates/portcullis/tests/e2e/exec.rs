@@ -119,3 +119,78 @@ async fn an_sdk_agent_runs_unmodified_under_portcullis_exec() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_sdk_create_held_for_approval_completes_when_an_approver_approves() {
+    let env = Env::start().await;
+    let token_file = env.dir.join("agent.token");
+    std::fs::write(&token_file, env.token("agent")).unwrap();
+    let since = env.sim.last_call_seq();
+    let child = Command::new(env!("CARGO_BIN_EXE_portcullis"))
+        .args(["exec", "--gateway", &env.url(""), "--ca"])
+        .arg(env.gw.ca_file.clone().unwrap())
+        .arg("--token-command")
+        .arg(format!("cat '{}'", token_file.display()))
+        .arg("--")
+        .arg(python())
+        .arg(repo_root().join("tests/python/agent_sdk.py"))
+        .env("AGENT_SUBSCRIPTION", env.sim.subscription_id())
+        .env("AGENT_SCENARIO", "held")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Another process (this test) sees the held request and approves it.
+    let admin = |path: String| format!("https://{}{path}", env.gw.admin_addr);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let id = loop {
+        let (s, _, list) = crate::send(
+            env.http
+                .get(admin("/api/approvals?status=pending".into()))
+                .bearer_auth(env.token("alice")),
+        )
+        .await;
+        assert_eq!(s, reqwest::StatusCode::OK, "{list}");
+        if let Some(a) = list["value"].as_array().unwrap().iter().find(|a| {
+            a["scope"]
+                .as_str()
+                .is_some_and(|s| s.ends_with("/agentheldsa"))
+        }) {
+            assert_eq!(a["reason"], "the agent needs a bucket", "{a}");
+            break a["id"].as_str().unwrap().to_owned();
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the SDK's create was never held"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    };
+    let (s, _, v) = crate::send(
+        env.http
+            .post(admin(format!("/api/approvals/{id}/approve")))
+            .bearer_auth(env.token("alice"))
+            .json(&serde_json::json!({"comment": "go"})),
+    )
+    .await;
+    assert_eq!(s, reqwest::StatusCode::OK, "{v}");
+    let out = tokio::task::spawn_blocking(move || child.wait_with_output().unwrap())
+        .await
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+    let seen: Value = serde_json::from_str(stdout.lines().last().unwrap_or(""))
+        .unwrap_or_else(|e| panic!("{e}: {stdout}\n{stderr}"));
+    assert_eq!(seen["held"]["state"], "Succeeded", "{seen}");
+    let puts: Vec<_> = env
+        .arm_calls(since)
+        .into_iter()
+        .filter(|c| c.method == "PUT" && c.path.ends_with("/agentheldsa"))
+        .collect();
+    assert_eq!(puts.len(), 1, "forwarded once: {puts:?}");
+    assert_eq!(
+        puts[0].caller.as_ref().and_then(|c| c.name.as_deref()),
+        Some("portcullis-elevated"),
+        "with the rule's elevated identity"
+    );
+}
