@@ -6,6 +6,7 @@ mod abuse;
 mod approvals;
 mod audit;
 mod batch;
+mod bypass;
 mod crash;
 mod credentials;
 mod datapath;
