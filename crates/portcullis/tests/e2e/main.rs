@@ -14,6 +14,7 @@ mod demo;
 mod deploy;
 mod deployments;
 mod exec;
+mod failclosed;
 mod held;
 mod identity;
 mod masking;
