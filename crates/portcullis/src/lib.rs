@@ -10,6 +10,7 @@ pub mod azure;
 pub mod cli;
 pub mod config;
 pub mod identity;
+pub mod json;
 pub mod mask;
 pub mod metrics;
 pub mod pipeline;

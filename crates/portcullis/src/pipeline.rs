@@ -62,7 +62,7 @@ const STRIPPED_RESPONSE_HEADERS: &[&str] = &[
 ];
 
 /// Headers that would change the evaluated method: refused, never honoured (azure-notes §4).
-const METHOD_OVERRIDES: &[&str] = &[
+pub(crate) const METHOD_OVERRIDES: &[&str] = &[
     "x-http-method-override",
     "x-http-method",
     "x-method-override",
@@ -408,6 +408,9 @@ async fn handle_in(gw: Arc<Gateway>, req: Request<Incoming>, request_id: String)
                     record.rule = r.approval.rule.clone();
                     record.approval = Some(r.approval.id.clone());
                 }
+                // Refused after policy allowed it (credential, store, Azure, masking): the
+                // record still says what policy decided.
+                _ if decided != "none" => record.decision = Some(decided.to_owned()),
                 _ => {}
             }
             record.latency_ms = Some(started.elapsed().as_millis() as u64);
@@ -634,9 +637,16 @@ async fn read_for_conditions(
     let seen = if bytes.iter().all(u8::is_ascii_whitespace) {
         condition::Body::Absent
     } else {
-        match serde_json::from_slice(&bytes) {
+        match crate::json::parse(&bytes) {
             Ok(v) => condition::Body::Json(v),
-            Err(_) => condition::Body::NotJson,
+            // Judged one way here and perhaps another by Azure: refused.
+            Err(crate::json::StrictError::Duplicate) => {
+                return Err(GatewayError::BadRequest {
+                    code: "InvalidRequestContent",
+                    message: "the JSON body writes a key twice in one object (perhaps in different case); Azure and the gateway could read it differently".into(),
+                });
+            }
+            Err(crate::json::StrictError::NotJson(_)) => condition::Body::NotJson,
         }
     };
     Ok((full(bytes.clone()), seen, Some(bytes)))

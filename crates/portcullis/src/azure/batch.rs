@@ -14,6 +14,7 @@ use serde_json::Value;
 
 use super::operation::{self, Operation};
 use super::route;
+use crate::json::get;
 
 /// ARM runs at most this many requests in one batch.
 pub const MAX_INNER: usize = 500;
@@ -64,9 +65,9 @@ pub enum BatchError {
 
 /// Parses a batch body. `arm_hosts` are the host names an absolute inner URL may name.
 pub fn parse(doc: &Value, arm_hosts: &[String]) -> Result<Vec<Inner>, BatchError> {
-    let requests = doc
-        .as_object()
-        .and_then(|o| o.get("requests"))
+    // Property names are matched without regard to case, as ARM does (the body was read by
+    // `json::parse`, which refuses names that differ only in case).
+    let requests = get(doc, "requests")
         .and_then(Value::as_array)
         .ok_or(BatchError::Shape)?;
     if requests.is_empty() {
@@ -79,9 +80,8 @@ pub fn parse(doc: &Value, arm_hosts: &[String]) -> Result<Vec<Inner>, BatchError
         .iter()
         .enumerate()
         .map(|(index, r)| {
-            let name = r
-                .get("name")
-                .or_else(|| r.get("id"))
+            let name = get(r, "name")
+                .or_else(|| get(r, "id"))
                 .and_then(|n| match n {
                     Value::String(s) => Some(s.clone()),
                     Value::Number(n) => Some(n.to_string()),
@@ -101,7 +101,25 @@ fn inner(r: &Value, name: &str, arm_hosts: &[String]) -> Result<Inner, String> {
     if !r.is_object() {
         return Err("not a JSON object".into());
     }
-    let text = |key: &str| r.get(key).and_then(Value::as_str);
+    let text = |key: &str| get(r, key).and_then(Value::as_str);
+    // The method-override headers the gateway refuses on a request refuse an inner one too.
+    for headers in [get(r, "headers"), get(r, "requestHeaderDetails")]
+        .into_iter()
+        .flatten()
+    {
+        if let Some(o) = headers.as_object()
+            && let Some((k, _)) = o.iter().find(|(k, _)| {
+                crate::pipeline::METHOD_OVERRIDES
+                    .iter()
+                    .any(|m| k.eq_ignore_ascii_case(m))
+            })
+        {
+            return Err(format!(
+                "the method-override header '{}' is not accepted",
+                k.escape_debug()
+            ));
+        }
+    }
     let (method, graph) = match (text("httpMethod"), text("method")) {
         (Some(m), None) => (m, false),
         (None, Some(m)) => (m, true),
@@ -161,10 +179,18 @@ fn inner(r: &Value, name: &str, arm_hosts: &[String]) -> Result<Inner, String> {
     {
         return Err("a batch inside a batch is not accepted".into());
     }
+    // A deployment's template is judged only when it is sent alone.
+    if op
+        .action
+        .eq_ignore_ascii_case("Microsoft.Resources/deployments/write")
+        && method == Method::PUT
+    {
+        return Err("a deployment inside a batch is not accepted; send it alone, where its template is judged".into());
+    }
     let content = if graph {
-        r.get("body")
+        get(r, "body")
     } else {
-        r.get("content")
+        get(r, "content")
     }
     .filter(|c| !c.is_null())
     .cloned();

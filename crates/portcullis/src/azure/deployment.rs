@@ -15,6 +15,7 @@ use serde_json::{Value, json};
 
 use super::batch::Inner;
 use super::operation::{self, Operation};
+use crate::json::get;
 
 /// The most resources read from one template (ARM's own limit is 800).
 pub const MAX_RESOURCES: usize = 800;
@@ -65,11 +66,12 @@ pub enum DeploymentError {
 /// Reads a deployment PUT. `deployment_id` is the deployment's own normalized path, whose
 /// scope (tenant, management group, subscription or resource group) the resources land in.
 pub fn parse(deployment_id: &str, body: &Value) -> Result<Deployment, DeploymentError> {
-    let props = body
-        .get("properties")
-        .and_then(Value::as_object)
+    // ARM reads property names without regard to case; so does this (the body was read by
+    // `json::parse`, which refuses names that differ only in case).
+    let props = get(body, "properties")
+        .filter(|p| p.is_object())
         .ok_or(DeploymentError::Shape)?;
-    let mode = match props.get("mode").and_then(Value::as_str) {
+    let mode = match get(props, "mode").and_then(Value::as_str) {
         None => "Incremental".to_owned(),
         Some(m) if m.eq_ignore_ascii_case("Incremental") => "Incremental".to_owned(),
         Some(m) if m.eq_ignore_ascii_case("Complete") => "Complete".to_owned(),
@@ -84,22 +86,27 @@ pub fn parse(deployment_id: &str, body: &Value) -> Result<Deployment, Deployment
         operations: Vec::new(),
         uninspectable: Vec::new(),
     };
-    if props.get("templateLink").is_some_and(|v| !v.is_null()) {
+    if get(props, "templateLink").is_some_and(|v| !v.is_null()) {
         d.uninspectable
             .push("templateLink: the template is fetched by Azure from elsewhere".into());
     }
-    if props.get("parametersLink").is_some_and(|v| !v.is_null()) {
+    if get(props, "parametersLink").is_some_and(|v| !v.is_null()) {
         d.uninspectable
             .push("parametersLink: the parameters are fetched by Azure from elsewhere".into());
     }
-    let template = props.get("template").filter(|t| !t.is_null());
+    let template = get(props, "template").filter(|t| !t.is_null());
     match template {
-        Some(Value::Object(t)) => {
+        Some(t @ Value::Object(_)) => {
             let names = Names {
-                parameters: props.get("parameters"),
+                parameters: get(props, "parameters"),
                 template: t,
             };
-            let resources: Vec<(String, &Value)> = match t.get("resources") {
+            // `existing: true` means "only referenced" in languageVersion 2.0 templates;
+            // elsewhere ARM does not know it, and the resource is deployed.
+            let symbolic = get(t, "languageVersion")
+                .and_then(Value::as_str)
+                .is_some_and(|v| v.starts_with("2."));
+            let resources: Vec<(String, &Value)> = match get(t, "resources") {
                 None | Some(Value::Null) => Vec::new(),
                 Some(Value::Array(a)) => a.iter().map(|r| (String::new(), r)).collect(),
                 // languageVersion 2.0: resources by symbolic name.
@@ -111,7 +118,7 @@ pub fn parse(deployment_id: &str, body: &Value) -> Result<Deployment, Deployment
                 }
             };
             for (symbol, r) in resources {
-                resource(&mut d, scope, &names, &symbol, r, None)?;
+                resource(&mut d, scope, &names, symbolic, &symbol, r, None)?;
             }
         }
         Some(_) => d
@@ -159,7 +166,7 @@ fn resource_group_of(scope: &str) -> Option<&str> {
 /// `[variables('x')]` with string values. Anything else stays unresolved.
 struct Names<'a> {
     parameters: Option<&'a Value>,
-    template: &'a serde_json::Map<String, Value>,
+    template: &'a Value,
 }
 
 impl Names<'_> {
@@ -181,20 +188,16 @@ impl Names<'_> {
         if let Some(p) = arg("parameters") {
             let given = self
                 .parameters
-                .and_then(|ps| ps.get(p))
-                .and_then(|v| v.get("value"));
-            let default = self
-                .template
-                .get("parameters")
-                .and_then(|ps| ps.get(p))
-                .and_then(|v| v.get("defaultValue"));
+                .and_then(|ps| get(ps, p))
+                .and_then(|v| get(v, "value"));
+            let default = get(self.template, "parameters")
+                .and_then(|ps| get(ps, p))
+                .and_then(|v| get(v, "defaultValue"));
             return given.or(default)?.as_str().map(str::to_owned);
         }
         if let Some(v) = arg("variables") {
-            return self
-                .template
-                .get("variables")
-                .and_then(|vs| vs.get(v))?
+            return get(self.template, "variables")
+                .and_then(|vs| get(vs, v))?
                 .as_str()
                 .filter(|s| !s.starts_with('['))
                 .map(str::to_owned);
@@ -207,6 +210,7 @@ fn resource(
     d: &mut Deployment,
     scope: &str,
     names: &Names<'_>,
+    symbolic: bool,
     symbol: &str,
     r: &Value,
     parent: Option<(&str, &str)>,
@@ -214,7 +218,8 @@ fn resource(
     if d.operations.len() >= MAX_RESOURCES {
         return Err(DeploymentError::TooMany);
     }
-    let text = |k: &str| r.get(k).and_then(Value::as_str);
+    let text = |k: &str| get(r, k).and_then(Value::as_str);
+    let existing = symbolic && get(r, "existing").and_then(Value::as_bool) == Some(true);
     let label = |what: &str| {
         if symbol.is_empty() {
             what.to_owned()
@@ -223,7 +228,7 @@ fn resource(
         }
     };
     let (Some(ty), Some(raw_name)) = (text("type"), text("name")) else {
-        if r.get("existing").and_then(Value::as_bool) == Some(true) {
+        if existing {
             return Ok(());
         }
         d.uninspectable
@@ -231,7 +236,7 @@ fn resource(
         return Ok(());
     };
     // A reference to an existing resource creates nothing.
-    if r.get("existing").and_then(Value::as_bool) == Some(true) {
+    if existing {
         return Ok(());
     }
     let (ty, raw_name) = match parent {
@@ -258,7 +263,7 @@ fn resource(
         "subscriptionId",
         "managementGroup",
     ] {
-        if r.get(k).is_some_and(|v| !v.is_null()) {
+        if get(r, k).is_some_and(|v| !v.is_null()) {
             d.uninspectable
                 .push(label(&format!("{what} targets another scope ('{k}')")));
         }
@@ -330,9 +335,9 @@ fn resource(
         operation,
         content: Some(content),
     });
-    if let Some(children) = r.get("resources").and_then(Value::as_array) {
+    if let Some(children) = get(r, "resources").and_then(Value::as_array) {
         for c in children {
-            resource(d, scope, names, "", c, Some((&ty, &name)))?;
+            resource(d, scope, names, symbolic, "", c, Some((&ty, &name)))?;
         }
     }
     Ok(())

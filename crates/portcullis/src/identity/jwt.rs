@@ -66,78 +66,12 @@ fn b64_json(part: &str) -> Result<Value, TokenError> {
     // A key written twice is read differently by different parsers (first or last wins):
     // what the gateway checks must be what every other reader sees, so such tokens are
     // refused outright.
-    serde_json::from_slice::<Strict>(&bytes)
-        .map(|s| s.0)
-        .map_err(|e| {
-            TokenError::Malformed(if e.to_string().contains(DUPLICATE) {
-                "a part has a key written twice".into()
-            } else {
-                "a part is not JSON".into()
-            })
+    crate::json::parse(&bytes).map_err(|e| {
+        TokenError::Malformed(match e {
+            crate::json::StrictError::Duplicate => "a part has a key written twice".into(),
+            crate::json::StrictError::NotJson(_) => "a part is not JSON".into(),
         })
-}
-
-const DUPLICATE: &str = "duplicate key";
-
-/// JSON that refuses duplicate keys in any object.
-struct Strict(Value);
-
-impl<'de> serde::Deserialize<'de> for Strict {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        d.deserialize_any(StrictVisitor).map(Strict)
-    }
-}
-
-struct StrictVisitor;
-
-impl<'de> serde::de::Visitor<'de> for StrictVisitor {
-    type Value = Value;
-
-    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-        f.write_str("JSON")
-    }
-    fn visit_bool<E>(self, v: bool) -> Result<Value, E> {
-        Ok(Value::Bool(v))
-    }
-    fn visit_i64<E>(self, v: i64) -> Result<Value, E> {
-        Ok(v.into())
-    }
-    fn visit_u64<E>(self, v: u64) -> Result<Value, E> {
-        Ok(v.into())
-    }
-    fn visit_f64<E>(self, v: f64) -> Result<Value, E> {
-        Ok(serde_json::Number::from_f64(v).map_or(Value::Null, Value::Number))
-    }
-    fn visit_str<E>(self, v: &str) -> Result<Value, E> {
-        Ok(Value::String(v.to_owned()))
-    }
-    fn visit_string<E>(self, v: String) -> Result<Value, E> {
-        Ok(Value::String(v))
-    }
-    fn visit_unit<E>(self) -> Result<Value, E> {
-        Ok(Value::Null)
-    }
-    fn visit_none<E>(self) -> Result<Value, E> {
-        Ok(Value::Null)
-    }
-    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Value, A::Error> {
-        let mut out = Vec::new();
-        while let Some(Strict(v)) = seq.next_element()? {
-            out.push(v);
-        }
-        Ok(Value::Array(out))
-    }
-    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
-        let mut out = serde_json::Map::new();
-        while let Some(k) = map.next_key::<String>()? {
-            if out.contains_key(&k) {
-                return Err(serde::de::Error::custom(DUPLICATE));
-            }
-            let Strict(v) = map.next_value()?;
-            out.insert(k, v);
-        }
-        Ok(Value::Object(out))
-    }
+    })
 }
 
 /// Text from an unverified token, fit to show in an error (and so in a header, a log line
