@@ -178,6 +178,17 @@ pub fn serve(ctx: &Ctx<'_>, route: Route) -> SimResponse {
     {
         return r;
     }
+    // `POST /subscriptions/{s}/providers/Microsoft.Storage/checkNameAvailability`, which
+    // `az storage account create` asks first.
+    if *method == Method::POST
+        && ctx
+            .req
+            .path
+            .to_ascii_lowercase()
+            .ends_with("/providers/microsoft.storage/checknameavailability")
+    {
+        return super::storage::check_name(ctx);
+    }
     let get_only = |f: &dyn Fn() -> SimResponse| {
         if *method == Method::GET {
             f()

@@ -215,3 +215,34 @@ pub fn action(
         _ => return None,
     })
 }
+
+/// `checkNameAvailability`: whether a storage account name is valid and free (names are
+/// global in Azure; here, within the simulated world).
+pub fn check_name(ctx: &super::Ctx<'_>) -> crate::wire::SimResponse {
+    let name = serde_json::from_slice::<Value>(&ctx.req.body)
+        .ok()
+        .and_then(|b| b.get("name").and_then(Value::as_str).map(str::to_owned))
+        .unwrap_or_default();
+    let body = if !valid_name(&name) {
+        serde_json::json!({"nameAvailable": false, "reason": "AccountNameInvalid",
+            "message": format!("{name} is not a valid storage account name.")})
+    } else {
+        let suffix = format!(
+            "/providers/microsoft.storage/storageaccounts/{}",
+            name.to_ascii_lowercase()
+        );
+        let taken = ctx
+            .sim
+            .world()
+            .resources
+            .keys()
+            .any(|k| k.ends_with(&suffix));
+        if taken {
+            serde_json::json!({"nameAvailable": false, "reason": "AlreadyExists",
+                "message": format!("The storage account named {name} is already taken.")})
+        } else {
+            serde_json::json!({"nameAvailable": true})
+        }
+    };
+    crate::wire::SimResponse::json(http::StatusCode::OK, &body)
+}

@@ -5,6 +5,7 @@
 mod abuse;
 mod approvals;
 mod audit;
+mod az;
 mod batch;
 mod bypass;
 mod crash;
