@@ -92,9 +92,22 @@ impl<'de> serde::de::Visitor<'de> for Visitor {
     }
     fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
         let mut out = Map::new();
-        let mut folded = std::collections::HashSet::new();
+        // Small objects (most) are checked by comparing with the keys so far, without
+        // allocating; larger ones switch to a set of folded keys.
+        let mut folded: Option<std::collections::HashSet<String>> = None;
         while let Some(k) = map.next_key::<String>()? {
-            if !folded.insert(k.to_ascii_lowercase()) {
+            let duplicate = match &mut folded {
+                None if out.len() < 16 => out.keys().any(|e| e.eq_ignore_ascii_case(&k)),
+                None => {
+                    let mut set: std::collections::HashSet<String> =
+                        out.keys().map(|e| e.to_ascii_lowercase()).collect();
+                    let dup = !set.insert(k.to_ascii_lowercase());
+                    folded = Some(set);
+                    dup
+                }
+                Some(set) => !set.insert(k.to_ascii_lowercase()),
+            };
+            if duplicate {
                 return Err(serde::de::Error::custom(DUPLICATE));
             }
             let Strict(v) = map.next_value()?;
@@ -115,6 +128,8 @@ mod tests {
             &br#"{"a": 1, "a": 2}"#[..],
             br#"{"mode": "Incremental", "Mode": "Complete"}"#,
             br#"{"x": [{"k": 1, "K": 2}]}"#,
+            br#"{"k0":0,"k1":1,"k2":2,"k3":3,"k4":4,"k5":5,"k6":6,"k7":7,"k8":8,"k9":9,"k10":10,"k11":11,"k12":12,"k13":13,"k14":14,"k15":15,"k16":16,"K3":3}"#,
+            br#"{"k0":0,"k1":1,"k2":2,"k3":3,"k4":4,"k5":5,"k6":6,"k7":7,"k8":8,"k9":9,"k10":10,"k11":11,"k12":12,"k13":13,"k14":14,"k15":15,"K15":16}"#,
         ] {
             assert!(matches!(parse(bad), Err(StrictError::Duplicate)), "{bad:?}");
         }
