@@ -194,3 +194,64 @@ async fn an_sdk_create_held_for_approval_completes_when_an_approver_approves() {
         "with the rule's elevated identity"
     );
 }
+
+/// `portcullis env` prints the same wiring for a shell and serves the token endpoint until
+/// stopped; the endpoint answers only with its header.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn env_prints_the_wiring_and_serves_tokens_until_stopped() {
+    use std::io::BufRead;
+    let env = Env::start().await;
+    let token = env.token("agent");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_portcullis"))
+        .args(["env", "--gateway", &env.url("")])
+        .env("PORTCULLIS_AGENT_TOKEN", &token)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    struct Killed(std::process::Child);
+    impl Drop for Killed {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let stdout = child.stdout.take().unwrap();
+    let _child = Killed(child);
+    let mut vars = std::collections::HashMap::new();
+    for line in std::io::BufReader::new(stdout).lines() {
+        let line = line.unwrap();
+        let (k, v) = line
+            .strip_prefix("export ")
+            .and_then(|l| l.split_once('='))
+            .unwrap_or_else(|| panic!("not an export line: {line}"));
+        vars.insert(k.to_owned(), v.trim_matches('\'').to_owned());
+        // Nine settings without a CA (four more with one); the command then keeps serving.
+        if vars.len() == 9 {
+            break;
+        }
+    }
+    assert_eq!(vars["PORTCULLIS_URL"], env.url(""));
+    assert!(
+        std::path::Path::new(&vars["AZURE_CONFIG_DIR"])
+            .join("clouds.config")
+            .exists()
+    );
+    let http = reqwest::Client::new();
+    let url = format!(
+        "{}?api-version=2019-08-01&resource=https://management.azure.com",
+        vars["IDENTITY_ENDPOINT"]
+    );
+    let r = http.get(&url).send().await.unwrap();
+    assert_eq!(r.status(), 401, "no header, no token");
+    let r = http
+        .get(&url)
+        .header("X-IDENTITY-HEADER", &vars["IDENTITY_HEADER"])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["access_token"], token.as_str());
+    assert_eq!(body["token_type"], "Bearer");
+}
