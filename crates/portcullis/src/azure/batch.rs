@@ -163,12 +163,15 @@ fn inner(r: &Value, name: &str, arm_hosts: &[String]) -> Result<Inner, String> {
                 host.escape_debug()
             ));
         }
-        // What follows the authority, exactly as written.
-        let at = url
-            .find("://")
-            .and_then(|i| url[i + 3..].find('/').map(|j| i + 3 + j))
-            .ok_or("the url has no path")?;
-        url[at..].to_owned()
+        // What follows the authority, exactly as written. The authority ends at the first
+        // '/', '?' or '#': `https://host?/x` has the path `/` and the query `/x`.
+        let after = &url[url.find("://").ok_or("the url has no authority")? + 3..];
+        let rest = &after[after.find(['/', '?', '#']).unwrap_or(after.len())..];
+        if rest.starts_with('/') {
+            rest.to_owned()
+        } else {
+            format!("/{rest}")
+        }
     };
     let (path, query) = target.split_once('?').unwrap_or((&target, ""));
     let (decoded, _) = route::normalize(path).map_err(|e| e.to_string())?;

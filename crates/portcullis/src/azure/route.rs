@@ -125,6 +125,10 @@ pub fn normalize(path: &str) -> Result<(String, String), RouteError> {
         encoded.push('/');
         encode_segment(&d, &mut encoded);
     }
+    // What is forwarded must pass this check too (escaping can triple a path's length).
+    if encoded.len() > MAX_PATH {
+        return Err(RouteError::Path("the path is too long".into()));
+    }
     Ok((decoded, encoded))
 }
 

@@ -39,6 +39,8 @@ struct Scanner<'a, 'm> {
     replacements: Vec<(usize, usize, String)>,
     count: usize,
     kinds: BTreeSet<String>,
+    /// A string that had to be checked could not be decoded.
+    undecodable: bool,
 }
 
 impl<'a> Scanner<'a, '_> {
@@ -166,6 +168,9 @@ impl<'a> Scanner<'a, '_> {
             return;
         }
         let Ok(text) = serde_json::from_slice::<String>(raw) else {
+            // A catalogued or secret-shaped string that cannot be decoded (a lone surrogate
+            // escape, a byte that is not UTF-8) cannot be checked: the answer is withheld.
+            self.undecodable = true;
             return;
         };
         if text.starts_with(PLACEHOLDER_PREFIX) {
@@ -229,9 +234,15 @@ pub fn mask(
         replacements: Vec::new(),
         count: 0,
         kinds: BTreeSet::new(),
+        undecodable: false,
     };
     let mut path = Vec::new();
     s.value(&mut path);
+    if s.undecodable {
+        return Err(MaskError::NotJson(
+            "a string that may hold a secret cannot be decoded".into(),
+        ));
+    }
     if s.replacements.is_empty() {
         return Ok(Masked::Unchanged);
     }

@@ -42,6 +42,14 @@ impl Clone for Condition {
 
 impl Condition {
     pub fn compile(source: &str) -> Result<Condition, String> {
+        // The CEL parser recurses per nesting level and overflows a small stack (a Tokio
+        // worker's, in an unoptimized build) at about a dozen: deeper is refused first.
+        let depth = nesting(source);
+        if depth > MAX_NESTING {
+            return Err(format!(
+                "CEL: the condition nests {depth} deep; at most {MAX_NESTING} levels of (), [] and {{}} are accepted"
+            ));
+        }
         let program = Program::compile(source)
             .map_err(|e| format!("CEL: {}", e.to_string().replace('\n', " ")))?;
         // Unknown variables cannot be refused here (comprehension variables look the same);
@@ -64,6 +72,38 @@ impl Condition {
             Err(e) => Err(e.to_string()),
         }
     }
+}
+
+/// The deepest nesting of brackets a condition may have.
+const MAX_NESTING: usize = 8;
+
+/// How deep `()`, `[]` and `{}` nest in `source`, outside string literals.
+fn nesting(source: &str) -> usize {
+    let (mut depth, mut max) = (0usize, 0usize);
+    let mut quote: Option<char> = None;
+    let mut escaped = false;
+    for c in source.chars() {
+        if let Some(q) = quote {
+            if escaped {
+                escaped = false;
+            } else if c == '\\' {
+                escaped = true;
+            } else if c == q {
+                quote = None;
+            }
+            continue;
+        }
+        match c {
+            '\'' | '"' => quote = Some(c),
+            '(' | '[' | '{' => {
+                depth += 1;
+                max = max.max(depth);
+            }
+            ')' | ']' | '}' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    max
 }
 
 /// What a request's body is, as far as conditions can see it.
