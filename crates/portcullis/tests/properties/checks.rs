@@ -458,6 +458,21 @@ fn body_of(m: Masked, input: &[u8]) -> Vec<u8> {
     }
 }
 
+/// Whether a masked answer has a PEM placeholder followed at once by a letter, digit, `_` or
+/// `-`: a `Key=` there was not at a key boundary before (the PEM block ends in `-----`) but
+/// is after (`]`), so masking again masks more. Finding F5 of docs/fuzzing.md; the fuzz
+/// targets skip what is already known.
+pub fn known_f5(masked: &[u8]) -> bool {
+    let text = String::from_utf8_lossy(masked);
+    text.match_indices("[masked:pem-private-key:")
+        .any(|(i, _)| {
+            text[i..]
+                .find(']')
+                .and_then(|j| text[i + j + 1..].chars().next())
+                .is_some_and(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+        })
+}
+
 /// Streams `body` through a fresh streaming masker in chunks cut at `cuts`.
 pub fn stream(
     masker: &Arc<Masker>,
@@ -488,7 +503,8 @@ fn rewrite() -> LinkRewrite {
 /// A body masked by plan `which`: never a panic; JSON stays JSON; masking is idempotent;
 /// the streaming masker, however the body is cut, gives what the whole-body masker gives.
 /// `skip_known` leaves out the comparison on JSON whose strings cannot all be decoded (a
-/// lone surrogate escape, a byte that is not UTF-8): finding F2 of docs/fuzzing.md.
+/// lone surrogate escape, a byte that is not UTF-8): finding F2 of docs/fuzzing.md; and the
+/// idempotence of answers of F5's shape.
 pub fn mask(which: usize, body: &[u8], cut: usize, step: usize, skip_known: bool) {
     let fx = mask_fixture();
     let which = which % fx.len();
@@ -516,11 +532,13 @@ pub fn mask(which: usize, body: &[u8], cut: usize, step: usize, skip_known: bool
         let again = m
             .mask_json(plan, &out)
             .unwrap_or_else(|e| panic!("{name}: the masked answer is refused: {e}"));
-        assert_eq!(
-            String::from_utf8_lossy(&body_of(again, &out)),
-            String::from_utf8_lossy(&out),
-            "{name}: masking the masked answer changed it"
-        );
+        if !(skip_known && known_f5(&out)) {
+            assert_eq!(
+                String::from_utf8_lossy(&body_of(again, &out)),
+                String::from_utf8_lossy(&out),
+                "{name}: masking the masked answer changed it"
+            );
+        }
         if which < STREAMABLE && compare {
             // The whole-body masker has no nextLink rewrite: stream without one.
             let step = step.max(1);
@@ -564,9 +582,11 @@ pub fn mask(which: usize, body: &[u8], cut: usize, step: usize, skip_known: bool
     // Text answers: never a panic, and idempotent.
     let text = body_of(m.mask_text(plan, body), body);
     let again = body_of(m.mask_text(plan, &text), &text);
-    assert_eq!(
-        String::from_utf8_lossy(&again),
-        String::from_utf8_lossy(&text),
-        "{name}: masking the masked text changed it"
-    );
+    if !(skip_known && known_f5(&text)) {
+        assert_eq!(
+            String::from_utf8_lossy(&again),
+            String::from_utf8_lossy(&text),
+            "{name}: masking the masked text changed it"
+        );
+    }
 }

@@ -765,6 +765,32 @@ fn f4_the_reencoding_of_an_accepted_path_is_accepted() {
     assert!(portcullis::azure::route::normalize(&escapes_past).is_err());
 }
 
+/// F5: masking is not idempotent after a PEM block. A `Key=` right after a PEM block's
+/// closing `-----` is not at a key boundary (it follows a `-`), so the first pass masks only
+/// the PEM block; once that is a placeholder ending in `]`, a second pass masks the
+/// password too. The first pass let `hunter2` through.
+#[test]
+fn f5_masking_twice_masks_nothing_more() {
+    let pem = "-----BEGIN PRIVATE KEY-----\\nMII\\n-----END PRIVATE KEY-----";
+    let fx = checks::mask_fixture();
+    let (_, audit) = fx.plan(1);
+    let text = format!("{pem}Password=hunter2").replace("\\n", "\n");
+    let once = match fx.masker.mask_text(audit, text.as_bytes()) {
+        portcullis::mask::Masked::Changed { body, .. } => body,
+        portcullis::mask::Masked::Unchanged => text.clone().into_bytes(),
+    };
+    assert!(
+        !String::from_utf8_lossy(&once).contains("hunter2"),
+        "masked once: {}",
+        String::from_utf8_lossy(&once)
+    );
+    // The same in a JSON answer, through every path.
+    let body = format!(r#"{{"x":"{pem}Password=hunter2"}}"#);
+    for which in 0..fx.len() {
+        checks::mask(which, body.as_bytes(), 7, 3, false);
+    }
+}
+
 /// F3: a policy condition nested a dozen deep (`when: '((((((((((((1))))))))))))'`)
 /// overflows the stack of the thread loading it: the process aborts, where the policy should
 /// be refused with a message. A reload runs on a Tokio worker (2 MiB of stack). The child
