@@ -26,8 +26,9 @@
 //! that before returning, so a mistake here drops a finding instead of panicking later.
 //!
 //! Extent rules, shared by the `Key=value` shapes: keys match ASCII-case-insensitively (Azure
-//! SDKs parse connection strings so) and only at a key boundary (not after a letter, digit, `_`
-//! or `-`, so `SharedAccessKeyName=` or `ClientSecret=` do not match); the value is what is
+//! SDKs parse connection strings so) and only at a key boundary (not after a letter, digit or
+//! `_`, so `SharedAccessKeyName=` or `ClientSecret=` do not match; after `-` they do, so a
+//! `Password=` right after a PEM block's `-----` is caught in the same pass); the value is what is
 //! masked and ends at `;`, `"`, `'`, ASCII whitespace or the end of text, and also at `&`/`#`
 //! for a SAS `sig`, at `,` for Redis. Empty values, `*`-only values, `<placeholder>` values and
 //! values already masked (`[masked:..`) are not findings.
@@ -464,7 +465,7 @@ fn is_non_secret(value: &[u8]) -> bool {
 
 /// A key starts a parameter when the byte before it cannot continue an identifier.
 fn is_key_boundary(b: &[u8], at: usize) -> bool {
-    at == 0 || !(b[at - 1].is_ascii_alphanumeric() || b[at - 1] == b'_' || b[at - 1] == b'-')
+    at == 0 || !(b[at - 1].is_ascii_alphanumeric() || b[at - 1] == b'_')
 }
 
 /// The connection string or URL around `at`: bounded by whitespace, quotes or angle brackets,
