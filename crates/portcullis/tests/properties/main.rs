@@ -791,6 +791,35 @@ fn f5_masking_twice_masks_nothing_more() {
     }
 }
 
+/// F6: where two findings overlap, the later is dropped whole. A `Password=` value that runs
+/// into a PEM block (`Password=x-----BEGIN PRIVATE KEY-----...`) ends at the space in the
+/// label; the PEM finding starts inside it and is dropped, so the key's body passes. With a
+/// second BEGIN further on (swallowed by the first block), a second pass masks more.
+#[test]
+fn f6_a_key_overlapping_a_password_is_masked() {
+    let fx = checks::mask_fixture();
+    let (_, detectors) = fx.plan(0);
+    let body =
+        r#"{"a":"Password=x-----BEGIN PRIVATE KEY-----\nMIIsecret\n-----END PRIVATE KEY-----"}"#;
+    let out = match fx
+        .masker
+        .mask_json(detectors, body.as_bytes())
+        .expect("JSON")
+    {
+        portcullis::mask::Masked::Changed { body, .. } => body,
+        portcullis::mask::Masked::Unchanged => body.as_bytes().to_vec(),
+    };
+    assert!(
+        !String::from_utf8_lossy(&out).contains("MIIsecret"),
+        "the key's body passed: {}",
+        String::from_utf8_lossy(&out)
+    );
+    let twice = r#"{"a":"pwd=x-----BEGIN PRIVATE KEY----- MIIsecret -----BEGIN PRIVATE KEY-----"}"#;
+    for which in 0..fx.len() {
+        checks::mask(which, twice.as_bytes(), 5, 2, false);
+    }
+}
+
 /// F3: a policy condition nested a dozen deep (`when: '((((((((((((1))))))))))))'`)
 /// overflows the stack of the thread loading it: the process aborts, where the policy should
 /// be refused with a message. A reload runs on a Tokio worker (2 MiB of stack). The child
