@@ -1,8 +1,7 @@
 //! An answer body → `Masker::mask_json`, `Masker::mask_text` and `StreamMasker`. Input: one
 //! byte choosing the plan, one the cut point, one the chunk size, then the body.
 //! Properties: `checks::mask` (docs/fuzzing.md), less the streaming comparison on strings
-//! that cannot be decoded (finding F2) and idempotence where a PEM block was missed (F5, F6),
-//! already known.
+//! that cannot be decoded (finding F2) and idempotence (F5, F6, F7), already known.
 #![no_main]
 
 #[allow(dead_code)]
