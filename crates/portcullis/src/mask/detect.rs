@@ -130,8 +130,8 @@ const JWT_MIN_PART: usize = 16;
 
 /// All non-overlapping findings, in order, of the enabled detectors.
 ///
-/// Where findings overlap, the earlier one wins; at the same start the longer one, then the one
-/// first in [`Detector::ALL`].
+/// Where findings overlap they are merged into one, named by the earlier (at the same start
+/// the longer, then the one first in [`Detector::ALL`]).
 pub fn find(text: &str, enabled: &[Detector]) -> Vec<Finding> {
     let b = text.as_bytes();
     if enabled.is_empty() || !might_contain_secret(b) {
@@ -174,10 +174,13 @@ pub fn find(text: &str, enabled: &[Detector]) -> Vec<Finding> {
             && text.is_char_boundary(f.end)
     });
     found.sort_by_key(|f| (f.start, usize::MAX - f.end, f.detector.rank()));
+    // Overlapping findings are merged, so what either covers is masked: dropping the later
+    // one whole would let its end through (a PEM key starting inside a password's value).
     let mut kept: Vec<Finding> = Vec::with_capacity(found.len());
     for f in found {
-        if kept.last().is_none_or(|last| f.start >= last.end) {
-            kept.push(f);
+        match kept.last_mut() {
+            Some(last) if f.start < last.end => last.end = last.end.max(f.end),
+            _ => kept.push(f),
         }
     }
     kept
@@ -264,7 +267,9 @@ fn account_keys(b: &[u8], found: &mut Vec<Finding>) {
 /// `sig=` alone is too common a word to mask; with `sv=` (service version) or `se=` (expiry)
 /// in the same query it is a SAS. Only the signature is masked.
 fn sas_signatures(b: &[u8], found: &mut Vec<Finding>) {
-    for (key, value) in key_values(b, b"sig=", b"&#") {
+    // The value ends where its query does (also at `<`, `>`), so masking it cannot join the
+    // query to the next one and change what a second pass sees.
+    for (key, value) in key_values(b, b"sig=", b"&#<>") {
         let (lo, hi) = segment(b, key);
         let query = &b[lo..hi];
         if find_param(query, b"sv=") || find_param(query, b"se=") {
