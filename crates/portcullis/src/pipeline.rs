@@ -266,9 +266,22 @@ async fn handle_in(gw: Arc<Gateway>, req: Request<Incoming>, request_id: String)
             .with_deployment(deployment_facts.as_ref());
             decide(&gw, &policy, &ex, &principal, &operation, &raw_path, &facts)?
         };
-        // A batch passes only as its inner requests would, each judged as if sent alone.
-        let judged = if is_batch {
-            Some(decide_batch(&gw, &policy, &principal, decision.clone(), &seen))
+        // A batch passes only as its inner requests would, each judged as if sent alone. It
+        // is read once: the same inner requests name the masking plan below.
+        let batch = if is_batch {
+            Some(read_batch(&gw, &policy, &seen)?)
+        } else {
+            None
+        };
+        let judged = if let Some(inner) = &batch {
+            Some(decide_bundle(
+                &|p| audit_text(&gw, p),
+                &policy,
+                &principal,
+                decision.clone(),
+                inner,
+                Bundle::Batch,
+            ))
         } else {
             deployment.as_ref().zip(deployment_facts.as_ref()).map(|(d, facts)| {
                 decide_bundle(
@@ -335,9 +348,12 @@ async fn handle_in(gw: Arc<Gateway>, req: Request<Incoming>, request_id: String)
         }
         // Mask after forward, before anything leaves: the plan comes from the operation and
         // from what the deciding rule lets through.
-        let plan = if is_batch {
-            gw.masker
-                .plan_batch(&batch_operations(&gw, &seen), &decision.unmask)
+        let plan = if let Some(inner) = &batch {
+            let ops: Vec<(String, Operation)> = inner
+                .iter()
+                .map(|i| (i.name.clone(), i.operation.clone()))
+                .collect();
+            gw.masker.plan_batch(&ops, &decision.unmask)
         } else {
             gw.masker.plan(&operation, &decision.unmask)
         };
@@ -1073,57 +1089,26 @@ fn arm_hosts(gw: &Gateway) -> Vec<String> {
     hosts
 }
 
-/// The inner requests of an ARM batch, named as operations, by the names their answers will
-/// carry (for masking each answer as its own operation's).
-fn batch_operations(gw: &Gateway, body: &condition::Body) -> Vec<(String, Operation)> {
-    let condition::Body::Json(doc) = body else {
-        return Vec::new();
-    };
-    crate::azure::batch::parse(doc, &arm_hosts(gw))
-        .map(|inner| inner.into_iter().map(|i| (i.name, i.operation)).collect())
-        .unwrap_or_default()
-}
-
-/// Judges a batch: every inner request as if sent alone, and the batch action itself. One
-/// deny refuses the whole batch, naming the inner request; one approve holds the whole batch
-/// as one approval. Inner requests that need different upstream credentials or different
-/// approvers cannot share one forward or one approval: such a batch is refused, to be sent
-/// as separate requests. A body that cannot be read completely is refused.
-fn decide_batch(
+/// Reads a batch's inner requests; a batch the gateway cannot read completely is refused.
+fn read_batch(
     gw: &Gateway,
     policy: &Policy,
-    principal: &Principal,
-    outer: Decision,
     seen: &condition::Body,
-) -> Result<(Decision, Vec<InnerSummary>), (GatewayError, Vec<InnerSummary>)> {
-    let bad = |message: String| {
-        (
-            GatewayError::BadRequest {
-                code: "InvalidBatchRequest",
-                message,
-            },
-            Vec::new(),
-        )
+) -> Result<Vec<crate::azure::batch::Inner>, GatewayError> {
+    let bad = |message: String| GatewayError::BadRequest {
+        code: "InvalidBatchRequest",
+        message,
     };
-    let doc = match seen {
-        condition::Body::Json(doc) => doc,
-        condition::Body::TooLarge => {
-            return Err(bad(format!(
-                "a batch is read whole to judge each request in it, and this one is larger than {} bytes",
-                policy.max_body_bytes
-            )));
+    match seen {
+        condition::Body::Json(doc) => {
+            crate::azure::batch::parse(doc, &arm_hosts(gw)).map_err(|e| bad(e.to_string()))
         }
-        _ => return Err(bad("the batch body is not JSON".into())),
-    };
-    let inner = crate::azure::batch::parse(doc, &arm_hosts(gw)).map_err(|e| bad(e.to_string()))?;
-    decide_bundle(
-        &|p| audit_text(gw, p),
-        policy,
-        principal,
-        outer,
-        &inner,
-        Bundle::Batch,
-    )
+        condition::Body::TooLarge => Err(bad(format!(
+            "a batch is read whole to judge each request in it, and this one is larger than {} bytes",
+            policy.max_body_bytes
+        ))),
+        _ => Err(bad("the batch body is not JSON".into())),
+    }
 }
 
 /// A request that carries others: a batch, or a deployment's template.
