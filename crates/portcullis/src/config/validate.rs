@@ -637,21 +637,36 @@ pub fn validate(
     }
 }
 
-fn audit(p: &mut Problems<'_>, ra: RawAudit, base: &Path, state_dir: &Path) -> AuditConfig {
-    let mut duration = |what: &str, value: Option<String>, default: u64| match value
-        .as_deref()
-        .map(super::policy::duration)
-    {
-        None => Duration::from_secs(default),
+/// A positive duration setting (`30s`, `10m`...); `default` when absent or wrong (a wrong one
+/// is reported as `key`).
+fn positive_duration(
+    p: &mut Problems<'_>,
+    key: &str,
+    value: Option<&str>,
+    default: Duration,
+) -> Duration {
+    match value.map(super::policy::duration) {
+        None => default,
         Some(Ok(d)) if !d.is_zero() => d,
         Some(Ok(_)) => {
-            p.at(None, format!("audit.{what} must be positive"));
-            Duration::from_secs(default)
+            p.at(None, format!("{key} must be positive"));
+            default
         }
         Some(Err(e)) => {
-            p.at(None, format!("audit.{what}: {e}"));
-            Duration::from_secs(default)
+            p.at(None, format!("{key}: {e}"));
+            default
         }
+    }
+}
+
+fn audit(p: &mut Problems<'_>, ra: RawAudit, base: &Path, state_dir: &Path) -> AuditConfig {
+    let mut duration = |what: &str, value: Option<String>, default: u64| {
+        positive_duration(
+            p,
+            &format!("audit.{what}"),
+            value.as_deref(),
+            Duration::from_secs(default),
+        )
     };
     let session_idle = duration("session_idle", ra.session_idle, 30 * 60);
     let checkpoint_every = duration("checkpoint_every", ra.checkpoint_every, 60);
@@ -781,20 +796,8 @@ fn approvals(
 
 fn limits(p: &mut Problems<'_>, raw: RawLimits) -> Limits {
     let d = Limits::default();
-    let mut duration = |what: &str, value: Option<String>, default: Duration| match value
-        .as_deref()
-        .map(super::policy::duration)
-    {
-        None => default,
-        Some(Ok(v)) if !v.is_zero() => v,
-        Some(Ok(_)) => {
-            p.at(None, format!("limits.{what} must be positive"));
-            default
-        }
-        Some(Err(e)) => {
-            p.at(None, format!("limits.{what}: {e}"));
-            default
-        }
+    let mut duration = |what: &str, value: Option<String>, default: Duration| {
+        positive_duration(p, &format!("limits.{what}"), value.as_deref(), default)
     };
     let header_timeout = duration("header_timeout", raw.header_timeout, d.header_timeout);
     let idle_timeout = duration("idle_timeout", raw.idle_timeout, d.idle_timeout);
