@@ -230,7 +230,14 @@ async fn hot_reload_under_load() {
     use std::sync::atomic::{AtomicBool, Ordering};
     use std::time::{Duration, Instant};
 
-    let env = Arc::new(crate::Env::start().await);
+    // A load test: the per-principal rate limit (tested in abuse.rs) would refuse it.
+    let env = Arc::new(
+        crate::Env::with(crate::Setup {
+            extra: "limits:\n  rate_per_principal: 0\n",
+            ..crate::Setup::default()
+        })
+        .await,
+    );
     let policy_file = env.dir.join("policy.yaml");
     let original = std::fs::read_to_string(&policy_file).unwrap();
     let vm = format!(
