@@ -20,13 +20,10 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 
+use crate::leak;
 use crate::{API, Env, Setup, TEST_RULES, send};
 
 type Tls = tokio_rustls::client::TlsStream<TcpStream>;
-
-fn leak(s: String) -> &'static str {
-    Box::leak(s.into_boxed_str())
-}
 
 /// Panics (instead of hanging) when `f` takes longer than `secs`.
 async fn within<T>(secs: u64, what: &str, f: impl Future<Output = T>) -> T {

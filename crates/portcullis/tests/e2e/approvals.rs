@@ -13,16 +13,13 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 
+use crate::leak;
 use crate::{Env, Setup, client, prepare, send};
 
 const STORAGE_API: &str = "api-version=2023-05-01";
 const STORAGE_WRITE: &str = "Microsoft.Storage/storageAccounts/write";
 /// The body of a storage account create, as bytes sent the same way every time.
 const CREATE: &str = r#"{"location":"eastus","sku":{"name":"Standard_LRS"},"kind":"StorageV2"}"#;
-
-fn leak(s: String) -> &'static str {
-    Box::leak(s.into_boxed_str())
-}
 
 /// A setup whose held requests wait at most `hold`, with `rules` after the test policy.
 fn setup(hold: &str, rules: &'static str) -> Setup {

@@ -30,6 +30,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 
+use crate::leak;
 use crate::{Env, Setup, TEST_RULES};
 
 const VM_API: &str = "2024-07-01";
@@ -38,10 +39,6 @@ const SA_API: &str = "2023-05-01";
 const SA: &str = "bypasssa";
 const PUBLIC_HOST: &str = "gw.test";
 const BATCH: &str = "/batch?api-version=2020-06-01";
-
-fn leak(s: String) -> &'static str {
-    Box::leak(s.into_boxed_str())
-}
 
 /// The test policy, plus deployments in demo-rg (so that deployment-wrapped spellings are
 /// judged by what their templates do, not refused for being deployments); no rate limit

@@ -11,11 +11,8 @@ use reqwest::header::HeaderMap;
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
+use crate::leak;
 use crate::{API, Env, Setup, TEST_RULES, send};
-
-fn leak(s: String) -> &'static str {
-    Box::leak(s.into_boxed_str())
-}
 
 /// The test policy plus `more` rules (YAML list items under `rules:`), and `head` (YAML
 /// under `policy:`, before the rules).

@@ -57,6 +57,11 @@ pub struct Env {
 /// Writes what a credential needs into the test directory and returns its YAML (a flow map).
 pub type CredentialSetup = Box<dyn Fn(&Simulator, &Path) -> String>;
 
+/// A configuration fragment built at run time, as the `&'static str` [`Setup`] holds.
+pub fn leak(s: String) -> &'static str {
+    Box::leak(s.into_boxed_str())
+}
+
 pub struct Setup {
     pub sim_config: SimConfig,
     /// The `baseline` credential; a client secret when absent.
@@ -68,6 +73,9 @@ pub struct Setup {
     pub allowed_tenants: Option<Vec<String>>,
     /// More top-level YAML for the configuration.
     pub extra: &'static str,
+    /// Accept `https://vault.{public_host}` as an audience too (host-routed vaults then
+    /// challenge for it, as the Key Vault SDKs' default settings require).
+    pub vault_audience: bool,
 }
 
 impl Default for Setup {
@@ -79,6 +87,7 @@ impl Default for Setup {
             public_host: None,
             allowed_tenants: None,
             extra: "",
+            vault_audience: false,
         }
     }
 }
@@ -139,8 +148,12 @@ pub async fn prepare(setup: Setup) -> (Simulator, PathBuf) {
         .public_host
         .map(|h| format!("public_host: {h}\n"))
         .unwrap_or_default();
+    let vault_audience = match (setup.vault_audience, setup.public_host) {
+        (true, Some(h)) => format!(", \"https://vault.{h}\""),
+        _ => String::new(),
+    };
     let yaml = format!(
-        "listen: {{gateway: \"127.0.0.1:0\", admin: \"127.0.0.1:0\"}}\n{public_host}state_dir: state\nidentity:\n  authority: {sim}\n  tenant: {tenant}\n  audiences: [{GATEWAY_API}, {api}]\n  ca_file: sim/ca.pem\n  groups_overage: {{graph_url: {sim}, credential: baseline}}\nupstream:\n  arm_url: {sim}\n  keyvault_url: \"{sim}/keyvault/{{vault}}\"\n  ca_file: sim/ca.pem\n  credentials:\n    baseline: {credential}\n    elevated: {{type: client_secret, tenant: {tid}, client_id: {elevated}, client_secret: {{file: elevated.secret}}}}\n{extra}policy:\n  include: policy.yaml\n{rules}",
+        "listen: {{gateway: \"127.0.0.1:0\", admin: \"127.0.0.1:0\"}}\n{public_host}state_dir: state\nidentity:\n  authority: {sim}\n  tenant: {tenant}\n  audiences: [{GATEWAY_API}, {api}{vault_audience}]\n  ca_file: sim/ca.pem\n  groups_overage: {{graph_url: {sim}, credential: baseline}}\nupstream:\n  arm_url: {sim}\n  keyvault_url: \"{sim}/keyvault/{{vault}}\"\n  ca_file: sim/ca.pem\n  credentials:\n    baseline: {credential}\n    elevated: {{type: client_secret, tenant: {tid}, client_id: {elevated}, client_secret: {{file: elevated.secret}}}}\n{extra}policy:\n  include: policy.yaml\n{rules}",
         sim = sim.url(),
         rules = setup.rules,
         extra = setup.extra,
