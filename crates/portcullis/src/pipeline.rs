@@ -101,6 +101,9 @@ pub struct Gateway {
     pub challenge_authority: String,
     /// The audience agents ask tokens for.
     pub audience: String,
+    /// Whether `https://vault.{public_host}` is an accepted audience: then a vault reached
+    /// by its host name challenges for it, as the Key Vault SDKs' default settings require.
+    pub vault_audience: bool,
     /// What one client may ask (connections, heads, bodies, rate).
     pub limits: crate::config::Limits,
     /// Requests per principal per second.
@@ -433,12 +436,17 @@ async fn handle_in(gw: Arc<Gateway>, req: Request<Incoming>, request_id: String)
             if let Err(err) = gw.recorder.record(record).await {
                 tracing::error!(error = %err, "a refusal could not be recorded");
             }
+            let vault_resource = ex
+                .routed
+                .vault_domain()
+                .filter(|_| gw.vault_audience)
+                .map(|d| format!("https://{d}"));
             let ctx = ErrorContext {
                 service: &ex.routed.service,
                 request_id: &ex.request_id,
                 correlation_id: &ex.correlation_id,
                 authority: &gw.challenge_authority,
-                audience: &gw.audience,
+                audience: vault_resource.as_deref().unwrap_or(&gw.audience),
             };
             e.render(&ctx)
         }

@@ -31,6 +31,22 @@ pub struct Routed {
     pub gateway_base: String,
 }
 
+impl Routed {
+    /// For a vault reached by its host name (`{vault}.vault.{public_host}[:port]`), the
+    /// domain below the vault's label, port included (`vault.{public_host}[:port]`): what
+    /// the Key Vault SDKs require the challenge's resource to name.
+    pub fn vault_domain(&self) -> Option<&str> {
+        let Service::KeyVault { vault } = &self.service else {
+            return None;
+        };
+        self.gateway_base
+            .strip_prefix("https://")?
+            .get(vault.len()..)?
+            .strip_prefix('.')
+            .filter(|d| d.starts_with("vault.") && !d.contains('/'))
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum RouteError {
     #[error("the request path is ambiguous or malformed: {0}")]
@@ -232,6 +248,11 @@ mod tests {
             }
         );
         assert_eq!(r.gateway_base, "https://demo-kv.vault.gw.example:8443");
+        assert_eq!(r.vault_domain(), Some("vault.gw.example:8443"));
+        let by_path = route("gw:8443", "/keyvault/demo-kv/secrets/x", Some("gw")).unwrap();
+        assert_eq!(by_path.vault_domain(), None, "only the host form has one");
+        let arm = route("gw", "/subscriptions/s", Some("gw")).unwrap();
+        assert_eq!(arm.vault_domain(), None);
     }
 
     #[test]

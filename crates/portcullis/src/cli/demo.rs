@@ -75,11 +75,15 @@ listen:
   gateway: "{listen}"
   admin: "{admin}"
 state_dir: state
+# Vaults are also served at https://{{vault}}.vault.localhost (*.localhost is this
+# machine, RFC 6761), so Key Vault clients reach them by host name, as in Azure.
+public_host: localhost
 
 identity:
   authority: {sim}
   tenant: {tenant}
-  audiences: [api://portcullis, {api}]
+  # The gateway's API, its client id, and what host-named vaults challenge for.
+  audiences: [api://portcullis, {api}, "https://vault.localhost"]
   ca_file: sim/ca.pem
 
 upstream:
@@ -154,7 +158,8 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         .ca_file
         .clone()
         .context("the demo gateway uses its development CA")?;
-    let gw = format!("https://{}", running.gateway_addr);
+    // By name: `portcullis exec` derives the vaults' host names from it.
+    let gw = format!("https://localhost:{}", running.gateway_addr.port());
     let admin = format!("https://{}", running.admin_addr);
     let token = |p: &str| sim.token(p, "api://portcullis");
     let sub = sim.subscription_id();
@@ -223,13 +228,15 @@ fn print_tour(gw: &str, sub: &str, env_path: &Path, config_path: &Path, exe: &st
     );
     println!();
     println!(
-        "  # Key Vault through the gateway: agents list and read secrets, but values arrive masked"
+        "  # Key Vault through the gateway, by path or by host name as in Azure: agents list and"
     );
+    println!("  # read secrets, but values arrive masked");
     println!(
         "  pc -H \"Authorization: Bearer $AGENT_TOKEN\" '{gw}/keyvault/demo-kv/secrets?api-version=7.4' | jq '.value[].id'"
     );
+    let vault = gw.replacen("https://", "https://demo-kv.vault.", 1);
     println!(
-        "  pc -H \"Authorization: Bearer $AGENT_TOKEN\" '{gw}/keyvault/demo-kv/secrets/db-password?api-version=7.4' | jq .value"
+        "  pc -H \"Authorization: Bearer $AGENT_TOKEN\" '{vault}/secrets/db-password?api-version=7.4' | jq .value"
     );
     println!();
     let create = format!(

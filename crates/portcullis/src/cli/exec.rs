@@ -211,10 +211,13 @@ pub async fn wire(args: &WiringArgs) -> anyhow::Result<Wiring> {
 /// the same file).
 fn write_az_config(dir: &Path, gateway: &str) -> anyhow::Result<()> {
     std::fs::create_dir_all(dir)?;
-    let host = url::Url::parse(gateway)?
-        .host_str()
-        .unwrap_or("localhost")
-        .to_owned();
+    // Vaults are `{vault}.vault.{public_host}` on the gateway's port: az appends the suffix
+    // to the vault's name, so the port rides in it.
+    let url = url::Url::parse(gateway)?;
+    let host = match url.port() {
+        Some(port) => format!("{}:{port}", url.host_str().unwrap_or("localhost")),
+        None => url.host_str().unwrap_or("localhost").to_owned(),
+    };
     std::fs::write(
         dir.join("clouds.config"),
         format!(

@@ -110,6 +110,14 @@ pub async fn build(config: Config) -> Result<Built, BuildError> {
         .first()
         .cloned()
         .unwrap_or_default();
+    let vault_audience = config.public_host.as_ref().is_some_and(|h| {
+        let vault = format!("https://vault.{h}");
+        config
+            .identity
+            .audiences
+            .iter()
+            .any(|a| a.trim_end_matches('/') == vault)
+    });
     let mut names = vec![
         "localhost".to_owned(),
         "127.0.0.1".to_owned(),
@@ -206,6 +214,7 @@ pub async fn build(config: Config) -> Result<Built, BuildError> {
         sessions: crate::audit::session::Sessions::new(config.audit.session_idle),
         audit: config.audit.clone(),
         max_answer_bytes: config.masking.max_body_bytes,
+        vault_audience,
         public_host: config.public_host,
         challenge_authority,
         audience,
