@@ -43,6 +43,11 @@ def main() -> int:
     seen = {}
 
     resources = ResourceManagementClient(cred, sub, base_url=url, credential_scopes=ARM_SCOPE)
+    # The subscription's resource groups, two to a page.
+    group_pages = [[g.name for g in page] for page in resources.resource_groups.list().by_page()]
+    seen["groups"] = sorted(n for page in group_pages for n in page)
+    seen["group_pages"] = len(group_pages)
+
     # The SDK's pager follows the nextLinks the gateway rewrote (and bound to this agent).
     pages = resources.resources.list_by_resource_group("demo-rg").by_page()
     names = []
@@ -75,6 +80,14 @@ def main() -> int:
         verify_challenge_resource=False,
     )
     seen["secret"] = secrets.get_secret("db-password").value
+
+    # Key Vault by host name (`{vault}.vault.{public_host}`) with the SDK's default settings:
+    # the challenge names `https://vault.{public_host}`, which the request's host ends with.
+    vault_url = os.environ.get("AGENT_VAULT_URL")
+    if vault_url:
+        by_host = SecretClient(vault_url=vault_url, credential=cred)
+        seen["secret_by_host"] = by_host.get_secret("db-password").value
+        seen["secret_names_by_host"] = sorted(p.name for p in by_host.list_properties_of_secrets())
 
     try:
         compute.virtual_machines.begin_delete("demo-rg", "vm1").result()

@@ -57,8 +57,11 @@ fn exec(env: &Env, script: &str) -> Command {
         az.parent().unwrap().display(),
         std::env::var("PATH").unwrap_or_default()
     );
+    // By name, as agents reach it: exec derives the vaults' host names (for az,
+    // `{vault}.vault.localhost:{port}`) from the gateway's.
+    let gateway = format!("https://localhost:{}", env.gw.gateway_addr.port());
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_portcullis"));
-    cmd.args(["exec", "--gateway", &env.url(""), "--ca"])
+    cmd.args(["exec", "--gateway", &gateway, "--ca"])
         .arg(env.gw.ca_file.clone().unwrap())
         .arg("--token-command")
         .arg(format!("cat '{}'", token_file.display()))
@@ -82,8 +85,12 @@ fn text(b: &[u8]) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_az_cli_lists_is_refused_and_sees_masked_keys() {
+    // Vaults by host name: `{vault}.vault.localhost` resolves to this machine (RFC 6761;
+    // scripts/test makes sure it does). az turns the SDK's challenge check off itself, so
+    // no extra audience is needed.
     let env = Env::with(Setup {
         rules: RULES,
+        public_host: Some("localhost"),
         ..Default::default()
     })
     .await;
@@ -93,7 +100,9 @@ async fn the_az_cli_lists_is_refused_and_sees_masked_keys() {
             &env,
             "az group list --query '[].name' -o tsv && echo --- && \
              az vm list -g demo-rg --query '[].name' -o tsv && echo --- && \
-             az storage account keys list -g demo-rg -n demostorage01 --query '[0].value' -o tsv",
+             az storage account keys list -g demo-rg -n demostorage01 --query '[0].value' -o tsv && echo --- && \
+             az keyvault secret show --vault-name demo-kv -n db-password --query value -o tsv && echo --- && \
+             az keyvault secret list --vault-name demo-kv --query '[].name' -o tsv",
         )
     });
     let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
@@ -110,6 +119,12 @@ async fn the_az_cli_lists_is_refused_and_sees_masked_keys() {
         env.rg()
     ));
     assert!(keys.iter().all(|k| !stdout.contains(k.as_str())));
+    let clear = env.sim.secret_value("demo-kv", "db-password").unwrap();
+    assert!(
+        parts[3].starts_with("[masked:keyvault-secret:") && !stdout.contains(&clear),
+        "the secret is masked: {stdout}"
+    );
+    assert!(parts[4].lines().any(|l| l == "db-password"), "{stdout}");
 
     let out = tokio::task::block_in_place(|| run(&env, "az vm delete -g demo-rg -n vm1 --yes"));
     let stderr = text(&out.stderr);

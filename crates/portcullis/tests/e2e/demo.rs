@@ -75,7 +75,7 @@ fn the_demo_tour_works_as_printed() {
         outputs[0]
     );
     assert!(
-        outputs[0].contains("https://127.0.0.1"),
+        outputs[0].contains("https://localhost:"),
         "a nextLink through the gateway: {}",
         outputs[0]
     );

@@ -10,7 +10,7 @@ use std::process::Command;
 
 use serde_json::Value;
 
-use crate::Env;
+use crate::{Env, Setup, TEST_RULES, leak};
 
 fn repo_root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -35,12 +35,24 @@ fn python() -> PathBuf {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_sdk_agent_runs_unmodified_under_portcullis_exec() {
-    let env = Env::start().await;
+    // Vaults by host name too: `{vault}.vault.localhost` resolves to this machine (RFC 6761;
+    // scripts/test makes sure it does), and `https://vault.localhost` is an audience, so the
+    // Key Vault SDK's default settings accept the gateway's challenge.
+    let env = Env::with(Setup {
+        rules: leak(format!(
+            "{TEST_RULES}    - name: agents-list-groups\n      effect: allow\n      principals: [group:ai-agents]\n      actions: [Microsoft.Resources/subscriptions/resourceGroups/read]\n      scopes: [\"/subscriptions/*\"]\n"
+        )),
+        public_host: Some("localhost"),
+        vault_audience: true,
+        ..Setup::default()
+    })
+    .await;
+    let port = env.gw.gateway_addr.port();
     let token_file = env.dir.join("agent.token");
     std::fs::write(&token_file, env.token("agent")).unwrap();
     let since = env.sim.last_call_seq();
     let out = tokio::task::spawn_blocking({
-        let gateway = env.url("");
+        let gateway = format!("https://localhost:{port}");
         let ca = env.gw.ca_file.clone().unwrap();
         let sub = env.sim.subscription_id();
         move || {
@@ -53,6 +65,10 @@ async fn an_sdk_agent_runs_unmodified_under_portcullis_exec() {
                 .arg(python())
                 .arg(repo_root().join("tests/python/agent_sdk.py"))
                 .env("AGENT_SUBSCRIPTION", sub)
+                .env(
+                    "AGENT_VAULT_URL",
+                    format!("https://demo-kv.vault.localhost:{port}"),
+                )
                 .env_remove("PORTCULLIS_AGENT_TOKEN")
                 .output()
                 .unwrap()
@@ -88,6 +104,25 @@ async fn an_sdk_agent_runs_unmodified_under_portcullis_exec() {
         secret.starts_with("[masked:keyvault-secret:") && !secret.contains(&clear),
         "{seen}"
     );
+    let by_host = seen["secret_by_host"].as_str().unwrap();
+    assert!(
+        by_host.starts_with("[masked:keyvault-secret:") && !by_host.contains(&clear),
+        "{seen}"
+    );
+    assert!(
+        seen["secret_names_by_host"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|n| n == "db-password"),
+        "the vault's list, paged by host name: {seen}"
+    );
+    assert_eq!(
+        seen["groups"],
+        serde_json::json!(["demo-rg", "network-rg", "shared-rg"]),
+        "{seen}"
+    );
+    assert!(seen["group_pages"].as_u64().unwrap() >= 2, "{seen}");
     assert_eq!(seen["delete"]["status"], 403, "{seen}");
     assert_eq!(seen["delete"]["code"], "AuthorizationFailed", "{seen}");
     let calls = env.arm_calls(since);
