@@ -6,8 +6,13 @@
 //! - a background task refreshes every known key set (hourly by default);
 //! - an unknown `kid` triggers an immediate refresh, at most once per 5 minutes per set;
 //! - a failed fetch keeps the last good keys; with none, verification fails closed.
+//!
+//! Every change to what is trusted (a key set or a discovery document that differs from
+//! the one held) bumps a generation counter; what was verified under an older generation
+//! (the authenticator's token cache) is not trusted any more.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
@@ -38,8 +43,13 @@ pub struct Metadata {
     pub jwks_uri: String,
 }
 
+/// What a JWKS publishes that is trusted: `kid` to the key's `(n, e)`. Compared across
+/// refreshes to tell whether the keys changed (`DecodingKey` cannot be compared).
+type Published = BTreeMap<String, (String, String)>;
+
 struct KeySet {
     keys: HashMap<String, DecodingKey>,
+    published: Published,
     /// When an unknown `kid` (or a failed first fetch) last forced a fetch: the rate
     /// limit's clock. Scheduled refreshes do not set it.
     forced: Option<Instant>,
@@ -54,10 +64,13 @@ pub struct KeyCache {
     /// Serialises fetches so a burst of unknown kids makes one request, not hundreds.
     fetching: tokio::sync::Mutex<()>,
     min_refresh: Duration,
+    /// Bumped whenever a key set or a discovery document changes.
+    generation: AtomicU64,
 }
 
-fn parse_jwks(doc: &Value) -> HashMap<String, DecodingKey> {
+fn parse_jwks(doc: &Value) -> (HashMap<String, DecodingKey>, Published) {
     let mut keys = HashMap::new();
+    let mut published = Published::new();
     for k in doc["keys"].as_array().into_iter().flatten() {
         // Only RSA signing keys; anything else in the set is ignored, not trusted.
         if k["kty"] != "RSA" || k.get("use").is_some_and(|u| u != "sig") {
@@ -69,9 +82,10 @@ fn parse_jwks(doc: &Value) -> HashMap<String, DecodingKey> {
         };
         if let Ok(key) = DecodingKey::from_rsa_components(n, e) {
             keys.insert(kid.to_owned(), key);
+            published.insert(kid.to_owned(), (n.to_owned(), e.to_owned()));
         }
     }
-    keys
+    (keys, published)
 }
 
 impl KeyCache {
@@ -86,6 +100,30 @@ impl KeyCache {
             sets: RwLock::new(HashMap::new()),
             fetching: tokio::sync::Mutex::new(()),
             min_refresh,
+            generation: AtomicU64::new(0),
+        }
+    }
+
+    /// Changes whenever the trusted keys or metadata change (a key added, removed or
+    /// replaced; an issuer or `jwks_uri` that moved). Read it before verifying a token: a
+    /// result kept under an older generation must be verified again.
+    pub fn generation(&self) -> u64 {
+        self.generation.load(Ordering::Acquire)
+    }
+
+    fn bump_generation(&self) {
+        self.generation.fetch_add(1, Ordering::AcqRel);
+    }
+
+    /// Stores a discovery document; a changed one bumps the generation.
+    fn store_metadata(&self, url: String, m: Metadata) {
+        let previous = self
+            .metadata
+            .write()
+            .expect("metadata lock")
+            .insert(url, m.clone());
+        if previous.is_some_and(|p| p != m) {
+            self.bump_generation();
         }
     }
 
@@ -95,10 +133,7 @@ impl KeyCache {
             return Ok(m.clone());
         }
         let m = self.fetch_metadata(url).await?;
-        self.metadata
-            .write()
-            .expect("metadata lock")
-            .insert(url.to_owned(), m.clone());
+        self.store_metadata(url.to_owned(), m.clone());
         Ok(m)
     }
 
@@ -182,18 +217,27 @@ impl KeyCache {
         let mut sets = self.sets.write().expect("key lock");
         let set = sets.entry(jwks_uri.to_owned()).or_insert_with(|| KeySet {
             keys: HashMap::new(),
+            published: Published::new(),
             forced: None,
         });
         match fetched {
             Ok(doc) => {
-                let keys = parse_jwks(&doc);
+                let (keys, published) = parse_jwks(&doc);
                 if keys.is_empty() {
                     tracing::warn!(
                         jwks_uri,
                         "key set has no usable RSA signing key; keeping the previous keys"
                     );
                 } else {
+                    // A first fill changes nothing verified before; any later change does.
+                    // Bumped while the write lock is held: whoever reads the new generation
+                    // reads the keys only after they are replaced, so nothing verified with
+                    // the old keys can carry the new generation.
+                    if !set.published.is_empty() && published != set.published {
+                        self.bump_generation();
+                    }
                     set.keys = keys;
+                    set.published = published;
                 }
                 Ok(())
             }
@@ -229,11 +273,7 @@ impl KeyCache {
                     .collect();
                 for url in urls {
                     if let Ok(m) = cache.fetch_metadata(&url).await {
-                        cache
-                            .metadata
-                            .write()
-                            .expect("metadata lock")
-                            .insert(url, m);
+                        cache.store_metadata(url, m);
                     }
                 }
                 let sets: Vec<String> = cache
