@@ -94,13 +94,24 @@ fn shown(s: &str) -> String {
     out
 }
 
+/// What a valid token says.
+#[derive(Debug, Clone)]
+pub struct Validated {
+    pub principal: Principal,
+    /// The token has a groups overage: `principal.groups` is incomplete and must be looked
+    /// up by the caller.
+    pub overage: bool,
+    /// The token's `exp` (seconds since the epoch), when it is a whole number.
+    pub expires: Option<u64>,
+}
+
 /// Checks a token and says who it names. Group overage is left for the caller to resolve
-/// (`needs_groups_lookup` on the result).
+/// (`overage` on the result).
 pub async fn validate(
     cfg: &IdentityConfig,
     keys: &KeyCache,
     token: &str,
-) -> Result<(Principal, bool), TokenError> {
+) -> Result<Validated, TokenError> {
     if token.is_empty() {
         return Err(TokenError::Missing);
     }
@@ -212,7 +223,12 @@ pub async fn validate(
             }
         })?
         .claims;
-    principal(&claims, &tid, version)
+    let (principal, overage) = principal(&claims, &tid, version)?;
+    Ok(Validated {
+        principal,
+        overage,
+        expires: claims["exp"].as_u64(),
+    })
 }
 
 /// Reads the principal from verified claims.

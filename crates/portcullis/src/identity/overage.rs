@@ -40,12 +40,14 @@ impl GroupResolver {
         }
     }
 
-    pub async fn groups(&self, p: &Principal) -> Result<Vec<String>, String> {
+    /// The principal's groups, and until when they may be used (when they were fetched,
+    /// plus `cache_ttl`): whatever keeps them must not keep them longer.
+    pub async fn groups(&self, p: &Principal) -> Result<(Vec<String>, Instant), String> {
         let key = (p.tenant_id.clone(), p.object_id.clone());
         if let Some((at, groups)) = self.cache.lock().expect("group cache lock").get(&key)
             && at.elapsed() < self.cfg.cache_ttl
         {
-            return Ok(groups.clone());
+            return Ok((groups.clone(), *at + self.cfg.cache_ttl));
         }
         let token = self
             .tokens
@@ -89,7 +91,8 @@ impl GroupResolver {
                 cache.clear();
             }
         }
-        cache.insert(key, (Instant::now(), groups.clone()));
-        Ok(groups)
+        let at = Instant::now();
+        cache.insert(key, (at, groups.clone()));
+        Ok((groups, at + self.cfg.cache_ttl))
     }
 }
