@@ -86,7 +86,10 @@ impl TokenCache {
 
     /// Notes the current key generation; a newer one than seen so far empties the cache.
     fn observe(&self, generation: u64) {
-        if self.generation.fetch_max(generation, Ordering::AcqRel) < generation {
+        // A plain load first: the usual case (nothing changed) writes nothing shared.
+        if self.generation.load(Ordering::Acquire) < generation
+            && self.generation.fetch_max(generation, Ordering::AcqRel) < generation
+        {
             for shard in self.shards.iter() {
                 shard.lock().expect("token cache lock").clear();
             }
