@@ -325,6 +325,9 @@ impl Store {
             .pragma("journal_size_limit", "4194304");
         let pool = SqlitePoolOptions::new()
             .max_connections(4)
+            // A file on this machine: no connection to test. (The test is a round trip to
+            // the connection's worker thread on every acquire, in the path of every commit.)
+            .test_before_acquire(false)
             .after_connect(move |conn, _| {
                 Box::pin(async move {
                     if let Some(bytes) = max_bytes {
