@@ -17,6 +17,7 @@ use serde_json::Value;
 use sha2::Sha256;
 
 use crate::azure::operation::Operation;
+use crate::policy::ActionPattern;
 use catalog::{Profile, steps};
 use detect::Detector;
 
@@ -74,6 +75,8 @@ pub struct Masker {
     detectors: Vec<Detector>,
     /// The built-in catalog and the configured profiles.
     profiles: Vec<&'static Profile>,
+    /// Each profile's action patterns, parsed once (not on every answer's plan).
+    patterns: Vec<Vec<ActionPattern>>,
     /// Every detector: what the audit store runs over text it keeps.
     audit: Plan,
 }
@@ -93,10 +96,21 @@ impl Masker {
     ) -> Masker {
         let mut profiles: Vec<&'static Profile> = catalog::PROFILES.iter().collect();
         profiles.extend(configured.into_iter().map(catalog::OwnedProfile::leak));
+        // A pattern that does not parse matches nothing, as `catalog::profiles_among` treats it.
+        let patterns = profiles
+            .iter()
+            .map(|p| {
+                p.actions
+                    .iter()
+                    .filter_map(|a| ActionPattern::parse(a).ok())
+                    .collect()
+            })
+            .collect();
         Masker {
             key,
             detectors,
             profiles,
+            patterns,
             audit: Plan {
                 profiles: Vec::new(),
                 detectors: Detector::ALL.to_vec(),
@@ -108,14 +122,17 @@ impl Masker {
     /// The plan for an operation's answer; `unmask` comes from the deciding policy rule.
     pub fn plan(&self, op: &Operation, unmask: &[String]) -> Plan {
         let lets_through = |name: &str| unmask.iter().any(|u| u == "*" || u == name);
+        let action = op.action.to_ascii_lowercase();
         Plan {
-            profiles: catalog::profiles_among(
-                self.profiles.iter().copied(),
-                &op.action.to_ascii_lowercase(),
-            )
-            .into_iter()
-            .filter(|p| !lets_through(p.name))
-            .collect(),
+            profiles: self
+                .profiles
+                .iter()
+                .zip(&self.patterns)
+                .filter(|(p, patterns)| {
+                    patterns.iter().any(|pat| pat.matches(&action)) && !lets_through(p.name)
+                })
+                .map(|(p, _)| *p)
+                .collect(),
             detectors: self
                 .detectors
                 .iter()
