@@ -1469,3 +1469,26 @@ fn masked_request_body(
     }
     (Some(text), Some(digest), Some(size))
 }
+
+#[cfg(test)]
+mod future_size {
+    use super::*;
+
+    fn future_size<F, Fut>(_: F) -> usize
+    where
+        F: Fn(Arc<Gateway>, Request<Incoming>) -> Fut,
+    {
+        std::mem::size_of::<Fut>()
+    }
+
+    /// Every request in flight, held ones included, keeps this state machine alive (10,000
+    /// held requests are 10,000 of them): it must not grow unnoticed.
+    #[test]
+    fn a_requests_state_machine_stays_small() {
+        let size = future_size(handle);
+        assert!(
+            size < 24 * 1024,
+            "pipeline::handle's future is {size} bytes"
+        );
+    }
+}
