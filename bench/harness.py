@@ -522,7 +522,7 @@ def machine():
         "kernel": platform.release(),
         "load_average_at_start": os.getloadavg(),
         "nginx": version(["nginx", "-v"]),
-        "wrk": version(["wrk", "-v"]).splitlines()[0] if version(["wrk", "-v"]) else "",
+        "wrk": " ".join(version(["wrk", "-v"]).split()[:2]),
         "rustc": version(["rustc", "-V"]),
         "commit": subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT,
                                  capture_output=True, text=True).stdout.strip(),
@@ -600,6 +600,15 @@ def markdown(report):
         "validation, 200-rule policy, masking, durable SQLite recording, info logs). CPU is the "
         "proxy's own (the simulator's for direct), per request; RSS is the peak during the point.",
         "",
+        "Requests (answer sizes as each target sent them):",
+        "",
+    ]
+    for rq in report.get("requests", []):
+        sizes = ", ".join(f"{k} {v:,} B" for k, v in rq.get("sizes", {}).items())
+        path = re.sub(r"/subscriptions/[^/]+", "/subscriptions/{sub}", rq["path"].split("?")[0])
+        lines.append(f"- **{rq['name']}**: `{rq['method']} {path}` ({sizes})")
+    lines += [
+        "",
         "## Targets",
         "",
         "| target | measured | met |",
@@ -650,14 +659,14 @@ def markdown(report):
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--duration", type=int, default=5, help="seconds per load point (5)")
+    ap.add_argument("--duration", type=int, default=3, help="seconds per load point (3)")
     ap.add_argument("--concurrency", type=int, nargs="+", default=[1, 16, 64, 256])
     ap.add_argument("--held", type=int, default=10000, help="requests held at once (10000; 0 skips)")
     ap.add_argument("--held-connections", type=int, default=0,
                     help="connections they use (default: one per request)")
     ap.add_argument("--list-bytes", type=int, default=1 << 20, help="size of the large list (1 MiB)")
     ap.add_argument("--no-micro", action="store_true", help="skip the criterion benches")
-    ap.add_argument("--micro-seconds", type=int, default=2, help="criterion measurement time (2)")
+    ap.add_argument("--micro-seconds", type=int, default=1, help="criterion measurement time (1)")
     ap.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
     ap.add_argument("--keep", action="store_true", help="keep the run directory (logs, state)")
     ap.add_argument("--profile", action="store_true",
