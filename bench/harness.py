@@ -79,7 +79,8 @@ class Service:
 
     def stop(self):
         if self.proc.poll() is None:
-            self.proc.send_signal(self.stop_signal)
+            # The whole group: a wrapper's child too.
+            os.killpg(self.proc.pid, self.stop_signal)
             try:
                 self.proc.wait(timeout=30)
             except subprocess.TimeoutExpired:
@@ -365,7 +366,9 @@ policy:
 
 def start_gateway(run, name, admin_port):
     binary = os.environ.get("PORTCULLIS_BIN", str(RELEASE / "portcullis"))
-    gw = Service(name, [binary, "serve", "--config", "portcullis.yaml"], run)
+    # PORTCULLIS_WRAP runs the gateway under a tool (e.g. "heaptrack -o /tmp/held").
+    wrap = os.environ.get("PORTCULLIS_WRAP", "").split()
+    gw = Service(name, wrap + [binary, "serve", "--config", "portcullis.yaml"], run)
     ctx = tls_context()
     ctx.check_hostname = False
     ctx.verify_mode = ssl.CERT_NONE
