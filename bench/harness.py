@@ -444,8 +444,9 @@ def run_load(run, args, targets, scenarios):
     return results
 
 
-def held_scale(run, args, state, ctx_sim, admin_port):
-    """A fresh gateway; N requests held at once; all approved; all complete."""
+def held_scale(run, args, state, ctx_sim, admin_port, connections):
+    """A fresh gateway; N requests held at once over `connections` (HTTP/1.1 when one per
+    request, else HTTP/2); all approved; all complete."""
     sim_url = state["url"]
     agent = mint(sim_url, ctx_sim, "agent", GATEWAY_API)
     alice = mint(sim_url, ctx_sim, "alice", GATEWAY_API)
@@ -458,7 +459,7 @@ def held_scale(run, args, state, ctx_sim, admin_port):
              "--gateway", f"https://127.0.0.1:{gw_port}",
              "--admin", f"https://127.0.0.1:{admin_port}",
              "--ca", str(ca), "--pid", str(gw.proc.pid),
-             "--held", str(args.held), "--connections", str(args.held_connections),
+             "--held", str(args.held), "--connections", str(connections),
              "--subscription", state["subscription_id"]],
             env={**os.environ, "AGENT_TOKEN": agent, "APPROVER_TOKEN": alice},
             capture_output=True, text=True, timeout=900,
@@ -568,10 +569,13 @@ def targets_met(report):
     if small16:
         v = small16["added_p99_ms_vs_direct"]
         rows.append(("added p99 over direct at c=16 < 1 ms", f"{v:.2f} ms", v < 1.0))
-    held = report.get("held")
-    if held:
-        v = held["peak_rss_mib"]
-        rows.append((f"{held['held']} held approvals < 200 MB RSS", f"{v:.0f} MiB", v * 1.048576 < 200))
+    for key, how in [("held", "HTTP/1.1"), ("held_h2", "HTTP/2")]:
+        held = report.get(key)
+        if held:
+            v = held["peak_rss_mib"]
+            rows.append((f"{held['held']} held approvals < 200 MB RSS ({how})", f"{v:.0f} MiB",
+                         v * 1.048576 < 200))
+
     def micro(part):
         return next((m for m in report.get("micro", []) if part in m["id"]), None)
 
@@ -636,14 +640,18 @@ def markdown(report):
             f"| {r['request']} | {r['concurrency']} | {r['target']} | {r['rps']:.0f} | "
             f"{r['p50_ms']:.2f} | {r['p99_ms']:.2f} | {r['p999_ms']:.2f} | "
             f"{(r['cpu_us_per_request'] or 0):.0f} | {r['peak_rss_mib']:.0f} | {errs} |")
-    held = report.get("held")
-    if held:
-        lines += ["", "## Held approvals", "",
-                  f"{held['held']} requests held at once over {held['connections']} HTTP/1.1 "
-                  f"connections (one per request when equal) by a fresh gateway: all held after "
-                  f"{held['hold_s']:.1f} s; gateway RSS {held['rss_before_mib']:.0f} MiB before, "
-                  f"{held['peak_rss_mib']:.0f} MiB with all held "
-                  f"({held['kib_per_held']:.1f} KiB per held request, its connection included); "
+    for key in ["held", "held_h2"]:
+        held = report.get(key)
+        if not held:
+            continue
+        how = (f"over {held['connections']} HTTP/2 connections" if held["http2"]
+               else "over HTTP/1.1, one connection each")
+        if key == "held":
+            lines += ["", "## Held approvals", ""]
+        lines += [f"- {held['held']} requests held at once {how}, by a fresh gateway: all held "
+                  f"after {held['hold_s']:.1f} s; gateway RSS {held['rss_before_mib']:.0f} MiB "
+                  f"before, {held['peak_rss_mib']:.0f} MiB with all held "
+                  f"({held['kib_per_held']:.1f} KiB per held request, connections included); "
                   f"approved through the admin API ({held['approve_parallel']} at a time) and "
                   f"all {held['completed']} completed {held['release_s']:.1f} s after the first "
                   f"approval (approving took {held['approve_s']:.1f} s of it)."]
@@ -665,8 +673,8 @@ def main():
     ap.add_argument("--duration", type=int, default=3, help="seconds per load point (3)")
     ap.add_argument("--concurrency", type=int, nargs="+", default=[1, 16, 64, 256])
     ap.add_argument("--held", type=int, default=10000, help="requests held at once (10000; 0 skips)")
-    ap.add_argument("--held-connections", type=int, default=0,
-                    help="connections they use (default: one per request)")
+    ap.add_argument("--held-h2-connections", type=int, default=100,
+                    help="then again over this many HTTP/2 connections (100; 0 skips)")
     ap.add_argument("--list-bytes", type=int, default=1 << 20, help="size of the large list (1 MiB)")
     ap.add_argument("--no-micro", action="store_true", help="skip the criterion benches")
     ap.add_argument("--micro-seconds", type=int, default=1, help="criterion measurement time (1)")
@@ -676,8 +684,6 @@ def main():
                     help="record the gateway with perf during its points (perf-*.data in --out)")
     ap.add_argument("--requests", nargs="+", help="only these requests (by name prefix)")
     args = ap.parse_args()
-    if args.held_connections <= 0:
-        args.held_connections = args.held
 
     args.out.mkdir(parents=True, exist_ok=True)
     started = datetime.datetime.now(datetime.timezone.utc)
@@ -756,8 +762,12 @@ def main():
         services.remove(nginx)
         if args.held > 0:
             log(f"holding {args.held} requests")
-            report["held"] = held_scale(run, args, state, ctx_sim, admin_port)
+            report["held"] = held_scale(run, args, state, ctx_sim, admin_port, args.held)
             log(f"held: {report['held']}")
+            if 0 < args.held_h2_connections < args.held:
+                report["held_h2"] = held_scale(run, args, state, ctx_sim, admin_port,
+                                               args.held_h2_connections)
+                log(f"held over HTTP/2: {report['held_h2']}")
         if not args.no_micro:
             report["micro_seconds"] = args.micro_seconds
             report["micro"] = micro_benchmarks(args)
