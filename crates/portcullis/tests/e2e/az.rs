@@ -10,18 +10,13 @@ use std::time::{Duration, Instant};
 
 use reqwest::StatusCode;
 
-use crate::{Env, Setup};
+use crate::{Env, Setup, TEST_RULES, leak};
 
 /// The test policy, plus what `az login` and `az group list` read: the subscriptions and
 /// the subscription's resource groups.
-const RULES: &str = r#"
-  rules:
-    - name: agents-write-vms
-      effect: allow
-      principals: [group:ai-agents]
-      actions: [Microsoft.Compute/virtualMachines/write]
-      scopes: ["/subscriptions/*/resourceGroups/demo-rg"]
-    - name: agents-list-subscriptions-and-groups
+fn rules() -> &'static str {
+    leak(format!(
+        r#"{TEST_RULES}    - name: agents-list-subscriptions-and-groups
       effect: allow
       principals: [group:ai-agents]
       actions: [Microsoft.Resources/subscriptions/read, Microsoft.Resources/subscriptions/resourceGroups/read]
@@ -32,7 +27,9 @@ const RULES: &str = r#"
       principals: [group:ai-agents]
       actions: [Microsoft.Storage/checknameavailability/read]
       scopes: ["/"]
-"#;
+"#
+    ))
+}
 
 /// The az CLI: `PORTCULLIS_AZ`, else the repo's `.venv-az` (which `scripts/test` prepares).
 fn az() -> PathBuf {
@@ -89,7 +86,7 @@ async fn the_az_cli_lists_is_refused_and_sees_masked_keys() {
     // scripts/test makes sure it does). az turns the SDK's challenge check off itself, so
     // no extra audience is needed.
     let env = Env::with(Setup {
-        rules: RULES,
+        rules: rules(),
         public_host: Some("localhost"),
         ..Default::default()
     })
@@ -148,7 +145,7 @@ async fn the_az_cli_lists_is_refused_and_sees_masked_keys() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_az_create_held_for_approval_completes_when_approved() {
     let env = Env::with(Setup {
-        rules: RULES,
+        rules: rules(),
         ..Default::default()
     })
     .await;

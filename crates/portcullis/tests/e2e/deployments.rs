@@ -6,18 +6,13 @@
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
-use crate::{Env, Setup, TEST_RULES};
+use crate::{Env, Setup, TEST_RULES, leak};
 
 /// The test policy, plus: agents may deploy in demo-rg, except templates that create key
 /// vaults (a condition on `deployment.*`).
-const RULES: &str = r#"
-  rules:
-    - name: agents-write-vms
-      effect: allow
-      principals: [group:ai-agents]
-      actions: [Microsoft.Compute/virtualMachines/write]
-      scopes: ["/subscriptions/*/resourceGroups/demo-rg"]
-    - name: agents-deploy-in-demo-rg
+fn rules() -> &'static str {
+    leak(format!(
+        r#"{TEST_RULES}    - name: agents-deploy-in-demo-rg
       effect: allow
       principals: [group:ai-agents]
       actions: [Microsoft.Resources/deployments/write]
@@ -28,7 +23,9 @@ const RULES: &str = r#"
       actions: [Microsoft.Resources/deployments/write]
       scopes: ["*"]
       when: "deployment.resources.exists(r, r.type == 'Microsoft.KeyVault/vaults')"
-"#;
+"#
+    ))
+}
 
 fn vm(name: &str) -> Value {
     json!({"type": "Microsoft.Compute/virtualMachines", "apiVersion": "2024-07-01", "name": name,
@@ -55,7 +52,7 @@ async fn deploy(env: &Env, name: &str, properties: Value) -> (StatusCode, Value)
 async fn deployments_are_judged_resource_by_resource() {
     assert!(TEST_RULES.contains("agents-write-vms"));
     let env = Env::with(Setup {
-        rules: RULES,
+        rules: rules(),
         ..Default::default()
     })
     .await;
