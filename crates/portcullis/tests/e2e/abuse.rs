@@ -7,21 +7,19 @@
 
 use std::future::Future;
 use std::io::Write as _;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use azure_sim::calls::CallRecord;
 use portcullis::audit::record::{AuditRecord, Phase};
 use reqwest::{Method, StatusCode};
-use rustls_pki_types::pem::PemObject;
-use rustls_pki_types::{CertificateDer, ServerName};
+use rustls_pki_types::ServerName;
 use serde_json::{Value, json};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 
-use crate::leak;
 use crate::{API, Env, Setup, TEST_RULES, send};
+use crate::{leak, tls_config};
 
 type Tls = tokio_rustls::client::TlsStream<TcpStream>;
 
@@ -41,23 +39,6 @@ fn limits(limits: &str, more: &str) -> Setup {
 }
 
 // === raw TLS ===
-
-/// A client configuration trusting the gateway's development CA, offering `alpn`.
-fn tls_config(env: &Env, alpn: &[&[u8]]) -> Arc<rustls::ClientConfig> {
-    let mut roots = rustls::RootCertStore::empty();
-    for cert in CertificateDer::pem_file_iter(env.gw.ca_file.as_ref().unwrap()).unwrap() {
-        roots.add(cert.unwrap()).unwrap();
-    }
-    let mut config = rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .unwrap()
-    .with_root_certificates(roots)
-    .with_no_client_auth();
-    config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
-    Arc::new(config)
-}
 
 async fn handshake(env: &Env, tcp: TcpStream, alpn: &[&[u8]]) -> std::io::Result<Tls> {
     TlsConnector::from(tls_config(env, alpn))

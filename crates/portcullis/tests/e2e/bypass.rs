@@ -15,7 +15,6 @@
 //! keys, where a reader taking the first would run the other request.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
 use std::time::Duration;
 
 use azure_sim::calls::CallRecord;
@@ -23,8 +22,7 @@ use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use reqwest::StatusCode;
-use rustls_pki_types::pem::PemObject;
-use rustls_pki_types::{CertificateDer, ServerName};
+use rustls_pki_types::ServerName;
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -117,22 +115,6 @@ struct Reply {
     body: String,
 }
 
-fn tls_config(env: &Env, alpn: &[u8]) -> Arc<rustls::ClientConfig> {
-    let mut roots = rustls::RootCertStore::empty();
-    for cert in CertificateDer::pem_file_iter(env.gw.ca_file.as_ref().unwrap()).unwrap() {
-        roots.add(cert.unwrap()).unwrap();
-    }
-    let mut config = rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .unwrap()
-    .with_root_certificates(roots)
-    .with_no_client_auth();
-    config.alpn_protocols = vec![alpn.to_vec()];
-    Arc::new(config)
-}
-
 async fn connect(
     env: &Env,
     alpn: &[u8],
@@ -140,7 +122,7 @@ async fn connect(
     let tcp = TcpStream::connect(env.gw.gateway_addr)
         .await
         .map_err(|e| e.to_string())?;
-    TlsConnector::from(tls_config(env, alpn))
+    TlsConnector::from(crate::tls_config(env, &[alpn]))
         .connect(ServerName::from(env.gw.gateway_addr.ip()), tcp)
         .await
         .map_err(|e| e.to_string())

@@ -29,6 +29,8 @@ mod tokens;
 
 use std::path::{Path, PathBuf};
 
+use rustls_pki_types::pem::PemObject;
+
 use azure_sim::{SimConfig, SimOptions, Simulator};
 use portcullis::cli::serve::{Running, start};
 use reqwest::{Method, StatusCode};
@@ -60,6 +62,25 @@ pub type CredentialSetup = Box<dyn Fn(&Simulator, &Path) -> String>;
 /// A configuration fragment built at run time, as the `&'static str` [`Setup`] holds.
 pub fn leak(s: String) -> &'static str {
     Box::leak(s.into_boxed_str())
+}
+
+/// A client configuration trusting the gateway's development CA, offering `alpn`.
+pub fn tls_config(env: &Env, alpn: &[&[u8]]) -> std::sync::Arc<rustls::ClientConfig> {
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in
+        rustls_pki_types::CertificateDer::pem_file_iter(env.gw.ca_file.as_ref().unwrap()).unwrap()
+    {
+        roots.add(cert.unwrap()).unwrap();
+    }
+    let mut config = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+    std::sync::Arc::new(config)
 }
 
 pub struct Setup {
