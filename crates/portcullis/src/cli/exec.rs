@@ -214,9 +214,10 @@ fn write_az_config(dir: &Path, gateway: &str) -> anyhow::Result<()> {
     // Vaults are `{vault}.vault.{public_host}` on the gateway's port: az appends the suffix
     // to the vault's name, so the port rides in it.
     let url = url::Url::parse(gateway)?;
+    let host = url.host_str().unwrap_or("localhost");
     let host = match url.port() {
-        Some(port) => format!("{}:{port}", url.host_str().unwrap_or("localhost")),
-        None => url.host_str().unwrap_or("localhost").to_owned(),
+        Some(port) => format!("{host}:{port}"),
+        None => host.to_owned(),
     };
     std::fs::write(
         dir.join("clouds.config"),
