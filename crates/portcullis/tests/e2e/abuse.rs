@@ -290,21 +290,9 @@ fn paths(calls: &[CallRecord]) -> Vec<String> {
         .collect()
 }
 
-/// Every audit record, in chain order.
-async fn records(env: &Env) -> Vec<AuditRecord> {
-    let store = portcullis::audit::store::Store::open(&env.dir.join("state/audit.db"))
-        .await
-        .unwrap();
-    let mut all = Vec::new();
-    for i in store.instances().await.unwrap() {
-        all.extend(store.chain(&i).await.unwrap().into_iter().map(|l| l.record));
-    }
-    all
-}
-
 /// The refusals recorded with this status whose URL contains `url_part`.
 async fn refusals(env: &Env, status: u16, url_part: &str) -> Vec<AuditRecord> {
-    records(env)
+    env.audit_records()
         .await
         .into_iter()
         .filter(|r| {
@@ -414,7 +402,7 @@ async fn content_length_with_chunked_is_framed_as_chunked_and_nothing_is_smuggle
         );
     }
     assert!(
-        !records(&env)
+        !env.audit_records()
             .await
             .iter()
             .any(|r| r.url.contains("smuggled")),
@@ -456,7 +444,10 @@ async fn two_different_content_lengths_are_refused_and_nothing_is_forwarded() {
         assert_eq!(reply.status, 400, "{lengths:?}: {}", reply.text());
         assert!(closed, "{lengths:?}: the connection is closed");
         assert!(
-            records(&env).await.iter().all(|r| !r.url.contains(&name)),
+            env.audit_records()
+                .await
+                .iter()
+                .all(|r| !r.url.contains(&name)),
             "{lengths:?}: refused by hyper, before the pipeline (so not in the audit trail)"
         );
     }
@@ -673,7 +664,10 @@ async fn header_blocks_over_max_header_bytes_on_http2_are_refused() {
         paths(&reached(&env, since))
     );
     assert!(
-        records(&env).await.iter().all(|r| r.status != Some(431)),
+        env.audit_records()
+            .await
+            .iter()
+            .all(|r| r.status != Some(431)),
         "refused before the pipeline"
     );
 }
@@ -774,7 +768,7 @@ async fn an_arm_body_declared_over_its_cap_is_413_and_never_forwarded() {
         assert_eq!(refused[0].principal.as_deref(), Some(agent.as_str()));
         assert_eq!(refused[0].method, "PUT");
         assert!(
-            records(&env)
+            env.audit_records()
                 .await
                 .iter()
                 .all(|r| !(r.url.contains(name) && r.phase == Phase::Request)),
@@ -879,7 +873,8 @@ async fn a_chunked_arm_body_over_the_cap_is_not_forwarded_complete() {
             let refused = refusals(&env, r.status, name).await;
             assert_eq!(refused.len(), 1, "{name}: the failure is recorded");
         }
-        let trail: Vec<_> = records(&env)
+        let trail: Vec<_> = env
+            .audit_records()
             .await
             .into_iter()
             .filter(|r| r.url.contains(name))

@@ -34,18 +34,6 @@ fn vm_body() -> Value {
     json!({"location": "eastus", "properties": {"hardwareProfile": {"vmSize": "Standard_B1s"}}})
 }
 
-/// Every audit record, in chain order.
-async fn records(env: &Env) -> Vec<AuditRecord> {
-    let store = portcullis::audit::store::Store::open(&env.dir.join("state/audit.db"))
-        .await
-        .unwrap();
-    let mut all = Vec::new();
-    for i in store.instances().await.unwrap() {
-        all.extend(store.chain(&i).await.unwrap().into_iter().map(|l| l.record));
-    }
-    all
-}
-
 /// Asserts the answer is the gateway's own refusal in ARM's error shape with `code`, and
 /// returns its request id.
 fn arm_refusal(status: StatusCode, h: &HeaderMap, body: &Value, code: &str) -> String {
@@ -66,7 +54,7 @@ fn arm_refusal(status: StatusCode, h: &HeaderMap, body: &Value, code: &str) -> S
 
 /// The refusal recorded for `request_id`.
 async fn recorded_refusal(env: &Env, request_id: &str) -> AuditRecord {
-    let all = records(env).await;
+    let all = env.audit_records().await;
     all.into_iter()
         .find(|r| r.request_id == request_id && r.phase == Phase::Refused)
         .unwrap_or_else(|| panic!("no refusal recorded for request {request_id}"))
@@ -507,7 +495,7 @@ async fn an_encoded_answer_that_decodes_past_the_limit_is_withheld() {
     let id = h["x-ms-request-id"].to_str().unwrap();
     let r = recorded_refusal(&env, id).await;
     assert_eq!(r.status, Some(502), "{r:?}");
-    let everything = serde_json::to_string(&records(&env).await).unwrap();
+    let everything = serde_json::to_string(&env.audit_records().await).unwrap();
     assert!(
         !everything.contains("s3cr3t"),
         "the audit trail holds nothing of the secret"
@@ -594,7 +582,7 @@ async fn when_the_audit_store_cannot_commit_a_write_is_refused_and_counted() {
         .await;
     assert_eq!(s, StatusCode::OK, "service resumes");
     assert!(
-        records(&env)
+        env.audit_records()
             .await
             .iter()
             .all(|r| !(r.request_id == id && r.phase == Phase::Request)),
@@ -660,7 +648,7 @@ async fn check_credential_refusal(env: &Env, what: &str) {
     // Policy allowed it, so its request was recorded (before the token was asked for);
     // the refusal follows it. The refusal itself carries no decision (only policy's own
     // refusals do): the request's record is where the decision is.
-    let all = records(env).await;
+    let all = env.audit_records().await;
     let request = all
         .iter()
         .find(|r| r.request_id == id && r.phase == Phase::Request)

@@ -186,6 +186,18 @@ pub async fn prepare(setup: Setup) -> (Simulator, PathBuf) {
 }
 
 impl Env {
+    /// Every audit record in the gateway's store, chain by chain, each in chain order.
+    pub async fn audit_records(&self) -> Vec<portcullis::audit::record::AuditRecord> {
+        let store = portcullis::audit::store::Store::open(&self.dir.join("state/audit.db"))
+            .await
+            .unwrap();
+        let mut all = Vec::new();
+        for i in store.instances().await.unwrap() {
+            all.extend(store.chain(&i).await.unwrap().into_iter().map(|l| l.record));
+        }
+        all
+    }
+
     pub async fn start() -> Env {
         Self::with(Setup::default()).await
     }

@@ -341,17 +341,6 @@ fn check_refusal(case: &Case, a: &Answer, problems: &mut Vec<(String, String)>) 
     }
 }
 
-async fn audit_records(env: &Env) -> Vec<portcullis::audit::record::AuditRecord> {
-    let store = portcullis::audit::store::Store::open(&env.dir.join("state/audit.db"))
-        .await
-        .unwrap();
-    let mut all = Vec::new();
-    for i in store.instances().await.unwrap() {
-        all.extend(store.chain(&i).await.unwrap().into_iter().map(|l| l.record));
-    }
-    all
-}
-
 /// Runs the cases: each must be refused (answer, call log, audit trail); every failure is
 /// collected and reported by case name.
 async fn run(env: &Env, cases: &[Case]) {
@@ -397,7 +386,7 @@ async fn run(env: &Env, cases: &[Case]) {
     }
     // Every refusal is in the audit trail, as a refusal with status 401, and no record
     // holds the token.
-    let records = audit_records(env).await;
+    let records = env.audit_records().await;
     use portcullis::audit::record::Phase;
     for (case, id) in &ids {
         let mine: Vec<_> = records.iter().filter(|r| &r.request_id == id).collect();
@@ -1176,7 +1165,7 @@ async fn oversized_tokens_are_refused_and_the_gateway_serves_on() {
                     let id = check_refusal(&case, &a, &mut problems);
                     assert!(problems.is_empty(), "{problems:?}");
                     let id = id.unwrap();
-                    let records = audit_records(&env).await;
+                    let records = env.audit_records().await;
                     assert!(
                         records
                             .iter()
