@@ -33,6 +33,16 @@ fn python() -> PathBuf {
     }
 }
 
+/// The agent's last line of output, the JSON it prints of what it saw; it must have
+/// succeeded.
+fn what_the_agent_saw(out: &std::process::Output) -> Value {
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+    serde_json::from_str(stdout.lines().last().unwrap_or(""))
+        .unwrap_or_else(|e| panic!("{e}: {stdout}\n{stderr}"))
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_sdk_agent_runs_unmodified_under_portcullis_exec() {
     // Vaults by host name too: `{vault}.vault.localhost` resolves to this machine (RFC 6761;
@@ -76,11 +86,7 @@ async fn an_sdk_agent_runs_unmodified_under_portcullis_exec() {
     })
     .await
     .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "{stdout}\n{stderr}");
-    let seen: Value = serde_json::from_str(stdout.lines().last().unwrap_or(""))
-        .unwrap_or_else(|e| panic!("{e}: {stdout}\n{stderr}"));
+    let seen = what_the_agent_saw(&out);
     assert_eq!(
         seen["resources"],
         serde_json::json!(["demo-kv", "demostorage01", "vm1"]),
@@ -211,11 +217,7 @@ async fn an_sdk_create_held_for_approval_completes_when_an_approver_approves() {
     let out = tokio::task::spawn_blocking(move || child.wait_with_output().unwrap())
         .await
         .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "{stdout}\n{stderr}");
-    let seen: Value = serde_json::from_str(stdout.lines().last().unwrap_or(""))
-        .unwrap_or_else(|e| panic!("{e}: {stdout}\n{stderr}"));
+    let seen = what_the_agent_saw(&out);
     assert_eq!(seen["held"]["state"], "Succeeded", "{seen}");
     let puts: Vec<_> = env
         .arm_calls(since)
