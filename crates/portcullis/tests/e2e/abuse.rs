@@ -268,21 +268,6 @@ async fn exchange(env: &Env, bytes: &[u8]) -> Option<Reply> {
 
 // === what reached Azure, what was recorded ===
 
-/// The ARM and Key Vault requests the simulator served since `since` (not the gateway's own
-/// token and Graph calls).
-fn reached(env: &Env, since: u64) -> Vec<CallRecord> {
-    env.sim
-        .calls_since(since)
-        .into_iter()
-        .filter(|c| {
-            matches!(
-                c.service,
-                azure_sim::Service::Arm | azure_sim::Service::KeyVault
-            )
-        })
-        .collect()
-}
-
 fn paths(calls: &[CallRecord]) -> Vec<String> {
     calls
         .iter()
@@ -339,7 +324,7 @@ fn secret_body(len: usize) -> Vec<u8> {
 
 /// Successful PUTs of a path ending in `/{name}` that the simulator served since `since`.
 fn puts_of(env: &Env, since: u64, name: &str) -> Vec<CallRecord> {
-    reached(env, since)
+    env.azure_calls(since)
         .into_iter()
         .filter(|c| c.method == "PUT" && c.path.ends_with(&format!("/{name}")) && c.status < 300)
         .collect()
@@ -369,7 +354,7 @@ async fn content_length_with_chunked_is_framed_as_chunked_and_nothing_is_smuggle
         c.send(format!("{outer}{body}").as_bytes()).await;
         let first = c.reply().await.expect("an answer to the outer request");
         let closed = c.closed_within(10).await;
-        let calls = reached(&env, since);
+        let calls = env.azure_calls(since);
         assert_eq!(
             first.status,
             200,
@@ -452,9 +437,9 @@ async fn two_different_content_lengths_are_refused_and_nothing_is_forwarded() {
         );
     }
     assert!(
-        reached(&env, since).is_empty(),
+        env.azure_calls(since).is_empty(),
         "{:?}",
-        paths(&reached(&env, since))
+        paths(&env.azure_calls(since))
     );
 }
 
@@ -493,9 +478,9 @@ async fn transfer_codings_other_than_a_final_chunked_are_refused() {
         assert!(closed, "{te:?}: the connection is closed");
     }
     assert!(
-        reached(&env, since).is_empty(),
+        env.azure_calls(since).is_empty(),
         "{:?}",
-        paths(&reached(&env, since))
+        paths(&env.azure_calls(since))
     );
 }
 
@@ -524,7 +509,7 @@ async fn gzip_then_chunked_is_refused_or_not_forwarded() {
     .into_bytes();
     req.extend_from_slice(&body);
     let reply = exchange(&env, &req).await;
-    let calls = reached(&env, since);
+    let calls = env.azure_calls(since);
     let shown = reply.as_ref().map(Reply::text);
     assert!(
         calls.is_empty(),
@@ -570,7 +555,7 @@ async fn too_many_headers_on_http1_are_refused_with_431() {
     let r = c.reply().await.expect("an answer");
     assert_eq!(r.status, 431, "60 headers: {}", r.text());
     assert!(c.closed_within(10).await, "and the connection is closed");
-    assert!(reached(&env, since).is_empty());
+    assert!(env.azure_calls(since).is_empty());
 }
 
 #[tokio::test]
@@ -595,7 +580,7 @@ async fn header_blocks_over_max_header_bytes_on_http1_are_refused_with_431() {
     let r = c.reply().await.expect("an answer");
     assert_eq!(r.status, 431, "a head over 16384 bytes: {}", r.text());
     assert!(c.closed_within(10).await, "and the connection is closed");
-    assert!(reached(&env, since).is_empty());
+    assert!(env.azure_calls(since).is_empty());
 }
 
 /// A client speaking HTTP/2 (ALPN h2) and trusting the gateway's CA.
@@ -659,9 +644,9 @@ async fn header_blocks_over_max_header_bytes_on_http2_are_refused() {
         "{outcomes:?}"
     );
     assert!(
-        reached(&env, since).is_empty(),
+        env.azure_calls(since).is_empty(),
         "{:?}",
-        paths(&reached(&env, since))
+        paths(&env.azure_calls(since))
     );
     assert!(
         env.audit_records()
@@ -689,7 +674,7 @@ async fn too_many_headers_on_http2_are_refused() {
         Err(e) => format!("error {e:?}"),
     };
     eprintln!("h2 with 61 headers (max_headers 50): {outcome}");
-    let calls = reached(&env, since);
+    let calls = env.azure_calls(since);
     assert!(
         got.as_ref().map_or(true, |r| r.status()
             == StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE),
@@ -760,7 +745,7 @@ async fn an_arm_body_declared_over_its_cap_is_413_and_never_forwarded() {
     assert_eq!(r.status, 413, "{}", r.text());
     assert_eq!(r.json()["error"]["code"], "RequestEntityTooLarge");
 
-    let calls = reached(&env, since);
+    let calls = env.azure_calls(since);
     assert!(calls.is_empty(), "{:?}", paths(&calls));
     for name in ["toolarge", "declaredonly"] {
         let refused = refusals(&env, 413, name).await;
@@ -802,9 +787,9 @@ async fn a_key_vault_body_over_its_cap_is_413_and_one_at_the_cap_passes() {
         "{b}"
     );
     assert!(
-        reached(&env, since).is_empty(),
+        env.azure_calls(since).is_empty(),
         "{:?}",
-        paths(&reached(&env, since))
+        paths(&env.azure_calls(since))
     );
     assert_eq!(env.sim.secret_value("demo-kv", "overcap"), None);
     assert_eq!(refusals(&env, 413, "/secrets/overcap").await.len(), 1);
@@ -984,7 +969,7 @@ async fn slow_request_heads_are_cut_after_header_timeout() {
     .await
     .unwrap();
     assert_eq!(r.status, 200, "{}", r.text());
-    assert_eq!(reached(&env, since).len(), 1);
+    assert_eq!(env.azure_calls(since).len(), 1);
 }
 
 // === 5. idle connections ===
@@ -1332,7 +1317,7 @@ async fn a_connection_beyond_the_cap_waits_until_one_closes() {
         .await;
     let r = second.reply().await.expect("an answer");
     assert_eq!(r.status, 200, "the second still works: {}", r.text());
-    assert_eq!(reached(&env, since).len(), 2);
+    assert_eq!(env.azure_calls(since).len(), 2);
 }
 
 // === 7. per-principal rate limits ===
@@ -1388,7 +1373,7 @@ async fn a_principal_over_its_rate_gets_429_and_others_do_not() {
     assert!(retry >= 1, "{retry}");
 
     // Nothing throttled was forwarded.
-    let calls = reached(&env, since);
+    let calls = env.azure_calls(since);
     let arm = calls
         .iter()
         .filter(|c| c.service == azure_sim::Service::Arm)

@@ -355,20 +355,6 @@ impl Outcome {
     }
 }
 
-/// The ARM and Key Vault requests the simulator served since `since`.
-fn reached(env: &Env, since: u64) -> Vec<CallRecord> {
-    env.sim
-        .calls_since(since)
-        .into_iter()
-        .filter(|c| {
-            matches!(
-                c.service,
-                azure_sim::Service::Arm | azure_sim::Service::KeyVault
-            )
-        })
-        .collect()
-}
-
 /// Sends every case, one at a time, printing each outcome.
 async fn run(env: &Env, cases: &[(String, Req)], protos: &[Proto]) -> Vec<Outcome> {
     let token = env.token("agent");
@@ -384,7 +370,7 @@ async fn run(env: &Env, cases: &[(String, Req)], protos: &[Proto]) -> Vec<Outcom
                 what: what.clone(),
                 proto: *proto,
                 reply,
-                reached: reached(env, since),
+                reached: env.azure_calls(since),
             };
             eprintln!("{}", o.line());
             out.push(o);

@@ -254,6 +254,21 @@ impl Env {
     }
 
     /// What reached the simulated ARM since the call log's `since`.
+    /// The ARM and Key Vault requests the simulator served since `since` (not the
+    /// gateway's own token and Graph calls).
+    pub fn azure_calls(&self, since: u64) -> Vec<azure_sim::calls::CallRecord> {
+        self.sim
+            .calls_since(since)
+            .into_iter()
+            .filter(|c| {
+                matches!(
+                    c.service,
+                    azure_sim::Service::Arm | azure_sim::Service::KeyVault
+                )
+            })
+            .collect()
+    }
+
     pub fn arm_calls(&self, since: u64) -> Vec<azure_sim::calls::CallRecord> {
         self.sim
             .calls_since(since)
