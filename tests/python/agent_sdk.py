@@ -33,12 +33,29 @@ def held(url: str, sub: str, cred) -> dict:
     return {"held": {"name": account.name, "state": account.provisioning_state}}
 
 
+def create_and_delete(url: str, sub: str, cred) -> dict:
+    """A VM created and deleted where policy allows both: each through the SDK's poller."""
+    compute = ComputeManagementClient(cred, sub, base_url=url, credential_scopes=ARM_SCOPE)
+    vm = compute.virtual_machines.begin_create_or_update(
+        "shared-rg",
+        "agent-scratch-vm",
+        {"location": "eastus", "hardware_profile": {"vm_size": "Standard_B1s"}},
+    ).result()
+    compute.virtual_machines.begin_delete("shared-rg", "agent-scratch-vm").result()
+    left = [v.name for v in compute.virtual_machines.list("shared-rg")]
+    return {"created": vm.provisioning_state, "left": left}
+
+
 def main() -> int:
     url = os.environ["PORTCULLIS_URL"]
     sub = os.environ["AGENT_SUBSCRIPTION"]
     cred = ManagedIdentityCredential()
-    if os.environ.get("AGENT_SCENARIO") == "held":
+    scenario = os.environ.get("AGENT_SCENARIO")
+    if scenario == "held":
         print(json.dumps(held(url, sub, cred)))
+        return 0
+    if scenario == "create-and-delete":
+        print(json.dumps(create_and_delete(url, sub, cred)))
         return 0
     seen = {}
 

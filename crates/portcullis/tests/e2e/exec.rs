@@ -33,6 +33,24 @@ fn python() -> PathBuf {
     }
 }
 
+/// `portcullis exec --gateway GATEWAY ... -- python tests/python/agent_sdk.py` as `who`
+/// (their gateway token comes from `--token-command`), in `AGENT_SUBSCRIPTION`.
+fn agent_sdk(env: &Env, gateway: &str, who: &str) -> Command {
+    let token_file = env.dir.join(format!("{who}.token"));
+    std::fs::write(&token_file, env.token(who)).unwrap();
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_portcullis"));
+    cmd.args(["exec", "--gateway", gateway, "--ca"])
+        .arg(env.gw.ca_file.clone().unwrap())
+        .arg("--token-command")
+        .arg(format!("cat '{}'", token_file.display()))
+        .arg("--")
+        .arg(python())
+        .arg(repo_root().join("tests/python/agent_sdk.py"))
+        .env("AGENT_SUBSCRIPTION", env.sim.subscription_id())
+        .env_remove("PORTCULLIS_AGENT_TOKEN");
+    cmd
+}
+
 /// The agent's last line of output, the JSON it prints of what it saw; it must have
 /// succeeded.
 fn what_the_agent_saw(out: &std::process::Output) -> Value {
@@ -58,34 +76,15 @@ async fn an_sdk_agent_runs_unmodified_under_portcullis_exec() {
     })
     .await;
     let port = env.gw.gateway_addr.port();
-    let token_file = env.dir.join("agent.token");
-    std::fs::write(&token_file, env.token("agent")).unwrap();
     let since = env.sim.last_call_seq();
-    let out = tokio::task::spawn_blocking({
-        let gateway = format!("https://localhost:{port}");
-        let ca = env.gw.ca_file.clone().unwrap();
-        let sub = env.sim.subscription_id();
-        move || {
-            Command::new(env!("CARGO_BIN_EXE_portcullis"))
-                .args(["exec", "--gateway", &gateway, "--ca"])
-                .arg(ca)
-                .arg("--token-command")
-                .arg(format!("cat '{}'", token_file.display()))
-                .arg("--")
-                .arg(python())
-                .arg(repo_root().join("tests/python/agent_sdk.py"))
-                .env("AGENT_SUBSCRIPTION", sub)
-                .env(
-                    "AGENT_VAULT_URL",
-                    format!("https://demo-kv.vault.localhost:{port}"),
-                )
-                .env_remove("PORTCULLIS_AGENT_TOKEN")
-                .output()
-                .unwrap()
-        }
-    })
-    .await
-    .unwrap();
+    let mut agent = agent_sdk(&env, &format!("https://localhost:{port}"), "agent");
+    agent.env(
+        "AGENT_VAULT_URL",
+        format!("https://demo-kv.vault.localhost:{port}"),
+    );
+    let out = tokio::task::spawn_blocking(move || agent.output().unwrap())
+        .await
+        .unwrap();
     let seen = what_the_agent_saw(&out);
     assert_eq!(
         seen["resources"],
@@ -164,18 +163,8 @@ async fn an_sdk_agent_runs_unmodified_under_portcullis_exec() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_sdk_create_held_for_approval_completes_when_an_approver_approves() {
     let env = Env::start().await;
-    let token_file = env.dir.join("agent.token");
-    std::fs::write(&token_file, env.token("agent")).unwrap();
     let since = env.sim.last_call_seq();
-    let child = Command::new(env!("CARGO_BIN_EXE_portcullis"))
-        .args(["exec", "--gateway", &env.url(""), "--ca"])
-        .arg(env.gw.ca_file.clone().unwrap())
-        .arg("--token-command")
-        .arg(format!("cat '{}'", token_file.display()))
-        .arg("--")
-        .arg(python())
-        .arg(repo_root().join("tests/python/agent_sdk.py"))
-        .env("AGENT_SUBSCRIPTION", env.sim.subscription_id())
+    let child = agent_sdk(&env, &env.url(""), "agent")
         .env("AGENT_SCENARIO", "held")
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
@@ -234,6 +223,47 @@ async fn an_sdk_create_held_for_approval_completes_when_an_approver_approves() {
 
 /// `portcullis env` prints the same wiring for a shell and serves the token endpoint until
 /// stopped; the endpoint answers only with its header.
+/// Where policy allows both, the SDK's pollers create and delete a VM, and the delete
+/// reaches Azure (as the gateway). The demo policy's baseline denies every delete to the
+/// ai-agents group, so this agent is another application, allowed by its client id in
+/// shared-rg only.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_sdk_agent_creates_and_deletes_where_policy_allows_it() {
+    let app = azure_sim::config::derived_id("app", "other-agent");
+    let env = Env::with(Setup {
+        rules: leak(format!(
+            "{TEST_RULES}    - name: scratch-vms-in-shared-rg\n      effect: allow\n      principals: [app:{app}]\n      actions: [Microsoft.Compute/virtualMachines/write, Microsoft.Compute/virtualMachines/delete, Microsoft.Compute/virtualMachines/read]\n      scopes: [\"/subscriptions/*/resourceGroups/shared-rg\"]\n"
+        )),
+        ..Setup::default()
+    })
+    .await;
+    let since = env.sim.last_call_seq();
+    let mut agent = agent_sdk(&env, &env.url(""), "other-agent");
+    agent.env("AGENT_SCENARIO", "create-and-delete");
+    let out = tokio::task::spawn_blocking(move || agent.output().unwrap())
+        .await
+        .unwrap();
+    let seen = what_the_agent_saw(&out);
+    assert_eq!(seen["created"], "Succeeded", "{seen}");
+    assert_eq!(seen["left"], serde_json::json!([]), "{seen}");
+    let deletes: Vec<_> = env
+        .arm_calls(since)
+        .into_iter()
+        .filter(|c| c.method == "DELETE")
+        .collect();
+    assert_eq!(deletes.len(), 1, "{deletes:?}");
+    assert!(
+        deletes[0]
+            .path
+            .ends_with("/virtualMachines/agent-scratch-vm")
+            && deletes[0]
+                .caller
+                .as_ref()
+                .is_some_and(|p| p.name.as_deref() == Some("portcullis-baseline")),
+        "the delete reached Azure as the gateway: {deletes:?}"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn env_prints_the_wiring_and_serves_tokens_until_stopped() {
     use std::io::BufRead;
