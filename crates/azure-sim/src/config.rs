@@ -179,6 +179,8 @@ fn default_principals() -> Vec<RawPrincipal> {
         p("portcullis-elevated", App, &[], &[]),
         p("agent", App, &["ai-agents"], &["Agent.Invoke"]),
         p("other-agent", App, &[], &[]),
+        // The approver console's app registration: people sign in through it.
+        p("portcullis-console", App, &[], &[]),
         p("overage-agent", App, &overage_refs, &["Agent.Invoke"]),
         p("alice", User, &["approvers"], &[]),
         p("bob", User, &["approvers"], &[]),

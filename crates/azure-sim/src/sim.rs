@@ -22,6 +22,8 @@ pub struct Sim {
     pub faults: FaultState,
     /// Certificates and federated credentials registered for apps at runtime.
     pub credentials: AppCredentials,
+    /// Authorization codes handed out by interactive sign-in, not yet redeemed.
+    pub codes: crate::entra::authorize::Codes,
 }
 
 impl Sim {
@@ -33,6 +35,7 @@ impl Sim {
             calls: CallLog::default(),
             faults: FaultState::default(),
             credentials: AppCredentials::default(),
+            codes: Default::default(),
             base_url,
             config,
         }

@@ -2,6 +2,7 @@
 //! managed-identity endpoints (IMDS and App Service) an Azure-hosted gateway would use.
 
 pub mod assertion;
+pub mod authorize;
 pub mod discovery;
 pub mod keys;
 pub mod managed_identity;
@@ -33,6 +34,7 @@ pub fn handle(sim: &Sim, segments: &[String], req: &SimRequest) -> SimResponse {
         ["v2.0", ".well-known", "openid-configuration"] => discovery::metadata(sim, tenant, true),
         ["discovery", "keys"] => discovery::keys(sim, tenant, false),
         ["discovery", "v2.0", "keys"] => discovery::keys(sim, tenant, true),
+        ["oauth2", "v2.0", "authorize"] => authorize::authorize(sim, tenant, req),
         ["oauth2", "v2.0", "token"] => token::token_endpoint(sim, tenant, req, true),
         ["oauth2", "token"] => token::token_endpoint(sim, tenant, req, false),
         _ => aad_error(

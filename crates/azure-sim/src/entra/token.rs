@@ -223,8 +223,9 @@ pub fn token_endpoint(sim: &Sim, tenant: &str, req: &SimRequest, v2_endpoint: bo
                 crate::wire::percent_decode(secret),
             ))
         });
-    match field("grant_type") {
-        Some("client_credentials") => {}
+    let grant = field("grant_type");
+    match grant {
+        Some("client_credentials" | "authorization_code") => {}
         Some(other) => {
             return aad_error(
                 StatusCode::BAD_REQUEST,
@@ -327,6 +328,17 @@ pub fn token_endpoint(sim: &Sim, tenant: &str, req: &SimRequest, v2_endpoint: bo
         }
         1
     };
+    if grant == Some("authorization_code") {
+        if !v2_endpoint {
+            return aad_error(
+                StatusCode::BAD_REQUEST,
+                "unsupported_grant_type",
+                70003,
+                "The simulator signs users in through the v2.0 endpoints only.",
+            );
+        }
+        return super::authorize::redeem(sim, app, &form);
+    }
     let requested = if v2_endpoint {
         let Some(scope) = field("scope") else {
             return aad_error(
