@@ -9,6 +9,7 @@ pub mod audit;
 pub mod azure;
 pub mod cli;
 pub mod config;
+pub mod console;
 pub mod identity;
 pub mod json;
 pub mod mask;

@@ -108,6 +108,8 @@ pub struct Gateway {
     pub limits: crate::config::Limits,
     /// Requests per principal per second.
     pub limiter: crate::ratelimit::RateLimiter,
+    /// The approver console's sign-in (`None`: the console is off).
+    pub console: Option<Arc<crate::console::Console>>,
     /// The configured TLS certificate, reloaded when renewed (none with the development CA).
     pub certificate: Option<Arc<crate::server::tls::Certificate>>,
 }

@@ -141,8 +141,23 @@ pub fn sign(secret: &Secret, timestamp: &str, body: &str) -> String {
     )
 }
 
+/// The approval's page in the console, where approvers decide it.
 fn link(console_url: Option<&str>, id: &str) -> Option<String> {
+    console_url.map(|c| format!("{}/console/approvals/{id}", c.trim_end_matches('/')))
+}
+
+/// The approval in the admin API, for tools.
+fn api_link(console_url: Option<&str>, id: &str) -> Option<String> {
     console_url.map(|c| format!("{}/api/approvals/{id}", c.trim_end_matches('/')))
+}
+
+/// "delete virtual machine vm1 in demo-rg" (`DELETE`).
+fn words(a: &Approval) -> String {
+    format!(
+        "{} ({})",
+        crate::console::words::in_words(&a.action, &a.scope),
+        a.request.method
+    )
 }
 
 fn headline(event: &str, a: &Approval) -> String {
@@ -151,11 +166,11 @@ fn headline(event: &str, a: &Approval) -> String {
         .clone()
         .unwrap_or_else(|| a.principal.clone());
     match event {
-        "created" => format!("{who} asks to {}", a.summary()),
-        "approved" => format!("Approved: {} by {who}", a.summary()),
-        "denied" => format!("Denied: {} by {who}", a.summary()),
-        "expired" => format!("Expired without a decision: {} by {who}", a.summary()),
-        other => format!("{other}: {} by {who}", a.summary()),
+        "created" => format!("{who} asks to {}", words(a)),
+        "approved" => format!("Approved: {} by {who}", words(a)),
+        "denied" => format!("Denied: {} by {who}", words(a)),
+        "expired" => format!("Expired without a decision: {} by {who}", words(a)),
+        other => format!("{other}: {} by {who}", words(a)),
     }
 }
 
@@ -186,6 +201,7 @@ pub fn payload(format: Format, event: &str, a: &Approval, console_url: Option<&s
                 "request": {"method": a.request.method, "path": a.request.path},
             },
             "link": link,
+            "api": api_link(console_url, &a.id),
             "summary": text,
         }),
         Format::Slack => {

@@ -148,11 +148,22 @@ ALTER TABLE audit_records ADD COLUMN principal TEXT
 ALTER TABLE audit_records ADD COLUMN decision TEXT
     GENERATED ALWAYS AS (json_extract(record, '$.decision')) VIRTUAL;
 "#,
+    // The approver console's sign-in sessions: the cookie's SHA-256, never the cookie.
+    r#"
+CREATE TABLE console_sessions (
+    id_hash   TEXT PRIMARY KEY,
+    principal TEXT NOT NULL,
+    expires   TEXT NOT NULL,
+    body      TEXT NOT NULL
+);
+CREATE INDEX console_sessions_by_expiry ON console_sessions (expires);
+"#,
 ];
 
 /// The PostgreSQL schema, versioned like SQLite's. Columns read from the record are
 /// generated from it, so they add nothing an attacker could edit apart from the hashed text.
-const PG_MIGRATIONS: &[&str] = &[r#"
+const PG_MIGRATIONS: &[&str] = &[
+    r#"
 CREATE TABLE audit_records (
     instance  TEXT   NOT NULL,
     seq       BIGINT NOT NULL,
@@ -234,7 +245,18 @@ CREATE TABLE approval_grants (
     approval  TEXT NOT NULL
 );
 CREATE INDEX approval_grants_by_key ON approval_grants (principal, action, scope, until);
-"#];
+"#,
+    // The approver console's sign-in sessions: the cookie's SHA-256, never the cookie.
+    r#"
+CREATE TABLE console_sessions (
+    id_hash   TEXT PRIMARY KEY,
+    principal TEXT NOT NULL,
+    expires   TEXT NOT NULL,
+    body      TEXT NOT NULL
+);
+CREATE INDEX console_sessions_by_expiry ON console_sessions (expires);
+"#,
+];
 
 /// Runs `$body` with `$pool` bound to the store's concrete pool, whichever backend it is:
 /// the same code, compiled once per backend.

@@ -21,6 +21,8 @@ pub struct Config {
     pub masking: MaskingConfig,
     pub audit: AuditConfig,
     pub approvals: ApprovalsSettings,
+    /// The approver console's sign-in; `None`: the console is off.
+    pub console: Option<ConsoleSettings>,
     pub store: StoreSettings,
     /// How long shutdown waits for in-flight requests.
     pub shutdown_grace: Duration,
@@ -100,6 +102,16 @@ impl std::fmt::Debug for StoreSettings {
             StoreSettings::Postgres { schema, .. } => write!(f, "Postgres(schema {schema:?})"),
         }
     }
+}
+
+#[derive(Debug, Clone)]
+pub struct ConsoleSettings {
+    pub client_id: String,
+    pub client_secret: Option<Secret>,
+    /// The console's public base URL, no trailing slash (`None`: from the request's host).
+    pub url: Option<String>,
+    pub scope: String,
+    pub session_lifetime: Duration,
 }
 
 #[derive(Debug, Clone)]

@@ -55,8 +55,10 @@ pub fn validate_policy(
         }
     }
     warnings.extend(shadowed(&rules));
+    let mut policy = Policy::new(rules, max_body.unwrap_or(DEFAULT_MAX_BODY));
+    policy.aliases = aliases.clone();
     Checked {
-        policy: Policy::new(rules, max_body.unwrap_or(DEFAULT_MAX_BODY)),
+        policy,
         errors,
         warnings,
         aliases,

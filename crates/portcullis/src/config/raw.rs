@@ -26,6 +26,8 @@ pub struct RawConfig {
     pub audit: RawAudit,
     #[serde(default)]
     pub approvals: RawApprovals,
+    /// The approver console's sign-in (OpenID Connect); without it the console is off.
+    pub console: Option<RawConsole>,
     /// Where audit records and approvals are kept. Default: SQLite in the state directory.
     pub store: Option<RawStore>,
     /// Keys replicas must share; without them each keeps its own in its state directory.
@@ -97,6 +99,24 @@ pub struct RawApprovals {
     pub recheck: Option<String>,
     #[serde(default)]
     pub notify: Vec<RawWebhook>,
+}
+
+/// The console's app registration in Entra ID (a web app with a client secret).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawConsole {
+    /// The app registration's application (client) id.
+    pub client_id: String,
+    /// Its client secret; a credential, so from the environment or a file.
+    pub client_secret: Option<RawSecret>,
+    /// The admin listener's URL as people's browsers reach it (`https://host:9443`); the
+    /// redirect URI is `{url}/console/callback`. Default: `approvals.console_url`.
+    pub url: Option<String>,
+    /// What to ask a token for (`{first audience}/.default`): the console calls nothing
+    /// with it, it learns who signed in, with the groups and roles policy matches on.
+    pub scope: Option<String>,
+    /// How long a sign-in lasts (`8h`).
+    pub session_lifetime: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]

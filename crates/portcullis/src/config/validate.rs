@@ -546,6 +546,16 @@ pub fn validate(
     }
     let audit = audit(&mut p, raw.audit, base, &state_dir);
     let approvals = approvals(&mut p, raw.approvals, base, env);
+    let console = raw.console.map(|c| {
+        console(
+            &mut p,
+            c,
+            base,
+            env,
+            approvals.console_url.as_deref(),
+            identity.audiences.first().map(String::as_str),
+        )
+    });
     let store = match raw.store {
         None => StoreSettings::Sqlite(state_dir.join("audit.db")),
         Some(rs) => {
@@ -624,6 +634,7 @@ pub fn validate(
             masking,
             audit,
             approvals,
+            console,
             store,
             shutdown_grace,
             shutdown_delay,
@@ -708,6 +719,64 @@ fn audit(p: &mut Problems<'_>, ra: RawAudit, base: &Path, state_dir: &Path) -> A
             .map_or_else(|| state_dir.join("audit-signing.key"), |f| base.join(f)),
         retention,
         max_db_bytes: ra.max_db_bytes,
+    }
+}
+
+fn console(
+    p: &mut Problems<'_>,
+    rc: super::raw::RawConsole,
+    base: &Path,
+    env: Env<'_>,
+    console_url: Option<&str>,
+    audience: Option<&str>,
+) -> super::model::ConsoleSettings {
+    if !crate::identity::is_guid(&rc.client_id) {
+        p.at(
+            None,
+            "console.client_id must be the console app registration's application (client) id, a GUID",
+        );
+    }
+    let url = rc
+        .url
+        .as_deref()
+        .or(console_url)
+        .map(|u| u.trim_end_matches('/').to_owned());
+    if let Some(u) = &url {
+        match url::Url::parse(u) {
+            Ok(parsed) if parsed.scheme() == "https" && parsed.path() == "/" => {}
+            _ => p.at(
+                None,
+                format!("console.url: '{u}' is not an https URL of a host (like https://gateway.example.com:9443)"),
+            ),
+        }
+    }
+    let session_lifetime = match rc.session_lifetime.as_deref().map(super::policy::duration) {
+        None => Duration::from_secs(8 * 3600),
+        Some(Ok(d)) if !d.is_zero() && d <= Duration::from_secs(7 * 24 * 3600) => d,
+        Some(Ok(_)) => {
+            p.at(None, "console.session_lifetime: between 1s and 7 days");
+            Duration::from_secs(8 * 3600)
+        }
+        Some(Err(e)) => {
+            p.at(None, format!("console.session_lifetime: {e}"));
+            Duration::from_secs(8 * 3600)
+        }
+    };
+    let scope = rc.scope.unwrap_or_else(|| {
+        format!(
+            "{}/.default",
+            audience.unwrap_or_default().trim_end_matches('/')
+        )
+    });
+    super::model::ConsoleSettings {
+        client_id: rc.client_id.to_ascii_lowercase(),
+        client_secret: rc
+            .client_secret
+            .as_ref()
+            .map(|s| read_secret(p, env, base, s, "console.client_secret")),
+        url,
+        scope,
+        session_lifetime,
     }
 }
 

@@ -2,9 +2,9 @@
 //! immutable; names and e-mail addresses are for people to read, never to decide on.
 //! <https://learn.microsoft.com/entra/identity-platform/access-token-claims-reference>
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum PrincipalKind {
     User,
@@ -12,7 +12,7 @@ pub enum PrincipalKind {
     ManagedIdentity,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Principal {
     /// Lowercased tenant id (`tid`).
     pub tenant_id: String,

@@ -185,6 +185,17 @@ pub enum ScopePattern {
     Vault(Vec<String>),
 }
 
+/// As written in a rule (lowercased).
+impl std::fmt::Display for ScopePattern {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ScopePattern::Everywhere => f.write_str("*"),
+            ScopePattern::Arm(segments) => write!(f, "/{}", segments.join("/")),
+            ScopePattern::Vault(parts) => write!(f, "vault:{}", parts.join("*")),
+        }
+    }
+}
+
 impl ScopePattern {
     pub fn parse(s: &str) -> Result<ScopePattern, String> {
         let s = s.trim();
@@ -354,6 +365,8 @@ pub struct Policy {
     index: Index,
     /// The largest request body conditions may read; larger ones are "too large" (fail closed).
     pub max_body_bytes: usize,
+    /// The names the policy was written with (`group:ai-agents`), for explaining it.
+    pub aliases: crate::config::raw::RawAliases,
 }
 
 /// The default cap on bodies read for conditions.
@@ -366,6 +379,7 @@ impl Policy {
             rules,
             index,
             max_body_bytes,
+            aliases: Default::default(),
         }
     }
 

@@ -60,6 +60,9 @@ pub async fn handle(gw: Arc<Gateway>, req: http::Request<hyper::body::Incoming>)
             }
         };
     }
+    if path == "/" || path == "/console" || path.starts_with("/console/") {
+        return crate::console::handle(gw, req).await;
+    }
     if !path.starts_with("/api/") {
         return error(StatusCode::NOT_FOUND, "NotFound", "no such admin endpoint");
     }

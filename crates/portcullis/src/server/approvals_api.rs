@@ -30,7 +30,7 @@ const MAX_VOTE_BODY: usize = 16 * 1024;
 /// A comment line on idle event streams, so proxies keep them open.
 const KEEP_ALIVE: Duration = Duration::from_secs(15);
 
-fn visible(gw: &Gateway, p: &Principal, a: &Approval) -> bool {
+pub(crate) fn visible(gw: &Gateway, p: &Principal, a: &Approval) -> bool {
     a.principal == p.object_id
         || a.matchers().iter().any(|m| m.matches(p))
         || gw.audit.readers.iter().any(|m| m.matches(p))
@@ -224,8 +224,14 @@ fn events(gw: Arc<Gateway>, p: Principal) -> Response<Body> {
     r
 }
 
-struct EventBody {
+pub(crate) struct EventBody {
     rx: mpsc::Receiver<Bytes>,
+}
+
+impl EventBody {
+    pub(crate) fn new(rx: mpsc::Receiver<Bytes>) -> EventBody {
+        EventBody { rx }
+    }
 }
 
 impl http_body::Body for EventBody {

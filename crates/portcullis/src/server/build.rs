@@ -137,10 +137,11 @@ pub async fn build(config: Config) -> Result<Built, BuildError> {
         certificate,
     } = super::tls::server_config(&config.tls, &names)?;
     // Signs rewritten poll and page URLs.
-    let binder = Arc::new(Binder::new(match &config.keys.url_binding {
+    let binding_key = match &config.keys.url_binding {
         Some(k) => k.clone(),
         None => state_key(&config.state_dir, "url-binding.key")?,
-    }));
+    };
+    let binder = Arc::new(Binder::new(binding_key.clone()));
     // Keys the hashes in masking placeholders.
     let masker = Arc::new(Masker::new(
         match &config.keys.mask {
@@ -180,7 +181,11 @@ pub async fn build(config: Config) -> Result<Built, BuildError> {
         crate::approval::notify::Notifier::start(
             config.approvals.notify.clone(),
             webhook_client(&config.approvals.notify_cas)?,
-            config.approvals.console_url.clone(),
+            config
+                .approvals
+                .console_url
+                .clone()
+                .or_else(|| config.console.as_ref().and_then(|c| c.url.clone())),
         ),
         crate::approval::service::ApprovalsConfig {
             hold: config.approvals.hold,
@@ -194,6 +199,16 @@ pub async fn build(config: Config) -> Result<Built, BuildError> {
              WILL BE FORWARDED UNRECORDED. Do not run this in production."
         );
     }
+    let console = match config.console.clone() {
+        Some(settings) => Some(Arc::new(crate::console::Console::new(
+            settings,
+            &config.identity.authority,
+            config.identity.tenant.path(),
+            webhook_client(config.identity.ca_file.as_slice())?,
+            &binding_key,
+        ))),
+        None => None,
+    };
     let gateway = Gateway {
         auth: Authenticator::new(config.identity, keys, groups),
         policy: arc_swap::ArcSwap::from_pointee(config.policy),
@@ -224,6 +239,7 @@ pub async fn build(config: Config) -> Result<Built, BuildError> {
         ),
         limits: config.limits,
         certificate,
+        console,
     };
     Ok(Built {
         gateway: Arc::new(gateway),

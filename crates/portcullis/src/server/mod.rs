@@ -3,7 +3,7 @@
 //! `run` takes already-bound listeners and a shutdown signal, so tests bind port 0.
 
 pub mod admin;
-mod approvals_api;
+pub(crate) mod approvals_api;
 pub mod build;
 pub mod reload;
 pub mod tls;

@@ -1,0 +1,901 @@
+//! The console's pages: askama templates (`templates/console/`) filled from the approvals
+//! service, the audit store and the policy in force.
+
+use std::sync::Arc;
+
+use askama::Template;
+use bytes::Bytes;
+use http::{Response, StatusCode};
+use http_body_util::BodyExt;
+use tokio::sync::mpsc;
+
+use super::words::in_words;
+use super::{Viewer, form_value, html, redirect};
+use crate::approval::{Approval, Status, VoteError};
+use crate::audit::record::Phase;
+use crate::audit::store::SessionFilter;
+use crate::pipeline::Gateway;
+use crate::policy::{Effect, PrincipalMatcher};
+use crate::upstream::client::{Body, full};
+
+/// The most approvals a list shows (newest first).
+const LIST_LIMIT: i64 = 500;
+
+// ---- static files ------------------------------------------------------------------------
+
+/// The console's own scripts and styles, compiled in. htmx and its SSE extension are
+/// vendored (static/VENDORED.md): no build chain, nothing fetched at run time.
+pub fn asset(name: &str) -> Response<Body> {
+    let (bytes, kind): (&'static [u8], &'static str) = match name {
+        "htmx.min.js" => (
+            include_bytes!("../../static/htmx.min.js"),
+            "text/javascript; charset=utf-8",
+        ),
+        "sse.min.js" => (
+            include_bytes!("../../static/sse.min.js"),
+            "text/javascript; charset=utf-8",
+        ),
+        "console.js" => (
+            include_bytes!("../../static/console.js"),
+            "text/javascript; charset=utf-8",
+        ),
+        "console.css" => (
+            include_bytes!("../../static/console.css"),
+            "text/css; charset=utf-8",
+        ),
+        _ => return error_page(StatusCode::NOT_FOUND, "Not found", "No such file."),
+    };
+    let mut r = Response::new(full(Bytes::from_static(bytes)));
+    let h = r.headers_mut();
+    h.insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static(kind),
+    );
+    h.insert(
+        http::header::CACHE_CONTROL,
+        http::HeaderValue::from_static("private, max-age=300"),
+    );
+    r
+}
+
+// ---- shared pieces -----------------------------------------------------------------------
+
+/// What every signed-in page shows around its content.
+pub struct Chrome {
+    pub csrf: String,
+    pub who: String,
+    pub reader: bool,
+    pub nav: &'static str,
+}
+
+impl Chrome {
+    fn of(v: &Viewer, nav: &'static str) -> Chrome {
+        Chrome {
+            csrf: v.csrf.clone(),
+            who: v
+                .principal
+                .display_name
+                .clone()
+                .unwrap_or_else(|| v.principal.object_id.clone()),
+            reader: v.reader,
+            nav,
+        }
+    }
+}
+
+fn render<T: Template>(status: StatusCode, t: &T) -> Response<Body> {
+    match t.render() {
+        Ok(body) => html(status, body),
+        Err(e) => {
+            tracing::error!(error = %e, "a console page could not be rendered");
+            error_page(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "Something went wrong",
+                "This page could not be shown.",
+            )
+        }
+    }
+}
+
+#[derive(Template)]
+#[template(path = "console/error.html")]
+struct ErrorPage<'a> {
+    title: &'a str,
+    message: &'a str,
+}
+
+pub fn error_page(status: StatusCode, title: &str, message: &str) -> Response<Body> {
+    let body = ErrorPage { title, message }
+        .render()
+        .unwrap_or_else(|_| message.to_owned());
+    html(status, body)
+}
+
+pub fn signed_out() -> Response<Body> {
+    error_page(
+        StatusCode::OK,
+        "Signed out",
+        "You have signed out of the Portcullis console.",
+    )
+}
+
+fn forbidden(what: &str) -> Response<Body> {
+    error_page(
+        StatusCode::FORBIDDEN,
+        "Not for you",
+        &format!("{what} is for readers of the audit trail (audit.readers)."),
+    )
+}
+
+fn unavailable(e: impl std::fmt::Display) -> Response<Body> {
+    tracing::error!(error = %e, "the console could not read the store");
+    error_page(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "Store unavailable",
+        "The gateway's store does not answer; try again shortly.",
+    )
+}
+
+fn query_args(query: &str) -> Vec<(String, String)> {
+    form_urlencoded::parse(query.as_bytes())
+        .into_owned()
+        .collect()
+}
+
+/// "4 min 10 s left", "expired".
+fn time_left(expires: &str) -> String {
+    let Ok(t) = chrono::DateTime::parse_from_rfc3339(expires) else {
+        return String::new();
+    };
+    let secs = (t.with_timezone(&chrono::Utc) - chrono::Utc::now()).num_seconds();
+    if secs <= 0 {
+        return "expired".into();
+    }
+    let (h, m, s) = (secs / 3600, secs / 60 % 60, secs % 60);
+    if h > 0 {
+        format!("{h} h {m} min left")
+    } else if m > 0 {
+        format!("{m} min {s} s left")
+    } else {
+        format!("{s} s left")
+    }
+}
+
+/// A time as people read it: `2026-11-29 17:03:44 UTC`.
+fn when(t: &str) -> String {
+    chrono::DateTime::parse_from_rfc3339(t)
+        .map(|d| {
+            d.with_timezone(&chrono::Utc)
+                .format("%Y-%m-%d %H:%M:%S UTC")
+                .to_string()
+        })
+        .unwrap_or_else(|_| t.to_owned())
+}
+
+// ---- approvals ---------------------------------------------------------------------------
+
+pub struct VoteView {
+    pub who: String,
+    pub vote: String,
+    pub comment: Option<String>,
+    pub time: String,
+}
+
+/// One approval as a card.
+pub struct Card {
+    pub id: String,
+    pub words: String,
+    pub action: String,
+    pub scope: String,
+    pub status: &'static str,
+    pub requester: String,
+    pub requester_id: String,
+    pub app: Option<String>,
+    pub reason: Option<String>,
+    pub rule: String,
+    pub rule_reason: String,
+    pub method: String,
+    pub target: String,
+    pub body: Option<String>,
+    pub votes: Vec<VoteView>,
+    pub have: usize,
+    pub quorum: u32,
+    pub expires: String,
+    pub expires_text: String,
+    pub left: String,
+    pub may_decide: bool,
+    /// Why this viewer sees no buttons on a pending approval.
+    pub why_not: Option<&'static str>,
+    pub session: String,
+    pub link_session: bool,
+    pub created: String,
+    pub inner: Vec<String>,
+}
+
+fn card(a: &Approval, v: &Viewer) -> Card {
+    let pending = a.status == Status::Pending;
+    let decision = a.may_decide(&v.principal);
+    let mut target = a.request.path.clone();
+    if !a.request.query.is_empty() {
+        target.push('?');
+        target.push_str(&a.request.query);
+    }
+    Card {
+        id: a.id.clone(),
+        words: in_words(&a.action, &a.scope),
+        action: a.action.clone(),
+        scope: a.scope.clone(),
+        status: a.status.as_str(),
+        requester: a
+            .principal_name
+            .clone()
+            .unwrap_or_else(|| "an unnamed principal".into()),
+        requester_id: a.principal.clone(),
+        app: a.principal_app.clone(),
+        reason: a.reason.clone(),
+        rule: a.rule.clone().unwrap_or_default(),
+        rule_reason: a.rule_reason.clone(),
+        method: a.request.method.clone(),
+        target,
+        body: a.request.body.clone(),
+        votes: a
+            .votes
+            .iter()
+            .map(|x| VoteView {
+                who: x.voter_name.clone().unwrap_or_else(|| x.voter.clone()),
+                vote: x.vote.clone(),
+                comment: x.comment.clone(),
+                time: when(&x.time),
+            })
+            .collect(),
+        have: a.approvals(),
+        quorum: a.quorum,
+        expires: a.expires.clone(),
+        expires_text: when(&a.expires),
+        left: time_left(&a.expires),
+        may_decide: pending && decision.is_ok(),
+        why_not: if pending { decision.err() } else { None },
+        session: a.session.clone(),
+        link_session: v.reader,
+        created: when(&a.created),
+        inner: a
+            .inner
+            .iter()
+            .map(|i| serde_json::to_string(i).unwrap_or_default())
+            .collect(),
+    }
+}
+
+fn visible(gw: &Gateway, v: &Viewer, a: &Approval) -> bool {
+    crate::server::approvals_api::visible(gw, &v.principal, a)
+}
+
+#[derive(Template)]
+#[template(path = "console/approvals.html")]
+struct ApprovalsPage {
+    chrome: Chrome,
+    live: bool,
+    heading: &'static str,
+    list_url: &'static str,
+    cards: Vec<Card>,
+    empty: &'static str,
+    csrf: String,
+}
+
+#[derive(Template)]
+#[template(path = "console/cards.html")]
+struct CardsFragment {
+    cards: Vec<Card>,
+    empty: &'static str,
+    csrf: String,
+}
+
+#[derive(Template)]
+#[template(path = "console/approval.html")]
+struct ApprovalPage {
+    chrome: Chrome,
+    cards: Vec<Card>,
+    empty: &'static str,
+    csrf: String,
+}
+
+async fn cards(gw: &Gateway, v: &Viewer, history: bool) -> Result<Vec<Card>, Response<Body>> {
+    let status = (!history).then_some(Status::Pending);
+    let list = gw
+        .approvals
+        .store
+        .approvals(status, LIST_LIMIT)
+        .await
+        .map_err(unavailable)?;
+    Ok(list
+        .iter()
+        .filter(|a| history != (a.status == Status::Pending))
+        .filter(|a| visible(gw, v, a))
+        .map(|a| card(a, v))
+        .collect())
+}
+
+const EMPTY_PENDING: &str = "Nothing waits for a decision you can see.";
+const EMPTY_HISTORY: &str = "No decided or expired approvals yet.";
+
+pub async fn get(gw: &Arc<Gateway>, v: &Viewer, path: &str, query: &str) -> Response<Body> {
+    let path = path.trim_end_matches('/');
+    let args = query_args(query);
+    let arg = |k: &str| {
+        args.iter()
+            .find(|(n, _)| n == k)
+            .map(|(_, x)| x.trim().to_owned())
+            .filter(|x| !x.is_empty())
+    };
+    match path {
+        "/console/approvals" | "/console/approvals/history" => {
+            let history = path.ends_with("history");
+            let cards = match cards(gw, v, history).await {
+                Ok(c) => c,
+                Err(r) => return r,
+            };
+            render(
+                StatusCode::OK,
+                &ApprovalsPage {
+                    chrome: Chrome::of(v, if history { "history" } else { "pending" }),
+                    live: !history,
+                    heading: if history {
+                        "Decided and expired"
+                    } else {
+                        "Waiting for a decision"
+                    },
+                    list_url: if history {
+                        "/console/approvals/list?view=history"
+                    } else {
+                        "/console/approvals/list?view=pending"
+                    },
+                    cards,
+                    empty: if history {
+                        EMPTY_HISTORY
+                    } else {
+                        EMPTY_PENDING
+                    },
+                    csrf: v.csrf.clone(),
+                },
+            )
+        }
+        "/console/approvals/list" => {
+            let history = arg("view").as_deref() == Some("history");
+            match cards(gw, v, history).await {
+                Ok(cards) => render(
+                    StatusCode::OK,
+                    &CardsFragment {
+                        cards,
+                        empty: if history {
+                            EMPTY_HISTORY
+                        } else {
+                            EMPTY_PENDING
+                        },
+                        csrf: v.csrf.clone(),
+                    },
+                ),
+                Err(r) => r,
+            }
+        }
+        p if p.starts_with("/console/approvals/") => {
+            let id = &p["/console/approvals/".len()..];
+            match gw.approvals.store.approval(id).await {
+                Ok(Some(a)) if visible(gw, v, &a) => render(
+                    StatusCode::OK,
+                    &ApprovalPage {
+                        chrome: Chrome::of(v, "pending"),
+                        cards: vec![card(&a, v)],
+                        empty: "",
+                        csrf: v.csrf.clone(),
+                    },
+                ),
+                Ok(_) => error_page(
+                    StatusCode::NOT_FOUND,
+                    "No such approval",
+                    "There is no approval by that id that you may see.",
+                ),
+                Err(e) => unavailable(e),
+            }
+        }
+        "/console/sessions" => {
+            if !v.reader {
+                return forbidden("The sessions view");
+            }
+            sessions_page(gw, v, arg("principal"), arg("since"), arg("decision")).await
+        }
+        p if p.starts_with("/console/sessions/") => {
+            if !v.reader {
+                return forbidden("A session's timeline");
+            }
+            let id = &p["/console/sessions/".len()..];
+            let step = arg("step").and_then(|s| s.parse::<usize>().ok());
+            session_page(gw, v, id, step).await
+        }
+        "/console/policy" => {
+            if !v.reader {
+                return forbidden("The policy view");
+            }
+            policy_page(gw, v, arg("principal"), arg("request"), arg("body"))
+        }
+        _ => error_page(StatusCode::NOT_FOUND, "Not found", "No such console page."),
+    }
+}
+
+/// A vote from the approve/deny form.
+pub async fn post(
+    gw: &Arc<Gateway>,
+    v: &Viewer,
+    path: &str,
+    form: &[(String, String)],
+    htmx: bool,
+) -> Response<Body> {
+    let rest = path.strip_prefix("/console/approvals/").unwrap_or_default();
+    let Some((id, verb)) = rest.split_once('/') else {
+        return error_page(StatusCode::NOT_FOUND, "Not found", "No such console form.");
+    };
+    let approve = match verb {
+        "approve" => true,
+        "deny" => false,
+        _ => return error_page(StatusCode::NOT_FOUND, "Not found", "No such console form."),
+    };
+    let comment = form_value(form, "comment")
+        .map(str::trim)
+        .filter(|c| !c.is_empty())
+        .map(str::to_owned);
+    match gw.approvals.vote(id, &v.principal, approve, comment).await {
+        Ok(a) if htmx => render(
+            StatusCode::OK,
+            &CardsFragment {
+                cards: vec![card(&a, v)],
+                empty: "",
+                csrf: v.csrf.clone(),
+            },
+        ),
+        Ok(_) => redirect(&format!("/console/approvals/{id}")),
+        Err(VoteError::NotFound(_)) => error_page(
+            StatusCode::NOT_FOUND,
+            "No such approval",
+            "There is no approval by that id.",
+        ),
+        Err(VoteError::NotAllowed(why)) => error_page(
+            StatusCode::FORBIDDEN,
+            "You may not decide this",
+            &format!("You may not decide approval {id}: {why}."),
+        ),
+        Err(VoteError::Conflict(why)) => error_page(StatusCode::CONFLICT, "Already decided", &why),
+        Err(VoteError::Store(e)) => unavailable(e),
+    }
+}
+
+/// Server-sent events: `approval` with the id, whenever an approval this viewer may see
+/// changes; the page then fetches its list again (authorization stays in one place).
+pub fn events(gw: Arc<Gateway>, v: Viewer) -> Response<Body> {
+    let mut feed = gw.approvals.subscribe();
+    let (tx, rx) = mpsc::channel::<Bytes>(64);
+    tokio::spawn(async move {
+        if tx.send(Bytes::from_static(b": console\n\n")).await.is_err() {
+            return;
+        }
+        loop {
+            let next = tokio::time::timeout(std::time::Duration::from_secs(15), feed.recv()).await;
+            let chunk = match next {
+                Err(_) => Bytes::from_static(b": keep-alive\n\n"),
+                Ok(Ok(a)) if visible(&gw, &v, &a) => {
+                    Bytes::from(format!("event: approval\ndata: {}\n\n", a.id))
+                }
+                Ok(Ok(_)) => continue,
+                // Fell behind: a refresh catches up all the same.
+                Ok(Err(tokio::sync::broadcast::error::RecvError::Lagged(_))) => {
+                    Bytes::from_static(b"event: approval\ndata: lagged\n\n")
+                }
+                Ok(Err(_)) => return,
+            };
+            if tx.send(chunk).await.is_err() {
+                return;
+            }
+        }
+    });
+    let mut r = Response::new(crate::server::approvals_api::EventBody::new(rx).boxed());
+    r.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static("text/event-stream"),
+    );
+    r
+}
+
+// ---- sessions ----------------------------------------------------------------------------
+
+struct SessionRow {
+    id: String,
+    principal: String,
+    started: String,
+    last: String,
+    requests: i64,
+    refused: i64,
+    denied: i64,
+}
+
+#[derive(Template)]
+#[template(path = "console/sessions.html")]
+struct SessionsPage {
+    chrome: Chrome,
+    principal: String,
+    since: String,
+    decision: String,
+    /// The decision filter's options, and whether each is the one chosen.
+    decisions: Vec<(&'static str, bool)>,
+    error: Option<String>,
+    rows: Vec<SessionRow>,
+}
+
+async fn sessions_page(
+    gw: &Gateway,
+    v: &Viewer,
+    principal: Option<String>,
+    since: Option<String>,
+    decision: Option<String>,
+) -> Response<Body> {
+    let mut error = None;
+    let since_time = match since
+        .as_deref()
+        .map(crate::cli::audit::time_arg)
+        .transpose()
+    {
+        Ok(t) => t,
+        Err(e) => {
+            error = Some(format!("since: {e}"));
+            None
+        }
+    };
+    if let Some(d) = &decision
+        && !["allow", "deny", "approve", "refused"].contains(&d.as_str())
+    {
+        error = Some(format!(
+            "decision '{d}' is not allow, deny, approve or refused"
+        ));
+    }
+    let rows = if error.is_some() {
+        Vec::new()
+    } else {
+        let filter = SessionFilter {
+            principal: principal.as_ref().map(|p| p.to_ascii_lowercase()),
+            since: since_time,
+            decision: decision.clone(),
+        };
+        match gw.store.sessions(&filter).await {
+            Ok(list) => list
+                .into_iter()
+                .map(|s| SessionRow {
+                    id: s.id,
+                    principal: s.principal.unwrap_or_default(),
+                    started: when(&s.started),
+                    last: when(&s.last),
+                    requests: s.requests,
+                    refused: s.refused,
+                    denied: s.denied,
+                })
+                .collect(),
+            Err(e) => return unavailable(e),
+        }
+    };
+    render(
+        if error.is_some() {
+            StatusCode::BAD_REQUEST
+        } else {
+            StatusCode::OK
+        },
+        &SessionsPage {
+            chrome: Chrome::of(v, "sessions"),
+            principal: principal.unwrap_or_default(),
+            since: since.unwrap_or_default(),
+            decisions: ["allow", "deny", "approve", "refused"]
+                .into_iter()
+                .map(|d| (d, decision.as_deref() == Some(d)))
+                .collect(),
+            decision: decision.unwrap_or_default(),
+            error,
+            rows,
+        },
+    )
+}
+
+struct Step {
+    n: usize,
+    time: String,
+    phase: &'static str,
+    /// The phase as a CSS class.
+    phase_class: &'static str,
+    method: String,
+    url: String,
+    words: Option<String>,
+    action: String,
+    decision: String,
+    status: String,
+    latency: String,
+    reason: Option<String>,
+    body: Option<String>,
+    approval: Option<String>,
+    current: bool,
+}
+
+#[derive(Template)]
+#[template(path = "console/session.html")]
+struct SessionPage {
+    chrome: Chrome,
+    id: String,
+    principal: String,
+    steps: Vec<Step>,
+    total: usize,
+    /// In replay: the step shown last (0-based), and the neighbours' links.
+    replay: Option<usize>,
+    prev: Option<usize>,
+    next: Option<usize>,
+}
+
+async fn session_page(gw: &Gateway, v: &Viewer, id: &str, step: Option<usize>) -> Response<Body> {
+    let links = match gw.store.session(id).await {
+        Ok(l) => l,
+        Err(e) => return unavailable(e),
+    };
+    if links.is_empty() {
+        return error_page(
+            StatusCode::NOT_FOUND,
+            "No such session",
+            "There is no session by that id.",
+        );
+    }
+    let total = links.len();
+    let replay = step.map(|s| s.min(total - 1));
+    let principal = links
+        .iter()
+        .find_map(|l| l.record.principal.clone())
+        .unwrap_or_default();
+    let steps = links
+        .iter()
+        .enumerate()
+        .take(replay.map_or(total, |r| r + 1))
+        .map(|(n, l)| {
+            let r = &l.record;
+            Step {
+                n,
+                time: when(&r.time),
+                phase: match r.phase {
+                    Phase::Request => "sent to Azure",
+                    Phase::Response => "answer",
+                    Phase::Refused => "refused",
+                    Phase::Approval => "approval",
+                },
+                phase_class: match r.phase {
+                    Phase::Request => "sent",
+                    Phase::Response => "answer",
+                    Phase::Refused => "refused",
+                    Phase::Approval => "approval",
+                },
+                method: r.method.clone(),
+                url: r.url.clone(),
+                words: r
+                    .action
+                    .as_deref()
+                    .map(|a| in_words(a, r.scope.as_deref().unwrap_or(""))),
+                action: r.action.clone().unwrap_or_default(),
+                decision: r.decision.clone().unwrap_or_default(),
+                status: r.status.map(|s| s.to_string()).unwrap_or_default(),
+                latency: r
+                    .latency_ms
+                    .map(|ms| format!("{ms} ms"))
+                    .unwrap_or_default(),
+                reason: r.reason.clone(),
+                body: r.body.clone(),
+                approval: r.approval.clone(),
+                current: replay == Some(n),
+            }
+        })
+        .collect();
+    render(
+        StatusCode::OK,
+        &SessionPage {
+            chrome: Chrome::of(v, "sessions"),
+            id: id.to_owned(),
+            principal,
+            steps,
+            total,
+            prev: replay.and_then(|r| r.checked_sub(1)),
+            next: replay.and_then(|r| (r + 1 < total).then_some(r + 1)),
+            replay,
+        },
+    )
+}
+
+// ---- policy ------------------------------------------------------------------------------
+
+struct RuleView {
+    name: String,
+    effect: &'static str,
+    audit_only: bool,
+    principals: Vec<String>,
+    actions: Vec<String>,
+    scopes: Vec<String>,
+    when: Option<String>,
+    approval: Option<String>,
+    credential: Option<String>,
+    unmask: Vec<String>,
+    origin: String,
+}
+
+struct Explained {
+    effect: &'static str,
+    words: String,
+    action: String,
+    scope: String,
+    rule: String,
+    text: String,
+}
+
+#[derive(Template)]
+#[template(path = "console/policy.html")]
+struct PolicyPage {
+    chrome: Chrome,
+    rules: Vec<RuleView>,
+    principal: String,
+    request: String,
+    body: String,
+    explained: Option<Explained>,
+    error: Option<String>,
+}
+
+fn effect_word(e: Effect) -> &'static str {
+    match e {
+        Effect::Allow => "allow",
+        Effect::Deny => "deny",
+        Effect::Approve => "approve",
+    }
+}
+
+/// A matcher as written, with the policy's alias where it has one (`group:approvers`).
+fn matcher_name(aliases: &crate::config::raw::RawAliases, m: &PrincipalMatcher) -> String {
+    let find = |map: &std::collections::BTreeMap<String, String>, id: &str| {
+        map.iter()
+            .find(|(_, v)| v.eq_ignore_ascii_case(id))
+            .map(|(k, _)| k.clone())
+            .unwrap_or_else(|| id.to_owned())
+    };
+    match m {
+        PrincipalMatcher::Group(g) => format!("group:{}", find(&aliases.groups, g)),
+        PrincipalMatcher::App(a) => format!("app:{}", find(&aliases.apps, a)),
+        PrincipalMatcher::User(u) => format!("user:{}", find(&aliases.users, u)),
+        other => crate::approval::model::matcher_text(other),
+    }
+}
+
+fn policy_page(
+    gw: &Gateway,
+    v: &Viewer,
+    principal: Option<String>,
+    request: Option<String>,
+    body: Option<String>,
+) -> Response<Body> {
+    let policy = gw.policy.load_full();
+    let rules = policy
+        .rules
+        .iter()
+        .map(|r| RuleView {
+            name: r.name.clone(),
+            effect: effect_word(r.effect),
+            audit_only: r.mode == crate::policy::Mode::Audit,
+            principals: r
+                .principals
+                .iter()
+                .map(|m| matcher_name(&policy.aliases, m))
+                .collect(),
+            actions: r
+                .actions
+                .iter()
+                .chain(&r.data_actions)
+                .map(|a| a.source.clone())
+                .chain(
+                    r.not_actions
+                        .iter()
+                        .chain(&r.not_data_actions)
+                        .map(|a| format!("not {}", a.source)),
+                )
+                .collect(),
+            scopes: r.scopes.iter().map(|s| s.to_string()).collect(),
+            when: r.when.as_ref().map(|c| c.source.clone()),
+            approval: r.approval.as_ref().map(|a| {
+                format!(
+                    "{} of {} within {}",
+                    a.quorum,
+                    a.approvers_display.join(", "),
+                    humantime(a.timeout)
+                )
+            }),
+            credential: r.credential.clone(),
+            unmask: r.unmask.clone(),
+            origin: r.origin.clone(),
+        })
+        .collect();
+    let mut error = None;
+    let mut explained = None;
+    if let Some(req) = &request {
+        match explain(
+            gw,
+            &policy,
+            principal.as_deref().unwrap_or(""),
+            req,
+            body.as_deref(),
+        ) {
+            Ok(e) => explained = Some(e),
+            Err(e) => error = Some(e),
+        }
+    }
+    render(
+        if error.is_some() {
+            StatusCode::BAD_REQUEST
+        } else {
+            StatusCode::OK
+        },
+        &PolicyPage {
+            chrome: Chrome::of(v, "policy"),
+            rules,
+            principal: principal.unwrap_or_default(),
+            request: request.unwrap_or_default(),
+            body: body.unwrap_or_default(),
+            explained,
+            error,
+        },
+    )
+}
+
+fn humantime(d: std::time::Duration) -> String {
+    let s = d.as_secs();
+    if s > 0 && s.is_multiple_of(3600) {
+        format!("{}h", s / 3600)
+    } else if s > 0 && s.is_multiple_of(60) {
+        format!("{}m", s / 60)
+    } else {
+        format!("{s}s")
+    }
+}
+
+/// "principal + request → decision and why", as `portcullis policy explain` does it.
+fn explain(
+    gw: &Gateway,
+    policy: &crate::policy::Policy,
+    attributes: &str,
+    request: &str,
+    body: Option<&str>,
+) -> Result<Explained, String> {
+    let checked = crate::config::policy::Checked {
+        policy: policy.clone(),
+        errors: Vec::new(),
+        warnings: Vec::new(),
+        aliases: policy.aliases.clone(),
+    };
+    let attributes: Vec<String> = attributes
+        .split([' ', ',', '\n'])
+        .map(str::trim)
+        .filter(|a| !a.is_empty())
+        .map(str::to_owned)
+        .collect();
+    let p = crate::cli::policy::principal_from_attributes(&checked, &attributes)
+        .map_err(|e| format!("principal: {e}"))?;
+    let body = body
+        .map(serde_json::from_str::<serde_json::Value>)
+        .transpose()
+        .map_err(|e| format!("body: not JSON: {e}"))?;
+    let _ = gw;
+    let (op, d) = crate::cli::policy::evaluate(&checked, &p, request, "gateway", body)
+        .map_err(|e| format!("{e:#}"))?;
+    let scope = crate::policy::scope_display(&op);
+    Ok(Explained {
+        effect: effect_word(d.effect),
+        words: in_words(&op.action, &scope),
+        action: op.action.clone(),
+        rule: d
+            .rule
+            .clone()
+            .unwrap_or_else(|| "(none: the default deny)".into()),
+        text: crate::cli::policy::explanation(&p, &op, &d),
+        scope,
+    })
+}

@@ -1,0 +1,223 @@
+//! Console sign-in sessions and their CSRF tokens.
+//!
+//! The browser holds a random 256-bit session id in a `__Host-` cookie (Secure, HttpOnly,
+//! SameSite=Lax, path `/`); the store holds only its SHA-256, the principal as its token said
+//! at sign-in, and the session's CSRF token. Sessions live in the shared store, so any
+//! replica serves them and a restart keeps them.
+//!
+//! The sign-in in flight (state, nonce, PKCE verifier) rides in a second cookie, sealed with
+//! an HMAC under a key derived from the gateway's URL-binding key (which replicas share), so
+//! the callback can land on any replica.
+
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use hmac::{Hmac, Mac};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::audit::store::{Col, Store, StoreError, on};
+use crate::identity::principal::Principal;
+
+/// The session cookie. `__Host-` makes browsers refuse it unless Secure, host-only, path `/`.
+pub const SESSION_COOKIE: &str = "__Host-portcullis-console";
+/// The sign-in in flight.
+pub const SIGNIN_COOKIE: &str = "__Host-portcullis-signin";
+
+/// A signed-in person, as the store keeps them.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ConsoleSession {
+    pub principal: Principal,
+    pub csrf: String,
+    pub created: String,
+    pub expires: String,
+}
+
+/// What the sign-in cookie carries from the redirect to the callback.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct SignIn {
+    pub state: String,
+    pub nonce: String,
+    pub verifier: String,
+    /// Where to go after signing in (a console path).
+    pub next: String,
+    /// Unix seconds after which the callback is refused.
+    pub expires: i64,
+}
+
+pub fn random_token() -> String {
+    let mut bytes = [0u8; 32];
+    rand::fill(&mut bytes);
+    URL_SAFE_NO_PAD.encode(bytes)
+}
+
+fn id_hash(id: &str) -> String {
+    let d = Sha256::digest(id.as_bytes());
+    d.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Compares secrets without an early exit.
+pub fn same(a: &str, b: &str) -> bool {
+    a.len() == b.len()
+        && a.bytes()
+            .zip(b.bytes())
+            .fold(0u8, |acc, (x, y)| acc | (x ^ y))
+            == 0
+}
+
+/// Starts a session; returns the cookie value (the only copy of the id).
+pub async fn create(store: &Store, s: &ConsoleSession) -> Result<String, StoreError> {
+    let id = random_token();
+    let body = serde_json::to_string(s).expect("a session serializes");
+    on!(store, pool => {
+        // Sign-ins are rare: sweeping the expired ones here keeps the table small.
+        sqlx::query("DELETE FROM console_sessions WHERE expires < $1")
+            .bind(&s.created)
+            .execute(pool)
+            .await?;
+        sqlx::query("INSERT INTO console_sessions (id_hash, principal, expires, body) VALUES ($1, $2, $3, $4)")
+            .bind(id_hash(&id))
+            .bind(&s.principal.object_id)
+            .bind(&s.expires)
+            .bind(&body)
+            .execute(pool)
+            .await?;
+    });
+    Ok(id)
+}
+
+/// The live session a cookie names, if any.
+pub async fn find(
+    store: &Store,
+    id: &str,
+    now: &str,
+) -> Result<Option<ConsoleSession>, StoreError> {
+    let body: Option<String> = on!(store, pool => {
+        sqlx::query("SELECT body FROM console_sessions WHERE id_hash = $1 AND expires > $2")
+            .bind(id_hash(id))
+            .bind(now)
+            .fetch_optional(pool)
+            .await?
+            .map(|r| r.col(0))
+    });
+    body.map(|b| {
+        serde_json::from_str(&b).map_err(|e| StoreError::Corrupt(format!("console session: {e}")))
+    })
+    .transpose()
+}
+
+pub async fn delete(store: &Store, id: &str) -> Result<(), StoreError> {
+    on!(store, pool => {
+        sqlx::query("DELETE FROM console_sessions WHERE id_hash = $1")
+            .bind(id_hash(id))
+            .execute(pool)
+            .await?;
+    });
+    Ok(())
+}
+
+/// Seals and opens the sign-in cookie.
+pub struct Sealer {
+    key: Vec<u8>,
+}
+
+impl Sealer {
+    /// A key of its own, derived from the gateway's binding key.
+    pub fn new(binding_key: &[u8]) -> Sealer {
+        let mut m = Hmac::<Sha256>::new_from_slice(binding_key).expect("any key length");
+        m.update(b"portcullis console sign-in cookie v1");
+        Sealer {
+            key: m.finalize().into_bytes().to_vec(),
+        }
+    }
+
+    fn tag(&self, payload: &str) -> String {
+        let mut m = Hmac::<Sha256>::new_from_slice(&self.key).expect("any key length");
+        m.update(payload.as_bytes());
+        URL_SAFE_NO_PAD.encode(m.finalize().into_bytes())
+    }
+
+    pub fn seal(&self, s: &SignIn) -> String {
+        let payload = URL_SAFE_NO_PAD.encode(serde_json::to_vec(s).expect("serializes"));
+        format!("{payload}.{}", self.tag(&payload))
+    }
+
+    /// The sign-in, if the cookie is ours, unaltered and not stale.
+    pub fn open(&self, cookie: &str, now: i64) -> Option<SignIn> {
+        let (payload, tag) = cookie.split_once('.')?;
+        if !same(&self.tag(payload), tag) {
+            return None;
+        }
+        let s: SignIn = serde_json::from_slice(&URL_SAFE_NO_PAD.decode(payload).ok()?).ok()?;
+        (s.expires > now).then_some(s)
+    }
+}
+
+/// A cookie's value from a request's `Cookie` headers.
+pub fn cookie<'h>(headers: &'h http::HeaderMap, name: &str) -> Option<&'h str> {
+    headers
+        .get_all(http::header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|pair| pair.trim().split_once('='))
+        .find(|(k, _)| *k == name)
+        .map(|(_, v)| v)
+}
+
+/// `Set-Cookie` for our cookies: always Secure, HttpOnly, host-only, path `/`. Lax, not
+/// Strict: the callback arrives as a top-level navigation from the identity provider,
+/// which must carry the sign-in cookie. Forms are protected by CSRF tokens besides.
+pub fn set_cookie(name: &str, value: &str, max_age_secs: i64) -> String {
+    format!("{name}={value}; Path=/; Secure; HttpOnly; SameSite=Lax; Max-Age={max_age_secs}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn signin() -> SignIn {
+        SignIn {
+            state: "s".into(),
+            nonce: "n".into(),
+            verifier: "v".into(),
+            next: "/console/approvals".into(),
+            expires: 2_000,
+        }
+    }
+
+    #[test]
+    fn sealed_sign_ins_open_only_unaltered_and_in_time() {
+        let sealer = Sealer::new(b"key one");
+        let sealed = sealer.seal(&signin());
+        assert_eq!(sealer.open(&sealed, 1_000), Some(signin()));
+        assert_eq!(sealer.open(&sealed, 2_000), None, "stale");
+        assert_eq!(Sealer::new(b"key two").open(&sealed, 1_000), None);
+        let (payload, tag) = sealed.split_once('.').unwrap();
+        let mut other = signin();
+        other.next = "https://evil.example/".into();
+        let forged = Sealer::new(b"key two").seal(&other);
+        let forged_payload = forged.split_once('.').unwrap().0;
+        assert_eq!(sealer.open(&format!("{forged_payload}.{tag}"), 1_000), None);
+        assert_eq!(sealer.open(payload, 1_000), None);
+    }
+
+    #[test]
+    fn cookies_are_found_among_others() {
+        let mut h = http::HeaderMap::new();
+        h.append(
+            "cookie",
+            "a=1; __Host-portcullis-console=abc".parse().unwrap(),
+        );
+        h.append("cookie", "b=2".parse().unwrap());
+        assert_eq!(cookie(&h, SESSION_COOKIE), Some("abc"));
+        assert_eq!(cookie(&h, "b"), Some("2"));
+        assert_eq!(cookie(&h, "c"), None);
+    }
+
+    #[test]
+    fn same_compares_whole_strings() {
+        assert!(same("abc", "abc"));
+        assert!(!same("abc", "abd"));
+        assert!(!same("abc", "ab"));
+    }
+}

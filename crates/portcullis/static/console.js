@@ -1,0 +1,21 @@
+// Portcullis console: the one script of our own. Counts down "time left" on pending
+// approvals; everything else is server-rendered, with htmx for live updates.
+(function () {
+  "use strict";
+  function left(expires) {
+    var secs = Math.floor((Date.parse(expires) - Date.now()) / 1000);
+    if (!(secs > 0)) return "expired";
+    var h = Math.floor(secs / 3600), m = Math.floor(secs / 60) % 60, s = secs % 60;
+    if (h > 0) return h + " h " + m + " min left";
+    if (m > 0) return m + " min " + s + " s left";
+    return s + " s left";
+  }
+  function tick() {
+    var els = document.querySelectorAll("time[data-expires]");
+    for (var i = 0; i < els.length; i++) {
+      var text = left(els[i].getAttribute("data-expires"));
+      if (els[i].textContent !== text) els[i].textContent = text;
+    }
+  }
+  setInterval(tick, 1000);
+})();
