@@ -17,9 +17,10 @@ use crate::leak;
 use crate::{Env, Setup, client, prepare, send};
 
 const STORAGE_API: &str = "api-version=2023-05-01";
-const STORAGE_WRITE: &str = "Microsoft.Storage/storageAccounts/write";
+pub(crate) const STORAGE_WRITE: &str = "Microsoft.Storage/storageAccounts/write";
 /// The body of a storage account create, as bytes sent the same way every time.
-const CREATE: &str = r#"{"location":"eastus","sku":{"name":"Standard_LRS"},"kind":"StorageV2"}"#;
+pub(crate) const CREATE: &str =
+    r#"{"location":"eastus","sku":{"name":"Standard_LRS"},"kind":"StorageV2"}"#;
 
 /// A setup whose held requests wait at most `hold`, with `rules` after the test policy.
 fn setup(hold: &str, rules: &'static str) -> Setup {
@@ -31,7 +32,7 @@ fn setup(hold: &str, rules: &'static str) -> Setup {
 }
 
 /// Panics (instead of hanging) when `f` takes longer than `secs`.
-async fn within<T>(secs: u64, what: &str, f: impl Future<Output = T>) -> T {
+pub(crate) async fn within<T>(secs: u64, what: &str, f: impl Future<Output = T>) -> T {
     tokio::time::timeout(Duration::from_secs(secs), f)
         .await
         .unwrap_or_else(|_| panic!("{what}: not within {secs}s"))
@@ -43,13 +44,13 @@ fn header<'a>(h: &'a HeaderMap, name: &str) -> &'a str {
         .unwrap_or_else(|| panic!("no {name} in {h:?}"))
 }
 
-fn code(h: &HeaderMap) -> &str {
+pub(crate) fn code(h: &HeaderMap) -> &str {
     h.get("x-ms-error-code")
         .and_then(|v| v.to_str().ok())
         .unwrap_or("")
 }
 
-fn account(env: &Env, name: &str) -> String {
+pub(crate) fn account(env: &Env, name: &str) -> String {
     format!(
         "{}/providers/Microsoft.Storage/storageAccounts/{name}?{STORAGE_API}",
         env.rg()
@@ -58,7 +59,7 @@ fn account(env: &Env, name: &str) -> String {
 
 /// The agent PUTs exactly `body` (same bytes every time), optionally saying how long it
 /// waits and which approval it redeems.
-fn put_request(
+pub(crate) fn put_request(
     env: &Env,
     path: &str,
     body: &str,
@@ -111,7 +112,7 @@ async fn held_pending(env: &Env, path: &str, body: &str) -> String {
     id
 }
 
-fn admin_url(env: &Env, path: &str) -> String {
+pub(crate) fn admin_url(env: &Env, path: &str) -> String {
     format!("https://{}{path}", env.gw.admin_addr)
 }
 
@@ -164,7 +165,7 @@ async fn approval(env: &Env, id: &str) -> Value {
 }
 
 /// Polls the pending list (as alice) until an approval for storage account `account_name` shows up.
-async fn wait_pending(env: &Env, account_name: &str) -> Value {
+pub(crate) async fn wait_pending(env: &Env, account_name: &str) -> Value {
     let started = Instant::now();
     loop {
         let (s, _, b) = admin(
@@ -192,7 +193,11 @@ async fn wait_pending(env: &Env, account_name: &str) -> Value {
 }
 
 /// The PUTs of this storage account the simulated ARM served since `since`.
-fn puts_to(env: &Env, since: u64, account_name: &str) -> Vec<azure_sim::calls::CallRecord> {
+pub(crate) fn puts_to(
+    env: &Env,
+    since: u64,
+    account_name: &str,
+) -> Vec<azure_sim::calls::CallRecord> {
     env.arm_calls(since)
         .into_iter()
         .filter(|c| c.method == "PUT" && c.path.ends_with(&format!("/{account_name}")))
@@ -859,13 +864,13 @@ async fn futures_join_all<T, F: Future<Output = T>>(futs: Vec<F>) -> Vec<T> {
 
 /// What a webhook receiver got.
 #[derive(Debug)]
-struct Delivery {
-    headers: Vec<(String, String)>,
-    body: String,
+pub(crate) struct Delivery {
+    pub(crate) headers: Vec<(String, String)>,
+    pub(crate) body: String,
 }
 
 impl Delivery {
-    fn header(&self, name: &str) -> Option<&str> {
+    pub(crate) fn header(&self, name: &str) -> Option<&str> {
         self.headers
             .iter()
             .find(|(k, _)| k.eq_ignore_ascii_case(name))
@@ -875,7 +880,7 @@ impl Delivery {
 
 /// A webhook receiver on 127.0.0.1: answers 500 to the first `fail_first` deliveries, then
 /// 200; sends every delivery it read to the channel.
-async fn receiver(fail_first: usize) -> (u16, mpsc::UnboundedReceiver<Delivery>) {
+pub(crate) async fn receiver(fail_first: usize) -> (u16, mpsc::UnboundedReceiver<Delivery>) {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = listener.local_addr().unwrap().port();
     let (tx, rx) = mpsc::unbounded_channel();

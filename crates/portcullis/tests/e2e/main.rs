@@ -8,6 +8,7 @@ mod audit;
 mod az;
 mod batch;
 mod bypass;
+mod console;
 mod crash;
 mod credentials;
 mod datapath;
@@ -97,6 +98,11 @@ pub struct Setup {
     /// Accept `https://vault.{public_host}` as an audience too (host-routed vaults then
     /// challenge for it, as the Key Vault SDKs' default settings require).
     pub vault_audience: bool,
+    /// Turn the approver console on, signing in through the simulator's
+    /// `portcullis-console` app.
+    pub console: bool,
+    /// The admin listener's address (`127.0.0.1:0`: any free port).
+    pub admin: Option<String>,
 }
 
 impl Default for Setup {
@@ -109,6 +115,8 @@ impl Default for Setup {
             allowed_tenants: None,
             extra: "",
             vault_audience: false,
+            console: false,
+            admin: None,
         }
     }
 }
@@ -173,9 +181,22 @@ pub async fn prepare(setup: Setup) -> (Simulator, PathBuf) {
         (true, Some(h)) => format!(", \"https://vault.{h}\""),
         _ => String::new(),
     };
+    let console = if setup.console {
+        write(
+            &dir.join("console.secret"),
+            app("portcullis-console").secret.as_deref().unwrap(),
+        );
+        format!(
+            "console:\n  client_id: {}\n  client_secret: {{file: console.secret}}\n",
+            app("portcullis-console").app_id.unwrap()
+        )
+    } else {
+        String::new()
+    };
     let yaml = format!(
-        "listen: {{gateway: \"127.0.0.1:0\", admin: \"127.0.0.1:0\"}}\n{public_host}state_dir: state\nidentity:\n  authority: {sim}\n  tenant: {tenant}\n  audiences: [{GATEWAY_API}, {api}{vault_audience}]\n  ca_file: sim/ca.pem\n  groups_overage: {{graph_url: {sim}, credential: baseline}}\nupstream:\n  arm_url: {sim}\n  keyvault_url: \"{sim}/keyvault/{{vault}}\"\n  ca_file: sim/ca.pem\n  credentials:\n    baseline: {credential}\n    elevated: {{type: client_secret, tenant: {tid}, client_id: {elevated}, client_secret: {{file: elevated.secret}}}}\n{extra}policy:\n  include: policy.yaml\n{rules}",
+        "listen: {{gateway: \"127.0.0.1:0\", admin: \"{admin}\"}}\n{public_host}state_dir: state\nidentity:\n  authority: {sim}\n  tenant: {tenant}\n  audiences: [{GATEWAY_API}, {api}{vault_audience}]\n  ca_file: sim/ca.pem\n  groups_overage: {{graph_url: {sim}, credential: baseline}}\nupstream:\n  arm_url: {sim}\n  keyvault_url: \"{sim}/keyvault/{{vault}}\"\n  ca_file: sim/ca.pem\n  credentials:\n    baseline: {credential}\n    elevated: {{type: client_secret, tenant: {tid}, client_id: {elevated}, client_secret: {{file: elevated.secret}}}}\n{console}{extra}policy:\n  include: policy.yaml\n{rules}",
         sim = sim.url(),
+        admin = setup.admin.as_deref().unwrap_or("127.0.0.1:0"),
         rules = setup.rules,
         extra = setup.extra,
         tid = sim.tenant_id(),

@@ -1,0 +1,244 @@
+// Browser scenarios for the approver console, in headless Chromium driven by Playwright.
+// Run by crates/portcullis/tests/e2e/console.rs, which starts the simulator and the gateway,
+// plays the agent, and checks what reached Azure. The two talk over stdio: this script
+// prints `WAIT <what>` when the test must act, and reads one line (JSON) back.
+//
+//   node console.mjs <scenario>   with CONSOLE_URL, CHROMIUM, and per scenario more env.
+//   PORTCULLIS_SCREENSHOTS=dir    also saves screenshots of the pages at phone and desktop widths.
+import { chromium } from "playwright-core";
+import readline from "node:readline";
+import path from "node:path";
+
+const CONSOLE = process.env.CONSOLE_URL;
+const SHOTS = process.env.PORTCULLIS_SCREENSHOTS;
+const scenario = process.argv[2];
+const lines = readline.createInterface({ input: process.stdin })[Symbol.asyncIterator]();
+
+const PHONE = { width: 390, height: 844 };
+const DESKTOP = { width: 1280, height: 900 };
+
+function fail(msg) {
+  throw new Error(msg);
+}
+
+async function wait(what) {
+  console.log(`WAIT ${what}`);
+  const { value, done } = await lines.next();
+  if (done) fail(`the test went away while we waited for ${what}`);
+  return JSON.parse(value || "{}");
+}
+
+function say(what, data = {}) {
+  console.log(`DONE ${what} ${JSON.stringify(data)}`);
+}
+
+async function browser() {
+  return chromium.launch({
+    executablePath: process.env.CHROMIUM || "/usr/bin/chromium",
+    // As root in a container Chromium's sandbox cannot start.
+    args: ["--no-sandbox", "--disable-dev-shm-usage"],
+  });
+}
+
+async function context(b, viewport = DESKTOP) {
+  // The gateway's development CA is not in Chromium's store.
+  const ctx = await b.newContext({ ignoreHTTPSErrors: true, viewport });
+  ctx.setDefaultTimeout(20000);
+  return ctx;
+}
+
+/// Signs in through the simulator's sign-in page; ends on `next` (a console path).
+async function signIn(page, user, next = "/console/approvals") {
+  await page.goto(`${CONSOLE}${next}`);
+  // Redirected to the identity provider's page: pick the user.
+  await page.waitForURL((u) => u.pathname.endsWith("/oauth2/v2.0/authorize"));
+  if (!(await page.title()).includes("Sign in")) fail(`not the sign-in page: ${await page.title()}`);
+  await page.click(`button[value="${user}"]`);
+  await page.waitForURL((u) => u.href.startsWith(CONSOLE) && u.pathname === next.split("?")[0]);
+  const who = await page.textContent(".who");
+  say("signed-in", { user, who, url: page.url() });
+}
+
+/// With PORTCULLIS_SCREENSHOTS: the page as it is, at phone and desktop widths.
+async function shot(page, name) {
+  if (!SHOTS) return;
+  const was = page.viewportSize();
+  for (const [kind, vp] of [["phone", PHONE], ["desktop", DESKTOP]]) {
+    await page.setViewportSize(vp);
+    await page.waitForTimeout(100);
+    await page.screenshot({ path: path.join(SHOTS, `console-${name}-${kind}.png`) });
+  }
+  await page.setViewportSize(was);
+}
+
+/// Counts full page loads of the main frame (live updates must not reload).
+function loads(page) {
+  const n = { count: 0 };
+  page.on("load", () => (n.count += 1));
+  return n;
+}
+
+const scenarios = {
+  // An approver sees a held request appear live, approves it with a comment; the agent's
+  // request completes (checked by the test); the history shows the decision.
+  async approve(b) {
+    const page = await (await context(b)).newPage();
+    await signIn(page, process.env.APPROVER || "alice");
+    const loaded = loads(page);
+    // Let the event stream connect before the request is held.
+    await page.waitForFunction(() => window.htmx !== undefined);
+    await page.waitForTimeout(500);
+    const { words } = await wait("held");
+    const card = page.locator("article.card", { hasText: words });
+    await card.waitFor();
+    if (loaded.count !== 0) fail(`the page reloaded ${loaded.count} time(s) to show the request`);
+    const text = await card.innerText();
+    for (const want of [words, "hold-storage-create", "e2e: needs a storage account", "Microsoft.Storage/storageAccounts/write"]) {
+      if (!text.includes(want)) fail(`the card does not show '${want}':\n${text}`);
+    }
+    await card.locator("summary").click();
+    if (!(await card.locator("pre.body").innerText()).includes("Standard_LRS")) fail("the card does not show the request body");
+    await shot(page, "pending");
+    await card.locator("textarea").fill("ok: ticket 4711");
+    await card.getByRole("button", { name: "Approve" }).click();
+    // Decided: it shows as approved, then leaves the pending list (live, as everyone's does).
+    await page.waitForFunction(
+      (w) => ![...document.querySelectorAll("article.card")].some(
+        (c) => c.innerText.includes(w) && /pending/i.test(c.querySelector(".badge").innerText)),
+      words,
+    );
+    say("approved");
+    await wait("forwarded");
+    await page.goto(`${CONSOLE}/console/approvals/history`);
+    const decided = page.locator("article.card", { hasText: words });
+    await decided.waitFor();
+    const h = await decided.innerText();
+    if (!h.includes("ok: ticket 4711")) fail(`the history does not show the comment:\n${h}`);
+    await shot(page, "history");
+  },
+
+  // An approver opens the link a webhook carried and denies with a comment.
+  async deny(b) {
+    const page = await (await context(b, PHONE)).newPage();
+    const { link, words } = await wait("link");
+    const next = new URL(link).pathname;
+    await signIn(page, process.env.APPROVER || "bob", next);
+    const card = page.locator("article.card", { hasText: words });
+    await card.waitFor();
+    await shot(page, "approval");
+    await card.locator("textarea").fill("not in prod");
+    await card.getByRole("button", { name: "Deny" }).click();
+    await page.locator("article.card .badge", { hasText: /denied/i }).waitFor();
+    say("denied");
+  },
+
+  // A signed-in reader who is not among the approvers sees the request, with no buttons.
+  async nonapprover(b) {
+    const page = await (await context(b)).newPage();
+    const { words } = await wait("held");
+    await signIn(page, process.env.VIEWER || "carol");
+    const card = page.locator("article.card", { hasText: words });
+    await card.waitFor();
+    const buttons = await page.getByRole("button", { name: /approve|deny/i }).count();
+    if (buttons !== 0) fail(`a non-approver sees ${buttons} decision button(s)`);
+    if (!(await card.innerText()).includes("You cannot decide this")) fail("no explanation for the missing buttons");
+    say("no-buttons", { buttons });
+  },
+
+  // Forged POSTs: without the CSRF token, and with it from another origin.
+  async csrf(b) {
+    const ctx = await context(b);
+    const page = await ctx.newPage();
+    const { id, words } = await wait("held");
+    await signIn(page, "alice");
+    await page.locator("article.card", { hasText: words }).waitFor();
+    const url = `${CONSOLE}/console/approvals/${id}/approve`;
+    const origin = new URL(CONSOLE).origin;
+    // The browser's own cookies, but no token: what a forged form would send.
+    const noToken = await ctx.request.post(url, { form: { comment: "forged" }, headers: { origin }, maxRedirects: 0 });
+    const token = await page.locator('input[name="csrf"]').first().inputValue();
+    const elsewhere = await ctx.request.post(url, {
+      form: { comment: "forged", csrf: token },
+      headers: { origin: "https://evil.example" },
+      maxRedirects: 0,
+    });
+    // A cross-site page submitting a form: the browser itself sends it (SameSite, Origin).
+    const evil = await ctx.newPage();
+    await evil.setContent(`<form method="post" action="${url}"><input name="comment" value="forged"></form>`);
+    const [answer] = await Promise.all([
+      evil.waitForResponse((r) => r.url() === url),
+      evil.evaluate(() => document.forms[0].submit()),
+    ]);
+    say("forged", { noToken: noToken.status(), elsewhere: elsewhere.status(), crossSite: answer.status() });
+    await wait("checked");
+  },
+
+  // A reviewer filters the sessions, opens the agent's and replays it step by step.
+  async replay(b) {
+    const page = await (await context(b)).newPage();
+    const { principal } = await wait("session");
+    await signIn(page, "alice", "/console/sessions");
+    await shot(page, "sessions");
+    await page.getByLabel("Principal (object id)").fill(principal);
+    await page.getByLabel("Decision").selectOption("refused");
+    await page.getByRole("button", { name: "Filter" }).click();
+    await page.waitForURL((u) => u.search.includes("decision=refused"));
+    const rows = page.locator("tbody tr");
+    if ((await rows.count()) !== 1) fail(`expected the agent's one session, got ${await rows.count()} rows`);
+    await rows.first().locator("a").click();
+    await page.getByRole("link", { name: "Replay step by step" }).click();
+    await page.waitForURL((u) => u.search.includes("step=0"));
+    if ((await page.locator("ol.timeline > li").count()) !== 1) fail("a replay starts with one step");
+    // Step through with the keyboard, as far as the refusal.
+    let steps = 1;
+    while (!(await page.locator('li[aria-current="step"]').innerText()).includes("refused")) {
+      const next = page.getByRole("link", { name: "Next step →" });
+      if ((await next.count()) === 0) fail("the replay ended without showing the refusal");
+      await next.focus();
+      await page.keyboard.press("Enter");
+      steps += 1;
+      await page.waitForURL((u) => u.search.includes(`step=${steps - 1}`));
+    }
+    const current = page.locator('li[aria-current="step"]');
+    const text = await current.innerText();
+    if (!text.includes("delete virtual machine")) fail(`the refused step is not the VM delete:\n${text}`);
+    await shot(page, "replay");
+    say("replayed", { steps, text });
+  },
+
+  // The policy page: rules in force, and explain.
+  async policy(b) {
+    const page = await (await context(b)).newPage();
+    const { request } = await wait("ready");
+    await signIn(page, "alice", "/console/policy");
+    if ((await page.locator("article.rule").count()) === 0) fail("no rules shown");
+    await page.getByLabel("Principal attributes").fill("group:ai-agents");
+    await page.getByLabel("Request", { exact: true }).fill(request);
+    await page.getByRole("button", { name: "Explain" }).click();
+    const result = page.locator("#explained");
+    await result.waitFor();
+    const text = await result.innerText();
+    await shot(page, "policy");
+    say("explained", { text });
+  },
+};
+
+async function main() {
+  if (!CONSOLE) fail("CONSOLE_URL is not set");
+  const run = scenarios[scenario];
+  if (!run) fail(`no scenario '${scenario}'`);
+  const b = await browser();
+  try {
+    await run(b);
+  } finally {
+    await b.close();
+  }
+}
+
+main().then(
+  () => process.exit(0),
+  (e) => {
+    console.error(`FAILED ${scenario}: ${e.stack || e}`);
+    process.exit(1);
+  },
+);
