@@ -107,7 +107,13 @@ policy:
 audit:
   # Approvers may read the audit trail through the admin API.
   readers: ["group:{approvers}"]
-"#,
+
+# The approver console (on the admin listener, /console): people sign in through the
+# simulator's sign-in page, as through Entra ID with the console's app registration.
+console:
+  client_id: {console}
+  client_secret: {{file: console.secret}}
+{console_url}"#,
         listen = args.listen,
         admin = args.admin_listen,
         sim = sim.url(),
@@ -115,6 +121,13 @@ audit:
         baseline = app("portcullis-baseline"),
         elevated = app("portcullis-elevated"),
         approvers = azure_sim::config::derived_id("group", "approvers"),
+        console = app("portcullis-console"),
+        // Where browsers reach it (the redirect URI is under it); on a port chosen at start,
+        // the console takes it from the request instead.
+        console_url = match args.admin_listen.port() {
+            0 => String::new(),
+            port => format!("  url: https://localhost:{port}\n"),
+        },
     )
 }
 
@@ -140,7 +153,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     })
     .await
     .context("starting the Azure simulator")?;
-    for name in ["baseline", "elevated"] {
+    for name in ["baseline", "elevated", "console"] {
         let secret = sim
             .config()
             .principal(&format!("portcullis-{name}"))
@@ -161,6 +174,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     // By name: `portcullis exec` derives the vaults' host names from it.
     let gw = format!("https://localhost:{}", running.gateway_addr.port());
     let admin = format!("https://{}", running.admin_addr);
+    let console = format!("https://localhost:{}/console", running.admin_addr.port());
     let token = |p: &str| sim.token(p, "api://portcullis");
     let sub = sim.subscription_id();
     let env = [
@@ -187,6 +201,15 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         .map(|p| p.display().to_string())
         .unwrap_or_else(|_| "portcullis".into());
     print_tour(&gw, &sub, &env_path, &config_path, &exe, &dir.join("state"));
+    println!("The approver console: {console}");
+    println!(
+        "  (sign in as Alice or Bob on the simulator's page; the browser warns about the demo's"
+    );
+    println!(
+        "  own CA, {}: trust it, or accept the warning)",
+        ca.display()
+    );
+    println!();
     if args.exit_after_tour {
         running.shutdown().await;
         return Ok(());

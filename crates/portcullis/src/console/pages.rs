@@ -226,10 +226,13 @@ fn card(a: &Approval, v: &Viewer) -> Card {
         action: a.action.clone(),
         scope: a.scope.clone(),
         status: a.status.as_str(),
-        requester: a
-            .principal_name
-            .clone()
-            .unwrap_or_else(|| "an unnamed principal".into()),
+        requester: a.principal_name.clone().unwrap_or_else(|| {
+            if a.principal_app.is_some() {
+                "a service principal".into()
+            } else {
+                "an unnamed principal".into()
+            }
+        }),
         requester_id: a.principal.clone(),
         app: a.principal_app.clone(),
         reason: a.reason.clone(),
