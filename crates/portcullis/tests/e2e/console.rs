@@ -580,3 +580,28 @@ async fn a_callback_from_another_sign_in_or_a_replayed_code_is_refused() {
         .unwrap();
     assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_page_passes_wcag_checks_at_phone_and_desktop_widths() {
+    let env = console_env(None).await;
+    let name = "consoleaccessible";
+    let path = account(&env, name);
+    let agent = tokio::spawn(send(put_request(&env, &path, CREATE, Some(0), None)));
+    let (_, h, b) = within(20, "the agent's PUT", agent).await.unwrap();
+    assert_eq!(code(&h), "ApprovalPending", "{b}");
+    let mut browser = Browser::start(&env, "accessibility");
+    browser.expect("WAIT held").await;
+    let vm = format!(
+        "DELETE {}/providers/Microsoft.Compute/virtualMachines/vm1?api-version=2024-07-01",
+        env.rg()
+    );
+    browser.answer(json!({ "words": words(name), "request": vm }));
+    let audited = browser.expect("DONE audited").await;
+    assert_eq!(audited["pages"], 10, "{audited}");
+    assert_eq!(
+        audited["violations"],
+        json!({}),
+        "axe-core found WCAG 2.1 A/AA violations"
+    );
+    browser.finish().await;
+}
