@@ -82,11 +82,14 @@ pub fn in_words(action: &str, scope: &str) -> String {
     };
     let vault = scope.strip_prefix("vault:");
     let mut s = verb(verb_word);
-    if is_action {
-        s.push_str(" on");
+    // "get secret", not "get secret on secret".
+    if !(is_action && s.ends_with(&what)) {
+        if is_action {
+            s.push_str(" on");
+        }
+        s.push(' ');
+        s.push_str(&what);
     }
-    s.push(' ');
-    s.push_str(&what);
     if let Some(n) = name {
         s.push(' ');
         s.push_str(n);
@@ -140,7 +143,7 @@ mod tests {
                 "Microsoft.KeyVault/vaults/secrets/getSecret/action",
                 "vault:demo-kv"
             ),
-            "get secret on secret in vault demo-kv"
+            "get secret in vault demo-kv"
         );
         assert_eq!(
             in_words(
@@ -155,6 +158,13 @@ mod tests {
                 "/subscriptions/0000"
             ),
             "read virtual machine in subscription 0000"
+        );
+        assert_eq!(
+            in_words(
+                "Microsoft.Storage/storageAccounts/listKeys/action",
+                "/subscriptions/0000/resourceGroups/demo-rg/providers/Microsoft.Storage/storageAccounts/sa1"
+            ),
+            "list keys on storage account sa1 in demo-rg"
         );
         assert_eq!(in_words("nonsense", "/"), "nonsense");
     }
