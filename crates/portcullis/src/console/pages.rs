@@ -293,6 +293,17 @@ struct CardsFragment {
     csrf: String,
 }
 
+/// The cards of `approvals` as `v` sees them (the live list's fragment). Public for the
+/// console bench.
+pub fn cards_html(approvals: &[Approval], v: &Viewer) -> Result<String, askama::Error> {
+    CardsFragment {
+        cards: approvals.iter().map(|a| card(a, v)).collect(),
+        empty: EMPTY_PENDING,
+        csrf: v.csrf.clone(),
+    }
+    .render()
+}
+
 #[derive(Template)]
 #[template(path = "console/approval.html")]
 struct ApprovalPage {
