@@ -478,7 +478,7 @@ def held_scale(run, args, state, ctx_sim, admin_port, connections):
         gw.stop()
 
 
-MICRO_BENCHES = ["identity", "policy", "hotpath", "masking", "audit"]
+MICRO_BENCHES = ["identity", "policy", "hotpath", "masking", "audit", "console"]
 
 
 def micro_benchmarks(args):
