@@ -307,6 +307,8 @@ pub struct SessionFilter {
     pub since: Option<String>,
     /// `allow`, `deny`, `approve`, or `refused` (anything the gateway refused).
     pub decision: Option<String>,
+    /// Only the newest this many, newest first (default: all, oldest first).
+    pub newest: Option<i64>,
 }
 
 /// A position in the merged, time-ordered record stream (for paging exports).
@@ -636,8 +638,12 @@ impl Store {
 
     /// Sessions, oldest first.
     pub async fn sessions(&self, f: &SessionFilter) -> Result<Vec<SessionSummary>, StoreError> {
+        let order = match f.newest {
+            Some(n) => format!("ORDER BY MIN(time) DESC LIMIT {}", n.max(1)),
+            None => "ORDER BY MIN(time)".to_owned(),
+        };
         Ok(on!(self, pool => {
-            sqlx::query(
+            sqlx::query(&format!(
                 "SELECT session, MIN(time), MAX(time), \
                         CAST(SUM(CASE WHEN phase IN ('request', 'refused') THEN 1 ELSE 0 END) AS BIGINT), \
                         CAST(SUM(CASE WHEN phase = 'refused' THEN 1 ELSE 0 END) AS BIGINT), \
@@ -649,8 +655,8 @@ impl Store {
                     AND (CAST($2 AS TEXT) IS NULL OR SUM(CASE WHEN principal = $2 THEN 1 ELSE 0 END) > 0) \
                     AND (CAST($3 AS TEXT) IS NULL OR SUM(CASE WHEN decision = $3 \
                          OR ($3 = 'refused' AND phase = 'refused') THEN 1 ELSE 0 END) > 0) \
-                 ORDER BY MIN(time)",
-            )
+                 {order}"
+            ))
             .bind(&f.since)
             .bind(&f.principal)
             .bind(&f.decision)

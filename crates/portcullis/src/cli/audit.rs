@@ -110,7 +110,10 @@ pub(crate) async fn open(state_dir: Option<&Path>, db: Option<&Path>) -> anyhow:
 pub(crate) fn time_arg(s: &str) -> anyhow::Result<String> {
     use chrono::{NaiveDate, SecondsFormat, Utc};
     let t = if let Ok(age) = crate::config::policy::duration(s) {
-        Utc::now() - chrono::Duration::from_std(age)?
+        chrono::Duration::from_std(age)
+            .ok()
+            .and_then(|age| Utc::now().checked_sub_signed(age))
+            .with_context(|| format!("'{s}' reaches back before any time there is"))?
     } else if let Ok(t) = chrono::DateTime::parse_from_rfc3339(s) {
         t.with_timezone(&Utc)
     } else if let Ok(d) = NaiveDate::parse_from_str(s, "%Y-%m-%d") {

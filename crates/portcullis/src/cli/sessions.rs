@@ -61,6 +61,7 @@ pub async fn run(args: SessionsArgs) -> anyhow::Result<()> {
                 principal,
                 since: since.as_deref().map(super::audit::time_arg).transpose()?,
                 decision,
+                newest: None,
             };
             println!(
                 "{:<44} {:<38} {:<27} {:>8} {:>8}",

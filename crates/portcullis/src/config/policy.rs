@@ -262,13 +262,16 @@ pub fn duration(s: &str) -> Result<Duration, String> {
     let n: u64 = digits
         .parse()
         .map_err(|_| format!("'{s}' is not a duration like 90s, 10m or 2h"))?;
-    let secs = match unit {
-        "" | "s" => n,
-        "m" => n * 60,
-        "h" => n * 3600,
-        "d" => n * 86400,
+    let unit = match unit {
+        "" | "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86400,
         _ => return Err(format!("'{s}' is not a duration like 90s, 10m, 2h or 90d")),
     };
+    let secs = n
+        .checked_mul(unit)
+        .ok_or_else(|| format!("'{s}' is longer than any duration this takes"))?;
     Ok(Duration::from_secs(secs))
 }
 
@@ -663,5 +666,7 @@ mod tests {
         assert!(duration("ten minutes").is_err());
         assert_eq!(duration("5d").unwrap().as_secs(), 5 * 86400);
         assert!(duration("5w").is_err());
+        // Too long to count is an error, not an overflow.
+        assert!(duration("999999999999999999d").is_err());
     }
 }

@@ -743,7 +743,13 @@ fn console(
         .map(|u| u.trim_end_matches('/').to_owned());
     if let Some(u) = &url {
         match url::Url::parse(u) {
-            Ok(parsed) if parsed.scheme() == "https" && parsed.path() == "/" => {}
+            Ok(parsed)
+                if parsed.scheme() == "https"
+                    && parsed.path() == "/"
+                    && parsed.username().is_empty()
+                    && parsed.password().is_none()
+                    && parsed.query().is_none()
+                    && parsed.fragment().is_none() => {}
             _ => p.at(
                 None,
                 format!("console.url: '{u}' is not an https URL of a host (like https://gateway.example.com:9443)"),

@@ -67,7 +67,10 @@ impl Console {
     /// The console's origin as browsers see it: configured, or the request's own host.
     fn base(&self, headers: &http::HeaderMap, uri: &http::Uri) -> Option<String> {
         if let Some(u) = &self.settings.url {
-            return Some(u.clone());
+            // Validated as an https origin; compared as browsers send `Origin`.
+            return url::Url::parse(u)
+                .ok()
+                .map(|u| u.origin().ascii_serialization());
         }
         let host = uri.authority().map(|a| a.as_str().to_owned()).or_else(|| {
             headers
@@ -133,12 +136,41 @@ async fn route(gw: Arc<Gateway>, req: http::Request<hyper::body::Incoming>) -> R
         _ => {}
     }
     let cookie = session::cookie(req.headers(), session::SESSION_COOKIE).map(str::to_owned);
+    let htmx = req.headers().contains_key("hx-request");
     let found = match &cookie {
         Some(c) => session::find(&gw.store, c, &crate::audit_time()).await,
         None => Ok(None),
     };
     let s = match found {
         Ok(Some(s)) => s,
+        // Ended or never begun: signing out again just clears the cookie.
+        Ok(None) if method == Method::POST && path == "/console/signout" => {
+            return signed_out_redirect();
+        }
+        // A live page whose session ended: htmx navigates the whole page to sign in.
+        Ok(None) if htmx => {
+            let page = req
+                .headers()
+                .get("hx-current-url")
+                .and_then(|v| v.to_str().ok())
+                .and_then(|u| url::Url::parse(u).ok())
+                .map(|u| u.path().to_owned())
+                .unwrap_or_else(|| "/console/approvals".into());
+            let q = form_urlencoded::Serializer::new(String::new())
+                .append_pair("next", &page)
+                .finish();
+            let mut r = page_error(
+                StatusCode::UNAUTHORIZED,
+                "Signed out",
+                "Your console session has ended. Sign in again.",
+            );
+            r.headers_mut().insert(
+                "hx-redirect",
+                http::HeaderValue::from_str(&format!("/console/signin?{q}"))
+                    .unwrap_or(http::HeaderValue::from_static("/console/signin")),
+            );
+            return r;
+        }
         Ok(None) if method == Method::GET && !path.starts_with("/console/events") => {
             let mut next = path.clone();
             if !query.is_empty() {
@@ -179,7 +211,6 @@ async fn route(gw: Arc<Gateway>, req: http::Request<hyper::body::Incoming>) -> R
             .get(http::header::ORIGIN)
             .and_then(|o| o.to_str().ok())
             .is_some_and(|o| o == base);
-        let htmx = req.headers().contains_key("hx-request");
         let header_token = req
             .headers()
             .get("x-csrf-token")
@@ -211,14 +242,7 @@ async fn route(gw: Arc<Gateway>, req: http::Request<hyper::body::Incoming>) -> R
             {
                 tracing::error!(error = %e, "console session could not be deleted");
             }
-            let mut r = redirect("/console/signed-out");
-            r.headers_mut().append(
-                http::header::SET_COOKIE,
-                session::set_cookie(session::SESSION_COOKIE, "", 0)
-                    .parse()
-                    .expect("ASCII"),
-            );
-            return r;
+            return signed_out_redirect();
         }
         return pages::post(&gw, &viewer, &path, &form, htmx).await;
     }
@@ -230,9 +254,27 @@ async fn route(gw: Arc<Gateway>, req: http::Request<hyper::body::Incoming>) -> R
         );
     }
     if path == "/console/events" {
-        return pages::events(gw, viewer);
+        let id = cookie.unwrap_or_default();
+        return pages::events(gw, viewer, id);
     }
     pages::get(&gw, &viewer, &path, &query).await
+}
+
+/// Clears the session cookie (and everything else of this origin's in the browser).
+fn signed_out_redirect() -> Response<Body> {
+    let mut r = redirect("/console/signed-out");
+    let h = r.headers_mut();
+    h.append(
+        http::header::SET_COOKIE,
+        session::set_cookie(session::SESSION_COOKIE, "", 0)
+            .parse()
+            .expect("ASCII"),
+    );
+    h.insert(
+        "clear-site-data",
+        http::HeaderValue::from_static("\"cookies\", \"storage\""),
+    );
+    r
 }
 
 async fn read_form(
@@ -276,6 +318,38 @@ fn secure(r: &mut Response<Body>) {
         .or_insert(http::HeaderValue::from_static("no-store"));
 }
 
+/// A value as one path segment: everything but unreserved characters percent-encoded (agents
+/// name their own sessions, so a session id may hold `#`, `?`, `/` or `..`).
+pub(crate) fn segment(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+/// The inverse of [`segment`]; `None` for a malformed escape or non-UTF-8.
+pub(crate) fn unsegment(s: &str) -> Option<String> {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' {
+            let hex = std::str::from_utf8(bytes.get(i + 1..i + 3)?).ok()?;
+            out.push(u8::from_str_radix(hex, 16).ok()?);
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).ok()
+}
+
 pub(crate) fn redirect(to: &str) -> Response<Body> {
     let mut r = Response::new(full(Bytes::new()));
     *r.status_mut() = StatusCode::SEE_OTHER;
@@ -298,4 +372,31 @@ pub(crate) fn html(status: StatusCode, body: String) -> Response<Body> {
 
 pub(crate) fn page_error(status: StatusCode, title: &str, message: &str) -> Response<Body> {
     pages::error_page(status, title, message)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{segment, unsegment};
+
+    #[test]
+    fn agent_chosen_session_ids_survive_a_round_trip_through_a_path_segment() {
+        for id in [
+            "plain-id_1.2~",
+            "victim#x",
+            "../approvals/abc",
+            "a b?c=d&e",
+            "x/y%2Fz",
+            "é",
+        ] {
+            let s = segment(id);
+            assert!(
+                s.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"-._~%".contains(&b)),
+                "{s}"
+            );
+            assert_eq!(unsegment(&s).as_deref(), Some(id));
+        }
+        assert_eq!(unsegment("%zz"), None);
+        assert_eq!(unsegment("%4"), None);
+    }
 }

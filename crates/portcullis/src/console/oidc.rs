@@ -121,20 +121,28 @@ pub async fn callback(
             "No code came back.",
         );
     };
-    let principal = match redeem(gw, console, base, code, &signin).await {
+    let (principal, token_exp) = match redeem(gw, console, base, code, &signin).await {
         Ok(p) => p,
         Err(why) => {
             tracing::warn!(reason = %why, "console sign-in failed");
             return page_error(StatusCode::UNAUTHORIZED, "Sign-in failed", &why);
         }
     };
+    // A session lasts as long as the access token that proved who signed in and their
+    // groups (about an hour in Entra), at most `session_lifetime`: someone removed from
+    // the approvers stops approving within that, as with a bearer token on the API.
     let now = chrono::Utc::now();
-    let lifetime = console.settings.session_lifetime;
+    let configured = now
+        + chrono::Duration::from_std(console.settings.session_lifetime)
+            .unwrap_or(chrono::Duration::hours(8));
+    let until = token_exp
+        .and_then(|e| chrono::DateTime::from_timestamp(e, 0))
+        .map_or(configured, |e| e.min(configured));
+    let lifetime = (until - now).num_seconds().max(0);
     let s = ConsoleSession {
         csrf: session::random_token(),
         created: crate::audit_time(),
-        expires: (now + chrono::Duration::from_std(lifetime).unwrap_or(chrono::Duration::hours(8)))
-            .to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
+        expires: until.to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
         principal,
     };
     let id = match session::create(&gw.store, &s).await {
@@ -153,7 +161,7 @@ pub async fn callback(
     let h = r.headers_mut();
     h.append(
         http::header::SET_COOKIE,
-        session::set_cookie(session::SESSION_COOKIE, &id, lifetime.as_secs() as i64)
+        session::set_cookie(session::SESSION_COOKIE, &id, lifetime)
             .parse()
             .expect("ASCII"),
     );
@@ -173,7 +181,7 @@ async fn redeem(
     base: &str,
     code: &str,
     signin: &SignIn,
-) -> Result<crate::identity::principal::Principal, String> {
+) -> Result<(crate::identity::principal::Principal, Option<i64>), String> {
     let redirect_uri = format!("{base}/console/callback");
     let mut form = vec![
         ("grant_type", "authorization_code"),
@@ -229,7 +237,9 @@ async fn redeem(
         .map_err(|e| format!("the access token is not accepted: {e}"))?;
     let claims = payload(id_token).ok_or("the ID token is not a JWT")?;
     check_id_token(&claims, console, &signin.nonce, &principal)?;
-    Ok(principal)
+    // Validated above; its expiry bounds the session.
+    let exp = payload(access).and_then(|c| c["exp"].as_i64());
+    Ok((principal, exp))
 }
 
 fn payload(jwt: &str) -> Option<Value> {
@@ -268,7 +278,95 @@ fn check_id_token(
 
 #[cfg(test)]
 mod tests {
-    use super::safe_next;
+    use super::{Console, check_id_token, safe_next};
+    use crate::identity::principal::{Principal, PrincipalKind};
+    use serde_json::{Value, json};
+
+    const TID: &str = "e19931f5-fd95-5a25-94d8-eaf2702ce353";
+    const OID: &str = "20070f80-8fe7-53e1-91f2-c19325e5f95d";
+    const CLIENT: &str = "1bd0e1e9-2069-5e03-b2fc-5c737025a777";
+
+    fn console() -> Console {
+        Console::new(
+            crate::config::ConsoleSettings {
+                client_id: CLIENT.into(),
+                client_secret: None,
+                url: None,
+                scope: "api://portcullis/.default".into(),
+                session_lifetime: std::time::Duration::from_secs(3600),
+            },
+            "https://login.example/",
+            TID,
+            reqwest::Client::new(),
+            b"key",
+        )
+    }
+
+    fn person() -> Principal {
+        Principal {
+            tenant_id: TID.into(),
+            object_id: OID.into(),
+            kind: PrincipalKind::User,
+            app_id: Some(CLIENT.into()),
+            groups: Vec::new(),
+            roles: Vec::new(),
+            display_name: None,
+            token_version: 2,
+        }
+    }
+
+    fn claims() -> Value {
+        json!({
+            "aud": CLIENT,
+            "iss": format!("https://login.example/{TID}/v2.0"),
+            "nonce": "the-nonce",
+            "exp": chrono::Utc::now().timestamp() + 600,
+            "oid": OID,
+            "tid": TID,
+        })
+    }
+
+    #[test]
+    fn id_tokens_must_be_for_us_from_our_authority_with_our_nonce_about_the_same_person() {
+        let c = console();
+        assert_eq!(
+            check_id_token(&claims(), &c, "the-nonce", &person()),
+            Ok(())
+        );
+        let spoiled = |k: &str, v: Value| {
+            let mut x = claims();
+            x[k] = v;
+            check_id_token(&x, &c, "the-nonce", &person())
+        };
+        assert!(
+            spoiled("aud", json!("another-client"))
+                .unwrap_err()
+                .contains("another application")
+        );
+        assert!(
+            spoiled("iss", json!("https://evil.example/v2.0"))
+                .unwrap_err()
+                .contains("issuer")
+        );
+        assert!(
+            spoiled("nonce", json!("replayed"))
+                .unwrap_err()
+                .contains("nonce")
+        );
+        assert!(
+            spoiled("exp", json!(chrono::Utc::now().timestamp() - 1))
+                .unwrap_err()
+                .contains("expired")
+        );
+        assert!(
+            spoiled("oid", json!("00000000-0000-0000-0000-000000000009"))
+                .unwrap_err()
+                .contains("different people")
+        );
+        let mut no_nonce = claims();
+        no_nonce.as_object_mut().unwrap().remove("nonce");
+        assert!(check_id_token(&no_nonce, &c, "the-nonce", &person()).is_err());
+    }
 
     #[test]
     fn only_console_paths_are_returned_to() {

@@ -10,7 +10,7 @@ use http_body_util::BodyExt;
 use tokio::sync::mpsc;
 
 use super::words::in_words;
-use super::{Viewer, form_value, html, redirect};
+use super::{Viewer, form_value, html, redirect, segment, unsegment};
 use crate::approval::{Approval, Status, VoteError};
 use crate::audit::record::Phase;
 use crate::audit::store::SessionFilter;
@@ -20,6 +20,8 @@ use crate::upstream::client::{Body, full};
 
 /// The most approvals a list shows (newest first).
 const LIST_LIMIT: i64 = 500;
+/// The most sessions the sessions page lists (newest first; filters narrow it).
+const SESSIONS_SHOWN: i64 = 200;
 
 // ---- static files ------------------------------------------------------------------------
 
@@ -206,7 +208,8 @@ pub struct Card {
     pub may_decide: bool,
     /// Why this viewer sees no buttons on a pending approval.
     pub why_not: Option<&'static str>,
-    pub session: String,
+    /// The agent's session's page (the id encoded as a path segment).
+    pub session_href: String,
     pub link_session: bool,
     pub created: String,
     pub inner: Vec<String>,
@@ -258,7 +261,7 @@ fn card(a: &Approval, v: &Viewer) -> Card {
         left: time_left(&a.expires),
         may_decide: pending && decision.is_ok(),
         why_not: if pending { decision.err() } else { None },
-        session: a.session.clone(),
+        session_href: format!("/console/sessions/{}", segment(&a.session)),
         link_session: v.reader,
         created: when(&a.created),
         inner: a
@@ -421,9 +424,15 @@ pub async fn get(gw: &Arc<Gateway>, v: &Viewer, path: &str, query: &str) -> Resp
             if !v.reader {
                 return forbidden("A session's timeline");
             }
-            let id = &p["/console/sessions/".len()..];
+            let Some(id) = unsegment(&p["/console/sessions/".len()..]) else {
+                return error_page(
+                    StatusCode::NOT_FOUND,
+                    "No such session",
+                    "That is not a session id.",
+                );
+            };
             let step = arg("step").and_then(|s| s.parse::<usize>().ok());
-            session_page(gw, v, id, step).await
+            session_page(gw, v, &id, step).await
         }
         "/console/policy" => {
             if !v.reader {
@@ -483,7 +492,7 @@ pub async fn post(
 
 /// Server-sent events: `approval` with the id, whenever an approval this viewer may see
 /// changes; the page then fetches its list again (authorization stays in one place).
-pub fn events(gw: Arc<Gateway>, v: Viewer) -> Response<Body> {
+pub fn events(gw: Arc<Gateway>, v: Viewer, session_id: String) -> Response<Body> {
     let mut feed = gw.approvals.subscribe();
     let (tx, rx) = mpsc::channel::<Bytes>(64);
     tokio::spawn(async move {
@@ -493,7 +502,20 @@ pub fn events(gw: Arc<Gateway>, v: Viewer) -> Response<Body> {
         loop {
             let next = tokio::time::timeout(std::time::Duration::from_secs(15), feed.recv()).await;
             let chunk = match next {
-                Err(_) => Bytes::from_static(b": keep-alive\n\n"),
+                // Quiet for a while: is the session still there (signed out elsewhere,
+                // expired)? If not, say so and stop; the page then goes to sign in.
+                Err(_) => {
+                    match super::session::find(&gw.store, &session_id, &crate::audit_time()).await {
+                        Ok(Some(_)) => Bytes::from_static(b": keep-alive\n\n"),
+                        Ok(None) => {
+                            let _ = tx
+                                .send(Bytes::from_static(b"event: signed-out\ndata: \n\n"))
+                                .await;
+                            return;
+                        }
+                        Err(_) => Bytes::from_static(b": keep-alive\n\n"),
+                    }
+                }
                 Ok(Ok(a)) if visible(&gw, &v, &a) => {
                     Bytes::from(format!("event: approval\ndata: {}\n\n", a.id))
                 }
@@ -521,6 +543,7 @@ pub fn events(gw: Arc<Gateway>, v: Viewer) -> Response<Body> {
 
 struct SessionRow {
     id: String,
+    href: String,
     principal: String,
     started: String,
     last: String,
@@ -575,11 +598,13 @@ async fn sessions_page(
             principal: principal.as_ref().map(|p| p.to_ascii_lowercase()),
             since: since_time,
             decision: decision.clone(),
+            newest: Some(SESSIONS_SHOWN),
         };
         match gw.store.sessions(&filter).await {
             Ok(list) => list
                 .into_iter()
                 .map(|s| SessionRow {
+                    href: format!("/console/sessions/{}", segment(&s.id)),
                     id: s.id,
                     principal: s.principal.unwrap_or_default(),
                     started: when(&s.started),

@@ -122,6 +122,7 @@ pub async fn handle(gw: Arc<Gateway>, req: http::Request<hyper::body::Incoming>)
                 principal: arg("principal").map(|p| p.to_ascii_lowercase()),
                 since,
                 decision: arg("decision"),
+                newest: None,
             };
             gw.store
                 .sessions(&filter)

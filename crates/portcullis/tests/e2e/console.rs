@@ -424,7 +424,11 @@ async fn sign_in(env: &Env, http: &reqwest::Client, user: &str) -> (String, Stri
         "{:?}",
         done.text().await
     );
-    let (session, _) = set_cookie(&done, "__Host-portcullis-console");
+    let (session, attributes) = set_cookie(&done, "__Host-portcullis-console");
+    for attr in ["Secure", "HttpOnly", "SameSite=Lax", "Path=/"] {
+        assert!(attributes.contains(attr), "{attributes}");
+    }
+    assert!(!attributes.contains("Domain"), "host-only: {attributes}");
     (session, signin, callback)
 }
 
@@ -498,12 +502,15 @@ async fn sign_in_uses_pkce_and_a_host_only_secure_session_cookie() {
     let stored = portcullis::audit::store::Store::open(&env.dir.join("state/audit.db"))
         .await
         .unwrap();
-    assert!(
-        portcullis::console::session::find(&stored, id, &portcullis::audit_time())
-            .await
-            .unwrap()
-            .is_some()
-    );
+    let kept = portcullis::console::session::find(&stored, id, &portcullis::audit_time())
+        .await
+        .unwrap()
+        .expect("the session is stored");
+    // It ends with the access token that proved who signed in (the simulator's tokens live
+    // an hour), not after the configured 8 h.
+    let ends = chrono::DateTime::parse_from_rfc3339(&kept.expires).unwrap();
+    let left = ends.signed_duration_since(chrono::Utc::now()).num_seconds();
+    assert!((0..=3700).contains(&left), "{left}");
 
     // Signing out ends the session everywhere.
     let page = http
@@ -530,6 +537,9 @@ async fn sign_in_uses_pkce_and_a_host_only_secure_session_cookie() {
         .await
         .unwrap();
     assert_eq!(out.status(), StatusCode::SEE_OTHER);
+    let (cleared, attributes) = set_cookie(&out, "__Host-portcullis-console");
+    assert_eq!(cleared, "__Host-portcullis-console=");
+    assert!(attributes.contains("Max-Age=0"), "{attributes}");
     let after = http
         .get(format!("{}/console/approvals", console_url(&env)))
         .header("cookie", &session)
@@ -604,4 +614,152 @@ async fn every_page_passes_wcag_checks_at_phone_and_desktop_widths() {
         "axe-core found WCAG 2.1 A/AA violations"
     );
     browser.finish().await;
+}
+
+/// The console page `path` as the holder of `session` sees it.
+async fn page(
+    env: &Env,
+    http: &reqwest::Client,
+    session: &str,
+    path: &str,
+) -> (StatusCode, String) {
+    let r = http
+        .get(format!("{}{path}", console_url(env)))
+        .header("cookie", session)
+        .send()
+        .await
+        .unwrap();
+    (r.status(), r.text().await.unwrap())
+}
+
+fn csrf_of(html: &str) -> String {
+    html.split("name=\"csrf\" value=\"")
+        .nth(1)
+        .and_then(|s| s.split('"').next())
+        .expect("a page with a form")
+        .to_owned()
+}
+
+#[tokio::test]
+async fn the_requester_never_sees_decision_buttons_nor_can_post_a_vote() {
+    // alice asks through her own (delegated) token for something approvers must approve;
+    // she is an approver herself.
+    let env = Env::with(Setup {
+        console: true,
+        rules: r#"
+  rules:
+    - name: people-ask-for-storage
+      effect: approve
+      principals: [group:approvers]
+      actions: [Microsoft.Storage/storageAccounts/write]
+      scopes: ["/subscriptions/*/resourceGroups/demo-rg"]
+      approval: {approvers: [group:approvers], quorum: 1, timeout: 10m}
+"#,
+        extra: "approvals:\n  hold: 120s\n",
+        ..Default::default()
+    })
+    .await;
+    let name = "aliceasks";
+    let (s, h, b) = send(
+        env.http
+            .put(env.url(&account(&env, name)))
+            .bearer_auth(env.token("alice"))
+            .header("content-type", "application/json")
+            .header("x-portcullis-wait", "0")
+            .body(CREATE),
+    )
+    .await;
+    assert_eq!(code(&h), "ApprovalPending", "{s} {b}");
+    let id = h["x-portcullis-approval"].to_str().unwrap().to_owned();
+
+    let http = browserless(&env);
+    let (session, _, _) = sign_in(&env, &http, "alice").await;
+    let (status, html) = page(&env, &http, &session, &format!("/console/approvals/{id}")).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(html.contains(name), "she sees her own request");
+    assert!(
+        !html.contains("class=\"approve\""),
+        "no approve button for the requester"
+    );
+    assert!(
+        html.contains("the requester cannot approve its own request"),
+        "{html}"
+    );
+    // Posting the form anyway, with a valid token and origin, is refused; nothing voted.
+    let r = http
+        .post(format!(
+            "{}/console/approvals/{id}/approve",
+            console_url(&env)
+        ))
+        .header("cookie", &session)
+        .header("origin", console_url(&env))
+        .form(&[("csrf", csrf_of(&html).as_str()), ("comment", "mine")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::FORBIDDEN);
+    let (_, html) = page(&env, &http, &session, &format!("/console/approvals/{id}")).await;
+    assert!(html.contains("0 of 1 approval(s)"), "{html}");
+    // bob may.
+    let (bob, _, _) = sign_in(&env, &http, "bob").await;
+    let (_, html) = page(&env, &http, &bob, &format!("/console/approvals/{id}")).await;
+    assert!(
+        html.contains("class=\"approve\""),
+        "an approver who is not the requester sees it"
+    );
+}
+
+#[tokio::test]
+async fn agent_text_is_shown_as_text_and_agent_named_sessions_link_safely() {
+    let env = console_env(None).await;
+    let name = "consolemarkup";
+    // The agent names its session with characters that mean something in a URL, and says
+    // why in markup.
+    let session_id = "victim#x/../y?z";
+    let (_, h, b) = send(
+        env.http
+            .put(env.url(&account(&env, name)))
+            .bearer_auth(env.token("agent"))
+            .header("content-type", "application/json")
+            .header("x-portcullis-wait", "0")
+            .header("x-portcullis-session", session_id)
+            .header("x-portcullis-reason", "<img src=x onerror=alert(1)>\"'")
+            .body(CREATE),
+    )
+    .await;
+    assert_eq!(code(&h), "ApprovalPending", "{b}");
+
+    let http = browserless(&env);
+    let (session, _, _) = sign_in(&env, &http, "alice").await;
+    let (_, html) = page(&env, &http, &session, "/console/approvals").await;
+    assert!(!html.contains("<img src=x"), "markup is escaped");
+    assert!(
+        html.contains("&#60;img src=x onerror=alert(1)&#62;"),
+        "{html}"
+    );
+    let href = format!("/console/sessions/{}", "victim%23x%2F..%2Fy%3Fz");
+    assert!(
+        html.contains(&format!("href=\"{href}\"")),
+        "the session link is encoded"
+    );
+    let (_, list) = page(&env, &http, &session, "/console/sessions").await;
+    assert!(list.contains(&format!("href=\"{href}\"")), "{list}");
+    let (status, timeline) = page(&env, &http, &session, &href).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(
+        timeline.contains("victim#x/../y?z"),
+        "the agent's own session opens"
+    );
+    assert!(timeline.contains(name));
+    // Odd filter values are refused, not a crash.
+    let (status, html) = page(
+        &env,
+        &http,
+        &session,
+        "/console/sessions?since=9000000000000",
+    )
+    .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{html}");
+    let (status, _) = page(&env, &http, &session, "/console/sessions/%zz").await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
 }

@@ -124,6 +124,15 @@ async fn chains_checkpoints_retention_and_queries_behave_alike_on_both_backends(
             .await
             .unwrap();
         assert_eq!(denied.len(), 2, "{b}");
+        let newest = store
+            .sessions(&SessionFilter {
+                newest: Some(1),
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        let newest: Vec<&str> = newest.iter().map(|s| s.id.as_str()).collect();
+        assert_eq!(newest, ["s2"], "{b}");
         let nobody = store
             .sessions(&SessionFilter {
                 principal: Some("p-2".into()),
