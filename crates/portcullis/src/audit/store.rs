@@ -148,11 +148,28 @@ ALTER TABLE audit_records ADD COLUMN principal TEXT
 ALTER TABLE audit_records ADD COLUMN decision TEXT
     GENERATED ALWAYS AS (json_extract(record, '$.decision')) VIRTUAL;
 "#,
+    APPROVAL_OPERATIONS,
 ];
+
+/// Approvals presented as long-running operations (`approval/lro.rs`): who may poll, the
+/// held request sealed until it is forwarded (then gone), and the handover to Azure's own
+/// operation, sealed too. The same SQL on both backends.
+const APPROVAL_OPERATIONS: &str = r#"
+CREATE TABLE approval_operations (
+    approval  TEXT PRIMARY KEY,
+    tenant    TEXT NOT NULL,
+    principal TEXT NOT NULL,
+    created   TEXT NOT NULL,
+    request   TEXT,
+    claimed   TEXT,
+    handover  TEXT
+);
+"#;
 
 /// The PostgreSQL schema, versioned like SQLite's. Columns read from the record are
 /// generated from it, so they add nothing an attacker could edit apart from the hashed text.
-const PG_MIGRATIONS: &[&str] = &[r#"
+const PG_MIGRATIONS: &[&str] = &[
+    r#"
 CREATE TABLE audit_records (
     instance  TEXT   NOT NULL,
     seq       BIGINT NOT NULL,
@@ -234,7 +251,9 @@ CREATE TABLE approval_grants (
     approval  TEXT NOT NULL
 );
 CREATE INDEX approval_grants_by_key ON approval_grants (principal, action, scope, until);
-"#];
+"#,
+    APPROVAL_OPERATIONS,
+];
 
 /// Runs `$body` with `$pool` bound to the store's concrete pool, whichever backend it is:
 /// the same code, compiled once per backend.

@@ -7,6 +7,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use super::raw::{RawAliases, RawApproval, RawPolicy, RawRule};
+use crate::approval::lro::Style;
 use crate::identity::is_guid;
 use crate::policy::condition::Condition;
 use crate::policy::{
@@ -314,12 +315,23 @@ fn approval(
             Duration::from_secs(600)
         }
     };
+    let style = match raw.style.as_deref() {
+        None => Style::Auto,
+        Some(s) => Style::parse(s).unwrap_or_else(|| {
+            r.error(
+                line,
+                format!("rule '{name}': approval.style: '{s}' is not hold, async or auto"),
+            );
+            Style::Auto
+        }),
+    };
     ApprovalSpec {
         approvers_display: raw.approvers.clone(),
         approvers,
         quorum,
         timeout,
         grant_window: None,
+        style,
     }
 }
 

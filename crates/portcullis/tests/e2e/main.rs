@@ -18,6 +18,7 @@ mod exec;
 mod failclosed;
 mod held;
 mod identity;
+mod lro;
 mod masking;
 mod operability;
 mod pg_restart;
