@@ -352,8 +352,10 @@ async fn handle_in(gw: Arc<Gateway>, req: Request<Incoming>, request_id: String)
             request.draft.inner = batch_inner.clone();
             // Operations Azure clients poll are answered, once the hold runs out, as ARM
             // answers a long-running operation; the SDK's poller then waits for the human.
+            // Not batches: their answers are masked per inner request, which only this
+            // request's own forward knows how to do.
             let presented = match &decision.approval {
-                Some(spec) if ex.routed.service == Service::Arm => gw
+                Some(spec) if ex.routed.service == Service::Arm && !is_batch => gw
                     .approvals
                     .config
                     .long_running

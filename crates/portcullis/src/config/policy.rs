@@ -616,6 +616,7 @@ mod tests {
         );
         let a = r.approval.as_ref().unwrap();
         assert_eq!((a.quorum, a.timeout.as_secs()), (2, 900));
+        assert_eq!(a.style, Style::Auto, "the default");
         assert!(r.when.as_ref().unwrap().reads_request);
         assert_eq!(
             r.scopes,
@@ -626,7 +627,7 @@ mod tests {
     #[test]
     fn every_problem_has_its_line() {
         let (_, errors, _) = check(
-            "rules:\n  - name: a\n    effect: approve\n    principals: ['*']\n    actions: ['*/write']\n    scopes: [scope:nowhere]\n    when: '1 +'\n    credential: superuser\n  - name: a\n    effect: deny\n    principals: ['*']\n    actions: ['*']\n    scopes: ['*']\n    approval: {approvers: []}\n",
+            "rules:\n  - name: a\n    effect: approve\n    principals: ['*']\n    actions: ['*/write']\n    scopes: [scope:nowhere]\n    when: '1 +'\n    credential: superuser\n  - name: a\n    effect: deny\n    principals: ['*']\n    actions: ['*']\n    scopes: ['*']\n    approval: {approvers: []}\n  - name: b\n    effect: approve\n    principals: ['*']\n    actions: ['*/write']\n    scopes: ['*']\n    approval: {approvers: ['*'], style: later}\n",
         );
         let joined = errors.join("\n");
         for expected in [
@@ -636,6 +637,7 @@ mod tests {
             "p.yaml:2: rule 'a': an approve rule needs approval.approvers",
             "p.yaml:9: rule 'a': approval only applies",
             "rule 'a' is defined twice",
+            "p.yaml:15: rule 'b': approval.style: 'later' is not hold, async or auto",
         ] {
             assert!(
                 joined.contains(expected),

@@ -47,6 +47,18 @@ fn rules() -> &'static str {
       actions: [Microsoft.Storage/storageAccounts/listKeys/action]
       scopes: ["/subscriptions/*/resourceGroups/shared-rg"]
       approval: {{approvers: [group:approvers], quorum: 1, timeout: 10m}}
+    - name: async-key-regeneration
+      effect: approve
+      principals: [group:ai-agents]
+      actions: [Microsoft.Storage/storageAccounts/regenerateKey/action]
+      scopes: ["/subscriptions/*/resourceGroups/shared-rg"]
+      approval: {{approvers: [group:approvers], style: async}}
+    - name: async-batches
+      effect: approve
+      principals: [group:ai-agents]
+      actions: [Microsoft.Resources/batch/action]
+      scopes: ["*"]
+      approval: {{approvers: [group:approvers], style: async}}
     - name: agents-read-shared-rg-storage
       effect: allow
       principals: [group:ai-agents]
@@ -368,7 +380,7 @@ async fn a_denied_operation_fails_with_approval_denied_and_its_request_is_droppe
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn style_hold_and_operations_clients_do_not_poll_keep_approval_pending() {
+async fn each_rule_chooses_how_a_pending_approval_is_presented() {
     let env = Env::with(setup()).await;
     let sub = env.sim.subscription_id();
     // `style: hold` on the rule: 403 ApprovalPending, as before.
@@ -396,6 +408,30 @@ async fn style_hold_and_operations_clients_do_not_poll_keep_approval_pending() {
     assert_eq!(s, StatusCode::FORBIDDEN, "{body}");
     assert_eq!(header(&h, "x-ms-error-code"), "ApprovalPending");
     assert!(h.get("azure-asyncoperation").is_none());
+    // `style: async` presents any operation so (regenerateKey answers at once in Azure)...
+    let (s, h, body) = send(
+        env.http
+            .post(env.url(&format!(
+                "/subscriptions/{sub}/resourceGroups/shared-rg/providers/Microsoft.Storage/storageAccounts/x1/regenerateKey?api-version=2023-05-01"
+            )))
+            .bearer_auth(env.token("agent"))
+            .header("x-portcullis-wait", "0")
+            .json(&json!({"keyName": "key1"})),
+    )
+    .await;
+    assert_eq!(s, StatusCode::ACCEPTED, "{body}");
+    assert!(header(&h, "azure-asyncoperation").contains("/portcullis/approvals/"));
+    // ...but never a batch: its answer is masked per inner request, by its own forward.
+    let (s, h, body) = send(
+        env.http
+            .post(env.url("/batch?api-version=2020-06-01"))
+            .bearer_auth(env.token("agent"))
+            .header("x-portcullis-wait", "0")
+            .json(&json!({"requests": [{"httpMethod": "GET", "relativeUrl": format!("{}?api-version=2022-09-01", env.rg())}]})),
+    )
+    .await;
+    assert_eq!(s, StatusCode::FORBIDDEN, "{body}");
+    assert_eq!(header(&h, "x-ms-error-code"), "ApprovalPending");
 }
 
 fn uuid_like() -> String {
