@@ -62,7 +62,7 @@ def lro_create(url: str, sub: str, cred) -> dict:
     answers 202 as Azure answers a long-running create, and the SDK's own poller waits for
     the approver."""
     storage = StorageManagementClient(cred, sub, base_url=url, credential_scopes=ARM_SCOPE)
-    name = os.environ["AGENT_ACCOUNT"]
+    name = os.environ["AGENT_RESOURCE"]
     try:
         account = storage.storage_accounts.begin_create(
             "shared-rg",
@@ -78,13 +78,14 @@ def lro_delete(url: str, sub: str, cred) -> dict:
     """A VM the agent may create, whose delete is held for approval: the SDK's delete
     poller waits for the approver."""
     compute = ComputeManagementClient(cred, sub, base_url=url, credential_scopes=ARM_SCOPE)
+    name = os.environ["AGENT_RESOURCE"]
     compute.virtual_machines.begin_create_or_update(
         "shared-rg",
-        "agent-lro-vm",
+        name,
         {"location": "eastus", "hardware_profile": {"vm_size": "Standard_B1s"}},
     ).result()
     try:
-        compute.virtual_machines.begin_delete("shared-rg", "agent-lro-vm").result()
+        compute.virtual_machines.begin_delete("shared-rg", name).result()
     except HttpResponseError as e:
         return failure(e)
     return {"left": [v.name for v in compute.virtual_machines.list("shared-rg")]}

@@ -1061,9 +1061,11 @@ async fn approval_poll(
     let Some(row) = gw.approvals.store.operation(id).await.map_err(store_err)? else {
         return Err(not_found());
     };
+    // The binding covers the path (the approval and which URL); the gateway reads nothing
+    // from the query, so a client that appends one (an `api-version`) still polls.
     let bound = ex.binding.as_deref().is_some_and(|b| {
         gw.binder
-            .verify_for(&row.tenant, &row.principal, raw_path, &ex.query, b)
+            .verify_for(&row.tenant, &row.principal, raw_path, "", b)
     });
     if !bound {
         return Err(not_found());
@@ -1238,15 +1240,7 @@ fn in_progress(
             *r.status_mut() = StatusCode::ACCEPTED;
             r.headers_mut()
                 .insert(header::CONTENT_LENGTH, HeaderValue::from(0));
-            // The same URL, polled again.
-            if let Ok(v) = HeaderValue::from_str(&format!(
-                "{}{}?{}",
-                ex.routed.gateway_base,
-                ex.routed.upstream_path,
-                own_query(ex)
-            )) {
-                r.headers_mut().insert(header::LOCATION, v);
-            }
+            in_progress_location(ex, &mut r);
             r
         }
     };

@@ -204,6 +204,15 @@ async fn a_pending_approval_is_answered_as_a_long_running_operation() {
     let (s, h, _) = send(env.http.get(&result_url).bearer_auth(&agent)).await;
     assert_eq!(s, StatusCode::ACCEPTED);
     assert_eq!(header(&h, "location"), result_url);
+    // A client that appends its api-version still polls (the query is not read).
+    let (s, _, body) = send(
+        env.http
+            .get(format!("{status_url}&api-version=2023-05-01"))
+            .bearer_auth(&agent),
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK, "{body}");
+    assert_eq!(body["status"], "InProgress", "{body}");
 
     // Another principal: 403 in ARM's shape; a forged or unknown URL: 404.
     let other = env.token("other-agent");
@@ -492,25 +501,31 @@ async fn decide(env: &Env, id: &str, verb: &str) {
     assert_eq!(s, StatusCode::OK, "{v}");
 }
 
+/// Runs the SDK agent's `scenario` as `who` on `name` (the account, or the VM), decides
+/// its approval (`approve` or `deny`) after twice the hold, and returns what it saw.
+async fn sdk_waits(env: &Env, who: &str, scenario: &str, name: &str, verb: &str) -> Value {
+    let child = crate::exec::agent_sdk(env, &env.url(""), who)
+        .env("AGENT_SCENARIO", scenario)
+        .env("AGENT_RESOURCE", name)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let id = approval_after_the_hold(env, &format!("/{name}")).await;
+    decide(env, &id, verb).await;
+    let out = tokio::task::spawn_blocking(move || child.wait_with_output().unwrap())
+        .await
+        .unwrap();
+    crate::exec::what_the_agent_saw(&out)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_python_sdk_poller_waits_for_the_approver_on_create_and_delete() {
     let env = Env::with(setup()).await;
     let since = env.sim.last_call_seq();
 
     // begin_create of a storage account: approved after twice the hold.
-    let child = crate::exec::agent_sdk(&env, &env.url(""), "agent")
-        .env("AGENT_SCENARIO", "lro-create")
-        .env("AGENT_ACCOUNT", "sdklrosa")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let id = approval_after_the_hold(&env, "/sdklrosa").await;
-    decide(&env, &id, "approve").await;
-    let out = tokio::task::spawn_blocking(move || child.wait_with_output().unwrap())
-        .await
-        .unwrap();
-    let seen = crate::exec::what_the_agent_saw(&out);
+    let seen = sdk_waits(&env, "agent", "lro-create", "sdklrosa", "approve").await;
     assert_eq!(seen["name"], "sdklrosa", "{seen}");
     assert_eq!(seen["state"], "Succeeded", "{seen}");
     let puts: Vec<_> = env
@@ -521,19 +536,7 @@ async fn the_python_sdk_poller_waits_for_the_approver_on_create_and_delete() {
     assert_eq!(puts.len(), 1, "forwarded once: {puts:?}");
 
     // begin_create denied: the SDK raises HttpResponseError with our code.
-    let child = crate::exec::agent_sdk(&env, &env.url(""), "agent")
-        .env("AGENT_SCENARIO", "lro-create")
-        .env("AGENT_ACCOUNT", "sdkdeniedsa")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let id = approval_after_the_hold(&env, "/sdkdeniedsa").await;
-    decide(&env, &id, "deny").await;
-    let out = tokio::task::spawn_blocking(move || child.wait_with_output().unwrap())
-        .await
-        .unwrap();
-    let seen = crate::exec::what_the_agent_saw(&out);
+    let seen = sdk_waits(&env, "agent", "lro-create", "sdkdeniedsa", "deny").await;
     assert_eq!(seen["error"]["code"], "ApprovalDenied", "{seen}");
     assert!(
         seen["error"]["message"]
@@ -550,18 +553,7 @@ async fn the_python_sdk_poller_waits_for_the_approver_on_create_and_delete() {
 
     // begin_delete of a VM (another agent, whose deletes are held): approved after twice
     // the hold, forwarded once, the VM is gone.
-    let child = crate::exec::agent_sdk(&env, &env.url(""), "other-agent")
-        .env("AGENT_SCENARIO", "lro-delete")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let id = approval_after_the_hold(&env, "/agent-lro-vm").await;
-    decide(&env, &id, "approve").await;
-    let out = tokio::task::spawn_blocking(move || child.wait_with_output().unwrap())
-        .await
-        .unwrap();
-    let seen = crate::exec::what_the_agent_saw(&out);
+    let seen = sdk_waits(&env, "other-agent", "lro-delete", "agent-lro-vm", "approve").await;
     assert_eq!(seen["left"], json!([]), "{seen}");
     let deletes: Vec<_> = env
         .arm_calls(since)
@@ -608,13 +600,12 @@ async fn the_az_cli_waits_for_the_approver_on_a_storage_account_create() {
 /// is read on A.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_status_url_works_on_another_replica() {
-    use base64::Engine;
     let schema = Schema::new();
-    let keys = "keys:\n  url_binding: {file: url-binding.b64}\n  mask: {file: mask.b64}\n";
     let extra = leak(format!(
-        "store:\n  url: \"{}\"\n  schema: {}\n{keys}{EXTRA}",
+        "store:\n  url: \"{}\"\n  schema: {}\n{}{EXTRA}",
         pg_url(),
-        schema.0
+        schema.0,
+        crate::replicas::SHARED_KEYS
     ));
     let (sim, dir) = prepare(Setup {
         rules: rules(),
@@ -622,14 +613,7 @@ async fn the_status_url_works_on_another_replica() {
         ..Setup::default()
     })
     .await;
-    for name in ["url-binding.b64", "mask.b64"] {
-        let key: [u8; 32] = rand::random();
-        std::fs::write(
-            dir.join(name),
-            base64::engine::general_purpose::STANDARD.encode(key),
-        )
-        .unwrap();
-    }
+    crate::replicas::write_shared_keys(&dir);
     let config = std::fs::read_to_string(dir.join("portcullis.yaml")).unwrap();
     std::fs::write(
         dir.join("portcullis-b.yaml"),
