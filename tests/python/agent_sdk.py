@@ -74,6 +74,21 @@ def lro_create(url: str, sub: str, cred) -> dict:
     return {"name": account.name, "state": account.provisioning_state}
 
 
+def lro_vm_create(url: str, sub: str, cred) -> dict:
+    """A VM create held for approval beyond the hold: the gateway answers 201 (as ARM does
+    for compute PUTs) and the SDK's poller waits, then reads the VM."""
+    compute = ComputeManagementClient(cred, sub, base_url=url, credential_scopes=ARM_SCOPE)
+    try:
+        vm = compute.virtual_machines.begin_create_or_update(
+            "shared-rg",
+            os.environ["AGENT_RESOURCE"],
+            {"location": "eastus", "hardware_profile": {"vm_size": "Standard_B1s"}},
+        ).result()
+    except HttpResponseError as e:
+        return failure(e)
+    return {"name": vm.name, "state": vm.provisioning_state}
+
+
 def lro_delete(url: str, sub: str, cred) -> dict:
     """A VM the agent may create, whose delete is held for approval: the SDK's delete
     poller waits for the approver."""
@@ -104,6 +119,9 @@ def main() -> int:
         return 0
     if scenario == "lro-create":
         print(json.dumps(lro_create(url, sub, cred)))
+        return 0
+    if scenario == "lro-vm-create":
+        print(json.dumps(lro_vm_create(url, sub, cred)))
         return 0
     if scenario == "lro-delete":
         print(json.dumps(lro_delete(url, sub, cred)))

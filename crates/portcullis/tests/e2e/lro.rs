@@ -74,6 +74,12 @@ fn rules() -> &'static str {
       principals: [app:{other}]
       actions: [Microsoft.Compute/virtualMachines/write, Microsoft.Compute/virtualMachines/read]
       scopes: ["/subscriptions/*/resourceGroups/shared-rg"]
+    - name: one-vm-create-needs-approval
+      effect: approve
+      principals: [app:{other}]
+      actions: [Microsoft.Compute/virtualMachines/write]
+      scopes: ["/subscriptions/*/resourceGroups/shared-rg/providers/Microsoft.Compute/virtualMachines/sdkheldvm"]
+      approval: {{approvers: [group:approvers], quorum: 1, timeout: 10m}}
     - name: other-agent-vm-deletes-need-approval
       effect: approve
       principals: [app:{other}]
@@ -449,7 +455,7 @@ fn uuid_like() -> String {
 
 // === the official SDK and the az CLI wait in their own pollers ===
 
-/// Waits until the approval for `scope_suffix` exists and its request was answered 202
+/// Waits until the approval for `scope_suffix` exists and its request was answered 201/202
 /// (the hold ran out), then until twice the hold has passed since: an approver deciding
 /// later than a held request could wait.
 async fn approval_after_the_hold(env: &Env, scope_suffix: &str) -> String {
@@ -474,15 +480,13 @@ async fn approval_after_the_hold(env: &Env, scope_suffix: &str) -> String {
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
     loop {
-        let answered = env
-            .audit_records()
-            .await
-            .iter()
-            .any(|r| r.approval.as_deref() == Some(id.as_str()) && r.status == Some(202));
+        let answered = env.audit_records().await.iter().any(|r| {
+            r.approval.as_deref() == Some(id.as_str()) && matches!(r.status, Some(201 | 202))
+        });
         if answered && seen.elapsed() >= Duration::from_secs(2 * HOLD_SECS) {
             return id;
         }
-        assert!(Instant::now() < deadline, "never answered 202: {id}");
+        assert!(Instant::now() < deadline, "never answered 201/202: {id}");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
@@ -520,7 +524,7 @@ async fn sdk_waits(env: &Env, who: &str, scenario: &str, name: &str, verb: &str)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_python_sdk_poller_waits_for_the_approver_on_create_and_delete() {
+async fn the_python_sdk_poller_waits_for_the_approver_on_creates_and_a_delete() {
     let env = Env::with(setup()).await;
     let since = env.sim.last_call_seq();
 
@@ -555,6 +559,18 @@ async fn the_python_sdk_poller_waits_for_the_approver_on_create_and_delete() {
     // the hold, forwarded once, the VM is gone.
     let seen = sdk_waits(&env, "other-agent", "lro-delete", "agent-lro-vm", "approve").await;
     assert_eq!(seen["left"], json!([]), "{seen}");
+
+    // begin_create_or_update of a VM held for approval: the gateway answers 201, as ARM
+    // does for compute PUTs; the SDK reads the VM once the operation succeeded.
+    let seen = sdk_waits(&env, "other-agent", "lro-vm-create", "sdkheldvm", "approve").await;
+    assert_eq!(seen["name"], "sdkheldvm", "{seen}");
+    assert_eq!(seen["state"], "Succeeded", "{seen}");
+    let puts = env
+        .arm_calls(since)
+        .into_iter()
+        .filter(|c| c.method == "PUT" && c.path.ends_with("/sdkheldvm"))
+        .count();
+    assert_eq!(puts, 1, "forwarded once");
     let deletes: Vec<_> = env
         .arm_calls(since)
         .into_iter()
