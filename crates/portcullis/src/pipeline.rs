@@ -999,18 +999,13 @@ async fn accepted(
 /// An approval answered 202 earlier but used now by a retry of the request itself: the
 /// operation's polls say so (it forwarded nothing), and its held request goes.
 async fn used_by_retry(gw: &Gateway, approval: &str) {
-    let body = serde_json::json!({"error": {
-        "code": "ApprovalConsumed",
-        "message": format!("Portcullis: approval {approval} was used by a retry of the same request, which was forwarded instead; this operation forwarded nothing"),
-    }});
-    let handover = crate::approval::lro::Handover {
-        status: 409,
-        async_operation: None,
-        location: None,
-        resource: None,
-        content_type: Some("application/json; charset=utf-8".into()),
-        body: serde_json::to_vec(&body).expect("a Value serializes"),
-    };
+    let handover = crate::approval::lro::Handover::error(
+        409,
+        "ApprovalConsumed",
+        &format!(
+            "Portcullis: approval {approval} was used by a retry of the same request, which was forwarded instead; this operation forwarded nothing"
+        ),
+    );
     let sealed = gw.approvals.config.sealer.seal(approval, &handover);
     if let Err(e) = gw
         .approvals
@@ -1019,6 +1014,25 @@ async fn used_by_retry(gw: &Gateway, approval: &str) {
         .await
     {
         tracing::warn!(approval, error = %e, "an operation whose approval a retry used could not be updated; its polls report it after the forward grace");
+    }
+}
+
+/// The approval was used by a poll, but its forward failed before anything reached Azure:
+/// later polls report that error (the approval is spent; the request is never retried).
+async fn failed_before_forward(gw: &Gateway, approval: &str, e: &GatewayError) {
+    let handover = crate::approval::lro::Handover::error(
+        e.status().as_u16(),
+        e.code(&Service::Arm),
+        &e.message(&Service::Arm),
+    );
+    let sealed = gw.approvals.config.sealer.seal(approval, &handover);
+    if let Err(err) = gw
+        .approvals
+        .store
+        .set_handover_once(approval, &sealed)
+        .await
+    {
+        tracing::error!(approval, error = %err, "an operation whose forward failed could not say so; its polls report it after the forward grace");
     }
 }
 
@@ -1111,10 +1125,15 @@ async fn approval_poll(
         )),
         Status::Pending => Ok(in_progress(gw, ex, &a, kind)),
         Status::Approved => match gw.approvals.redeem(&a).await.map_err(store_err)? {
-            Some(hold) => {
-                let h = forward_approved(gw, ex, principal, &a, &hold).await?;
-                follow(gw, ex, principal, &a, &h, kind).await
-            }
+            Some(hold) => match forward_approved(gw, ex, principal, &a, &hold).await {
+                Ok(h) => follow(gw, ex, principal, &a, &h, kind).await,
+                Err(e) => {
+                    // Used, and nothing sent (the record or the stored request failed):
+                    // the operation failed, and says why at once.
+                    failed_before_forward(gw, &a.id, &e).await;
+                    Err(e)
+                }
+            },
             // Another replica (or a retry of the request) used it: its handover follows.
             None => Ok(in_progress(gw, ex, &a, kind)),
         },
@@ -1165,7 +1184,7 @@ async fn approval_poll(
 }
 
 /// Common headers of the gateway's own answers to polls.
-fn poll_headers(gw: &Gateway, ex: &Exchange, a: &crate::approval::Approval, h: &mut HeaderMap) {
+fn poll_headers(ex: &Exchange, a: &crate::approval::Approval, h: &mut HeaderMap) {
     let id = HeaderValue::from_str(&ex.request_id).expect("a uuid");
     h.insert("x-ms-request-id", id.clone());
     h.insert("x-portcullis-request-id", id);
@@ -1176,7 +1195,6 @@ fn poll_headers(gw: &Gateway, ex: &Exchange, a: &crate::approval::Approval, h: &
     if let Ok(v) = HeaderValue::from_str(&a.id) {
         h.insert("x-portcullis-approval", v);
     }
-    let _ = gw;
 }
 
 fn json_answer(status: StatusCode, body: &serde_json::Value) -> Response<Body> {
@@ -1245,7 +1263,7 @@ fn in_progress(
         }
     };
     r.headers_mut().insert(header::RETRY_AFTER, retry_after(gw));
-    poll_headers(gw, ex, a, r.headers_mut());
+    poll_headers(ex, a, r.headers_mut());
     r
 }
 
@@ -1282,7 +1300,7 @@ fn failed_answer(
             body["properties"] =
                 serde_json::json!({"approvalId": a.id, "approvalStatus": a.status});
             let mut r = json_answer(StatusCode::OK, &body);
-            poll_headers(gw, ex, a, r.headers_mut());
+            poll_headers(ex, a, r.headers_mut());
             r
         }
         PollKind::Result => {
@@ -1449,15 +1467,11 @@ async fn forward_approved(
             if let Err(err) = gw.recorder.record(record).await {
                 tracing::error!(error = %err, "a failed forward could not be recorded");
             }
-            let body = serde_json::json!({"error": {"code": e.code(&fex.routed.service), "message": e.message(&fex.routed.service)}});
-            crate::approval::lro::Handover {
-                status: e.status().as_u16(),
-                async_operation: None,
-                location: None,
-                resource: None,
-                content_type: Some("application/json; charset=utf-8".into()),
-                body: serde_json::to_vec(&body).expect("a Value serializes"),
-            }
+            crate::approval::lro::Handover::error(
+                e.status().as_u16(),
+                e.code(&fex.routed.service),
+                &e.message(&fex.routed.service),
+            )
         }
     };
     gw.approvals
@@ -1678,7 +1692,7 @@ async fn follow(
     if !r.headers().contains_key(header::RETRY_AFTER) {
         r.headers_mut().insert(header::RETRY_AFTER, retry_after(gw));
     }
-    poll_headers(gw, ex, a, r.headers_mut());
+    poll_headers(ex, a, r.headers_mut());
     Ok(r)
 }
 

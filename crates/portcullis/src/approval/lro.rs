@@ -196,6 +196,20 @@ pub struct Handover {
 }
 
 impl Handover {
+    /// An operation that ended with an error and nothing at Azure to follow: polls report
+    /// `Failed` with this code, and the result URL answers it in ARM's error shape.
+    pub fn error(status: u16, code: &str, message: &str) -> Handover {
+        let body = serde_json::json!({"error": {"code": code, "message": message}});
+        Handover {
+            status,
+            async_operation: None,
+            location: None,
+            resource: None,
+            content_type: Some("application/json; charset=utf-8".into()),
+            body: serde_json::to_vec(&body).expect("a Value serializes"),
+        }
+    }
+
     /// Azure answered at once: there is nothing to poll.
     pub fn is_final(&self) -> bool {
         self.async_operation.is_none() && self.location.is_none()

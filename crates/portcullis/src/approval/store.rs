@@ -418,6 +418,19 @@ impl Store {
         Ok(())
     }
 
+    /// Stores a handover unless one is stored already (a failure noted after the fact never
+    /// overwrites Azure's answer).
+    pub async fn set_handover_once(&self, approval: &str, sealed: &str) -> Result<(), StoreError> {
+        on!(self, pool => {
+            sqlx::query("UPDATE approval_operations SET handover = $1 WHERE approval = $2 AND handover IS NULL")
+                .bind(sealed)
+                .bind(approval)
+                .execute(pool)
+                .await?;
+        });
+        Ok(())
+    }
+
     /// An approval presented as a long-running operation was used by a retry of the
     /// request itself (held, then released): its polls are answered from `sealed` and its
     /// held request goes. Never over a poll's own forward (claimed) or handover.

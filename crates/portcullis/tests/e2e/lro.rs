@@ -804,3 +804,56 @@ async fn a_retry_of_the_request_uses_the_approval_and_the_operation_says_so() {
         .unwrap();
     assert!(!store.operation(&id).await.unwrap().unwrap().has_request);
 }
+
+/// Approved, but Azure cannot be reached when the first poll forwards it: the operation
+/// fails with the gateway's error, and the approval is spent: later polls say the same,
+/// and nothing is sent again once Azure is back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_operation_whose_forward_fails_says_so_and_is_not_sent_again() {
+    let env = Env::with(setup()).await;
+    let sub = env.sim.subscription_id();
+    let agent = env.token("agent");
+    let (s, h, body) = send(
+        env.http
+            .put(env.url(&account_path(&sub, "lrofails")))
+            .bearer_auth(&agent)
+            .header("x-portcullis-wait", "0")
+            .json(&create_body()),
+    )
+    .await;
+    assert_eq!(s, StatusCode::ACCEPTED, "{body}");
+    let status_url = header(&h, "azure-asyncoperation").to_owned();
+    let id = header(&h, "x-portcullis-approval").to_owned();
+    decide(&env, &id, "approve").await;
+    env.sim
+        .set_faults(azure_sim::Faults {
+            path_prefix: Some(format!("/subscriptions/{sub}/resourceGroups/shared-rg")),
+            drop_rate: 1.0,
+            ..Default::default()
+        })
+        .unwrap();
+    let since = env.sim.last_call_seq();
+    let (s, _, body) = send(env.http.get(&status_url).bearer_auth(&agent)).await;
+    assert_eq!(s, StatusCode::OK, "{body}");
+    assert_eq!(body["status"], "Failed", "{body}");
+    assert_eq!(body["error"]["code"], "BadGateway", "{body}");
+    env.sim.set_faults(azure_sim::Faults::default()).unwrap();
+    let (s, _, again) = send(env.http.get(&status_url).bearer_auth(&agent)).await;
+    assert_eq!(s, StatusCode::OK, "{again}");
+    assert_eq!(again["status"], "Failed", "{again}");
+    assert!(
+        env.arm_calls(since)
+            .iter()
+            .all(|c| !(c.method == "PUT" && c.path.ends_with("/lrofails") && c.status < 300)),
+        "never created"
+    );
+    let (s, _, body) = env
+        .call(
+            Some(&agent),
+            Method::GET,
+            &account_path(&sub, "lrofails"),
+            None,
+        )
+        .await;
+    assert_eq!(s, StatusCode::NOT_FOUND, "not sent again: {body}");
+}
