@@ -125,6 +125,31 @@ fn create_body() -> Value {
     })
 }
 
+/// What a create answered as a long-running operation hands the agent.
+struct Accepted {
+    status_url: String,
+    result_url: String,
+    id: String,
+}
+
+/// The agent's storage account create in shared-rg, not waiting: answered 202 at once.
+async fn accepted_create(env: &Env, name: &str) -> Accepted {
+    let (s, h, body) = send(
+        env.http
+            .put(env.url(&account_path(&env.sim.subscription_id(), name)))
+            .bearer_auth(env.token("agent"))
+            .header("x-portcullis-wait", "0")
+            .json(&create_body()),
+    )
+    .await;
+    assert_eq!(s, StatusCode::ACCEPTED, "{body}");
+    Accepted {
+        status_url: header(&h, "azure-asyncoperation").to_owned(),
+        result_url: header(&h, "location").to_owned(),
+        id: header(&h, "x-portcullis-approval").to_owned(),
+    }
+}
+
 /// Every byte of the state store's files, to look for what must not be there.
 fn store_bytes(state: &std::path::Path) -> Vec<u8> {
     let mut all = Vec::new();
@@ -336,21 +361,13 @@ async fn a_pending_approval_is_answered_as_a_long_running_operation() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_denied_operation_fails_with_approval_denied_and_its_request_is_dropped() {
     let env = Env::with(setup()).await;
-    let sub = env.sim.subscription_id();
     let since = env.sim.last_call_seq();
     let agent = env.token("agent");
-    let (s, h, body) = send(
-        env.http
-            .put(env.url(&account_path(&sub, "lrodenied")))
-            .bearer_auth(&agent)
-            .header("x-portcullis-wait", "0")
-            .json(&create_body()),
-    )
-    .await;
-    assert_eq!(s, StatusCode::ACCEPTED, "{body}");
-    let status_url = header(&h, "azure-asyncoperation").to_owned();
-    let result_url = header(&h, "location").to_owned();
-    let id = header(&h, "x-portcullis-approval").to_owned();
+    let Accepted {
+        status_url,
+        result_url,
+        id,
+    } = accepted_create(&env, "lrodenied").await;
     let (s, _, v) = send(
         env.http
             .post(format!(
@@ -777,10 +794,7 @@ async fn a_retry_of_the_request_uses_the_approval_and_the_operation_says_so() {
                 .json(&create_body()),
         )
     };
-    let (s, h, body) = put().await;
-    assert_eq!(s, StatusCode::ACCEPTED, "{body}");
-    let status_url = header(&h, "azure-asyncoperation").to_owned();
-    let id = header(&h, "x-portcullis-approval").to_owned();
+    let Accepted { status_url, id, .. } = accepted_create(&env, "lroretried").await;
     decide(&env, &id, "approve").await;
     let (s, h, body) = put().await;
     assert_eq!(s, StatusCode::ACCEPTED, "Azure's own 202: {body}");
@@ -813,17 +827,7 @@ async fn an_operation_whose_forward_fails_says_so_and_is_not_sent_again() {
     let env = Env::with(setup()).await;
     let sub = env.sim.subscription_id();
     let agent = env.token("agent");
-    let (s, h, body) = send(
-        env.http
-            .put(env.url(&account_path(&sub, "lrofails")))
-            .bearer_auth(&agent)
-            .header("x-portcullis-wait", "0")
-            .json(&create_body()),
-    )
-    .await;
-    assert_eq!(s, StatusCode::ACCEPTED, "{body}");
-    let status_url = header(&h, "azure-asyncoperation").to_owned();
-    let id = header(&h, "x-portcullis-approval").to_owned();
+    let Accepted { status_url, id, .. } = accepted_create(&env, "lrofails").await;
     decide(&env, &id, "approve").await;
     env.sim
         .set_faults(azure_sim::Faults {
