@@ -46,6 +46,66 @@ def create_and_delete(url: str, sub: str, cred) -> dict:
     return {"created": vm.provisioning_state, "left": left}
 
 
+def failure(e: HttpResponseError) -> dict:
+    """The SDK's own error, as an agent's code would see it."""
+    return {
+        "error": {
+            "status": e.status_code,
+            "code": e.error.code if e.error else None,
+            "message": str(e.message)[:500],
+        }
+    }
+
+
+def lro_create(url: str, sub: str, cred) -> dict:
+    """A storage account create held for approval beyond the gateway's hold: the gateway
+    answers 202 as Azure answers a long-running create, and the SDK's own poller waits for
+    the approver."""
+    storage = StorageManagementClient(cred, sub, base_url=url, credential_scopes=ARM_SCOPE)
+    name = os.environ["AGENT_RESOURCE"]
+    try:
+        account = storage.storage_accounts.begin_create(
+            "shared-rg",
+            name,
+            {"location": "eastus", "sku": {"name": "Standard_LRS"}, "kind": "StorageV2"},
+        ).result()
+    except HttpResponseError as e:
+        return failure(e)
+    return {"name": account.name, "state": account.provisioning_state}
+
+
+def lro_vm_create(url: str, sub: str, cred) -> dict:
+    """A VM create held for approval beyond the hold: the gateway answers 201 (as ARM does
+    for compute PUTs) and the SDK's poller waits, then reads the VM."""
+    compute = ComputeManagementClient(cred, sub, base_url=url, credential_scopes=ARM_SCOPE)
+    try:
+        vm = compute.virtual_machines.begin_create_or_update(
+            "shared-rg",
+            os.environ["AGENT_RESOURCE"],
+            {"location": "eastus", "hardware_profile": {"vm_size": "Standard_B1s"}},
+        ).result()
+    except HttpResponseError as e:
+        return failure(e)
+    return {"name": vm.name, "state": vm.provisioning_state}
+
+
+def lro_delete(url: str, sub: str, cred) -> dict:
+    """A VM the agent may create, whose delete is held for approval: the SDK's delete
+    poller waits for the approver."""
+    compute = ComputeManagementClient(cred, sub, base_url=url, credential_scopes=ARM_SCOPE)
+    name = os.environ["AGENT_RESOURCE"]
+    compute.virtual_machines.begin_create_or_update(
+        "shared-rg",
+        name,
+        {"location": "eastus", "hardware_profile": {"vm_size": "Standard_B1s"}},
+    ).result()
+    try:
+        compute.virtual_machines.begin_delete("shared-rg", name).result()
+    except HttpResponseError as e:
+        return failure(e)
+    return {"left": [v.name for v in compute.virtual_machines.list("shared-rg")]}
+
+
 def main() -> int:
     url = os.environ["PORTCULLIS_URL"]
     sub = os.environ["AGENT_SUBSCRIPTION"]
@@ -56,6 +116,15 @@ def main() -> int:
         return 0
     if scenario == "create-and-delete":
         print(json.dumps(create_and_delete(url, sub, cred)))
+        return 0
+    if scenario == "lro-create":
+        print(json.dumps(lro_create(url, sub, cred)))
+        return 0
+    if scenario == "lro-vm-create":
+        print(json.dumps(lro_vm_create(url, sub, cred)))
+        return 0
+    if scenario == "lro-delete":
+        print(json.dumps(lro_delete(url, sub, cred)))
         return 0
     seen = {}
 

@@ -212,6 +212,15 @@ async fn handle_in(gw: Arc<Gateway>, req: Request<Incoming>, request_id: String)
                 retry_after: (wait.as_secs_f64().ceil() as u64).max(1),
             });
         }
+        // The gateway's own status and result URLs of approvals presented as long-running
+        // operations: answered here, never forwarded.
+        if ex.routed.service == Service::Arm
+            && ex.routed.path.starts_with(crate::approval::lro::PATH_PREFIX)
+        {
+            action = Some(POLL_ACTION.to_owned());
+            // Boxed: its state must not grow every request's future.
+            return Box::pin(approval_poll(&gw, &ex, &principal, &method, req.uri().path())).await;
+        }
         let body_cap = match ex.routed.service {
             Service::Arm => gw.limits.max_body_arm,
             Service::KeyVault { .. } => gw.limits.max_body_keyvault,
@@ -343,7 +352,40 @@ async fn handle_in(gw: Arc<Gateway>, req: Request<Incoming>, request_id: String)
                 &seen,
             );
             request.draft.inner = batch_inner.clone();
-            let held = gw.approvals.hold(request).await?;
+            // Operations Azure clients poll are answered, once the hold runs out, as ARM
+            // answers a long-running operation; the SDK's poller then waits for the human.
+            // Not batches: their answers are masked per inner request, which only this
+            // request's own forward knows how to do.
+            let presented = match &decision.approval {
+                Some(spec) if ex.routed.service == Service::Arm && !is_batch => gw
+                    .approvals
+                    .config
+                    .long_running
+                    .presented(spec.style, method.as_str(), &operation.action),
+                _ => None,
+            };
+            let held = match (gw.approvals.hold(request).await, presented) {
+                (Ok(held), _) => {
+                    used_by_retry(&gw, &held.approval).await;
+                    held
+                }
+                (Err(GatewayError::Approval(r)), Some(status))
+                    if matches!(r.code, "ApprovalPending" | "GatewayShuttingDown") =>
+                {
+                    let pending = Pending {
+                        approval: &r.approval,
+                        operation: &operation,
+                        status,
+                        headers: &parts.headers,
+                        body: &bytes,
+                        unmask: &decision.unmask,
+                        shown_headers: &request_headers,
+                        started,
+                    };
+                    return accepted(&gw, &ex, &principal, &method, pending).await;
+                }
+                (Err(e), _) => return Err(e),
+            };
             body = full(bytes);
             credential = held.credential.clone();
             consent = Some(held);
@@ -402,7 +444,15 @@ async fn handle_in(gw: Arc<Gateway>, req: Request<Incoming>, request_id: String)
             .get::<UpstreamLatency>()
             .map(|l| l.0.as_millis() as u64);
         (record.body, record.body_digest, record.body_bytes) = (None, None, None);
-        record_answer(&gw, record, response, started, &operation, &decision).await
+        record_answer(
+            &gw,
+            record,
+            response,
+            started,
+            &operation,
+            !decision.unmask.is_empty(),
+        )
+        .await
     }
     .await;
     let response = match outcome {
@@ -810,6 +860,856 @@ fn held_request(
     }
 }
 
+// === approval operations ===
+//
+// A pending approval presented as ARM presents a long-running operation (approval/lro.rs):
+// the first answer (`accepted`), then polls of the gateway's own status and result URLs
+// (`approval_poll`), which forward the held request once it is approved and then follow
+// Azure's own operation. Async operation reference:
+// <https://github.com/Azure/azure-resource-manager-rpc/blob/master/v1.0/async-api-reference.md>
+
+/// The action polls of the gateway's own status URLs are recorded under.
+const POLL_ACTION: &str = "Portcullis/approvals/operations/read";
+
+/// A held request the hold did not release, to be answered as a long-running operation.
+struct Pending<'a> {
+    approval: &'a crate::approval::Approval,
+    operation: &'a Operation,
+    /// 201 or 202.
+    status: u16,
+    headers: &'a HeaderMap,
+    body: &'a Bytes,
+    unmask: &'a [String],
+    /// The request's headers as the audit store keeps them.
+    shown_headers: &'a [(String, String)],
+    started: Instant,
+}
+
+/// The gateway's status (`status`) or result (`result`) URL of an approval, bound to its
+/// requester.
+fn approval_url(gw: &Gateway, base: &str, tenant: &str, oid: &str, id: &str, kind: &str) -> String {
+    let path = format!("{}{id}/{kind}", crate::approval::lro::PATH_PREFIX);
+    let binding = gw.binder.sign_for(tenant, oid, &path, "");
+    format!(
+        "{}{path}?{}={binding}",
+        base.trim_end_matches('/'),
+        crate::azure::rewrite::BINDING_PARAM
+    )
+}
+
+/// Header values kept byte for byte (each byte one char), whatever their encoding.
+fn header_text(v: &HeaderValue) -> String {
+    v.as_bytes().iter().map(|&b| b as char).collect()
+}
+
+fn header_bytes(s: &str) -> Vec<u8> {
+    s.chars().map(|c| c as u32 as u8).collect()
+}
+
+fn retry_after(gw: &Gateway) -> HeaderValue {
+    HeaderValue::from(gw.approvals.config.retry_after.as_secs().max(1))
+}
+
+/// Keeps the held request (sealed) for the forward after approval and answers as ARM
+/// answers a long-running operation: 201/202 with `Azure-AsyncOperation`, `Location` and
+/// `Retry-After`.
+async fn accepted(
+    gw: &Gateway,
+    ex: &Exchange,
+    principal: &Principal,
+    method: &Method,
+    p: Pending<'_>,
+) -> Result<Response<Body>, GatewayError> {
+    let a = p.approval;
+    let stored = crate::approval::lro::StoredRequest {
+        method: method.to_string(),
+        path: ex.routed.path.clone(),
+        upstream_path: ex.routed.upstream_path.clone(),
+        query: ex.query.clone(),
+        headers: p
+            .headers
+            .iter()
+            .filter(|(k, _)| {
+                !STRIPPED_REQUEST_HEADERS.contains(&k.as_str())
+                    && !k.as_str().starts_with("x-portcullis-")
+            })
+            .map(|(k, v)| (k.as_str().to_owned(), header_text(v)))
+            .collect(),
+        body: p.body.to_vec(),
+        correlation_id: ex.correlation_id.clone(),
+        unmask: p.unmask.to_vec(),
+    };
+    let sealed = gw.approvals.config.sealer.seal(&a.id, &stored);
+    // The same request answered 202 before keeps its row (the same bytes: the approval is
+    // bound to them).
+    gw.approvals
+        .store
+        .insert_operation(
+            &a.id,
+            &principal.tenant_id,
+            &principal.object_id,
+            &sealed,
+            &crate::audit_time(),
+        )
+        .await
+        .map_err(|e| GatewayError::AuditUnavailable(e.to_string()))?;
+    let base = &ex.routed.gateway_base;
+    let (tenant, oid) = (&principal.tenant_id, &principal.object_id);
+    let status_url = approval_url(gw, base, tenant, oid, &a.id, "status");
+    let result_url = approval_url(gw, base, tenant, oid, &a.id, "result");
+    let mut record = audit_record(gw, ex, method, Phase::Refused);
+    record.principal = Some(principal.object_id.clone());
+    record.action = Some(p.operation.action.clone());
+    record.scope = Some(crate::policy::scope_display(p.operation));
+    record.decision = Some("approve".into());
+    record.rule = a.rule.clone();
+    record.approval = Some(a.id.clone());
+    record.headers = p.shown_headers.to_vec();
+    record.status = Some(p.status);
+    record.reason = Some(format!(
+        "held for approval {}; not decided within the hold, so answered {} as a long-running operation: the agent polls the gateway, nothing was sent to Azure",
+        a.id, p.status
+    ));
+    record.latency_ms = Some(p.started.elapsed().as_millis() as u64);
+    commit(gw, record).await?;
+    let mut r = Response::new(full(Bytes::new()));
+    *r.status_mut() = StatusCode::from_u16(p.status).expect("201 or 202");
+    let h = r.headers_mut();
+    h.insert(
+        "azure-asyncoperation",
+        HeaderValue::from_str(&status_url).expect("a URL is header text"),
+    );
+    h.insert(
+        header::LOCATION,
+        HeaderValue::from_str(&result_url).expect("a URL is header text"),
+    );
+    h.insert(header::RETRY_AFTER, retry_after(gw));
+    h.insert(header::CONTENT_LENGTH, HeaderValue::from(0));
+    if let Ok(v) = HeaderValue::from_str(&a.id) {
+        h.insert("x-portcullis-approval", v);
+    }
+    let id = HeaderValue::from_str(&ex.request_id).expect("a uuid");
+    h.insert("x-ms-request-id", id.clone());
+    h.insert("x-portcullis-request-id", id);
+    h.insert(
+        "x-ms-correlation-request-id",
+        HeaderValue::from_str(&ex.correlation_id).expect("checked printable ASCII"),
+    );
+    Ok(r)
+}
+
+/// An approval answered 202 earlier but used now by a retry of the request itself: the
+/// operation's polls say so (it forwarded nothing), and its held request goes.
+async fn used_by_retry(gw: &Gateway, approval: &str) {
+    let handover = crate::approval::lro::Handover::error(
+        409,
+        "ApprovalConsumed",
+        &format!(
+            "Portcullis: approval {approval} was used by a retry of the same request, which was forwarded instead; this operation forwarded nothing"
+        ),
+    );
+    let sealed = gw.approvals.config.sealer.seal(approval, &handover);
+    if let Err(e) = gw
+        .approvals
+        .store
+        .operation_used_elsewhere(approval, &sealed)
+        .await
+    {
+        tracing::warn!(approval, error = %e, "an operation whose approval a retry used could not be updated; its polls report it after the forward grace");
+    }
+}
+
+/// The approval was used by a poll, but its forward failed before anything reached Azure:
+/// later polls report that error (the approval is spent; the request is never retried).
+async fn failed_before_forward(gw: &Gateway, approval: &str, e: &GatewayError) {
+    let handover = crate::approval::lro::Handover::error(
+        e.status().as_u16(),
+        e.code(&Service::Arm),
+        &e.message(&Service::Arm),
+    );
+    let sealed = gw.approvals.config.sealer.seal(approval, &handover);
+    if let Err(err) = gw
+        .approvals
+        .store
+        .set_handover_once(approval, &sealed)
+        .await
+    {
+        tracing::error!(approval, error = %err, "an operation whose forward failed could not say so; its polls report it after the forward grace");
+    }
+}
+
+/// Which of an approval's URLs was polled.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum PollKind {
+    /// `Azure-AsyncOperation`: `{"status": ...}`.
+    Status,
+    /// `Location`: 202 until done, then the result.
+    Result,
+}
+
+fn not_found() -> GatewayError {
+    GatewayError::Operation {
+        status: StatusCode::NOT_FOUND,
+        code: "OperationNotFound",
+        message: "there is no such operation (the URL is unknown, altered or not the gateway's)"
+            .into(),
+    }
+}
+
+/// A poll of an approval's status or result URL. Only the requester may poll (the URL is
+/// bound to them): another principal is refused (403); an unknown or altered URL does not
+/// exist (404).
+async fn approval_poll(
+    gw: &Gateway,
+    ex: &Exchange,
+    principal: &Principal,
+    method: &Method,
+    raw_path: &str,
+) -> Result<Response<Body>, GatewayError> {
+    let rest = &ex.routed.path[crate::approval::lro::PATH_PREFIX.len()..];
+    let (id, kind) = match rest.split_once('/') {
+        Some((id, "status")) => (id, PollKind::Status),
+        Some((id, "result")) => (id, PollKind::Result),
+        _ => return Err(not_found()),
+    };
+    let store_err =
+        |e: crate::audit::store::StoreError| GatewayError::AuditUnavailable(e.to_string());
+    let Some(row) = gw.approvals.store.operation(id).await.map_err(store_err)? else {
+        return Err(not_found());
+    };
+    // The binding covers the path (the approval and which URL); the gateway reads nothing
+    // from the query, so a client that appends one (an `api-version`) still polls.
+    let bound = ex.binding.as_deref().is_some_and(|b| {
+        gw.binder
+            .verify_for(&row.tenant, &row.principal, raw_path, "", b)
+    });
+    if !bound {
+        return Err(not_found());
+    }
+    if principal.tenant_id != row.tenant || principal.object_id != row.principal {
+        return Err(GatewayError::Operation {
+            status: StatusCode::FORBIDDEN,
+            code: "AuthorizationFailed",
+            message: format!(
+                "the client with object id '{}' may not read operation {id}: only the principal that sent the request polls it",
+                principal.object_id
+            ),
+        });
+    }
+    if *method != Method::GET {
+        return Err(GatewayError::Operation {
+            status: StatusCode::METHOD_NOT_ALLOWED,
+            code: "MethodNotAllowed",
+            message: "an operation's status is read with GET".into(),
+        });
+    }
+    let Some(a) = gw.approvals.store.approval(id).await.map_err(store_err)? else {
+        return Err(not_found());
+    };
+    let sealer = &gw.approvals.config.sealer;
+    if let Some(sealed) = &row.handover {
+        let h: crate::approval::lro::Handover = sealer
+            .open(id, sealed)
+            .map_err(|e| GatewayError::AuditUnavailable(format!("approval {id}: {e}")))?;
+        return follow(gw, ex, principal, &a, &h, kind).await;
+    }
+    use crate::approval::Status;
+    let now = crate::audit_time();
+    let overdue = matches!(a.status, Status::Pending | Status::Approved) && a.expires <= now;
+    match a.status {
+        _ if overdue => Ok(failed_answer(
+            gw,
+            ex,
+            &a,
+            kind,
+            "ApprovalExpired",
+            crate::approval::service::expired_message(&a),
+        )),
+        Status::Pending => Ok(in_progress(gw, ex, &a, kind)),
+        Status::Approved => match gw.approvals.redeem(&a).await.map_err(store_err)? {
+            Some(hold) => match forward_approved(gw, ex, principal, &a, &hold).await {
+                Ok(h) => follow(gw, ex, principal, &a, &h, kind).await,
+                Err(e) => {
+                    // Used, and nothing sent (the record or the stored request failed):
+                    // the operation failed, and says why at once.
+                    failed_before_forward(gw, &a.id, &e).await;
+                    Err(e)
+                }
+            },
+            // Another replica (or a retry of the request) used it: its handover follows.
+            None => Ok(in_progress(gw, ex, &a, kind)),
+        },
+        Status::Denied => Ok(failed_answer(
+            gw,
+            ex,
+            &a,
+            kind,
+            "ApprovalDenied",
+            crate::approval::service::denied_message(&a),
+        )),
+        Status::Expired => Ok(failed_answer(
+            gw,
+            ex,
+            &a,
+            kind,
+            "ApprovalExpired",
+            crate::approval::service::expired_message(&a),
+        )),
+        Status::Consumed => {
+            // Used by a poll (or a retry) on a replica that has not stored Azure's answer
+            // yet; one that died meanwhile never will: after the upstream timeout and a
+            // minute, say so rather than forward twice.
+            let lost = a.consumed.as_deref().is_some_and(|c| {
+                chrono::DateTime::parse_from_rfc3339(c).is_ok_and(|c| {
+                    chrono::Utc::now() - c.with_timezone(&chrono::Utc)
+                        > chrono::Duration::from_std(gw.upstream.timeout).unwrap_or_default()
+                            + chrono::Duration::seconds(60)
+                })
+            });
+            if lost {
+                Ok(failed_answer(
+                    gw,
+                    ex,
+                    &a,
+                    kind,
+                    "ApprovalForwardLost",
+                    format!(
+                        "approval {} was used, but the gateway that forwarded the request stopped before it recorded Azure's answer; the request may have reached Azure once. Check the resource; it is never sent again.",
+                        a.id
+                    ),
+                ))
+            } else {
+                Ok(in_progress(gw, ex, &a, kind))
+            }
+        }
+    }
+}
+
+/// Common headers of the gateway's own answers to polls.
+fn poll_headers(ex: &Exchange, a: &crate::approval::Approval, h: &mut HeaderMap) {
+    let id = HeaderValue::from_str(&ex.request_id).expect("a uuid");
+    h.insert("x-ms-request-id", id.clone());
+    h.insert("x-portcullis-request-id", id);
+    h.insert(
+        "x-ms-correlation-request-id",
+        HeaderValue::from_str(&ex.correlation_id).expect("checked printable ASCII"),
+    );
+    if let Ok(v) = HeaderValue::from_str(&a.id) {
+        h.insert("x-portcullis-approval", v);
+    }
+}
+
+fn json_answer(status: StatusCode, body: &serde_json::Value) -> Response<Body> {
+    let bytes = serde_json::to_vec(body).expect("a Value serializes");
+    let mut r = Response::new(full(Bytes::from(bytes)));
+    *r.status_mut() = status;
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json; charset=utf-8"),
+    );
+    r
+}
+
+/// An approval's operation in ARM's async-operation shape.
+fn operation_body(ex: &Exchange, a: &crate::approval::Approval, status: &str) -> serde_json::Value {
+    serde_json::json!({
+        "id": ex.routed.path,
+        "name": a.id,
+        "status": status,
+        "startTime": a.created,
+    })
+}
+
+/// Still waiting (for approvers, or for the replica forwarding it).
+fn in_progress(
+    gw: &Gateway,
+    ex: &Exchange,
+    a: &crate::approval::Approval,
+    kind: PollKind,
+) -> Response<Body> {
+    let mut r = match kind {
+        PollKind::Status => {
+            let left = (a.quorum as usize).saturating_sub(a.approvals());
+            let message = if a.status == crate::approval::Status::Pending {
+                format!(
+                    "Waiting for approval {}: {left} more approval(s) needed from {}; it expires at {}. Nothing has been sent to Azure yet.",
+                    a.id,
+                    a.approvers.join(", "),
+                    a.expires
+                )
+            } else {
+                format!(
+                    "Approval {} was given; the request is being forwarded to Azure.",
+                    a.id
+                )
+            };
+            let mut body = operation_body(ex, a, "InProgress");
+            body["properties"] = serde_json::json!({
+                "approvalId": a.id,
+                "approvalStatus": a.status,
+                "message": message,
+                "expiresOn": a.expires,
+                "approvers": a.approvers,
+                "quorum": a.quorum,
+                "approvals": a.approvals(),
+            });
+            json_answer(StatusCode::OK, &body)
+        }
+        PollKind::Result => {
+            let mut r = Response::new(full(Bytes::new()));
+            *r.status_mut() = StatusCode::ACCEPTED;
+            r.headers_mut()
+                .insert(header::CONTENT_LENGTH, HeaderValue::from(0));
+            in_progress_location(ex, &mut r);
+            r
+        }
+    };
+    r.headers_mut().insert(header::RETRY_AFTER, retry_after(gw));
+    poll_headers(ex, a, r.headers_mut());
+    r
+}
+
+/// The polled URL's query as the agent sent it (the binding included).
+fn own_query(ex: &Exchange) -> String {
+    let binding = format!(
+        "{}={}",
+        crate::azure::rewrite::BINDING_PARAM,
+        ex.binding.as_deref().unwrap_or_default()
+    );
+    if ex.query.is_empty() {
+        binding
+    } else {
+        format!("{}&{binding}", ex.query)
+    }
+}
+
+/// The operation failed without reaching Azure (denied, expired, used elsewhere): the
+/// status URL says `Failed` with our code, so the SDK raises its normal error; the result
+/// URL refuses as a held request would.
+fn failed_answer(
+    gw: &Gateway,
+    ex: &Exchange,
+    a: &crate::approval::Approval,
+    kind: PollKind,
+    code: &'static str,
+    message: String,
+) -> Response<Body> {
+    match kind {
+        PollKind::Status => {
+            let mut body = operation_body(ex, a, "Failed");
+            body["error"] =
+                serde_json::json!({"code": code, "message": format!("Portcullis: {message}")});
+            body["properties"] =
+                serde_json::json!({"approvalId": a.id, "approvalStatus": a.status});
+            let mut r = json_answer(StatusCode::OK, &body);
+            poll_headers(ex, a, r.headers_mut());
+            r
+        }
+        PollKind::Result => {
+            let e = crate::approval::service::refusal(code, message, a.clone(), None);
+            e.render(&ErrorContext {
+                service: &ex.routed.service,
+                request_id: &ex.request_id,
+                correlation_id: &ex.correlation_id,
+                authority: &gw.challenge_authority,
+                audience: &gw.audience,
+            })
+        }
+    }
+}
+
+/// Forwards the approved request, exactly the bytes approved and once (the caller redeemed
+/// the approval), with the rule's credential; records it like any approved forward; and
+/// stores how polls continue.
+async fn forward_approved(
+    gw: &Gateway,
+    ex: &Exchange,
+    principal: &Principal,
+    a: &crate::approval::Approval,
+    hold: &crate::approval::Hold,
+) -> Result<crate::approval::lro::Handover, GatewayError> {
+    let store_err =
+        |e: crate::audit::store::StoreError| GatewayError::AuditUnavailable(e.to_string());
+    let sealer = &gw.approvals.config.sealer;
+    let sealed = gw
+        .approvals
+        .store
+        .take_request(&a.id, &crate::audit_time())
+        .await
+        .map_err(store_err)?
+        .ok_or_else(|| {
+            GatewayError::AuditUnavailable(format!(
+                "approval {}: the held request is no longer stored",
+                a.id
+            ))
+        })?;
+    let stored: crate::approval::lro::StoredRequest = sealer
+        .open(&a.id, &sealed)
+        .map_err(|e| GatewayError::AuditUnavailable(format!("approval {}: {e}", a.id)))?;
+    let started = Instant::now();
+    let method = Method::from_bytes(stored.method.as_bytes()).map_err(|_| {
+        GatewayError::AuditUnavailable(format!(
+            "approval {}: a stored method is not a method",
+            a.id
+        ))
+    })?;
+    let fex = Exchange {
+        request_id: ex.request_id.clone(),
+        session: a.session.clone(),
+        correlation_id: stored.correlation_id.clone(),
+        routed: Routed {
+            service: Service::Arm,
+            path: stored.path.clone(),
+            upstream_path: stored.upstream_path.clone(),
+            gateway_base: ex.routed.gateway_base.clone(),
+        },
+        query: stored.query.clone(),
+        binding: None,
+    };
+    let operation = classify(&fex, &method)?;
+    let plan = gw.masker.plan(&operation, &stored.unmask);
+    // Record before forwarding: nothing reaches Azure unrecorded.
+    let mut record = audit_record(gw, &fex, &method, Phase::Request);
+    record.principal = Some(principal.object_id.clone());
+    record.action = Some(operation.action.clone());
+    record.scope = Some(crate::policy::scope_display(&operation));
+    record.decision = Some("approve".into());
+    record.rule = a.rule.clone();
+    record.reason = Some(format!(
+        "{}; {}; forwarded when its operation was polled",
+        a.rule_reason, hold.how
+    ));
+    record.approval = Some(a.id.clone());
+    record.unmasked = stored.unmask.clone();
+    record.headers = a.request.headers.clone();
+    record.body = a.request.body.clone();
+    commit(gw, record.clone()).await?;
+    let mut out = Request::builder()
+        .method(method.clone())
+        .uri(stored.upstream_path.clone());
+    for (k, v) in &stored.headers {
+        if let (Ok(k), Ok(v)) = (
+            HeaderName::from_bytes(k.as_bytes()),
+            HeaderValue::from_bytes(&header_bytes(v)),
+        ) {
+            out = out.header(k, v);
+        }
+    }
+    let (parts, ()) = out
+        .body(())
+        .map_err(|e| GatewayError::AuditUnavailable(format!("approval {}: {e}", a.id)))?
+        .into_parts();
+    let resource = if !matches!(method, Method::PUT | Method::PATCH) {
+        None
+    } else if stored.query.is_empty() {
+        Some(stored.upstream_path.clone())
+    } else {
+        Some(format!("{}?{}", stored.upstream_path, stored.query))
+    };
+    let sent = forward(
+        gw,
+        &fex,
+        parts,
+        full(Bytes::from(stored.body)),
+        principal,
+        hold.credential.as_deref(),
+        &plan,
+    )
+    .await;
+    let handover = match sent {
+        Ok(response) => {
+            let lro = response
+                .extensions()
+                .get::<UpstreamLro>()
+                .cloned()
+                .unwrap_or_default();
+            record.phase = Phase::Response;
+            record.status = Some(response.status().as_u16());
+            record.headers = audit_headers(gw, response.headers());
+            record.upstream_ms = response
+                .extensions()
+                .get::<UpstreamLatency>()
+                .map(|l| l.0.as_millis() as u64);
+            (record.body, record.body_digest, record.body_bytes) = (None, None, None);
+            let status = response.status().as_u16();
+            let content_type = response
+                .headers()
+                .get(header::CONTENT_TYPE)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned);
+            let response = record_answer(
+                gw,
+                record,
+                response,
+                started,
+                &operation,
+                !stored.unmask.is_empty(),
+            )
+            .await?;
+            // Read to the end: the record commits as the last bytes pass.
+            let body = read_capped(response.into_body(), gw.max_answer_bytes).await;
+            let is_final = lro.async_operation.is_none() && lro.location.is_none();
+            crate::approval::lro::Handover {
+                status,
+                async_operation: lro.async_operation,
+                location: lro.location,
+                resource,
+                content_type,
+                body: if is_final { body.to_vec() } else { Vec::new() },
+            }
+        }
+        Err(e) => {
+            // Approved and used, but Azure never answered: the operation failed, and the
+            // approval is spent (forwarding again could do it twice).
+            record.phase = Phase::Refused;
+            record.status = Some(e.status().as_u16());
+            record.reason = Some(e.message(&fex.routed.service));
+            record.latency_ms = Some(started.elapsed().as_millis() as u64);
+            (record.body, record.body_digest, record.body_bytes) = (None, None, None);
+            if let Err(err) = gw.recorder.record(record).await {
+                tracing::error!(error = %err, "a failed forward could not be recorded");
+            }
+            crate::approval::lro::Handover::error(
+                e.status().as_u16(),
+                e.code(&fex.routed.service),
+                &e.message(&fex.routed.service),
+            )
+        }
+    };
+    gw.approvals
+        .store
+        .set_handover(&a.id, &sealer.seal(&a.id, &handover))
+        .await
+        .map_err(store_err)?;
+    Ok(handover)
+}
+
+/// Sends a GET of Azure's own status or result URL (`path_query` below the upstream base)
+/// with the approval's credential; masked and recorded like any poll.
+async fn poll_upstream(
+    gw: &Gateway,
+    ex: &Exchange,
+    principal: &Principal,
+    a: &crate::approval::Approval,
+    path_query: &str,
+) -> Result<Response<Body>, GatewayError> {
+    let started = Instant::now();
+    let (path, query) = path_query.split_once('?').unwrap_or((path_query, ""));
+    let pex = Exchange {
+        request_id: ex.request_id.clone(),
+        session: a.session.clone(),
+        correlation_id: ex.correlation_id.clone(),
+        routed: Routed {
+            service: Service::Arm,
+            path: path.to_owned(),
+            upstream_path: path.to_owned(),
+            gateway_base: ex.routed.gateway_base.clone(),
+        },
+        query: query.to_owned(),
+        binding: None,
+    };
+    let operation = classify(&pex, &Method::GET)?;
+    let plan = gw.masker.plan(&operation, &[]);
+    let mut record = audit_record(gw, &pex, &Method::GET, Phase::Request);
+    record.principal = Some(principal.object_id.clone());
+    record.action = Some(operation.action.clone());
+    record.scope = Some(crate::policy::scope_display(&operation));
+    record.decision = Some("approve".into());
+    record.rule = a.rule.clone();
+    record.approval = Some(a.id.clone());
+    record.reason = Some(format!(
+        "poll of the operation approval {} started, through the gateway's status URL",
+        a.id
+    ));
+    commit(gw, record.clone()).await?;
+    let (parts, ()) = Request::get(path_query.to_owned())
+        .body(())
+        .expect("a path is a URI")
+        .into_parts();
+    let response = forward(
+        gw,
+        &pex,
+        parts,
+        full(Bytes::new()),
+        principal,
+        a.credential.as_deref(),
+        &plan,
+    )
+    .await?;
+    record.phase = Phase::Response;
+    record.status = Some(response.status().as_u16());
+    record.headers = audit_headers(gw, response.headers());
+    let mut response = record_answer(gw, record, response, started, &operation, false).await?;
+    // Azure's own poll URLs stay behind the gateway's.
+    for h in LRO_HEADERS {
+        response.headers_mut().remove(*h);
+    }
+    Ok(response)
+}
+
+async fn read_all(response: Response<Body>, cap: usize) -> (http::response::Parts, Bytes) {
+    let (parts, body) = response.into_parts();
+    (parts, read_capped(body, cap).await)
+}
+
+/// An answer's bytes, at most `cap` of them (the rest is read and dropped, so a recording
+/// tap still sees its end); an answer that fails midway reads as what arrived.
+async fn read_capped(mut body: Body, cap: usize) -> Bytes {
+    let mut out = bytes::BytesMut::new();
+    while let Some(frame) = body.frame().await {
+        let Ok(frame) = frame else { break };
+        if let Ok(data) = frame.into_data()
+            && out.len() + data.len() <= cap
+        {
+            out.extend_from_slice(&data);
+        }
+    }
+    out.freeze()
+}
+
+/// Azure's error in an answer body, or a generic one.
+fn upstream_error(status: u16, body: &[u8]) -> serde_json::Value {
+    serde_json::from_slice::<serde_json::Value>(body)
+        .ok()
+        .and_then(|v| v.get("error").cloned())
+        .filter(|e| e.get("code").is_some())
+        .unwrap_or_else(|| {
+            serde_json::json!({"code": "OperationFailed", "message": format!("Azure answered {status}")})
+        })
+}
+
+/// Polls after the forward: the real operation's status and result, through the gateway.
+async fn follow(
+    gw: &Gateway,
+    ex: &Exchange,
+    principal: &Principal,
+    a: &crate::approval::Approval,
+    h: &crate::approval::lro::Handover,
+    kind: PollKind,
+) -> Result<Response<Body>, GatewayError> {
+    let succeeded = |code: u16| (200..300).contains(&code);
+    let mut r = match (kind, &h.async_operation, &h.location) {
+        // Azure answered at once.
+        (PollKind::Status, None, None) => {
+            let mut body = operation_body(
+                ex,
+                a,
+                if succeeded(h.status) {
+                    "Succeeded"
+                } else {
+                    "Failed"
+                },
+            );
+            if !succeeded(h.status) {
+                body["error"] = upstream_error(h.status, &h.body);
+            }
+            json_answer(StatusCode::OK, &body)
+        }
+        (PollKind::Result, None, None) => {
+            let mut r = Response::new(full(Bytes::from(h.body.clone())));
+            *r.status_mut() = StatusCode::from_u16(h.status).unwrap_or(StatusCode::OK);
+            if let Some(ct) = h
+                .content_type
+                .as_deref()
+                .and_then(|c| HeaderValue::from_str(c).ok())
+            {
+                r.headers_mut().insert(header::CONTENT_TYPE, ct);
+            }
+            r
+        }
+        // Azure's status URL answers in the same shape.
+        (PollKind::Status, Some(op), _) => poll_upstream(gw, ex, principal, a, op).await?,
+        // Only a result URL (storage create): 202 while in progress.
+        (PollKind::Status, None, Some(loc)) => {
+            let (parts, body) = read_all(
+                poll_upstream(gw, ex, principal, a, loc).await?,
+                gw.max_answer_bytes,
+            )
+            .await;
+            let code = parts.status.as_u16();
+            let mut out = if code == 202 {
+                operation_body(ex, a, "InProgress")
+            } else if succeeded(code) {
+                operation_body(ex, a, "Succeeded")
+            } else {
+                let mut b = operation_body(ex, a, "Failed");
+                b["error"] = upstream_error(code, &body);
+                b
+            };
+            out["properties"] = serde_json::json!({"approvalId": a.id, "approvalStatus": a.status});
+            let mut r = json_answer(StatusCode::OK, &out);
+            if let Some(v) = parts.headers.get(header::RETRY_AFTER) {
+                r.headers_mut().insert(header::RETRY_AFTER, v.clone());
+            }
+            r
+        }
+        (PollKind::Result, _, Some(loc)) => {
+            let mut r = poll_upstream(gw, ex, principal, a, loc).await?;
+            if r.status() == StatusCode::ACCEPTED {
+                in_progress_location(ex, &mut r);
+            }
+            r
+        }
+        // A status URL only: the result is the resource (PUT, PATCH), or nothing more.
+        (PollKind::Result, Some(op), None) => {
+            let (parts, body) = read_all(
+                poll_upstream(gw, ex, principal, a, op).await?,
+                gw.max_answer_bytes,
+            )
+            .await;
+            let status = serde_json::from_slice::<serde_json::Value>(&body)
+                .ok()
+                .and_then(|v| v.get("status").and_then(|s| s.as_str()).map(str::to_owned))
+                .unwrap_or_default();
+            match status.as_str() {
+                "Succeeded" => match &h.resource {
+                    Some(resource) => poll_upstream(gw, ex, principal, a, resource).await?,
+                    None => {
+                        let mut r = Response::new(full(Bytes::new()));
+                        *r.status_mut() = StatusCode::NO_CONTENT;
+                        r
+                    }
+                },
+                "Failed" | "Canceled" => {
+                    let e = upstream_error(parts.status.as_u16(), &body);
+                    let mut r = json_answer(StatusCode::CONFLICT, &serde_json::json!({"error": e}));
+                    if let Some(code) = e["code"]
+                        .as_str()
+                        .and_then(|c| HeaderValue::from_str(c).ok())
+                    {
+                        r.headers_mut().insert("x-ms-error-code", code);
+                    }
+                    r
+                }
+                _ => {
+                    let mut r = Response::new(full(Bytes::new()));
+                    *r.status_mut() = StatusCode::ACCEPTED;
+                    in_progress_location(ex, &mut r);
+                    r.headers_mut().insert(header::RETRY_AFTER, retry_after(gw));
+                    r
+                }
+            }
+        }
+    };
+    if !r.headers().contains_key(header::RETRY_AFTER) {
+        r.headers_mut().insert(header::RETRY_AFTER, retry_after(gw));
+    }
+    poll_headers(ex, a, r.headers_mut());
+    Ok(r)
+}
+
+/// A 202 from a result URL points at itself (the gateway's, not Azure's).
+fn in_progress_location(ex: &Exchange, r: &mut Response<Body>) {
+    if let Ok(v) = HeaderValue::from_str(&format!(
+        "{}{}?{}",
+        ex.routed.gateway_base,
+        ex.routed.upstream_path,
+        own_query(ex)
+    )) {
+        r.headers_mut().insert(header::LOCATION, v);
+    }
+}
+
 // === forward ===
 
 fn upstream_base<'g>(gw: &'g Gateway, service: &Service) -> (String, &'g str) {
@@ -891,8 +1791,10 @@ async fn forward(
     crate::metrics::METRICS
         .upstream_seconds
         .observe(upstream.0.as_secs_f64());
+    let lro = UpstreamLro::of(&resp, &base);
     let mut response = rewrite(gw, ex, &parts.method, resp, principal, &base, plan).await?;
     response.extensions_mut().insert(upstream);
+    response.extensions_mut().insert(lro);
     Ok(response)
 }
 
@@ -1325,6 +2227,54 @@ use crate::audit::record::{AuditRecord, Phase};
 #[derive(Debug, Clone, Copy)]
 struct UpstreamLatency(std::time::Duration);
 
+/// Azure's own status and result URLs in a long-running operation's first answer, as
+/// paths below the upstream base (a response extension; the agent sees them rewritten).
+#[derive(Debug, Clone, Default)]
+struct UpstreamLro {
+    async_operation: Option<String>,
+    location: Option<String>,
+}
+
+impl UpstreamLro {
+    fn of<B>(resp: &Response<B>, base: &str) -> UpstreamLro {
+        let below = |name: &str| {
+            let v = resp.headers().get(name)?.to_str().ok()?;
+            below_base(v, base)
+        };
+        let async_operation = below("azure-asyncoperation");
+        // A `Location` is an operation's result URL only on a 202 or beside a status URL
+        // (a 201 may name the created resource).
+        let location = (resp.status() == StatusCode::ACCEPTED || async_operation.is_some())
+            .then(|| below("location"))
+            .flatten();
+        UpstreamLro {
+            async_operation,
+            location,
+        }
+    }
+}
+
+/// `url` as a path and query below the upstream `base`, or `None` when it points elsewhere
+/// (then the gateway does not follow it).
+fn below_base(url: &str, base: &str) -> Option<String> {
+    let u = url::Url::parse(url).ok()?;
+    let b = url::Url::parse(base).ok()?;
+    if u.scheme() != b.scheme()
+        || !u.host_str()?.eq_ignore_ascii_case(b.host_str()?)
+        || u.port_or_known_default() != b.port_or_known_default()
+    {
+        return None;
+    }
+    let below = u.path().strip_prefix(b.path().trim_end_matches('/'))?;
+    if !below.starts_with('/') {
+        return None;
+    }
+    Some(match u.query() {
+        Some(q) => format!("{below}?{q}"),
+        None => below.to_owned(),
+    })
+}
+
 fn effect_name(e: Effect) -> &'static str {
     match e {
         Effect::Allow => "allow",
@@ -1387,7 +2337,9 @@ async fn record_answer(
     response: Response<Body>,
     started: Instant,
     operation: &Operation,
-    decision: &Decision,
+    // What the agent got may hold secrets policy let through (`unmask:`); the store never
+    // does: such an answer is masked again in full, or kept only as a digest.
+    remask: bool,
 ) -> Result<Response<Body>, GatewayError> {
     use http_body::Body as _;
     if response.body().is_end_stream() {
@@ -1400,9 +2352,6 @@ async fn record_answer(
     }
     let masker = gw.masker.clone();
     let op = operation.clone();
-    // What the agent got may hold secrets policy let through (`unmask:`); the store never
-    // does: such an answer is masked again in full, or kept only as a digest.
-    let remask = !decision.unmask.is_empty();
     let render: crate::audit::tap::Render = Box::new(move |bytes: &[u8], complete: bool| {
         let bytes: std::borrow::Cow<'_, [u8]> = if remask {
             if !complete {

@@ -8,7 +8,10 @@
 //! - `service.rs`: holding (waiting for a decision with bounded memory), voting, redeeming,
 //!   expiry, and the change feed the admin API streams.
 //! - `notify.rs`: webhooks (signed JSON, Slack, Teams), retried, never blocking.
+//! - `lro.rs`: a pending approval presented as a long-running operation (which operations
+//!   Azure clients poll, the held request and handover sealed at rest).
 
+pub mod lro;
 pub mod model;
 pub mod notify;
 pub mod service;

@@ -31,6 +31,12 @@ pub struct ApprovalsConfig {
     /// How often a waiter re-reads its approval even without a wake-up, so a lost
     /// notification from another replica only delays a release.
     pub recheck: Duration,
+    /// `Retry-After` on the gateway's own answers to polls of a pending approval.
+    pub retry_after: Duration,
+    /// Which operations Azure clients poll (`approval.style: auto`).
+    pub long_running: super::lro::LroTable,
+    /// Seals held requests and handovers at rest.
+    pub sealer: super::lro::Sealer,
 }
 
 pub struct Approvals {
@@ -82,6 +88,11 @@ pub struct Request {
 
 fn now() -> String {
     crate::audit_time()
+}
+
+fn earlier(d: Duration) -> String {
+    (chrono::Utc::now() - chrono::Duration::from_std(d).unwrap_or_default())
+        .to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
 }
 
 fn later(d: Duration) -> String {
@@ -149,6 +160,16 @@ impl Approvals {
                         }
                     }
                     Err(e) => tracing::error!(error = %e, "expiring approvals failed"),
+                }
+                // A held request is kept only while it may still be forwarded.
+                // (A used approval's request goes with its forward; this catches a replica
+                // that stopped in between.)
+                if let Err(e) = this
+                    .store
+                    .drop_settled_requests(&earlier(Duration::from_secs(600)))
+                    .await
+                {
+                    tracing::error!(error = %e, "dropping the held requests of settled approvals failed");
                 }
             }
         })
@@ -325,25 +346,8 @@ impl Approvals {
         }
         match a.status {
             Status::Approved => {
-                let grant_until = a.grant_window_secs.map(|s| later(Duration::from_secs(s)));
-                if self
-                    .store
-                    .consume(&a, &now(), grant_until.as_deref())
-                    .await
-                    .map_err(store_err)?
-                {
-                    self.changed(&a.id, "consumed", None).await;
-                    let by: Vec<String> = a
-                        .votes
-                        .iter()
-                        .filter(|v| v.vote == "approve")
-                        .map(|v| v.voter_name.clone().unwrap_or_else(|| v.voter.clone()))
-                        .collect();
-                    Ok(Hold {
-                        credential: a.credential.clone(),
-                        how: format!("approved by {} (approval {})", by.join(", "), a.id),
-                        approval: a.id,
-                    })
+                if let Some(hold) = self.redeem(&a).await.map_err(store_err)? {
+                    Ok(hold)
                 } else {
                     Err(refusal(
                         "ApprovalConsumed",
@@ -381,33 +385,8 @@ impl Approvals {
                     Some(10),
                 ))
             }
-            Status::Denied => {
-                let denial = a.votes.iter().find(|v| v.vote == "deny");
-                let by = denial
-                    .map(|v| v.voter_name.clone().unwrap_or_else(|| v.voter.clone()))
-                    .unwrap_or_else(|| "an approver".into());
-                let comment = denial
-                    .and_then(|v| v.comment.clone())
-                    .unwrap_or_else(|| "no comment".into());
-                Err(refusal(
-                    "ApprovalDenied",
-                    format!(
-                        "{by} denied approval {}: {comment}. Nothing was sent to Azure.",
-                        a.id
-                    ),
-                    a,
-                    None,
-                ))
-            }
-            Status::Expired => Err(refusal(
-                "ApprovalExpired",
-                format!(
-                    "approval {} expired at {} without a decision. Nothing was sent to Azure; send the request again to ask anew.",
-                    a.id, a.expires
-                ),
-                a,
-                None,
-            )),
+            Status::Denied => Err(refusal("ApprovalDenied", denied_message(&a), a, None)),
+            Status::Expired => Err(refusal("ApprovalExpired", expired_message(&a), a, None)),
             Status::Consumed => Err(refusal(
                 "ApprovalConsumed",
                 format!(
@@ -418,6 +397,32 @@ impl Approvals {
                 None,
             )),
         }
+    }
+
+    /// Uses an approved approval for one forward: `Some` for exactly one caller, on any
+    /// replica (a conditional update in the store); `None` when it was used already or
+    /// expired meanwhile.
+    pub async fn redeem(&self, a: &Approval) -> Result<Option<Hold>, StoreError> {
+        let grant_until = a.grant_window_secs.map(|s| later(Duration::from_secs(s)));
+        if !self
+            .store
+            .consume(a, &now(), grant_until.as_deref())
+            .await?
+        {
+            return Ok(None);
+        }
+        self.changed(&a.id, "consumed", None).await;
+        let by: Vec<String> = a
+            .votes
+            .iter()
+            .filter(|v| v.vote == "approve")
+            .map(|v| v.voter_name.clone().unwrap_or_else(|| v.voter.clone()))
+            .collect();
+        Ok(Some(Hold {
+            credential: a.credential.clone(),
+            how: format!("approved by {} (approval {})", by.join(", "), a.id),
+            approval: a.id.clone(),
+        }))
     }
 
     /// Expires what is overdue now, rather than at the sweeper's next pass.
@@ -598,7 +603,29 @@ struct VoteNote {
     vote: Vote,
 }
 
-fn refusal(
+/// Why a denied approval does not pass: who denied it, and their comment.
+pub fn denied_message(a: &Approval) -> String {
+    let denial = a.votes.iter().find(|v| v.vote == "deny");
+    let by = denial
+        .map(|v| v.voter_name.clone().unwrap_or_else(|| v.voter.clone()))
+        .unwrap_or_else(|| "an approver".into());
+    let comment = denial
+        .and_then(|v| v.comment.clone())
+        .unwrap_or_else(|| "no comment".into());
+    format!(
+        "{by} denied approval {}: {comment}. Nothing was sent to Azure.",
+        a.id
+    )
+}
+
+pub fn expired_message(a: &Approval) -> String {
+    format!(
+        "approval {} expired at {} without a decision. Nothing was sent to Azure; send the request again to ask anew.",
+        a.id, a.expires
+    )
+}
+
+pub(crate) fn refusal(
     code: &'static str,
     message: String,
     a: Approval,

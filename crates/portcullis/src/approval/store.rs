@@ -331,4 +331,151 @@ impl Store {
             .collect()
         }))
     }
+
+    // === approvals as long-running operations ===
+
+    /// Keeps a held request (sealed) for the forward after approval, with who may poll.
+    /// False when the approval already has one (the same request, answered 202 again).
+    pub async fn insert_operation(
+        &self,
+        approval: &str,
+        tenant: &str,
+        principal: &str,
+        sealed_request: &str,
+        now: &str,
+    ) -> Result<bool, StoreError> {
+        let done = on!(self, pool => {
+            sqlx::query("INSERT INTO approval_operations (approval, tenant, principal, created, request) VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING")
+                .bind(approval)
+                .bind(tenant)
+                .bind(principal)
+                .bind(now)
+                .bind(sealed_request)
+                .execute(pool)
+                .await?
+                .rows_affected()
+        });
+        Ok(done == 1)
+    }
+
+    pub async fn operation(&self, approval: &str) -> Result<Option<OperationRow>, StoreError> {
+        Ok(on!(self, pool => {
+            sqlx::query("SELECT tenant, principal, request IS NOT NULL, claimed, handover FROM approval_operations WHERE approval = $1")
+                .bind(approval)
+                .fetch_optional(pool)
+                .await?
+                .map(|r| OperationRow {
+                    tenant: r.col(0),
+                    principal: r.col(1),
+                    has_request: r.col(2),
+                    claimed: r.col(3),
+                    handover: r.col(4),
+                })
+        }))
+    }
+
+    /// Takes the held request out of the store for its one forward: returns it to exactly
+    /// one caller (whoever consumed the approval) and leaves nothing of it behind.
+    pub async fn take_request(
+        &self,
+        approval: &str,
+        now: &str,
+    ) -> Result<Option<String>, StoreError> {
+        let (begin, lock) = self.locking();
+        Ok(on!(self, pool => {
+            let mut tx = pool.begin_with(begin).await?;
+            let sealed: Option<Option<String>> = sqlx::query(&format!(
+                "SELECT request FROM approval_operations WHERE approval = $1{lock}"
+            ))
+            .bind(approval)
+            .fetch_optional(&mut *tx)
+            .await?
+            .map(|r| r.col(0));
+            match sealed.flatten() {
+                None => None,
+                Some(sealed) => {
+                    sqlx::query("UPDATE approval_operations SET request = NULL, claimed = $1 WHERE approval = $2")
+                        .bind(now)
+                        .bind(approval)
+                        .execute(&mut *tx)
+                        .await?;
+                    tx.commit().await?;
+                    Some(sealed)
+                }
+            }
+        }))
+    }
+
+    /// Stores how polls continue after the forward (sealed).
+    pub async fn set_handover(&self, approval: &str, sealed: &str) -> Result<(), StoreError> {
+        on!(self, pool => {
+            sqlx::query("UPDATE approval_operations SET handover = $1 WHERE approval = $2")
+                .bind(sealed)
+                .bind(approval)
+                .execute(pool)
+                .await?;
+        });
+        Ok(())
+    }
+
+    /// Stores a handover unless one is stored already (a failure noted after the fact never
+    /// overwrites Azure's answer).
+    pub async fn set_handover_once(&self, approval: &str, sealed: &str) -> Result<(), StoreError> {
+        on!(self, pool => {
+            sqlx::query("UPDATE approval_operations SET handover = $1 WHERE approval = $2 AND handover IS NULL")
+                .bind(sealed)
+                .bind(approval)
+                .execute(pool)
+                .await?;
+        });
+        Ok(())
+    }
+
+    /// An approval presented as a long-running operation was used by a retry of the
+    /// request itself (held, then released): its polls are answered from `sealed` and its
+    /// held request goes. Never over a poll's own forward (claimed) or handover.
+    pub async fn operation_used_elsewhere(
+        &self,
+        approval: &str,
+        sealed: &str,
+    ) -> Result<(), StoreError> {
+        on!(self, pool => {
+            sqlx::query("UPDATE approval_operations SET request = NULL, handover = $1 WHERE approval = $2 AND claimed IS NULL AND handover IS NULL")
+                .bind(sealed)
+                .bind(approval)
+                .execute(pool)
+                .await?;
+        });
+        Ok(())
+    }
+
+    /// Drops the held requests of approvals that can no longer pass by a poll (denied,
+    /// expired, or used before `used_before`): a request body is kept only while it may
+    /// still be forwarded. Returns how many.
+    pub async fn drop_settled_requests(&self, used_before: &str) -> Result<u64, StoreError> {
+        Ok(on!(self, pool => {
+            sqlx::query(
+                "UPDATE approval_operations SET request = NULL WHERE request IS NOT NULL AND approval IN \
+                 (SELECT id FROM approvals WHERE status IN ('denied', 'expired') OR (status = 'consumed' AND consumed < $1))",
+            )
+            .bind(used_before)
+            .execute(pool)
+            .await?
+            .rows_affected()
+        }))
+    }
+}
+
+/// An approval presented as a long-running operation, as stored.
+#[derive(Debug, Clone)]
+pub struct OperationRow {
+    /// The requester: only they may poll.
+    pub tenant: String,
+    pub principal: String,
+    /// Whether the held request is still kept (not yet forwarded, nor dropped).
+    pub has_request: bool,
+    /// When a replica took the request to forward it.
+    pub claimed: Option<String>,
+    /// Sealed [`super::lro::Handover`], once forwarded.
+    pub handover: Option<String>,
 }

@@ -158,7 +158,23 @@ CREATE TABLE console_sessions (
 );
 CREATE INDEX console_sessions_by_expiry ON console_sessions (expires);
 "#,
+    APPROVAL_OPERATIONS,
 ];
+
+/// Approvals presented as long-running operations (`approval/lro.rs`): who may poll, the
+/// held request sealed until it is forwarded (then gone), and the handover to Azure's own
+/// operation, sealed too. The same SQL on both backends.
+const APPROVAL_OPERATIONS: &str = r#"
+CREATE TABLE approval_operations (
+    approval  TEXT PRIMARY KEY,
+    tenant    TEXT NOT NULL,
+    principal TEXT NOT NULL,
+    created   TEXT NOT NULL,
+    request   TEXT,
+    claimed   TEXT,
+    handover  TEXT
+);
+"#;
 
 /// The PostgreSQL schema, versioned like SQLite's. Columns read from the record are
 /// generated from it, so they add nothing an attacker could edit apart from the hashed text.
@@ -256,6 +272,7 @@ CREATE TABLE console_sessions (
 );
 CREATE INDEX console_sessions_by_expiry ON console_sessions (expires);
 "#,
+    APPROVAL_OPERATIONS,
 ];
 
 /// Runs `$body` with `$pool` bound to the store's concrete pool, whichever backend it is:

@@ -54,6 +54,13 @@ pub enum GatewayError {
     UpstreamCredential(String),
     /// Azure could not be reached, or did not answer in time.
     Upstream { timeout: bool, message: String },
+    /// An approval's status URL refused: unknown or altered (404), another principal's
+    /// (403), or not a GET.
+    Operation {
+        status: StatusCode,
+        code: &'static str,
+        message: String,
+    },
 }
 
 /// Why a held request does not pass, with its approval.
@@ -104,7 +111,9 @@ impl GatewayError {
             GatewayError::Forbidden { .. } | GatewayError::Approval(_) => StatusCode::FORBIDDEN,
             GatewayError::BadRequest { .. } => StatusCode::BAD_REQUEST,
             GatewayError::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
-            GatewayError::Protocol { status, .. } => *status,
+            GatewayError::Protocol { status, .. } | GatewayError::Operation { status, .. } => {
+                *status
+            }
             GatewayError::Throttled { .. } => StatusCode::TOO_MANY_REQUESTS,
             GatewayError::UpstreamCredential(_) | GatewayError::Unmaskable(_) => {
                 StatusCode::BAD_GATEWAY
@@ -129,7 +138,7 @@ impl GatewayError {
             GatewayError::Approval(r) => r.code,
             GatewayError::BadRequest { code, .. } => code,
             GatewayError::TooLarge { .. } => "RequestEntityTooLarge",
-            GatewayError::Protocol { code, .. } => code,
+            GatewayError::Protocol { code, .. } | GatewayError::Operation { code, .. } => code,
             GatewayError::Throttled { .. } if kv => "Throttled",
             GatewayError::Throttled { .. } => "TooManyRequests",
             GatewayError::UpstreamCredential(_) => "GatewayUpstreamCredentialFailed",
@@ -176,7 +185,9 @@ impl GatewayError {
             GatewayError::TooLarge { limit } => format!(
                 "Portcullis: the request body is larger than the {limit} bytes the gateway accepts for this service."
             ),
-            GatewayError::Protocol { message, .. } => format!("Portcullis: {message}"),
+            GatewayError::Protocol { message, .. } | GatewayError::Operation { message, .. } => {
+                format!("Portcullis: {message}")
+            }
             GatewayError::Throttled { retry_after } => format!(
                 "Portcullis: this principal has sent more requests than its rate limit allows; retry after {retry_after} second(s)."
             ),

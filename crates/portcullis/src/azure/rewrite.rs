@@ -22,13 +22,12 @@ pub struct Binder {
 }
 
 fn mac(key: &[u8], principal: &Principal, path: &str, query: &str) -> String {
+    mac_for(key, &principal.tenant_id, &principal.object_id, path, query)
+}
+
+fn mac_for(key: &[u8], tenant: &str, object_id: &str, path: &str, query: &str) -> String {
     let mut m = Hmac::<Sha256>::new_from_slice(key).expect("HMAC takes any key length");
-    for part in [
-        principal.tenant_id.as_str(),
-        principal.object_id.as_str(),
-        path,
-        query,
-    ] {
+    for part in [tenant, object_id, path, query] {
         m.update(part.as_bytes());
         m.update(b"\n");
     }
@@ -59,7 +58,31 @@ impl Binder {
 
     /// Whether `binding` was issued to `principal` for this path and query.
     pub fn verify(&self, principal: &Principal, path: &str, query: &str, binding: &str) -> bool {
-        let expected = mac(&self.key, principal, path, query);
+        self.verify_for(
+            &principal.tenant_id,
+            &principal.object_id,
+            path,
+            query,
+            binding,
+        )
+    }
+
+    /// A binding for a URL of the gateway's own (an approval's status URL) issued to the
+    /// principal `tenant`/`object_id`.
+    pub fn sign_for(&self, tenant: &str, object_id: &str, path: &str, query: &str) -> String {
+        mac_for(&self.key, tenant, object_id, path, query)
+    }
+
+    /// Whether `binding` was issued to `tenant`/`object_id` for this path and query.
+    pub fn verify_for(
+        &self,
+        tenant: &str,
+        object_id: &str,
+        path: &str,
+        query: &str,
+        binding: &str,
+    ) -> bool {
+        let expected = mac_for(&self.key, tenant, object_id, path, query);
         expected.len() == binding.len()
             && expected
                 .bytes()

@@ -266,13 +266,14 @@ fn print_tour(gw: &str, sub: &str, env_path: &Path, config_path: &Path, exe: &st
         "-X PUT -H \"Authorization: Bearer $AGENT_TOKEN\" -H 'content-type: application/json' -d '{{\"location\":\"eastus\"}}' '{rg}/providers/Microsoft.Storage/storageAccounts/agentstore?api-version=2023-05-01'"
     );
     println!(
-        "  # Creating a storage account in demo-rg waits for an approver. (Agents wait up to 60 s;"
+        "  # Creating a storage account in demo-rg waits for an approver. Agents are held up to"
     );
     println!(
-        "  # this one says it will not wait, so it hears at once: ApprovalPending, with an id.)"
+        "  # 60 s, then answered as Azure answers a long-running create: 202 and a status URL"
     );
+    println!("  # their SDK polls until the approver decides. (This one says it will not wait.)");
     println!(
-        "  pc {create} -H 'x-portcullis-wait: 0' -H 'x-portcullis-reason: the nightly export needs a bucket' | jq -c '.error | {{code, approval: .additionalInfo[0].info.approvalId}}'"
+        "  pc {create} -H 'x-portcullis-wait: 0' -H 'x-portcullis-reason: the nightly export needs a bucket' -o /dev/null -D - | grep -iE '^(HTTP|azure-asyncoperation|x-portcullis-approval)'"
     );
     println!(
         "  # An approver (alice; PORTCULLIS_TOKEN in demo.env is hers) sees it and approves it"
@@ -282,8 +283,9 @@ fn print_tour(gw: &str, sub: &str, env_path: &Path, config_path: &Path, exe: &st
         "  {exe} approvals approve \"$({exe} approvals list --ids | head -1)\" --comment 'ok for the demo'"
     );
     println!(
-        "  # The agent sends the same request again: it goes through once, with the elevated identity"
+        "  # The agent's SDK polls the status URL, or the agent sends the same request again: it"
     );
+    println!("  # goes through once, with the elevated identity");
     println!("  pc {create} -o /dev/null -w '%{{http_code}} (Azure accepted the create)\\n'");
     println!();
     println!("  # An agent in no group is refused; no token at all gets ARM's 401");

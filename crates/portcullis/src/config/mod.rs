@@ -112,6 +112,37 @@ mod tests {
     }
 
     #[test]
+    fn long_running_operations_and_retry_after() {
+        let c = parse(&minimal(""), "gw.yaml", Path::new("."), &env).unwrap();
+        assert_eq!(c.approvals.retry_after.as_secs(), 10);
+        assert!(c.approvals.long_running.is_empty());
+        let c = parse(
+            &minimal("approvals:\n  retry_after: 3s\n  long_running:\n    - {action: Contoso.Widgets/widgets/write, method: put, answer: 201}\n"),
+            "gw.yaml",
+            Path::new("."),
+            &env,
+        )
+        .unwrap();
+        assert_eq!(c.approvals.retry_after.as_secs(), 3);
+        assert_eq!(c.approvals.long_running[0].method, "PUT");
+        let err = parse(
+            &minimal("approvals:\n  retry_after: 0s\n  long_running:\n    - {action: Contoso.Widgets/widgets/read, method: GET, answer: 202}\n    - {action: Contoso.Widgets/widgets/write, method: PUT, answer: 200}\n"),
+            "gw.yaml",
+            Path::new("."),
+            &env,
+        )
+        .unwrap_err()
+        .to_string();
+        for needle in [
+            "approvals.retry_after",
+            "approvals.long_running[0]: method 'GET'",
+            "approvals.long_running[1]: answer 200 is not 201 or 202",
+        ] {
+            assert!(err.contains(needle), "{needle}: {err}");
+        }
+    }
+
+    #[test]
     fn unknown_keys_name_their_place() {
         let err = parse(&minimal("bogus: 1\n"), "gw.yaml", Path::new("."), &env)
             .unwrap_err()

@@ -123,6 +123,10 @@ pub struct ApprovalsSettings {
     pub notify: Vec<crate::approval::notify::Webhook>,
     /// Extra CAs for webhook receivers.
     pub notify_cas: Vec<PathBuf>,
+    /// `Retry-After` on the gateway's own answers to polls of a pending approval.
+    pub retry_after: Duration,
+    /// Long-running operations configured beyond the built-in table.
+    pub long_running: Vec<crate::approval::lro::LroEntry>,
 }
 
 #[derive(Debug, Clone)]

@@ -7,6 +7,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use super::raw::{RawAliases, RawApproval, RawPolicy, RawRule};
+use crate::approval::lro::Style;
 use crate::identity::is_guid;
 use crate::policy::condition::Condition;
 use crate::policy::{
@@ -319,12 +320,23 @@ fn approval(
             Duration::from_secs(600)
         }
     };
+    let style = match raw.style.as_deref() {
+        None => Style::Auto,
+        Some(s) => Style::parse(s).unwrap_or_else(|| {
+            r.error(
+                line,
+                format!("rule '{name}': approval.style: '{s}' is not hold, async or auto"),
+            );
+            Style::Auto
+        }),
+    };
     ApprovalSpec {
         approvers_display: raw.approvers.clone(),
         approvers,
         quorum,
         timeout,
         grant_window: None,
+        style,
     }
 }
 
@@ -609,6 +621,7 @@ mod tests {
         );
         let a = r.approval.as_ref().unwrap();
         assert_eq!((a.quorum, a.timeout.as_secs()), (2, 900));
+        assert_eq!(a.style, Style::Auto, "the default");
         assert!(r.when.as_ref().unwrap().reads_request);
         assert_eq!(
             r.scopes,
@@ -619,7 +632,7 @@ mod tests {
     #[test]
     fn every_problem_has_its_line() {
         let (_, errors, _) = check(
-            "rules:\n  - name: a\n    effect: approve\n    principals: ['*']\n    actions: ['*/write']\n    scopes: [scope:nowhere]\n    when: '1 +'\n    credential: superuser\n  - name: a\n    effect: deny\n    principals: ['*']\n    actions: ['*']\n    scopes: ['*']\n    approval: {approvers: []}\n",
+            "rules:\n  - name: a\n    effect: approve\n    principals: ['*']\n    actions: ['*/write']\n    scopes: [scope:nowhere]\n    when: '1 +'\n    credential: superuser\n  - name: a\n    effect: deny\n    principals: ['*']\n    actions: ['*']\n    scopes: ['*']\n    approval: {approvers: []}\n  - name: b\n    effect: approve\n    principals: ['*']\n    actions: ['*/write']\n    scopes: ['*']\n    approval: {approvers: ['*'], style: later}\n",
         );
         let joined = errors.join("\n");
         for expected in [
@@ -629,6 +642,7 @@ mod tests {
             "p.yaml:2: rule 'a': an approve rule needs approval.approvers",
             "p.yaml:9: rule 'a': approval only applies",
             "rule 'a' is defined twice",
+            "p.yaml:15: rule 'b': approval.style: 'later' is not hold, async or auto",
         ] {
             assert!(
                 joined.contains(expected),

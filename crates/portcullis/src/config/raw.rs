@@ -99,6 +99,22 @@ pub struct RawApprovals {
     pub recheck: Option<String>,
     #[serde(default)]
     pub notify: Vec<RawWebhook>,
+    /// `Retry-After` on the gateway's answers to polls of a pending approval (`10s`).
+    pub retry_after: Option<String>,
+    /// More long-running operations, beyond the built-in table (docs/approvals.md).
+    #[serde(default)]
+    pub long_running: Vec<RawLongRunning>,
+}
+
+/// One long-running operation: `{action: Contoso.Widgets/widgets/write, method: PUT,
+/// answer: 201}`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawLongRunning {
+    pub action: String,
+    pub method: String,
+    /// 201 or 202: what ARM answers first.
+    pub answer: u16,
 }
 
 /// The console's app registration in Entra ID (a web app with a client secret).
@@ -360,4 +376,6 @@ pub struct RawApproval {
     pub quorum: Option<u32>,
     /// `90s`, `10m`, `2h`; default 10m.
     pub timeout: Option<String>,
+    /// `hold`, `async` or `auto` (default): how a pending approval is presented.
+    pub style: Option<String>,
 }

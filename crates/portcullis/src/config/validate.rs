@@ -820,6 +820,25 @@ fn approvals(
             Duration::from_secs(10)
         }
     };
+    let retry_after = match ra.retry_after.as_deref().map(super::policy::duration) {
+        None => Duration::from_secs(10),
+        Some(Ok(d)) if !d.is_zero() && d <= Duration::from_secs(600) => d,
+        Some(Ok(_)) => {
+            p.at(None, "approvals.retry_after: between 1s and 10m");
+            Duration::from_secs(10)
+        }
+        Some(Err(e)) => {
+            p.at(None, format!("approvals.retry_after: {e}"));
+            Duration::from_secs(10)
+        }
+    };
+    let mut long_running = Vec::new();
+    for (i, l) in ra.long_running.iter().enumerate() {
+        match crate::approval::lro::LroEntry::new(&l.action, &l.method, l.answer) {
+            Ok(e) => long_running.push(e),
+            Err(e) => p.at(None, format!("approvals.long_running[{i}]: {e}")),
+        }
+    }
     let mut notify = Vec::new();
     let mut notify_cas = Vec::new();
     for (i, w) in ra.notify.into_iter().enumerate() {
@@ -866,6 +885,8 @@ fn approvals(
         console_url: ra.console_url,
         notify,
         notify_cas,
+        retry_after,
+        long_running,
     }
 }
 

@@ -58,6 +58,9 @@ pub struct ApprovalSpec {
     /// An approval opens a window this long instead of passing one request.
     #[serde(skip_serializing_if = "Option::is_none", with = "opt_secs")]
     pub grant_window: Option<Duration>,
+    /// How a pending approval is presented: held then refused, or as a long-running
+    /// operation SDK pollers wait on.
+    pub style: crate::approval::lro::Style,
 }
 
 mod opt_secs {

@@ -141,6 +141,9 @@ pub async fn build(config: Config) -> Result<Built, BuildError> {
         Some(k) => k.clone(),
         None => state_key(&config.state_dir, "url-binding.key")?,
     };
+    // Seals held requests kept for approvals presented as long-running operations; derived
+    // from the binding key, which replicas already share.
+    let sealer = crate::approval::lro::Sealer::derive(&binding_key);
     let binder = Arc::new(Binder::new(binding_key.clone()));
     // Keys the hashes in masking placeholders.
     let masker = Arc::new(Masker::new(
@@ -191,6 +194,11 @@ pub async fn build(config: Config) -> Result<Built, BuildError> {
             hold: config.approvals.hold,
             max_held: config.approvals.max_held,
             recheck: config.approvals.recheck,
+            retry_after: config.approvals.retry_after,
+            long_running: crate::approval::lro::LroTable::new(
+                config.approvals.long_running.clone(),
+            ),
+            sealer,
         },
     );
     if config.audit.fail_open {

@@ -212,8 +212,10 @@ fn caller(c: &azure_sim::calls::CallRecord) -> String {
 }
 
 /// An approve rule for one storage account in demo-rg (written after the test policy, so
-/// it decides for that account).
+/// it decides for that account). Held, then refused while pending (`style: hold`): these
+/// are the tests of holding (lro.rs tests the long-running presentation).
 fn account_rule(name: &str, account_name: &str, approval: &str, more: &str) -> String {
+    let approval = format!("{}, style: hold}}", approval.trim_end_matches('}'));
     format!(
         "    - name: {name}\n      effect: approve\n      principals: [group:ai-agents]\n      actions: [{STORAGE_WRITE}]\n      scopes: [\"/subscriptions/*/resourceGroups/demo-rg/providers/Microsoft.Storage/storageAccounts/{account_name}\"]\n      approval: {approval}\n      credential: elevated\n{more}"
     )
@@ -1379,7 +1381,7 @@ async fn an_unused_approval_past_its_expiry_passes_neither_named_nor_unnamed() {
 /// never holds them; the forward still carries the body as sent.
 #[tokio::test]
 async fn held_request_bodies_are_masked_for_approvers() {
-    let rules = "  rules:\n    - name: hold-one-vm\n      effect: approve\n      principals: [group:ai-agents]\n      actions: [Microsoft.Compute/virtualMachines/write]\n      scopes: [\"/subscriptions/*/resourceGroups/demo-rg/providers/Microsoft.Compute/virtualMachines/heldvm\"]\n      approval: {approvers: [group:approvers]}\n      credential: elevated\n";
+    let rules = "  rules:\n    - name: hold-one-vm\n      effect: approve\n      principals: [group:ai-agents]\n      actions: [Microsoft.Compute/virtualMachines/write]\n      scopes: [\"/subscriptions/*/resourceGroups/demo-rg/providers/Microsoft.Compute/virtualMachines/heldvm\"]\n      approval: {approvers: [group:approvers], style: hold}\n      credential: elevated\n";
     let env = Env::with(setup("5s", rules)).await;
     let password = "Held-P@ssw0rd-never-shown-7731";
     let path = format!(

@@ -14,7 +14,7 @@ use crate::{Env, Setup, TEST_RULES, leak};
 
 /// The test policy, plus what `az login` and `az group list` read: the subscriptions and
 /// the subscription's resource groups.
-fn rules() -> &'static str {
+pub(crate) fn rules() -> &'static str {
     leak(format!(
         r#"{TEST_RULES}    - name: agents-list-subscriptions-and-groups
       effect: allow
@@ -40,7 +40,7 @@ fn az() -> PathBuf {
 }
 
 /// `sh -c SCRIPT` under `portcullis exec`, with `az` on the PATH and logged in.
-fn exec(env: &Env, script: &str) -> Command {
+pub(crate) fn exec(env: &Env, script: &str) -> Command {
     let az = az();
     assert!(
         az.exists(),
@@ -76,7 +76,7 @@ fn run(env: &Env, script: &str) -> Output {
     exec(env, script).output().unwrap()
 }
 
-fn text(b: &[u8]) -> String {
+pub(crate) fn text(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
 }
 

@@ -92,9 +92,13 @@ fn the_demo_tour_works_as_printed() {
         outputs[4]
     );
     assert!(
-        outputs[5].contains("\"code\":\"ApprovalPending\"")
-            && outputs[5].contains("\"approval\":\""),
-        "a storage account create is held: {}",
+        outputs[5].starts_with("HTTP/")
+            && outputs[5].contains(" 202")
+            && outputs[5]
+                .to_ascii_lowercase()
+                .contains("azure-asyncoperation: https://localhost:")
+            && outputs[5].contains("x-portcullis-approval: "),
+        "a storage account create is held, and presented as a long-running operation: {}",
         outputs[5]
     );
     assert!(

@@ -35,7 +35,7 @@ fn python() -> PathBuf {
 
 /// `portcullis exec --gateway GATEWAY ... -- python tests/python/agent_sdk.py` as `who`
 /// (their gateway token comes from `--token-command`), in `AGENT_SUBSCRIPTION`.
-fn agent_sdk(env: &Env, gateway: &str, who: &str) -> Command {
+pub(crate) fn agent_sdk(env: &Env, gateway: &str, who: &str) -> Command {
     let token_file = env.dir.join(format!("{who}.token"));
     std::fs::write(&token_file, env.token(who)).unwrap();
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_portcullis"));
@@ -53,7 +53,7 @@ fn agent_sdk(env: &Env, gateway: &str, who: &str) -> Command {
 
 /// The agent's last line of output, the JSON it prints of what it saw; it must have
 /// succeeded.
-fn what_the_agent_saw(out: &std::process::Output) -> Value {
+pub(crate) fn what_the_agent_saw(out: &std::process::Output) -> Value {
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{stdout}\n{stderr}");

@@ -164,7 +164,7 @@ async fn an_approve_rule_whose_condition_fails_at_runtime_holds() {
       actions: [Microsoft.Compute/virtualMachines/write]
       scopes: ["/subscriptions/*/resourceGroups/demo-rg"]
       when: "request.body.properties.hardwareProfile.vmSize.startsWith('Standard_D')"
-      approval: {approvers: [group:approvers], quorum: 1, timeout: 10m}
+      approval: {approvers: [group:approvers], quorum: 1, timeout: 10m, style: hold}
 "#,
     ))
     .await;

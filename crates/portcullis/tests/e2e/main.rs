@@ -19,6 +19,7 @@ mod exec;
 mod failclosed;
 mod held;
 mod identity;
+mod lro;
 mod masking;
 mod operability;
 mod pg_restart;

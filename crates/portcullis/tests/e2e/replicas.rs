@@ -607,11 +607,27 @@ async fn a_replica_killed_under_load_loses_no_answered_record_and_the_other_keep
 /// Replicas configured with the same `keys:` follow each other's rewritten poll URLs and
 /// mask a secret with the same placeholder; a replica with keys of its own cannot (which
 /// is why deployments must share them).
+/// `keys:` naming the files [`write_shared_keys`] writes.
+pub(crate) const SHARED_KEYS: &str =
+    "keys:\n  url_binding: {file: url-binding.b64}\n  mask: {file: mask.b64}\n";
+
+/// Fresh random keys for [`SHARED_KEYS`] in `dir`.
+pub(crate) fn write_shared_keys(dir: &std::path::Path) {
+    use base64::Engine;
+    for name in ["url-binding.b64", "mask.b64"] {
+        let key: [u8; 32] = rand::random();
+        std::fs::write(
+            dir.join(name),
+            base64::engine::general_purpose::STANDARD.encode(key),
+        )
+        .unwrap();
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn replicas_sharing_keys_honour_each_others_links_and_placeholders() {
-    use base64::Engine;
     let schema = Schema::new();
-    let keys = "keys:\n  url_binding: {file: url-binding.b64}\n  mask: {file: mask.b64}\n";
+    let keys = SHARED_KEYS;
     let extra: &'static str = Box::leak(
         format!(
             "store:\n  url: \"{}\"\n  schema: {}\n{keys}",
@@ -625,14 +641,7 @@ async fn replicas_sharing_keys_honour_each_others_links_and_placeholders() {
         ..Setup::default()
     })
     .await;
-    for name in ["url-binding.b64", "mask.b64"] {
-        let key: [u8; 32] = rand::random();
-        std::fs::write(
-            dir.join(name),
-            base64::engine::general_purpose::STANDARD.encode(key),
-        )
-        .unwrap();
-    }
+    write_shared_keys(&dir);
     let config = std::fs::read_to_string(dir.join("portcullis.yaml")).unwrap();
     let other = |state: &str, shared: bool| {
         let c = config.replace("state_dir: state\n", &format!("state_dir: {state}\n"));
