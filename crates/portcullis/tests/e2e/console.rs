@@ -653,7 +653,7 @@ async fn the_requester_never_sees_decision_buttons_nor_can_post_a_vote() {
       principals: [group:approvers]
       actions: [Microsoft.Storage/storageAccounts/write]
       scopes: ["/subscriptions/*/resourceGroups/demo-rg"]
-      approval: {approvers: [group:approvers], quorum: 1, timeout: 10m}
+      approval: {approvers: [group:approvers], quorum: 1, timeout: 10m, style: hold}
 "#,
         extra: "approvals:\n  hold: 120s\n",
         ..Default::default()
