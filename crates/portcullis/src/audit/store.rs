@@ -148,8 +148,13 @@ ALTER TABLE audit_records ADD COLUMN principal TEXT
 ALTER TABLE audit_records ADD COLUMN decision TEXT
     GENERATED ALWAYS AS (json_extract(record, '$.decision')) VIRTUAL;
 "#,
-    // The approver console's sign-in sessions: the cookie's SHA-256, never the cookie.
-    r#"
+    CONSOLE_SESSIONS,
+    APPROVAL_OPERATIONS,
+];
+
+/// The approver console's sign-in sessions: the cookie's SHA-256, never the cookie. The
+/// same SQL on both backends.
+const CONSOLE_SESSIONS: &str = r#"
 CREATE TABLE console_sessions (
     id_hash   TEXT PRIMARY KEY,
     principal TEXT NOT NULL,
@@ -157,9 +162,7 @@ CREATE TABLE console_sessions (
     body      TEXT NOT NULL
 );
 CREATE INDEX console_sessions_by_expiry ON console_sessions (expires);
-"#,
-    APPROVAL_OPERATIONS,
-];
+"#;
 
 /// Approvals presented as long-running operations (`approval/lro.rs`): who may poll, the
 /// held request sealed until it is forwarded (then gone), and the handover to Azure's own
@@ -262,16 +265,7 @@ CREATE TABLE approval_grants (
 );
 CREATE INDEX approval_grants_by_key ON approval_grants (principal, action, scope, until);
 "#,
-    // The approver console's sign-in sessions: the cookie's SHA-256, never the cookie.
-    r#"
-CREATE TABLE console_sessions (
-    id_hash   TEXT PRIMARY KEY,
-    principal TEXT NOT NULL,
-    expires   TEXT NOT NULL,
-    body      TEXT NOT NULL
-);
-CREATE INDEX console_sessions_by_expiry ON console_sessions (expires);
-"#,
+    CONSOLE_SESSIONS,
     APPROVAL_OPERATIONS,
 ];
 

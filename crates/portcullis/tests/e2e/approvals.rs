@@ -98,7 +98,7 @@ async fn put(
 }
 
 /// A PUT the agent does not wait for: answered at once, pending. Returns the approval id.
-async fn held_pending(env: &Env, path: &str, body: &str) -> String {
+pub(crate) async fn held_pending(env: &Env, path: &str, body: &str) -> String {
     let (s, h, b) = put(env, path, body, Some(0), None).await;
     assert_eq!(s, StatusCode::FORBIDDEN, "{b}");
     assert_eq!(code(&h), "ApprovalPending", "{b}");

@@ -13,8 +13,8 @@ use reqwest::StatusCode;
 use serde_json::{Value, json};
 
 use crate::approvals::{
-    CREATE, Delivery, account, admin_url, code, put_request, puts_to, receiver, wait_pending,
-    within,
+    CREATE, Delivery, account, admin_url, code, held_pending, put_request, puts_to, receiver,
+    wait_pending, within,
 };
 use crate::{Env, Setup, leak, send};
 
@@ -159,6 +159,14 @@ impl Browser {
     }
 }
 
+/// What the explain form is asked: the agent deleting vm1 (the test policy denies it).
+fn vm1_delete(env: &Env) -> String {
+    format!(
+        "DELETE {}/providers/Microsoft.Compute/virtualMachines/vm1?api-version=2024-07-01",
+        env.rg()
+    )
+}
+
 fn words(name: &str) -> String {
     format!("create or update storage account {name} in demo-rg")
 }
@@ -259,10 +267,7 @@ async fn an_approver_follows_the_notification_link_and_denies_with_a_comment() {
 async fn a_reader_who_is_not_an_approver_sees_no_decision_buttons() {
     let env = console_env(None).await;
     let name = "consoleviewed";
-    let path = account(&env, name);
-    let agent = tokio::spawn(send(put_request(&env, &path, CREATE, Some(0), None)));
-    let (s, h, b) = within(20, "the agent's PUT", agent).await.unwrap();
-    assert_eq!(code(&h), "ApprovalPending", "{s} {b}");
+    held_pending(&env, &account(&env, name), CREATE).await;
 
     let mut browser = Browser::start(&env, "nonapprover");
     browser.expect("WAIT held").await;
@@ -276,11 +281,7 @@ async fn a_reader_who_is_not_an_approver_sees_no_decision_buttons() {
 async fn forged_posts_without_the_csrf_token_or_from_another_origin_are_refused() {
     let env = console_env(None).await;
     let name = "consoleforged";
-    let path = account(&env, name);
-    let agent = tokio::spawn(send(put_request(&env, &path, CREATE, Some(0), None)));
-    let (_, h, b) = within(20, "the agent's PUT", agent).await.unwrap();
-    assert_eq!(code(&h), "ApprovalPending", "{b}");
-    let id = h["x-portcullis-approval"].to_str().unwrap().to_owned();
+    let id = held_pending(&env, &account(&env, name), CREATE).await;
 
     let mut browser = Browser::start(&env, "csrf");
     browser.expect("WAIT held").await;
@@ -340,10 +341,7 @@ async fn the_policy_page_explains_a_decision() {
     let env = console_env(None).await;
     let mut browser = Browser::start(&env, "policy");
     browser.expect("WAIT ready").await;
-    let vm = format!(
-        "DELETE {}/providers/Microsoft.Compute/virtualMachines/vm1?api-version=2024-07-01",
-        env.rg()
-    );
+    let vm = vm1_delete(&env);
     browser.answer(json!({ "request": vm }));
     let explained = browser.expect("DONE explained").await;
     let text = explained["text"].as_str().unwrap();
@@ -595,16 +593,10 @@ async fn a_callback_from_another_sign_in_or_a_replayed_code_is_refused() {
 async fn every_page_passes_wcag_checks_at_phone_and_desktop_widths() {
     let env = console_env(None).await;
     let name = "consoleaccessible";
-    let path = account(&env, name);
-    let agent = tokio::spawn(send(put_request(&env, &path, CREATE, Some(0), None)));
-    let (_, h, b) = within(20, "the agent's PUT", agent).await.unwrap();
-    assert_eq!(code(&h), "ApprovalPending", "{b}");
+    held_pending(&env, &account(&env, name), CREATE).await;
     let mut browser = Browser::start(&env, "accessibility");
     browser.expect("WAIT held").await;
-    let vm = format!(
-        "DELETE {}/providers/Microsoft.Compute/virtualMachines/vm1?api-version=2024-07-01",
-        env.rg()
-    );
+    let vm = vm1_delete(&env);
     browser.answer(json!({ "words": words(name), "request": vm }));
     let audited = browser.expect("DONE audited").await;
     assert_eq!(audited["pages"], 10, "{audited}");
