@@ -134,7 +134,7 @@ async fn admin(
     within(15, "the admin API", send(r)).await
 }
 
-async fn vote(
+pub(crate) async fn vote(
     env: &Env,
     who: &str,
     id: &str,

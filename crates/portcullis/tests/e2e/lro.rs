@@ -287,17 +287,7 @@ async fn a_pending_approval_is_answered_as_a_long_running_operation() {
 
     // Approved: the first poll forwards it, once, with the rule's credential; concurrent
     // polls do not forward again.
-    let (s, _, v) = send(
-        env.http
-            .post(format!(
-                "https://{}/api/approvals/{id}/approve",
-                env.gw.admin_addr
-            ))
-            .bearer_auth(env.token("alice"))
-            .json(&json!({"comment": "ok"})),
-    )
-    .await;
-    assert_eq!(s, StatusCode::OK, "{v}");
+    decide(&env, &id, "approve").await;
     let poll = || send(env.http.get(&status_url).bearer_auth(&agent));
     let (a, b, c) = tokio::join!(poll(), poll(), poll());
     for (s, _, body) in [&a, &b, &c] {
@@ -368,17 +358,7 @@ async fn a_denied_operation_fails_with_approval_denied_and_its_request_is_droppe
         result_url,
         id,
     } = accepted_create(&env, "lrodenied").await;
-    let (s, _, v) = send(
-        env.http
-            .post(format!(
-                "https://{}/api/approvals/{id}/deny",
-                env.gw.admin_addr
-            ))
-            .bearer_auth(env.token("alice"))
-            .json(&json!({"comment": "not today"})),
-    )
-    .await;
-    assert_eq!(s, StatusCode::OK, "{v}");
+    decide(&env, &id, "deny").await;
     let (s, _, body) = send(env.http.get(&status_url).bearer_auth(&agent)).await;
     assert_eq!(s, StatusCode::OK, "{body}");
     assert_eq!(body["status"], "Failed", "{body}");
@@ -387,7 +367,7 @@ async fn a_denied_operation_fails_with_approval_denied_and_its_request_is_droppe
         body["error"]["message"]
             .as_str()
             .unwrap()
-            .contains("not today"),
+            .contains("denied in a test"),
         "{body}"
     );
     let (s, h, body) = send(env.http.get(&result_url).bearer_auth(&agent)).await;
@@ -508,17 +488,14 @@ async fn approval_after_the_hold(env: &Env, scope_suffix: &str) -> String {
     }
 }
 
+/// alice approves or denies (`verb`) through the admin API.
 async fn decide(env: &Env, id: &str, verb: &str) {
-    let (s, _, v) = send(
-        env.http
-            .post(format!(
-                "https://{}/api/approvals/{id}/{verb}",
-                env.gw.admin_addr
-            ))
-            .bearer_auth(env.token("alice"))
-            .json(&json!({"comment": format!("{verb}d in a test")})),
-    )
-    .await;
+    let comment = if verb == "approve" {
+        "approved in a test"
+    } else {
+        "denied in a test"
+    };
+    let (s, _, v) = crate::approvals::vote(env, "alice", id, verb, comment).await;
     assert_eq!(s, StatusCode::OK, "{v}");
 }
 
