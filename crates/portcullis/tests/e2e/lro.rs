@@ -624,14 +624,7 @@ async fn the_status_url_works_on_another_replica() {
     })
     .await;
     crate::replicas::write_shared_keys(&dir);
-    let config = std::fs::read_to_string(dir.join("portcullis.yaml")).unwrap();
-    std::fs::write(
-        dir.join("portcullis-b.yaml"),
-        config.replace("state_dir: state\n", "state_dir: state-b\n"),
-    )
-    .unwrap();
-    let a = Gateway::spawn_config(&dir, "portcullis.yaml", "a.log").await;
-    let b = Gateway::spawn_config(&dir, "portcullis-b.yaml", "b.log").await;
+    let (a, b) = crate::replicas::two_replicas(&dir).await;
     let agent = sim.token("agent", GATEWAY_API).unwrap();
     let alice = sim.token("alice", GATEWAY_API).unwrap();
     let sub = sim.subscription_id();

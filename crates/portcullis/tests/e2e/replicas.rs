@@ -14,6 +14,21 @@ use crate::crash::Gateway;
 use crate::store::{Schema, pg_url};
 use crate::{API, GATEWAY_API, Setup, prepare, send};
 
+/// Gateways A and B started from the test directory's configuration, sharing its store
+/// (and keys, when written), B with a state directory of its own.
+pub(crate) async fn two_replicas(dir: &std::path::Path) -> (Gateway, Gateway) {
+    let config = std::fs::read_to_string(dir.join("portcullis.yaml")).unwrap();
+    assert!(config.contains("state_dir: state\n"));
+    std::fs::write(
+        dir.join("portcullis-b.yaml"),
+        config.replace("state_dir: state\n", "state_dir: state-b\n"),
+    )
+    .unwrap();
+    let a = Gateway::spawn_config(dir, "portcullis.yaml", "a.log").await;
+    let b = Gateway::spawn_config(dir, "portcullis-b.yaml", "b.log").await;
+    (a, b)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_replicas_share_approvals_through_postgres() {
     let schema = Schema::new();
@@ -30,15 +45,7 @@ async fn two_replicas_share_approvals_through_postgres() {
         ..Setup::default()
     })
     .await;
-    let config = std::fs::read_to_string(dir.join("portcullis.yaml")).unwrap();
-    assert!(config.contains("state_dir: state\n"));
-    std::fs::write(
-        dir.join("portcullis-b.yaml"),
-        config.replace("state_dir: state\n", "state_dir: state-b\n"),
-    )
-    .unwrap();
-    let a = Gateway::spawn_config(&dir, "portcullis.yaml", "a.log").await;
-    let b = Gateway::spawn_config(&dir, "portcullis-b.yaml", "b.log").await;
+    let (a, b) = two_replicas(&dir).await;
     let agent = sim.token("agent", GATEWAY_API).unwrap();
     let alice = sim.token("alice", GATEWAY_API).unwrap();
     let rg = format!(
@@ -261,15 +268,7 @@ async fn a_replica_killed_under_load_loses_no_answered_record_and_the_other_keep
         ..Setup::default()
     })
     .await;
-    let config = std::fs::read_to_string(dir.join("portcullis.yaml")).unwrap();
-    assert!(config.contains("state_dir: state\n"));
-    std::fs::write(
-        dir.join("portcullis-b.yaml"),
-        config.replace("state_dir: state\n", "state_dir: state-b\n"),
-    )
-    .unwrap();
-    let mut a = Gateway::spawn_config(&dir, "portcullis.yaml", "a.log").await;
-    let b = Gateway::spawn_config(&dir, "portcullis-b.yaml", "b.log").await;
+    let (mut a, b) = two_replicas(&dir).await;
     let instance = |state: &str| {
         std::fs::read_to_string(dir.join(state).join("instance.id"))
             .unwrap()
