@@ -68,7 +68,8 @@ async function shot(page, name) {
   const was = page.viewportSize();
   for (const [kind, vp] of [["phone", PHONE], ["desktop", DESKTOP]]) {
     await page.setViewportSize(vp);
-    await page.waitForTimeout(100);
+    // Laid out again at the new width before the picture is taken.
+    await page.evaluate(() => new Promise((done) => requestAnimationFrame(() => requestAnimationFrame(done))));
     await page.screenshot({ path: path.join(SHOTS, `console-${name}-${kind}.png`) });
   }
   await page.setViewportSize(was);
@@ -97,9 +98,8 @@ const scenarios = {
     const page = await (await context(b)).newPage();
     await signIn(page, process.env.APPROVER || "alice");
     const loaded = loads(page);
-    // Let the event stream connect before the request is held.
-    await page.waitForFunction(() => window.htmx !== undefined);
-    await page.waitForTimeout(500);
+    // The page says when its event stream is connected: only then is the request held.
+    await page.locator('#live[data-live="on"]').waitFor();
     const { words } = await wait("held");
     const card = page.locator("article.card", { hasText: words });
     await card.waitFor();

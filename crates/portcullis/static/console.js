@@ -18,4 +18,18 @@
     }
   }
   setInterval(tick, 1000);
+
+  // Whether the pending list is live: approvers must know when it is not.
+  function live(text, on) {
+    var el = document.getElementById("live");
+    if (!el) return;
+    el.textContent = text;
+    el.setAttribute("data-live", on ? "on" : "off");
+  }
+  document.addEventListener("htmx:sseOpen", function () {
+    live("Live: new requests appear here as they arrive.", true);
+  });
+  document.addEventListener("htmx:sseError", function () {
+    live("Live updates interrupted; reconnecting…", false);
+  });
 })();
