@@ -120,11 +120,27 @@ impl Store {
         status: Option<Status>,
         limit: i64,
     ) -> Result<Vec<Approval>, StoreError> {
+        self.approvals_before(status, None, limit).await
+    }
+
+    /// Approvals (of `status`, or all), newest first, older than `before` (`created`, `id`)
+    /// when given: one page of a walk through all of them.
+    pub async fn approvals_before(
+        &self,
+        status: Option<Status>,
+        before: Option<(&str, &str)>,
+        limit: i64,
+    ) -> Result<Vec<Approval>, StoreError> {
+        let (created, id) = before.unzip();
         let rows: Vec<Row> = on!(self, pool => {
             sqlx::query(&format!(
-                "SELECT {COLUMNS} FROM approvals WHERE (CAST($1 AS TEXT) IS NULL OR status = $1) ORDER BY created DESC LIMIT $2"
+                "SELECT {COLUMNS} FROM approvals WHERE (CAST($1 AS TEXT) IS NULL OR status = $1) \
+                 AND (CAST($2 AS TEXT) IS NULL OR created < $2 OR (created = $2 AND id < $3)) \
+                 ORDER BY created DESC, id DESC LIMIT $4"
             ))
             .bind(status.map(Status::as_str))
+            .bind(created)
+            .bind(id)
             .bind(limit)
             .fetch_all(pool)
             .await?

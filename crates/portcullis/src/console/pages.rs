@@ -19,7 +19,7 @@ use crate::policy::{Effect, PrincipalMatcher};
 use crate::upstream::client::{Body, full};
 
 /// The most approvals a list shows (newest first).
-const LIST_LIMIT: i64 = 500;
+const LIST_LIMIT: usize = 500;
 /// The most sessions the sessions page lists (newest first; filters narrow it).
 const SESSIONS_SHOWN: i64 = 200;
 
@@ -318,18 +318,16 @@ struct ApprovalPage {
 
 async fn cards(gw: &Gateway, v: &Viewer, history: bool) -> Result<Vec<Card>, Response<Body>> {
     let status = (!history).then_some(Status::Pending);
-    let list = gw
-        .approvals
-        .store
-        .approvals(status, LIST_LIMIT)
-        .await
-        .map_err(unavailable)?;
-    Ok(list
-        .iter()
-        .filter(|a| history != (a.status == Status::Pending))
-        .filter(|a| visible(gw, v, a))
-        .map(|a| card(a, v))
-        .collect())
+    let list = crate::server::approvals_api::visible_list(
+        gw,
+        &v.principal,
+        status,
+        |a| history != (a.status == Status::Pending),
+        LIST_LIMIT,
+    )
+    .await
+    .map_err(unavailable)?;
+    Ok(list.iter().map(|a| card(a, v)).collect())
 }
 
 const EMPTY_PENDING: &str = "Nothing waits for a decision you can see.";

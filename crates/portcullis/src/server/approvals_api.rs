@@ -36,6 +36,42 @@ pub(crate) fn visible(gw: &Gateway, p: &Principal, a: &Approval) -> bool {
         || gw.audit.readers.iter().any(|m| m.matches(p))
 }
 
+/// The newest `want` approvals (of `status`, or all, and `keep`) that `p` may see. Walks the
+/// store a page at a time, so an approver's own are found even behind many others they may
+/// not see; at most `SCAN` are read.
+pub(crate) async fn visible_list(
+    gw: &Gateway,
+    p: &Principal,
+    status: Option<Status>,
+    keep: impl Fn(&Approval) -> bool,
+    want: usize,
+) -> Result<Vec<Approval>, crate::audit::store::StoreError> {
+    const PAGE: i64 = 500;
+    const SCAN: usize = 20_000;
+    let mut shown = Vec::new();
+    let mut before: Option<(String, String)> = None;
+    let mut read = 0;
+    loop {
+        let page = gw
+            .approvals
+            .store
+            .approvals_before(
+                status,
+                before.as_ref().map(|(c, i)| (c.as_str(), i.as_str())),
+                PAGE,
+            )
+            .await?;
+        read += page.len();
+        let full = page.len() as i64 == PAGE;
+        before = page.last().map(|a| (a.created.clone(), a.id.clone()));
+        shown.extend(page.into_iter().filter(|a| keep(a) && visible(gw, p, a)));
+        if shown.len() >= want || !full || read >= SCAN {
+            shown.truncate(want);
+            return Ok(shown);
+        }
+    }
+}
+
 fn shown(a: &Approval, p: &Principal) -> Value {
     let mut v = serde_json::to_value(a).expect("an approval serializes");
     v["may_decide"] = json!(a.status == Status::Pending && a.may_decide(p).is_ok());
@@ -86,13 +122,9 @@ pub async fn handle(
                     }
                 },
             };
-            match gw.approvals.store.approvals(status, 500).await {
+            match visible_list(&gw, &p, status, |_| true, 500).await {
                 Ok(list) => {
-                    let value: Vec<Value> = list
-                        .iter()
-                        .filter(|a| visible(&gw, &p, a))
-                        .map(|a| shown(a, &p))
-                        .collect();
+                    let value: Vec<Value> = list.iter().map(|a| shown(a, &p)).collect();
                     reply(StatusCode::OK, json!({ "value": value }))
                 }
                 Err(e) => unavailable(e),

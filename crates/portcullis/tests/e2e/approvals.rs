@@ -1507,3 +1507,53 @@ async fn another_principal_cannot_redeem_an_approval() {
     assert!(puts_to(&env, since, "notyours").is_empty());
     assert_eq!(approval(&env, &id).await["status"], "approved");
 }
+
+// === 12. many approvals others decide ===
+
+#[tokio::test]
+async fn an_approver_finds_theirs_behind_hundreds_they_may_not_see() {
+    let env = Env::with(setup("120s", crate::TEST_RULES)).await;
+    let id = held_pending(&env, &account(&env, "behindmany"), CREATE).await;
+    // 600 newer approvals that only another team decides, straight into the store.
+    let store = portcullis::audit::store::Store::open(&env.dir.join("state/audit.db"))
+        .await
+        .unwrap();
+    let later = chrono::Utc::now() + chrono::Duration::seconds(5);
+    for i in 0..600 {
+        let a: portcullis::approval::Approval = serde_json::from_value(json!({
+            "id": format!("other-team-{i:04}"),
+            "status": "pending",
+            "principal": "00000000-0000-0000-0000-00000000aaaa",
+            "principal_app": null,
+            "principal_name": "another agent",
+            "action": STORAGE_WRITE,
+            "scope": format!("/subscriptions/s/resourceGroups/other/providers/Microsoft.Storage/storageAccounts/o{i}"),
+            "rule": "other-team",
+            "rule_reason": "another team's rule",
+            "request": {"method": "PUT", "path": "/", "query": "", "headers": [], "body": null},
+            "digest": format!("d{i}"),
+            "reason": null,
+            "approvers": ["group:00000000-0000-0000-0000-00000000bbbb"],
+            "quorum": 1,
+            "credential": null,
+            "grant_window_secs": null,
+            "session": "other",
+            "created": (later + chrono::Duration::milliseconds(i)).to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
+            "expires": "2099-01-01T00:00:00.000000Z",
+            "decided": null,
+            "consumed": null,
+            "votes": []
+        }))
+        .unwrap();
+        assert!(store.insert_approval(&a).await.unwrap());
+    }
+    let (s, _, b) = admin(&env, Some("alice"), Method::GET, "/api/approvals", None).await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    let ids: Vec<&str> = b["value"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, [id.as_str()], "alice sees hers, and only hers");
+}
