@@ -21,7 +21,6 @@ use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, bail};
-use base64::Engine;
 use bytes::Bytes;
 use http::{Response, StatusCode};
 use http_body_util::Full;
@@ -120,12 +119,7 @@ fn unix_now() -> u64 {
 }
 
 fn expiry(token: &str) -> Option<u64> {
-    let payload = token.split('.').nth(1)?;
-    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
-        .decode(payload)
-        .ok()?;
-    let v: serde_json::Value = serde_json::from_slice(&bytes).ok()?;
-    v.get("exp")?.as_u64()
+    crate::identity::jwt::unverified_claims(token).ok()?["exp"].as_u64()
 }
 
 /// The running wiring: the token endpoint and the environment for the agent.

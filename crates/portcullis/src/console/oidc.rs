@@ -17,6 +17,7 @@ use sha2::{Digest, Sha256};
 
 use super::session::{self, ConsoleSession, SIGNIN_COOKIE, SignIn};
 use super::{Console, page_error, redirect};
+use crate::identity::jwt::unverified_claims;
 use crate::pipeline::Gateway;
 use crate::upstream::client::Body;
 
@@ -235,16 +236,13 @@ async fn redeem(
         .authenticate(access)
         .await
         .map_err(|e| format!("the access token is not accepted: {e}"))?;
-    let claims = payload(id_token).ok_or("the ID token is not a JWT")?;
+    let claims = unverified_claims(id_token).map_err(|e| format!("the ID token: {e}"))?;
     check_id_token(&claims, console, &signin.nonce, &principal)?;
     // Validated above; its expiry bounds the session.
-    let exp = payload(access).and_then(|c| c["exp"].as_i64());
+    let exp = unverified_claims(access)
+        .ok()
+        .and_then(|c| c["exp"].as_i64());
     Ok((principal, exp))
-}
-
-fn payload(jwt: &str) -> Option<Value> {
-    let part = jwt.split('.').nth(1)?;
-    serde_json::from_slice(&URL_SAFE_NO_PAD.decode(part).ok()?).ok()
 }
 
 /// The ID token must be for this client, from this authority, unexpired, carry this
