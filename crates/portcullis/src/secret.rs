@@ -17,6 +17,12 @@ impl Secret {
     }
 }
 
+/// Whether two secrets (tokens, MACs, shared headers) are equal, in time that does not
+/// depend on where they first differ.
+pub fn same(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
 impl fmt::Debug for Secret {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("[redacted]")

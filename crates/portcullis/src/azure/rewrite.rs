@@ -83,12 +83,7 @@ impl Binder {
         binding: &str,
     ) -> bool {
         let expected = mac_for(&self.key, tenant, object_id, path, query);
-        expected.len() == binding.len()
-            && expected
-                .bytes()
-                .zip(binding.bytes())
-                .fold(0u8, |acc, (a, b)| acc | (a ^ b))
-                == 0
+        crate::secret::same(expected.as_bytes(), binding.as_bytes())
     }
 
     /// Rewrites `url` if it points at `upstream_base`; `None` leaves it as it is.

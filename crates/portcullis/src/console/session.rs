@@ -55,13 +55,9 @@ fn id_hash(id: &str) -> String {
     d.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-/// Compares secrets without an early exit.
+/// Compares tokens (state, nonce, CSRF, seals) without an early exit.
 pub fn same(a: &str, b: &str) -> bool {
-    a.len() == b.len()
-        && a.bytes()
-            .zip(b.bytes())
-            .fold(0u8, |acc, (x, y)| acc | (x ^ y))
-            == 0
+    crate::secret::same(a.as_bytes(), b.as_bytes())
 }
 
 /// Starts a session; returns the cookie value (the only copy of the id).
