@@ -6,7 +6,6 @@ use std::sync::Arc;
 use askama::Template;
 use bytes::Bytes;
 use http::{Response, StatusCode};
-use http_body_util::BodyExt;
 use tokio::sync::mpsc;
 
 use super::words::in_words;
@@ -498,7 +497,8 @@ pub fn events(gw: Arc<Gateway>, v: Viewer, session_id: String) -> Response<Body>
             return;
         }
         loop {
-            let next = tokio::time::timeout(std::time::Duration::from_secs(15), feed.recv()).await;
+            let next =
+                tokio::time::timeout(crate::server::approvals_api::KEEP_ALIVE, feed.recv()).await;
             let chunk = match next {
                 // Quiet for a while: is the session still there (signed out elsewhere,
                 // expired)? If not, say so and stop; the page then goes to sign in.
@@ -529,12 +529,7 @@ pub fn events(gw: Arc<Gateway>, v: Viewer, session_id: String) -> Response<Body>
             }
         }
     });
-    let mut r = Response::new(crate::server::approvals_api::EventBody::new(rx).boxed());
-    r.headers_mut().insert(
-        http::header::CONTENT_TYPE,
-        http::HeaderValue::from_static("text/event-stream"),
-    );
-    r
+    crate::server::approvals_api::event_stream(rx)
 }
 
 // ---- sessions ----------------------------------------------------------------------------

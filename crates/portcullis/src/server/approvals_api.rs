@@ -28,7 +28,7 @@ use crate::upstream::client::{Body, BoxError};
 /// The largest vote body read.
 const MAX_VOTE_BODY: usize = 16 * 1024;
 /// A comment line on idle event streams, so proxies keep them open.
-const KEEP_ALIVE: Duration = Duration::from_secs(15);
+pub(crate) const KEEP_ALIVE: Duration = Duration::from_secs(15);
 
 pub(crate) fn visible(gw: &Gateway, p: &Principal, a: &Approval) -> bool {
     a.principal == p.object_id
@@ -243,6 +243,11 @@ fn events(gw: Arc<Gateway>, p: Principal) -> Response<Body> {
             }
         }
     });
+    event_stream(rx)
+}
+
+/// A server-sent-events answer that sends what arrives on `rx`, until its sender goes.
+pub(crate) fn event_stream(rx: mpsc::Receiver<Bytes>) -> Response<Body> {
     let mut r = Response::new(EventBody { rx }.boxed());
     let h = r.headers_mut();
     h.insert(
@@ -256,14 +261,8 @@ fn events(gw: Arc<Gateway>, p: Principal) -> Response<Body> {
     r
 }
 
-pub(crate) struct EventBody {
+struct EventBody {
     rx: mpsc::Receiver<Bytes>,
-}
-
-impl EventBody {
-    pub(crate) fn new(rx: mpsc::Receiver<Bytes>) -> EventBody {
-        EventBody { rx }
-    }
 }
 
 impl http_body::Body for EventBody {
