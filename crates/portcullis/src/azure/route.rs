@@ -62,26 +62,27 @@ fn keep(c: u8) -> bool {
     c.is_ascii_alphanumeric() || b"-._~!$&'()*+,=:@".contains(&c)
 }
 
-fn decode_segment(seg: &str) -> Result<String, RouteError> {
-    let bytes = seg.as_bytes();
+/// The bytes of a percent-encoded text; `None` for a malformed escape.
+pub(crate) fn percent_decode(s: &str) -> Option<Vec<u8>> {
+    let bytes = s.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;
     while i < bytes.len() {
         if bytes[i] == b'%' {
-            let hex = bytes
-                .get(i + 1..i + 3)
-                .and_then(|h| std::str::from_utf8(h).ok())
-                .and_then(|h| u8::from_str_radix(h, 16).ok());
-            match hex {
-                Some(b) => out.push(b),
-                None => return Err(RouteError::Path(format!("bad percent-escape in '{seg}'"))),
-            }
+            let hex = std::str::from_utf8(bytes.get(i + 1..i + 3)?).ok()?;
+            out.push(u8::from_str_radix(hex, 16).ok()?);
             i += 3;
         } else {
             out.push(bytes[i]);
             i += 1;
         }
     }
+    Some(out)
+}
+
+fn decode_segment(seg: &str) -> Result<String, RouteError> {
+    let out = percent_decode(seg)
+        .ok_or_else(|| RouteError::Path(format!("bad percent-escape in '{seg}'")))?;
     let s =
         String::from_utf8(out).map_err(|_| RouteError::Path("a segment is not UTF-8".into()))?;
     if s.contains(['/', '\\', ';', '%']) || s.chars().any(char::is_control) {

@@ -334,20 +334,7 @@ pub(crate) fn segment(s: &str) -> String {
 
 /// The inverse of [`segment`]; `None` for a malformed escape or non-UTF-8.
 pub(crate) fn unsegment(s: &str) -> Option<String> {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%' {
-            let hex = std::str::from_utf8(bytes.get(i + 1..i + 3)?).ok()?;
-            out.push(u8::from_str_radix(hex, 16).ok()?);
-            i += 3;
-        } else {
-            out.push(bytes[i]);
-            i += 1;
-        }
-    }
-    String::from_utf8(out).ok()
+    String::from_utf8(crate::azure::route::percent_decode(s)?).ok()
 }
 
 pub(crate) fn redirect(to: &str) -> Response<Body> {
