@@ -187,7 +187,7 @@ pub fn authorize(sim: &Sim, tenant: &str, req: &SimRequest) -> SimResponse {
     else {
         return sign_in_page(sim, &all, None);
     };
-    let code = random_code();
+    let code = super::token::random_b64(32);
     let mut codes = sim.codes.issued.lock().unwrap_or_else(|e| e.into_inner());
     codes.retain(|_, c| c.expires > Instant::now());
     codes.insert(
@@ -356,12 +356,6 @@ fn id_token(sim: &Sim, user: &Principal, client_id: &str, nonce: Option<&str>) -
     header.kid = Some(key.kid.clone());
     jsonwebtoken::encode(&header, &Value::Object(c), &key.encoding)
         .expect("RS256 signing with a generated key does not fail")
-}
-
-fn random_code() -> String {
-    let mut bytes = [0u8; 32];
-    rand::fill(&mut bytes);
-    URL_SAFE_NO_PAD.encode(bytes)
 }
 
 fn redirect(location: &str) -> SimResponse {

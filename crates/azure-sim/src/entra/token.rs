@@ -172,7 +172,7 @@ pub fn issue(sim: &Sim, req: Issue<'_>) -> Issued {
     }
 }
 
-fn random_b64(bytes: usize) -> String {
+pub(super) fn random_b64(bytes: usize) -> String {
     let data: Vec<u8> = (0..bytes).map(|_| rand::random::<u8>()).collect();
     URL_SAFE_NO_PAD.encode(data)
 }
@@ -180,7 +180,8 @@ fn random_b64(bytes: usize) -> String {
 // === the OAuth token endpoints ===
 
 /// `POST /{tenant}/oauth2/v2.0/token` (v2 = true, `scope=`) and `/{tenant}/oauth2/token`
-/// (v1 endpoint, `resource=`). Only `client_credentials` with a client secret is offered.
+/// (v1 endpoint, `resource=`): `client_credentials` with a client secret or assertion, and
+/// (v2 only) `authorization_code` for interactive sign-in (`authorize.rs`).
 pub fn token_endpoint(sim: &Sim, tenant: &str, req: &SimRequest, v2_endpoint: bool) -> SimResponse {
     if req.method != http::Method::POST {
         return aad_error(
