@@ -43,6 +43,8 @@ pub struct Console {
     authority: String,
     http: reqwest::Client,
     sealer: session::Sealer,
+    /// `settings.url` as browsers send it in `Origin` (validated as an https origin).
+    origin: Option<String>,
 }
 
 impl Console {
@@ -58,6 +60,11 @@ impl Console {
             authorize_url: format!("{authority}/{tenant}/oauth2/v2.0/authorize"),
             token_url: format!("{authority}/{tenant}/oauth2/v2.0/token"),
             authority,
+            origin: settings
+                .url
+                .as_deref()
+                .and_then(|u| url::Url::parse(u).ok())
+                .map(|u| u.origin().ascii_serialization()),
             settings,
             http,
             sealer: session::Sealer::new(binding_key),
@@ -66,11 +73,8 @@ impl Console {
 
     /// The console's origin as browsers see it: configured, or the request's own host.
     fn base(&self, headers: &http::HeaderMap, uri: &http::Uri) -> Option<String> {
-        if let Some(u) = &self.settings.url {
-            // Validated as an https origin; compared as browsers send `Origin`.
-            return url::Url::parse(u)
-                .ok()
-                .map(|u| u.origin().ascii_serialization());
+        if let Some(o) = &self.origin {
+            return Some(o.clone());
         }
         let host = uri.authority().map(|a| a.as_str().to_owned()).or_else(|| {
             headers
