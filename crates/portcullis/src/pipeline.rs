@@ -15,7 +15,7 @@ use hyper::body::Incoming;
 use crate::azure::batch::InnerSummary;
 use crate::azure::error::{ErrorContext, GatewayError};
 use crate::azure::operation::{self, Operation};
-use crate::azure::rewrite::{Binder, rewrite_body_links};
+use crate::azure::rewrite::{Binder, Continuation};
 use crate::azure::route::{self, Routed, Service};
 use crate::config::UpstreamConfig;
 use crate::identity::principal::Principal;
@@ -278,7 +278,7 @@ async fn handle_in(gw: Arc<Gateway>, req: Request<Incoming>, request_id: String)
                 &seen,
             )
             .with_deployment(deployment_facts.as_ref());
-            decide(&gw, &policy, &ex, &principal, &operation, &raw_path, &facts)?
+            decide(&gw, &policy, &ex, &method, &principal, &operation, &raw_path, &facts)?
         };
         // A batch passes only as its inner requests would, each judged as if sent alone. It
         // is read once: the same inner requests name the masking plan below.
@@ -637,25 +637,37 @@ fn classify(ex: &Exchange, method: &Method) -> Result<Operation, GatewayError> {
 
 // === decide ===
 
+#[allow(clippy::too_many_arguments)]
 fn decide(
     gw: &Gateway,
     policy: &Policy,
     ex: &Exchange,
+    method: &Method,
     principal: &Principal,
     operation: &Operation,
     raw_path: &str,
     facts: &Facts,
 ) -> Result<Decision, GatewayError> {
     let mut decision = policy.decide_with(principal, operation, facts);
-    // A poll or page the gateway itself handed this principal continues what policy already
-    // allowed; an explicit deny rule still wins.
+    // A poll or page URL the gateway itself handed this principal, read with GET before it
+    // expires, continues what policy already allowed; an explicit deny rule still wins. A
+    // page is only ever bound on its list's own path, so it is the list's own operation and
+    // scope (azure/rewrite.rs).
     if decision.effect == Effect::Deny
         && decision.rule.is_none()
         && let Some(b) = &ex.binding
-        && gw.binder.verify(principal, raw_path, &ex.query, b)
+        && let Some(kind) = gw.binder.verify(
+            principal,
+            method,
+            raw_path,
+            &ex.query,
+            b,
+            crate::azure::rewrite::now(),
+        )
     {
         decision = Decision::allow(format!(
-            "continuation (poll or page) of an operation this principal was allowed to start: {}",
+            "continuation ({}) of an operation this principal was allowed to start: {}",
+            kind.name(),
             operation.action
         ));
     }
@@ -1817,11 +1829,23 @@ async fn rewrite(
     for h in STRIPPED_RESPONSE_HEADERS {
         parts.headers.remove(*h);
     }
+    let now = crate::azure::rewrite::now();
     for h in LRO_HEADERS {
-        if let Some(v) = parts.headers.get(*h).and_then(|v| v.to_str().ok())
-            && let Some(new) = gw
-                .binder
-                .rewrite(v, &upstream, &ex.routed.gateway_base, principal)
+        // `Location` is an operation's result only on 201 and 202; elsewhere it is not
+        // Azure's async protocol and is not signed.
+        let polled = *h != "location" || matches!(parts.status.as_u16(), 201 | 202);
+        if polled
+            && parts.status.is_success()
+            && let Some(v) = parts.headers.get(*h).and_then(|v| v.to_str().ok())
+            && let Some(new) = gw.binder.rewrite(
+                v,
+                &upstream,
+                &ex.routed.gateway_base,
+                principal,
+                Continuation::Poll,
+                &ex.routed.path,
+                now,
+            )
         {
             parts.headers.insert(
                 HeaderName::from_static(h),
@@ -1859,17 +1883,29 @@ async fn rewrite(
     }
     // The fast path: JSON no catalog profile names streams, only its strings looked at
     // (detectors, nextLinks); nothing is held but the string being read.
+    // The answer's own next page, bound as the continuation of this list.
+    let page_link = || -> crate::mask::stream::LinkRewrite {
+        let (binder, upstream, base, principal, list) = (
+            gw.binder.clone(),
+            upstream.clone(),
+            ex.routed.gateway_base.clone(),
+            principal.clone(),
+            ex.routed.path.clone(),
+        );
+        Box::new(move |u: &str| {
+            binder.rewrite(
+                u,
+                &upstream,
+                &base,
+                &principal,
+                Continuation::Page,
+                &list,
+                now,
+            )
+        })
+    };
     if is_json && encoding.is_none() && !plan.has_profiles() {
-        let link: Option<crate::mask::stream::LinkRewrite> = may_page.then(|| {
-            let (binder, upstream, base, principal) = (
-                gw.binder.clone(),
-                upstream.clone(),
-                ex.routed.gateway_base.clone(),
-                principal.clone(),
-            );
-            Box::new(move |u: &str| binder.rewrite(u, &upstream, &base, &principal))
-                as crate::mask::stream::LinkRewrite
-        });
+        let link = may_page.then(page_link);
         let masker = crate::mask::stream::StreamMasker::new(
             gw.masker.clone(),
             plan.detectors().to_vec(),
@@ -1934,12 +1970,21 @@ async fn rewrite(
         }
     };
     let bytes = if may_page {
-        rewrite_body_links(&bytes, &|u| {
-            gw.binder
-                .rewrite(u, &upstream, &ex.routed.gateway_base, principal)
-        })
-        .map(Bytes::from)
-        .unwrap_or(bytes)
+        // The same reader as the streaming path: only the top-level nextLink changes, byte
+        // for byte; an answer it cannot read keeps its bytes (there is no link to follow).
+        let mut links = crate::mask::stream::StreamMasker::new(
+            gw.masker.clone(),
+            Vec::new(),
+            Some(page_link()),
+        );
+        let mut out = Vec::with_capacity(bytes.len() + 128);
+        match links
+            .feed(&bytes, &mut out)
+            .and_then(|()| links.finish(&mut out))
+        {
+            Ok(()) => Bytes::from(out),
+            Err(_) => bytes,
+        }
     } else {
         bytes
     };
@@ -1984,19 +2029,15 @@ fn read_deployment(
     }
 }
 
-/// The host names an absolute URL inside a batch may name: Azure's and the configured
-/// upstream's (the simulator in tests).
+/// The authorities an absolute URL inside a batch may name: Azure's and the configured
+/// upstream's (the simulator in tests), each with its port.
 fn arm_hosts(gw: &Gateway) -> Vec<String> {
     let mut hosts = vec!["management.azure.com".to_owned()];
     if let Ok(u) = url::Url::parse(&gw.upstream.arm_url)
         && let Some(h) = u.host_str()
+        && let Some(port) = u.port_or_known_default()
     {
-        let with_port = match u.port() {
-            Some(p) => format!("{h}:{p}"),
-            None => h.to_owned(),
-        };
-        hosts.push(h.to_ascii_lowercase());
-        hosts.push(with_port.to_ascii_lowercase());
+        hosts.push(format!("{h}:{port}").to_ascii_lowercase());
     }
     hosts
 }

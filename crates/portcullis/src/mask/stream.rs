@@ -2,8 +2,10 @@
 //! with only its strings looked at. A secret always lies inside one JSON string, so bytes
 //! outside strings pass at once and each string is held only until it closes (and until the
 //! next token says whether it was a key); a string that may hold a secret is checked by the
-//! detectors, and `nextLink` values are rewritten to the gateway. Memory is bounded by the
-//! longest string, which is capped: a longer one fails the answer (closed).
+//! detectors, and the answer's own `nextLink` (a string value of the top-level object, where
+//! Azure's paging puts it) is rewritten to the gateway; a `nextLink` deeper in the answer is
+//! data (perhaps the agent's own, stored in a resource) and stays as it is. Memory is
+//! bounded by the longest string, which is capped: a longer one fails the answer (closed).
 
 use super::detect::{self, Detector};
 use super::{MaskError, Masker, PLACEHOLDER_PREFIX};
@@ -11,7 +13,7 @@ use super::{MaskError, Masker, PLACEHOLDER_PREFIX};
 /// Strings longer than this fail the answer rather than be held without bound.
 pub const MAX_STRING: usize = 16 * 1024 * 1024;
 
-/// Rewrites a `nextLink` value (a URL), or leaves it.
+/// Rewrites the top-level `nextLink` value (a URL), or leaves it.
 pub type LinkRewrite = Box<dyn Fn(&str) -> Option<String> + Send + Sync>;
 
 pub struct StreamMasker {
@@ -26,6 +28,11 @@ pub struct StreamMasker {
     held: Option<Vec<u8>>,
     /// The last key seen (decoded), to know a `nextLink` value.
     last_key: Option<String>,
+    /// How deep in objects and arrays the scan is (outside strings): 1 is the top-level
+    /// object's members.
+    depth: usize,
+    /// The depth the last key was read at.
+    key_depth: usize,
     pub masked: usize,
     /// The kinds of secret masked so far (counted in the metrics when the answer ends).
     kinds: std::collections::BTreeSet<String>,
@@ -46,6 +53,8 @@ impl StreamMasker {
             open: Vec::new(),
             held: None,
             last_key: None,
+            depth: 0,
+            key_depth: 0,
             masked: 0,
             kinds: Default::default(),
         }
@@ -76,6 +85,7 @@ impl StreamMasker {
                 // The held string first, then the whitespace of this chunk that followed it.
                 if b == b':' {
                     self.last_key = serde_json::from_slice(s.trim_ascii_end()).ok();
+                    self.key_depth = self.depth;
                     out.extend_from_slice(&s);
                 } else {
                     self.value(s, out)?;
@@ -83,10 +93,15 @@ impl StreamMasker {
                 out.extend_from_slice(&chunk[from..i]);
                 from = i;
             }
-            if b == b'"' {
-                out.extend_from_slice(&chunk[from..i]);
-                from = i;
-                self.in_string = true;
+            match b {
+                b'"' => {
+                    out.extend_from_slice(&chunk[from..i]);
+                    from = i;
+                    self.in_string = true;
+                }
+                b'{' | b'[' => self.depth += 1,
+                b'}' | b']' => self.depth = self.depth.saturating_sub(1),
+                _ => {}
             }
         }
         if self.in_string {
@@ -126,10 +141,15 @@ impl StreamMasker {
     fn value(&mut self, held: Vec<u8>, out: &mut Vec<u8>) -> Result<(), MaskError> {
         let end = held.iter().rposition(|b| *b == b'"').unwrap_or(0) + 1;
         let (raw, trailing) = held.split_at(end);
-        let is_link = self
-            .last_key
-            .as_deref()
-            .is_some_and(|k| k == "nextLink" || k == "@odata.nextLink");
+        // The held string is a value at the depth the scan is still at (the token that
+        // closed it has not been counted yet).
+        let is_link = self.rewrite.is_some()
+            && self.depth == 1
+            && self.key_depth == 1
+            && self
+                .last_key
+                .as_deref()
+                .is_some_and(|k| k == "nextLink" || k == "@odata.nextLink");
         let suspicious = !self.detectors.is_empty() && detect::might_contain_secret(raw);
         if !is_link && !suspicious {
             out.extend_from_slice(&held);
@@ -282,5 +302,22 @@ mod tests {
             assert_eq!(run(body, size).unwrap(), body.to_vec());
         }
         assert!(run(br#"{"value":"unterminated"#, 4).is_err());
+    }
+
+    #[test]
+    fn only_the_answers_own_next_link_is_rewritten() {
+        // What an agent can store in a resource comes back deeper than the top level.
+        let body = br#"{"value":[{"name":"sa","nextLink":"https://up/evil","properties":{"nextLink":"https://up/evil2"}}],"tags":{"nextLink":"https://up/evil3"},"x":["https://up/evil4",{"nextLink":"https://up/evil5"}],"nextLink":"https://up/list?s=2"}"#;
+        for size in [1, 2, 5, body.len()] {
+            let out = String::from_utf8(run(body, size).unwrap()).unwrap();
+            assert_eq!(out.matches("https://gw/").count(), 1, "{out}");
+            assert!(
+                out.ends_with(r#""nextLink":"https://gw/list?s=2"}"#),
+                "{out}"
+            );
+        }
+        // A top-level nextLink that is not a string, or a list inside it, is not read.
+        let body = br#"{"nextLink":["https://up/evil"],"y":{"nextLink":{"a":"https://up/evil"}}}"#;
+        assert_eq!(run(body, 3).unwrap(), body.to_vec());
     }
 }

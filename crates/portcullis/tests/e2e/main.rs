@@ -17,6 +17,7 @@ mod deploy;
 mod deployments;
 mod exec;
 mod failclosed;
+mod hardening;
 mod held;
 mod identity;
 mod lro;

@@ -1,0 +1,240 @@
+//! Hardening, round two (issue 19), each test written as the attack a hostile agent made with
+//! the documented interfaces only: what it stores in Azure comes back in answers, and what
+//! the gateway signs, rewrites or shows an approver is attack surface.
+
+use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
+
+use crate::{API, Env};
+
+const RG_API: &str = "api-version=2022-09-01";
+
+/// The path and query of `url` (the gateway's or the simulator's), on the gateway.
+fn on_gateway(env: &Env, url: &str) -> String {
+    let u = url::Url::parse(url).unwrap();
+    let q = u.query().map(|q| format!("?{q}")).unwrap_or_default();
+    env.url(&format!("{}{q}", u.path()))
+}
+
+/// An agent that may write VMs stores a `nextLink` in one (a tag: ARM keeps it), reads the
+/// VM back, and tries the link it got for writes and reads outside its scope. Before the
+/// fix every `nextLink` at any depth came back signed, and the signature turned the default
+/// deny into an allow for any method: the agent created a resource group it may not touch.
+#[tokio::test]
+async fn a_next_link_stored_in_a_resource_is_never_signed() {
+    let env = Env::start().await;
+    let sub = env.sim.subscription_id();
+    let target = format!("/subscriptions/{sub}/resourceGroups/evil-rg?{RG_API}");
+    let vm = format!(
+        "{}/providers/Microsoft.Compute/virtualMachines/vm-links?{API}",
+        env.rg()
+    );
+    let stored = format!("{}{target}", env.sim.url());
+    let (s, _, b) = env
+        .agent(
+            Method::PUT,
+            &vm,
+            Some(json!({"location": "eastus", "tags": {"nextLink": stored},
+                "properties": {"hardwareProfile": {"vmSize": "Standard_B1s"}, "nextLink": stored}})),
+        )
+        .await;
+    assert!(s.is_success(), "{s} {b}");
+    let (s, _, got) = env.agent(Method::GET, &vm, None).await;
+    assert_eq!(s, StatusCode::OK, "{got}");
+    for link in [&got["tags"]["nextLink"], &got["properties"]["nextLink"]] {
+        let link = link.as_str().unwrap();
+        assert_eq!(link, stored, "data is not rewritten, nor signed");
+        let since = env.sim.last_call_seq();
+        // The link as it came, then moved onto the gateway: policy alone judges it.
+        for url in [
+            on_gateway(&env, link),
+            link.replace(&env.sim.url(), &env.url("")),
+        ] {
+            let (s, _, b) = env
+                .agent(Method::PUT, &url, Some(json!({"location": "eastus"})))
+                .await;
+            assert_eq!(s, StatusCode::FORBIDDEN, "{url}: {b}");
+            assert_eq!(b["error"]["code"], "AuthorizationFailed", "{b}");
+            let (s, _, b) = env.agent(Method::GET, &url, None).await;
+            assert_eq!(s, StatusCode::FORBIDDEN, "{url}: {b}");
+        }
+        assert!(env.arm_calls(since).is_empty(), "nothing reached Azure");
+    }
+}
+
+/// A poll URL Azure handed the agent is good for GET of that URL only: the same binding
+/// with another method, on another URL, or for another principal is judged by policy alone.
+#[tokio::test]
+async fn a_poll_binding_is_good_for_get_of_its_own_url_only() {
+    let env = Env::start().await;
+    let vm = format!(
+        "{}/providers/Microsoft.Compute/virtualMachines/vm-poll?{API}",
+        env.rg()
+    );
+    let (s, h, b) = env
+        .agent(
+            Method::PUT,
+            &vm,
+            Some(json!({"location": "eastus", "properties": {"hardwareProfile": {"vmSize": "Standard_B1s"}}})),
+        )
+        .await;
+    assert!(s.is_success(), "{s} {b}");
+    let poll = h
+        .get("azure-asyncoperation")
+        .expect("a VM create is a long-running operation")
+        .to_str()
+        .unwrap()
+        .to_owned();
+    assert!(
+        poll.starts_with(&env.url("/")) && poll.contains("portcullis-binding=o"),
+        "{poll}"
+    );
+    // The poll itself works.
+    let (s, _, b) = env.agent(Method::GET, &poll, None).await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    let since = env.sim.last_call_seq();
+    for method in [Method::PUT, Method::PATCH, Method::DELETE, Method::POST] {
+        let (s, _, b) = env
+            .agent(method.clone(), &poll, Some(json!({"properties": {}})))
+            .await;
+        // POST names no operation on an operation's URL: refused before policy.
+        assert!(
+            s == StatusCode::FORBIDDEN || (method == Method::POST && s == StatusCode::BAD_REQUEST),
+            "{method}: {s} {b}"
+        );
+    }
+    // The binding moved onto another URL.
+    let u = url::Url::parse(&poll).unwrap();
+    let binding = u
+        .query_pairs()
+        .find(|(k, _)| k == "portcullis-binding")
+        .unwrap()
+        .1
+        .into_owned();
+    let sub = env.sim.subscription_id();
+    let elsewhere = env.url(&format!(
+        "/subscriptions/{sub}/resourceGroups/evil-rg?{RG_API}&portcullis-binding={binding}"
+    ));
+    let (s, _, b) = env.agent(Method::GET, &elsewhere, None).await;
+    assert_eq!(s, StatusCode::FORBIDDEN, "{b}");
+    // Another principal (in no group) with the same URL.
+    let other = env.token("other-agent");
+    let (s, _, b) = env.call(Some(&other), Method::GET, &poll, None).await;
+    assert_eq!(s, StatusCode::FORBIDDEN, "{b}");
+    assert!(env.arm_calls(since).is_empty(), "nothing reached Azure");
+}
+
+/// A list's own next page is bound, and the page is the list's operation on the list's
+/// scope; the binding is of no use for anything but reading that page.
+#[tokio::test]
+async fn a_page_binding_continues_the_list_and_nothing_else() {
+    let env = Env::start().await;
+    let list = format!("{}/resources?api-version=2021-04-01&$top=1", env.rg());
+    let (s, _, page) = env.agent(Method::GET, &list, None).await;
+    assert_eq!(s, StatusCode::OK, "{page}");
+    let next = page["nextLink"].as_str().expect("a next page").to_owned();
+    assert!(next.contains("portcullis-binding=p"), "{next}");
+    let (s, _, b) = env.agent(Method::GET, &next, None).await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    let since = env.sim.last_call_seq();
+    for method in [Method::PUT, Method::DELETE, Method::POST] {
+        let (s, _, b) = env.agent(method.clone(), &next, Some(json!({}))).await;
+        assert!(
+            s == StatusCode::FORBIDDEN || s == StatusCode::BAD_REQUEST,
+            "{method}: {s} {b}"
+        );
+    }
+    assert!(env.arm_calls(since).is_empty(), "nothing reached Azure");
+}
+
+/// The last audit record of an action.
+async fn last_of(env: &Env, action: &str) -> Value {
+    let records = env.audit_records().await;
+    let r = records
+        .iter()
+        .rev()
+        .find(|r| r.action.as_deref() == Some(action))
+        .expect("a record");
+    serde_json::to_value(r).unwrap()
+}
+
+/// Two inner requests of one name, `listKeys` and a GET: before the fix the answers were
+/// masked by name, the last duplicate's plan won, and both keys came back (and were
+/// recorded) in clear. Azure's batch answers each request by name; two of one name are
+/// refused before anything is forwarded.
+#[tokio::test]
+async fn a_batch_with_two_requests_of_one_name_is_refused() {
+    let env = Env::start().await;
+    let sa = format!(
+        "{}/providers/Microsoft.Storage/storageAccounts/demostorage01",
+        env.rg()
+    );
+    let keys = env.sim.storage_keys(&sa);
+    let since = env.sim.last_call_seq();
+    for (first, second) in [("x", "x"), ("x", "X")] {
+        let body = json!({"requests": [
+            {"name": first, "httpMethod": "POST", "url": format!("{sa}/listKeys?api-version=2023-05-01")},
+            {"name": second, "httpMethod": "GET", "url": format!("{sa}?api-version=2023-05-01")},
+        ]});
+        let (s, _, b) = env
+            .agent(Method::POST, "/batch?api-version=2020-06-01", Some(body))
+            .await;
+        assert_eq!(s, StatusCode::BAD_REQUEST, "{b}");
+        assert_eq!(b["error"]["code"], "InvalidBatchRequest", "{b}");
+        assert!(
+            b["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("same name"),
+            "{b}"
+        );
+        for k in &keys {
+            assert!(!b.to_string().contains(k.as_str()), "{b}");
+        }
+    }
+    assert!(env.arm_calls(since).is_empty(), "nothing reached Azure");
+    let r = last_of(&env, "Microsoft.Resources/batch/action").await;
+    assert_eq!(r["phase"], "refused", "{r}");
+    let all = serde_json::to_string(&env.audit_records().await).unwrap();
+    for k in &keys {
+        assert!(!all.contains(k.as_str()), "a key in the audit store");
+    }
+}
+
+/// An absolute inner URL on the Resource Manager host but another port is another service:
+/// refused, as another host is.
+#[tokio::test]
+async fn a_batch_url_on_another_port_of_the_arm_host_is_refused() {
+    let env = Env::start().await;
+    let sim = url::Url::parse(&env.sim.url()).unwrap();
+    let host = sim.host_str().unwrap();
+    let since = env.sim.last_call_seq();
+    for authority in [
+        format!("{host}:1"),
+        host.to_owned(),
+        "management.azure.com:8443".to_owned(),
+    ] {
+        let body = json!({"requests": [
+            {"name": "a", "httpMethod": "GET", "url": format!("https://{authority}{}?{RG_API}", env.rg())},
+        ]});
+        let (s, _, b) = env
+            .agent(Method::POST, "/batch?api-version=2020-06-01", Some(body))
+            .await;
+        assert_eq!(s, StatusCode::BAD_REQUEST, "{authority}: {b}");
+        assert_eq!(b["error"]["code"], "InvalidBatchRequest", "{b}");
+    }
+    // The upstream's own authority, port included, is the Resource Manager host.
+    let body = json!({"requests": [
+        {"name": "a", "httpMethod": "GET", "url": format!("https://{host}:{}{}?{RG_API}", sim.port().unwrap(), env.rg())},
+    ]});
+    let (s, _, b) = env
+        .agent(Method::POST, "/batch?api-version=2020-06-01", Some(body))
+        .await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    let batches = env.arm_calls(since);
+    assert_eq!(
+        batches.iter().filter(|c| c.path == "/batch").count(),
+        1,
+        "only the last batch was forwarded: {batches:?}"
+    );
+}
