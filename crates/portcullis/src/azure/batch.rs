@@ -63,7 +63,8 @@ pub enum BatchError {
     },
 }
 
-/// Parses a batch body. `arm_hosts` are the host names an absolute inner URL may name.
+/// Parses a batch body. `arm_hosts` are the authorities (`host`, or `host:port`; no port is
+/// 443) an absolute inner URL may name.
 pub fn parse(doc: &Value, arm_hosts: &[String]) -> Result<Vec<Inner>, BatchError> {
     // Property names are matched without regard to case, as ARM does (the body was read by
     // `json::parse`, which refuses names that differ only in case).
@@ -76,7 +77,7 @@ pub fn parse(doc: &Value, arm_hosts: &[String]) -> Result<Vec<Inner>, BatchError
     if requests.len() > MAX_INNER {
         return Err(BatchError::TooMany(requests.len()));
     }
-    requests
+    let inner: Vec<Inner> = requests
         .iter()
         .enumerate()
         .map(|(index, r)| {
@@ -94,7 +95,34 @@ pub fn parse(doc: &Value, arm_hosts: &[String]) -> Result<Vec<Inner>, BatchError
                 why,
             })
         })
-        .collect()
+        .collect::<Result<_, _>>()?;
+    // Each answer is matched to its request by place and name (as ARM returns them), and
+    // masked by that request's plan: two requests of one name would leave a reader unsure
+    // which answer is whose. Graph refuses duplicate ids too.
+    let mut seen = std::collections::HashSet::new();
+    for (index, i) in inner.iter().enumerate() {
+        if !seen.insert(i.name.to_lowercase()) {
+            return Err(BatchError::Inner {
+                index,
+                name: i.name.chars().take(100).collect(),
+                why: "another request in the batch has the same name; each name must be unique"
+                    .into(),
+            });
+        }
+    }
+    Ok(inner)
+}
+
+/// Whether `host` and `port` are the authority `entry` names (`host` or `host:port`; no
+/// port is 443).
+fn same_authority(entry: &str, host: &str, port: u16) -> bool {
+    let (h, p) = match entry.rsplit_once(':') {
+        Some((h, p)) if !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()) => {
+            (h, p.parse::<u16>().ok())
+        }
+        _ => (entry, Some(443)),
+    };
+    h.eq_ignore_ascii_case(host) && p == Some(port)
 }
 
 fn inner(r: &Value, name: &str, arm_hosts: &[String]) -> Result<Inner, String> {
@@ -153,13 +181,14 @@ fn inner(r: &Value, name: &str, arm_hosts: &[String]) -> Result<Inner, String> {
     } else {
         let parsed = url::Url::parse(url).map_err(|e| format!("the url does not parse: {e}"))?;
         let host = parsed.host_str().unwrap_or_default().to_ascii_lowercase();
+        let port = parsed.port_or_known_default().unwrap_or(0);
         if parsed.scheme() != "https"
             || !parsed.username().is_empty()
             || parsed.password().is_some()
-            || !arm_hosts.iter().any(|h| h.eq_ignore_ascii_case(&host))
+            || !arm_hosts.iter().any(|a| same_authority(a, &host, port))
         {
             return Err(format!(
-                "an absolute url must be https on the Resource Manager host, not '{}'",
+                "an absolute url must be https on the Resource Manager host and port, not '{}:{port}'",
                 host.escape_debug()
             ));
         }

@@ -34,9 +34,11 @@ pub enum MaskError {
 pub struct Plan {
     profiles: Vec<&'static Profile>,
     detectors: Vec<Detector>,
-    /// For an ARM batch: each inner answer's plan, by the inner request's name. Inner
-    /// answers whose request is unknown get every profile (masking too much is safe).
-    inner: Option<std::collections::HashMap<String, Plan>>,
+    /// For an ARM batch: each inner request's name and plan, in the batch's order. ARM
+    /// answers a batch's requests in order, each answer carrying its request's name; an
+    /// answer whose place and name do not both match a request is masked by every plan of
+    /// the batch at once (`Masker::mask_json`).
+    inner: Option<Vec<(String, Plan)>>,
 }
 
 impl Plan {
@@ -200,19 +202,29 @@ impl Masker {
         match &plan.inner {
             // A batch: each inner answer by its own request's plan.
             Some(inner) => {
-                let unknown = Plan {
-                    profiles: self.profiles.clone(),
+                // The strictest plan of the batch: every inner plan's profiles at once, for
+                // an answer that cannot be matched to its request with certainty.
+                let mut strictest = Plan {
+                    profiles: Vec::new(),
                     detectors: plan.detectors.clone(),
                     inner: None,
                 };
+                for profile in inner.iter().flat_map(|(_, p)| &p.profiles) {
+                    if !strictest.profiles.iter().any(|q| q.name == profile.name) {
+                        strictest.profiles.push(profile);
+                    }
+                }
                 if let Some(responses) = doc.get_mut("responses").and_then(Value::as_array_mut) {
-                    for r in responses {
-                        let name = r
-                            .get("name")
-                            .and_then(Value::as_str)
-                            .unwrap_or_default()
-                            .to_owned();
-                        let p = inner.get(&name).unwrap_or(&unknown);
+                    for (i, r) in responses.iter_mut().enumerate() {
+                        let name = r.get("name").and_then(|n| match n {
+                            Value::String(s) => Some(s.clone()),
+                            Value::Number(n) => Some(n.to_string()),
+                            _ => None,
+                        });
+                        let p = match inner.get(i) {
+                            Some((expected, p)) if name.as_deref() == Some(expected.as_str()) => p,
+                            _ => &strictest,
+                        };
                         if let Some(content) = r.get_mut("content") {
                             self.mask_value(p, content, &mut count, &mut kinds);
                         }
@@ -480,6 +492,43 @@ mod tests {
                 .starts_with("[masked:storage-keys:")
         );
         assert_eq!(kinds.into_iter().collect::<Vec<_>>(), ["storage-keys"]);
+    }
+
+    #[test]
+    fn batch_answers_are_matched_by_place_and_name_or_masked_by_every_plan() {
+        let m = Masker::new(b"k".to_vec(), Detector::ALL.to_vec(), Vec::new());
+        let plan = m.plan_batch(
+            &[
+                ("keys".into(), op("POST", &format!("{SA}/listKeys"))),
+                ("read".into(), op("GET", SA)),
+            ],
+            &[],
+        );
+        let keys = r#"{"keys":[{"keyName":"key1","value":"c2VjcmV0MQ=="}]}"#;
+        let masked = |body: String| match m.mask_json(&plan, body.as_bytes()).unwrap() {
+            Masked::Changed { body, .. } => String::from_utf8(body).unwrap(),
+            Masked::Unchanged => body,
+        };
+        // In place and named: the request's own plan.
+        let out = masked(format!(
+            r#"{{"responses":[{{"name":"keys","content":{keys}}},{{"name":"read","content":{{"name":"sa1"}}}}]}}"#
+        ));
+        assert!(!out.contains("c2VjcmV0MQ=="), "{out}");
+        // Answers out of order, without a name, or past the last request: every plan of
+        // the batch applies.
+        for answer in [
+            format!(
+                r#"{{"responses":[{{"name":"read","content":{keys}}},{{"name":"keys","content":{{}}}}]}}"#
+            ),
+            format!(r#"{{"responses":[{{"content":{keys}}}]}}"#),
+            format!(
+                r#"{{"responses":[{{"name":"keys","content":{{}}}},{{"name":"read","content":{{}}}},{{"name":"read","content":{keys}}}]}}"#
+            ),
+        ] {
+            let out = masked(answer);
+            assert!(!out.contains("c2VjcmV0MQ=="), "{out}");
+            assert!(out.contains("[masked:storage-keys:"), "{out}");
+        }
     }
 
     #[test]
