@@ -144,22 +144,19 @@ async fn handle_in(gw: Arc<Gateway>, req: Request<Incoming>, request_id: String)
         .filter(|v| !v.is_empty() && v.len() <= 128 && v.bytes().all(|b| b.is_ascii_graphic()))
         .map(str::to_owned)
         .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
-    let host = req
-        .headers()
-        .get(header::HOST)
-        .and_then(|h| h.to_str().ok())
-        .map(str::to_owned)
-        .or_else(|| req.uri().authority().map(|a| a.to_string()))
-        .unwrap_or_default();
     let method = req.method().clone();
     let session = gw.sessions.of(req.headers(), started);
-    let routed = match route::route(&host, req.uri().path(), gw.public_host.as_deref()) {
-        Ok(r) => r,
-        Err(e) => {
-            let err = GatewayError::BadRequest {
+    let routed = request_host(&req).and_then(|host| {
+        route::route(&host, req.uri().path(), gw.public_host.as_deref()).map_err(|e| {
+            GatewayError::BadRequest {
                 code: "InvalidRequestPath",
                 message: e.to_string(),
-            };
+            }
+        })
+    });
+    let routed = match routed {
+        Ok(r) => r,
+        Err(err) => {
             // Malformed requests are recorded too (the path as sent, secret-shaped parts
             // masked).
             let mut record = AuditRecord::new(
@@ -350,7 +347,7 @@ async fn handle_in(gw: Arc<Gateway>, req: Request<Incoming>, request_id: String)
                 &request_headers,
                 &bytes,
                 &seen,
-            );
+            )?;
             request.draft.inner = batch_inner.clone();
             // Operations Azure clients poll are answered, once the hold runs out, as ARM
             // answers a long-running operation; the SDK's poller then waits for the human.
@@ -524,6 +521,36 @@ async fn handle_in(gw: Arc<Gateway>, req: Request<Incoming>, request_id: String)
         );
     }
     response
+}
+
+/// The one host a request names: its `Host` header, or the URI's authority (HTTP/2's
+/// `:authority`, an absolute-form target). Two `Host` headers, or a `Host` that differs from
+/// the authority, are two answers to where the request goes: refused, never one picked
+/// (RFC 9110 §7.2, RFC 9113 §8.3.1).
+fn request_host(req: &Request<Incoming>) -> Result<String, GatewayError> {
+    let bad = |message: &str| GatewayError::BadRequest {
+        code: "InvalidHost",
+        message: message.to_owned(),
+    };
+    let mut hosts = req.headers().get_all(header::HOST).iter();
+    let header = match (hosts.next(), hosts.next()) {
+        (_, Some(_)) => return Err(bad("the request has more than one Host header")),
+        (Some(h), None) => Some(
+            h.to_str()
+                .map_err(|_| bad("the Host header is not valid text"))?
+                .to_owned(),
+        ),
+        (None, None) => None,
+    };
+    let authority = req.uri().authority().map(|a| a.as_str().to_owned());
+    match (header, authority) {
+        (Some(h), Some(a)) if !h.eq_ignore_ascii_case(&a) => Err(bad(
+            "the Host header names another host than the request's authority",
+        )),
+        (Some(h), _) => Ok(h),
+        (None, Some(a)) => Ok(a),
+        (None, None) => Ok(String::new()),
+    }
 }
 
 // === authenticate ===
@@ -783,7 +810,7 @@ fn held_request(
     shown: &[(String, String)],
     bytes: &Bytes,
     seen: &condition::Body,
-) -> crate::approval::service::Request {
+) -> Result<crate::approval::service::Request, GatewayError> {
     use sha2::Digest;
     let mut h = sha2::Sha256::new();
     h.update(format!(
@@ -817,9 +844,7 @@ fn held_request(
         });
     let spec = decision.approval.as_ref();
     let timeout = spec.map_or(std::time::Duration::from_secs(600), |s| s.timeout);
-    let (body, _, _) = masked_request_body(gw, operation, seen);
-    let body =
-        body.or_else(|| (!bytes.is_empty()).then(|| format!("[{} bytes, not shown]", bytes.len())));
+    let (body, highlights) = shown_body(gw, operation, seen, bytes)?;
     let created = chrono::Utc::now();
     let draft = crate::approval::Approval {
         id: uuid::Uuid::new_v4().to_string(),
@@ -841,6 +866,7 @@ fn held_request(
                 .cloned()
                 .collect(),
             body,
+            highlights,
         },
         digest,
         reason,
@@ -864,11 +890,47 @@ fn held_request(
         votes: Vec::new(),
         inner: Vec::new(),
     };
-    crate::approval::service::Request {
+    Ok(crate::approval::service::Request {
         principal: principal.clone(),
         draft,
         named,
         wait,
+    })
+}
+
+/// A held request's body as its approvers see it: masked, whole, and the settings to look
+/// at first. What cannot be shown whole is not held: an approver consents to exactly what
+/// runs, so it must all be in front of them.
+fn shown_body(
+    gw: &Gateway,
+    operation: &Operation,
+    seen: &condition::Body,
+    bytes: &Bytes,
+) -> Result<(Option<String>, Vec<crate::approval::highlights::Highlight>), GatewayError> {
+    let refuse = |why: String| GatewayError::BadRequest {
+        code: "RequestNotShowable",
+        message: format!(
+            "a request held for approval is shown whole to its approvers, and {why}; it cannot be held"
+        ),
+    };
+    if bytes.iter().all(u8::is_ascii_whitespace) {
+        return Ok((None, Vec::new()));
+    }
+    if let condition::Body::Json(_) = seen {
+        let masked = masked_request_bytes(gw, operation, seen)
+            .ok_or_else(|| refuse("its JSON body could not be masked".into()))?;
+        let doc: serde_json::Value = serde_json::from_slice(&masked)
+            .map_err(|_| refuse("its masked body is not JSON".into()))?;
+        let highlights = crate::approval::highlights::of(&doc);
+        let text = serde_json::to_string_pretty(&doc).expect("a Value serializes");
+        return Ok((Some(text), highlights));
+    }
+    match std::str::from_utf8(bytes) {
+        Ok(text) => Ok((Some(audit_text(gw, text)), Vec::new())),
+        Err(_) => Err(refuse(format!(
+            "its body ({} bytes) is not text",
+            bytes.len()
+        ))),
     }
 }
 
@@ -2429,25 +2491,33 @@ async fn record_answer(
 
 /// The request body as the audit store may hold it: masked, capped, with a digest and the
 /// whole size.
-fn masked_request_body(
-    gw: &Gateway,
-    op: &Operation,
-    seen: &condition::Body,
-) -> (Option<String>, Option<String>, Option<u64>) {
-    use sha2::Digest;
+/// A JSON request body with its secrets masked (the operation's known secret fields, then
+/// every detector); `None` when there is no JSON body or it cannot be masked.
+fn masked_request_bytes(gw: &Gateway, op: &Operation, seen: &condition::Body) -> Option<Vec<u8>> {
     let condition::Body::Json(v) = seen else {
-        return (None, None, None);
+        return None;
     };
     let raw = serde_json::to_vec(v).expect("a Value serializes");
     let masked = match gw.masker.mask_request_json(op, &raw) {
         Ok(Masked::Changed { body, .. }) => body,
         Ok(Masked::Unchanged) => raw,
         // Not maskable: keep nothing of it but the fact.
-        Err(_) => return (None, None, None),
+        Err(_) => return None,
     };
-    let masked = match gw.masker.mask_text(gw.masker.audit_plan(), &masked) {
+    Some(match gw.masker.mask_text(gw.masker.audit_plan(), &masked) {
         Masked::Changed { body, .. } => body,
         Masked::Unchanged => masked,
+    })
+}
+
+fn masked_request_body(
+    gw: &Gateway,
+    op: &Operation,
+    seen: &condition::Body,
+) -> (Option<String>, Option<String>, Option<u64>) {
+    use sha2::Digest;
+    let Some(masked) = masked_request_bytes(gw, op, seen) else {
+        return (None, None, None);
     };
     let digest = crate::audit::chain::hex(&sha2::Sha256::digest(&masked));
     let size = masked.len() as u64;

@@ -8,9 +8,11 @@
 //! - `service.rs`: holding (waiting for a decision with bounded memory), voting, redeeming,
 //!   expiry, and the change feed the admin API streams.
 //! - `notify.rs`: webhooks (signed JSON, Slack, Teams), retried, never blocking.
+//! - `highlights.rs`: the settings in a held write an approver should see first.
 //! - `lro.rs`: a pending approval presented as a long-running operation (which operations
 //!   Azure clients poll, the held request and handover sealed at rest).
 
+pub mod highlights;
 pub mod lro;
 pub mod model;
 pub mod notify;

@@ -50,8 +50,12 @@ pub struct HeldRequest {
     pub path: String,
     pub query: String,
     pub headers: Vec<(String, String)>,
-    /// Masked; `None` when there is none (or it could not be shown safely).
+    /// Masked and whole; `None` when there is none. A body that cannot be shown whole is
+    /// never held (the pipeline refuses it).
     pub body: Option<String>,
+    /// The settings in the body an approver should look at first (`approval/highlights.rs`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub highlights: Vec<super::highlights::Highlight>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -174,6 +174,30 @@ fn headline(event: &str, a: &Approval) -> String {
     }
 }
 
+/// Slack's mrkdwn reads `<...>` as links and mentions: `&`, `<` and `>` are escaped
+/// (<https://api.slack.com/reference/surfaces/formatting#escaping>).
+fn slack_escape(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+}
+
+/// Adaptive Cards render a Markdown subset in TextBlocks and FactSets: the characters that
+/// make links and emphasis are escaped with a backslash.
+fn teams_escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        if matches!(
+            c,
+            '\\' | '[' | ']' | '(' | ')' | '*' | '_' | '~' | '`' | '#' | '<' | '>' | '!'
+        ) {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out
+}
+
 pub fn payload(format: Format, event: &str, a: &Approval, console_url: Option<&str>) -> Value {
     let link = link(console_url, &a.id);
     let text = headline(event, a);
@@ -181,6 +205,21 @@ pub fn payload(format: Format, event: &str, a: &Approval, console_url: Option<&s
         .reason
         .clone()
         .unwrap_or_else(|| "(no reason given)".into());
+    // The risky settings, in a line; the console shows them all with the whole body.
+    let flagged: Vec<String> = a
+        .request
+        .highlights
+        .iter()
+        .filter_map(|h| Some(format!("{} = {} ({})", h.path, h.value, h.risk.as_ref()?)))
+        .collect();
+    let risks = match flagged.len() {
+        0..=5 => flagged.join("; "),
+        n => format!(
+            "{}; and {} more in the console",
+            flagged[..5].join("; "),
+            n - 5
+        ),
+    };
     match format {
         Format::Json => json!({
             "event": format!("approval.{event}"),
@@ -198,14 +237,25 @@ pub fn payload(format: Format, event: &str, a: &Approval, console_url: Option<&s
                 "approvals": a.approvals(),
                 "created": a.created,
                 "expires": a.expires,
-                "request": {"method": a.request.method, "path": a.request.path},
+                "request": {"method": a.request.method, "path": a.request.path,
+                    "risks": a.request.highlights.iter().filter(|h| h.risk.is_some()).collect::<Vec<_>>()},
             },
             "link": link,
             "api": api_link(console_url, &a.id),
             "summary": text,
         }),
         Format::Slack => {
-            let mut t = format!("*{text}*\nReason: {reason}\nApproval `{}`", a.id);
+            // The agent chose much of this text: escaped, so it cannot become a link.
+            let e = slack_escape;
+            let mut t = format!(
+                "*{}*\nReason: {}\nApproval `{}`",
+                e(&text),
+                e(&reason),
+                a.id
+            );
+            if !risks.is_empty() {
+                t.push_str(&format!("\nSettings to check: {}", e(&risks)));
+            }
             if let Some(l) = &link {
                 t.push_str(&format!(" <{l}|open>"));
             }
@@ -217,11 +267,12 @@ pub fn payload(format: Format, event: &str, a: &Approval, console_url: Option<&s
                 "$schema": "http://adaptivecards.io/schemas/adaptive-card.json",
                 "version": "1.4",
                 "body": [
-                    {"type": "TextBlock", "text": text, "weight": "Bolder", "wrap": true},
+                    {"type": "TextBlock", "text": teams_escape(&text), "weight": "Bolder", "wrap": true},
                     {"type": "FactSet", "facts": [
-                        {"title": "Action", "value": a.action},
-                        {"title": "Scope", "value": a.scope},
-                        {"title": "Reason", "value": reason},
+                        {"title": "Action", "value": teams_escape(&a.action)},
+                        {"title": "Scope", "value": teams_escape(&a.scope)},
+                        {"title": "Reason", "value": teams_escape(&reason)},
+                        {"title": "Settings to check", "value": if risks.is_empty() { "none flagged".to_owned() } else { teams_escape(&risks) }},
                         {"title": "Approval", "value": a.id},
                         {"title": "Expires", "value": a.expires},
                     ]},

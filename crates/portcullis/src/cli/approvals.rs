@@ -179,6 +179,20 @@ fn show(a: &Value) {
             if q.is_empty() { "" } else { "?" }
         ),
     );
+    for h in r["highlights"].as_array().into_iter().flatten() {
+        let risk = h["risk"]
+            .as_str()
+            .map(|r| format!("  <- {r}"))
+            .unwrap_or_default();
+        line(
+            "setting",
+            &format!(
+                "{} = {}{risk}",
+                h["path"].as_str().unwrap_or("-"),
+                h["value"].as_str().unwrap_or("-")
+            ),
+        );
+    }
     if let Some(body) = r["body"].as_str() {
         line("body", body);
     }

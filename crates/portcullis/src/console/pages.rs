@@ -198,6 +198,10 @@ pub struct Card {
     pub method: String,
     pub target: String,
     pub body: Option<String>,
+    /// The body's length as shown (whole: a held body is never cut).
+    pub body_len: usize,
+    /// The settings to look at first, the risky ones leading.
+    pub highlights: Vec<crate::approval::highlights::Highlight>,
     pub votes: Vec<VoteView>,
     pub have: usize,
     pub quorum: u32,
@@ -243,6 +247,8 @@ fn card(a: &Approval, v: &Viewer) -> Card {
         method: a.request.method.clone(),
         target,
         body: a.request.body.clone(),
+        body_len: a.request.body.as_ref().map_or(0, String::len),
+        highlights: a.request.highlights.clone(),
         votes: a
             .votes
             .iter()

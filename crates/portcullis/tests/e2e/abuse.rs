@@ -1502,3 +1502,32 @@ async fn vault_names_cannot_choose_the_upstream_host() {
     );
     assert!(by_pipeline >= 2 * names.len() - 2, "{by_pipeline}");
 }
+
+/// Two `Host` headers, or a `Host` that disagrees with an absolute-form target, are two
+/// answers to where a request goes: refused before routing (issue 19, finding 9). Before
+/// the fix the first `Host` decided and the request was served.
+#[tokio::test]
+async fn two_hosts_for_one_request_are_refused() {
+    let env = Env::start().await;
+    let token = env.token("agent");
+    let path = format!("{}?api-version=2022-09-01", env.rg());
+    let addr = env.gw.gateway_addr;
+    let since = env.sim.last_call_seq();
+    for heads in [
+        format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nHost: demo-kv.vault.localhost\r\n"),
+        format!("GET {path} HTTP/1.1\r\nHost: demo-kv.vault.localhost\r\nHost: {addr}\r\n"),
+        format!("GET https://{addr}{path} HTTP/1.1\r\nHost: demo-kv.vault.localhost\r\n"),
+    ] {
+        let req = format!("{heads}Authorization: Bearer {token}\r\nConnection: close\r\n\r\n");
+        let r = exchange(&env, req.as_bytes()).await.expect("an answer");
+        assert_eq!(r.status, 400, "{}", r.text());
+        assert_eq!(r.json()["error"]["code"], "InvalidHost", "{}", r.text());
+    }
+    assert!(env.azure_calls(since).is_empty(), "nothing reached Azure");
+    // One Host, agreeing with an absolute-form target, is served.
+    let req = format!(
+        "GET https://{addr}{path} HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {token}\r\nConnection: close\r\n\r\n"
+    );
+    let r = exchange(&env, req.as_bytes()).await.expect("an answer");
+    assert_eq!(r.status, 200, "{}", r.text());
+}

@@ -151,7 +151,7 @@ pub(crate) async fn vote(
     .await
 }
 
-async fn approval(env: &Env, id: &str) -> Value {
+pub(crate) async fn approval(env: &Env, id: &str) -> Value {
     let (s, _, b) = admin(
         env,
         Some("alice"),

@@ -21,7 +21,7 @@ use crate::{Env, Setup, leak, send};
 /// What the console tests run with: held requests wait 120 s (the browser decides well
 /// within), alice and bob approve, carol reads the audit trail but approves nothing, and
 /// notifications go to `hook` with links to the console.
-async fn console_env(hook: Option<u16>) -> Env {
+pub(crate) async fn console_env(hook: Option<u16>) -> Env {
     let admin = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = admin.local_addr().unwrap().port();
     drop(admin);
@@ -357,7 +357,7 @@ async fn the_policy_page_explains_a_decision() {
 // ---- over HTTP: the sign-in protocol and the pages' headers --------------------------------
 
 /// A client trusting both the gateway's and the simulator's CAs, following no redirects.
-fn browserless(env: &Env) -> reqwest::Client {
+pub(crate) fn browserless(env: &Env) -> reqwest::Client {
     let mut b = reqwest::Client::builder()
         .tls_built_in_root_certs(false)
         .redirect(reqwest::redirect::Policy::none());
@@ -385,7 +385,11 @@ fn set_cookie(r: &reqwest::Response, name: &str) -> (String, String) {
 }
 
 /// Signs `user` in without a browser; returns the session cookie and the sign-in's pieces.
-async fn sign_in(env: &Env, http: &reqwest::Client, user: &str) -> (String, String, String) {
+pub(crate) async fn sign_in(
+    env: &Env,
+    http: &reqwest::Client,
+    user: &str,
+) -> (String, String, String) {
     let start = http
         .get(format!(
             "{}/console/signin?next=/console/approvals",
@@ -609,7 +613,7 @@ async fn every_page_passes_wcag_checks_at_phone_and_desktop_widths() {
 }
 
 /// The console page `path` as the holder of `session` sees it.
-async fn page(
+pub(crate) async fn page(
     env: &Env,
     http: &reqwest::Client,
     session: &str,

@@ -48,7 +48,7 @@ async fn a_next_link_stored_in_a_resource_is_never_signed() {
         // The link as it came, then moved onto the gateway: policy alone judges it.
         for url in [
             on_gateway(&env, link),
-            link.replace(&env.sim.url(), &env.url("")),
+            link.replace(env.sim.url(), &env.url("")),
         ] {
             let (s, _, b) = env
                 .agent(Method::PUT, &url, Some(json!({"location": "eastus"})))
@@ -206,7 +206,7 @@ async fn a_batch_with_two_requests_of_one_name_is_refused() {
 #[tokio::test]
 async fn a_batch_url_on_another_port_of_the_arm_host_is_refused() {
     let env = Env::start().await;
-    let sim = url::Url::parse(&env.sim.url()).unwrap();
+    let sim = url::Url::parse(env.sim.url()).unwrap();
     let host = sim.host_str().unwrap();
     let since = env.sim.last_call_seq();
     for authority in [
@@ -237,4 +237,115 @@ async fn a_batch_url_on_another_port_of_the_arm_host_is_refused() {
         1,
         "only the last batch was forwarded: {batches:?}"
     );
+}
+
+/// A held PUT whose 70 KB tag pushes three weakening settings past the first 64 KiB: before
+/// the fix the approver saw the first 65,536 characters with no sign of a cut, and the
+/// account was then created with all three. Now the approver sees the whole body, and the
+/// settings first (API, CLI and console).
+#[tokio::test]
+async fn the_approver_sees_the_whole_body_and_the_risky_settings_first() {
+    let env = crate::console::console_env(None).await;
+    let filler = "x".repeat(70_000);
+    let body = json!({
+        "location": "eastus", "kind": "StorageV2", "sku": {"name": "Standard_LRS"},
+        "tags": {"description": filler},
+        "properties": {
+            "allowBlobPublicAccess": true,
+            "minimumTlsVersion": "TLS1_0",
+            "networkAcls": {"defaultAction": "Allow"},
+        },
+    })
+    .to_string();
+    let id =
+        crate::approvals::held_pending(&env, &crate::approvals::account(&env, "widelyopen"), &body)
+            .await;
+    let a = crate::approvals::approval(&env, &id).await;
+    let shown = a["request"]["body"].as_str().unwrap();
+    let doc: Value = serde_json::from_str(shown).expect("the whole body, as JSON");
+    assert_eq!(doc["tags"]["description"].as_str().unwrap().len(), 70_000);
+    assert_eq!(doc["properties"]["allowBlobPublicAccess"], true);
+    assert_eq!(doc["properties"]["networkAcls"]["defaultAction"], "Allow");
+    let flagged: Vec<&str> = a["request"]["highlights"]
+        .as_array()
+        .expect("highlights")
+        .iter()
+        .take_while(|h| h["risk"].is_string())
+        .map(|h| h["path"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        flagged,
+        [
+            "properties.allowBlobPublicAccess",
+            "properties.minimumTlsVersion",
+            "properties.networkAcls.defaultAction"
+        ],
+        "{}",
+        a["request"]["highlights"]
+    );
+
+    // The console card puts them above everything else, and holds the body whole.
+    let http = crate::console::browserless(&env);
+    let (session, _, _) = crate::console::sign_in(&env, &http, "alice").await;
+    let (s, html) =
+        crate::console::page(&env, &http, &session, &format!("/console/approvals/{id}")).await;
+    assert_eq!(s, StatusCode::OK);
+    let settings = html
+        .find("Settings to check")
+        .expect("the settings section");
+    assert!(
+        settings < html.find("Asked by").unwrap(),
+        "settings come first"
+    );
+    assert!(html.contains("anyone on the internet may read public containers"));
+    assert!(html.contains("TLS older than 1.2 is accepted"));
+    assert!(html.contains("network rules let every address in"));
+    assert!(html.contains(&filler), "the body is shown whole");
+
+    // And the CLI (off the test's runtime thread, which serves the gateway).
+    let mut cli = crate::portcullis_cli();
+    cli.args(["approvals", "show", &id, "--admin-url"])
+        .arg(format!("https://{}", env.gw.admin_addr))
+        .arg("--ca-file")
+        .arg(env.gw.ca_file.as_ref().unwrap())
+        .env("PORTCULLIS_TOKEN", env.token("alice"));
+    let (ok, out) = tokio::task::spawn_blocking(move || crate::outcome(&mut cli))
+        .await
+        .unwrap();
+    assert!(ok, "{out}");
+    assert!(
+        out.contains("properties.networkAcls.defaultAction = \"Allow\""),
+        "{}",
+        &out[..out.len().min(2000)]
+    );
+}
+
+/// A body that cannot be shown to a person (not text) is never held: nothing is approved
+/// unseen.
+#[tokio::test]
+async fn a_body_that_cannot_be_shown_is_not_held() {
+    let env = Env::start().await;
+    let since = env.sim.last_call_seq();
+    let r = env
+        .http
+        .put(env.url(&crate::approvals::account(&env, "binarybody")))
+        .bearer_auth(env.token("agent"))
+        .header("content-type", "application/octet-stream")
+        .header("x-portcullis-wait", "0")
+        .body(vec![0xff, 0xfe, 0x00, 0x80, 0x81]);
+    let (s, _, b) = crate::send(r).await;
+    assert_eq!(s, StatusCode::BAD_REQUEST, "{b}");
+    assert_eq!(b["error"]["code"], "RequestNotShowable", "{b}");
+    assert!(env.arm_calls(since).is_empty());
+    let (s, _, list) = env
+        .http
+        .get(format!("https://{}/api/approvals", env.gw.admin_addr))
+        .bearer_auth(env.token("alice"))
+        .send()
+        .await
+        .map(|r| (r.status(), (), r))
+        .unwrap();
+    assert_eq!(s, StatusCode::OK);
+    let list: Value = list.json().await.unwrap();
+    assert_eq!(list["value"].as_array().map(Vec::len), Some(0), "{list}");
 }

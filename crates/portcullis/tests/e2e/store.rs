@@ -193,6 +193,7 @@ fn approval(id: &str, principal: &str, digest: &str, expires: &str) -> Approval 
             query: String::new(),
             headers: Vec::new(),
             body: None,
+            highlights: Vec::new(),
         },
         digest: digest.into(),
         reason: None,
