@@ -81,6 +81,21 @@ pub fn verify(
     let (mut expected_seq, mut prev) = match pruned {
         None => (1, GENESIS.to_owned()),
         Some(p) => {
+            // Anyone who can write the store can insert a mark at a signed checkpoint (and
+            // the triggers then allow deleting what it covers); only the key signs one.
+            p.check_signature().map_err(|e| {
+                format!(
+                    "{instance}: records 1..={} were removed under a mark retention did not make: {e}",
+                    p.through_seq
+                )
+            })?;
+            let signer = p.public_key.as_deref().unwrap_or_default();
+            if !trusted.iter().any(|k| k.eq_ignore_ascii_case(signer)) {
+                return Err(format!(
+                    "{instance}: records 1..={} were removed under a retention mark signed by a key that is not trusted ({signer})",
+                    p.through_seq
+                ));
+            }
             // What retention removed must end at a signed checkpoint, else "removed by
             // retention" would cover any deletion.
             if !checkpoints

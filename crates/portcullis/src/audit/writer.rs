@@ -238,7 +238,11 @@ impl Writer {
         };
         let before =
             (chrono::Utc::now() - age).to_rfc3339_opts(chrono::SecondsFormat::Micros, true);
-        match self.store.prune(&self.instance, &before).await {
+        match self
+            .store
+            .prune(&self.instance, &before, &self.options.signing_key)
+            .await
+        {
             Ok(Some(mark)) => tracing::info!(
                 instance = %self.instance,
                 through = mark.through_seq,

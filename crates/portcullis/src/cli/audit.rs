@@ -80,6 +80,10 @@ enum AuditCommand {
         /// e.g. `90d`.
         #[arg(long)]
         older_than: String,
+        /// The checkpoint signing key, which signs the retention mark (a mark nobody signed
+        /// fails verification). Default: `audit-signing.key` in the state directory.
+        #[arg(long)]
+        signing_key: Option<PathBuf>,
     },
 }
 
@@ -255,11 +259,21 @@ pub async fn run(args: AuditArgs) -> anyhow::Result<()> {
             );
             Ok(())
         }
-        AuditCommand::Prune { store, older_than } => {
+        AuditCommand::Prune {
+            store,
+            older_than,
+            signing_key,
+        } => {
             let before = time_arg(&older_than)?;
+            let key_path = match (&signing_key, &store.state_dir) {
+                (Some(k), _) => k.clone(),
+                (None, Some(dir)) => dir.join("audit-signing.key"),
+                (None, None) => bail!("give --signing-key: it signs the retention marks"),
+            };
+            let key = crate::audit::checkpoint::load_or_create(&key_path, false)?;
             let db = store.open().await?;
             for instance in db.instances().await? {
-                match db.prune(&instance, &before).await? {
+                match db.prune(&instance, &before, &key).await? {
                     Some(mark) => println!(
                         "{instance}: removed records through {} ({} records), sealed by its checkpoint",
                         mark.through_seq, mark.records
