@@ -56,8 +56,14 @@ pub struct Verified {
 
 /// Checks one instance's chain, in sequence order, against its signed checkpoints and the
 /// segments retention removed; names the first thing that is wrong. `trusted` are the
-/// public keys (hex) whose checkpoints count; a checkpoint signed by any other key is an
-/// error, not a pass.
+/// public keys (hex) whose checkpoints and retention marks count; one signed by any other
+/// key, or not signed, is an error, not a pass.
+///
+/// A chain with records or a retention mark must have a signed checkpoint: the writer signs
+/// one (at record 0) before it writes a chain's first record, so none at all means they
+/// were removed. What this cannot see is the latest checkpoints removed together with the
+/// records after the ones that remain: that chain looks like an older, shorter one. Only a
+/// pin from outside the store ([`super::anchor`]) catches that.
 pub fn verify(
     instance: &str,
     links: &[Link],
@@ -77,6 +83,14 @@ pub fn verify(
         }
         c.check_signature()
             .map_err(|e| format!("{instance}: the checkpoint at record {}: {e}", c.seq))?;
+    }
+    if checkpoints.is_empty() && (!links.is_empty() || pruned.is_some()) {
+        let last = links.last().map_or(0, |l| l.seq);
+        return Err(format!(
+            "{instance}: no signed checkpoint, yet the chain holds records (through {last}): \
+             the gateway signs one before a chain's first record, so its checkpoints were removed \
+             and nothing vouches for what remains"
+        ));
     }
     let (mut expected_seq, mut prev) = match pruned {
         None => (1, GENESIS.to_owned()),

@@ -52,9 +52,9 @@ impl Recorder {
             .checkpoints(&instance)
             .await?
             .last()
-            .map_or(0, |c| c.seq);
+            .map(|c| c.seq);
         let (tx, rx) = mpsc::channel::<Msg>(QUEUE);
-        let writer = Writer {
+        let mut writer = Writer {
             store,
             instance,
             options,
@@ -62,6 +62,11 @@ impl Recorder {
             last_signed,
             unreachable: None,
         };
+        // Sign before the first record (a new chain's checkpoint is at record 0), so a chain
+        // without any signed checkpoint is one whose checkpoints were removed.
+        if writer.last_signed.is_none() {
+            writer.sign_head().await?;
+        }
         tokio::spawn(writer.run(rx));
         Ok(Recorder { tx: Some(tx) })
     }
@@ -110,7 +115,8 @@ struct Writer {
     instance: String,
     options: WriterOptions,
     head: (i64, String),
-    last_signed: i64,
+    /// The latest signed checkpoint's record; `None` before the chain's first.
+    last_signed: Option<i64>,
     /// After a commit found the store unreachable, commits fail at once until then (one
     /// waiter per interval pays the connection timeout; the rest are refused promptly).
     unreachable: Option<(std::time::Instant, String)>,
@@ -215,7 +221,7 @@ impl Writer {
     }
 
     async fn sign_head(&mut self) -> Result<(), StoreError> {
-        if self.head.0 <= self.last_signed {
+        if self.last_signed.is_some_and(|s| self.head.0 <= s) {
             return Ok(());
         }
         let c = Checkpoint::sign(
@@ -225,7 +231,7 @@ impl Writer {
             &self.head.1,
         );
         self.store.add_checkpoint(&c).await?;
-        self.last_signed = c.seq;
+        self.last_signed = Some(c.seq);
         Ok(())
     }
 

@@ -191,6 +191,36 @@ impl Drop for Fixture {
     }
 }
 
+// === checkpoints removed ===
+
+/// Every checkpoint deleted, then the tail cut off, or a middle record rewritten with the
+/// later hashes recomputed: nothing signed is left to contradict what remains, and verify
+/// used to pass it ("no checkpoint yet"). A writer signs a checkpoint before a chain's first
+/// record, so a chain with records and no signed checkpoint is a failure.
+#[tokio::test]
+async fn deleting_every_checkpoint_then_cutting_or_rewriting_the_chain_is_caught() {
+    for backend in BOTH {
+        for attack in ["cut the tail", "rewrite record 3"] {
+            let f = Fixture::new(backend).await;
+            let instance = f.write_own(&[4, 2], 1).await;
+            let (ok, out) = f.verify(&[]);
+            assert!(ok, "{backend:?}, before the attack:\n{out}");
+
+            f.drop_guards().await;
+            f.sql("DELETE FROM audit_checkpoints").await;
+            match attack {
+                "cut the tail" => f.sql("DELETE FROM audit_records WHERE seq > 3").await,
+                _ => f.rewrite_from(&instance, 3).await,
+            }
+            let (ok, out) = f.verify(&[]);
+            assert!(
+                !ok && out.contains(&format!("TAMPERED: {instance}: no signed checkpoint")),
+                "{backend:?}, {attack}:\n{out}"
+            );
+        }
+    }
+}
+
 // === retention marks ===
 
 /// A retention mark inserted at a signed checkpoint, and the records under it deleted: the
