@@ -52,6 +52,12 @@ pub struct Verified {
     pub checkpoints: usize,
     /// Records 1..=n were removed by retention, sealed by a signed checkpoint.
     pub pruned_through: Option<i64>,
+    /// The chain's last record (0 for a chain with none yet).
+    pub head: i64,
+    /// The latest signed checkpoint: what a verifier pins (`audit verify --anchor`) so that
+    /// history cut back or rewritten before it is caught later. Records after it are held
+    /// by the hash chain alone.
+    pub last_checkpoint: Option<Checkpoint>,
 }
 
 /// Checks one instance's chain, in sequence order, against its signed checkpoints and the
@@ -172,5 +178,7 @@ pub fn verify(
         records: links.len(),
         checkpoints: checkpoints.len(),
         pruned_through: pruned.map(|p| p.through_seq),
+        head: last,
+        last_checkpoint: checkpoints.iter().max_by_key(|c| c.seq).cloned(),
     })
 }

@@ -221,6 +221,72 @@ async fn deleting_every_checkpoint_then_cutting_or_rewriting_the_chain_is_caught
     }
 }
 
+// === an instance removed whole ===
+
+/// Every record and checkpoint of the state directory's own instance deleted: verify used
+/// to find nothing to check and exit 0 without a word. Its `instance.id` says which chain
+/// must be there; and a store with no chain at all fails whatever is given.
+#[tokio::test]
+async fn the_state_directorys_chain_removed_whole_is_caught() {
+    for backend in BOTH {
+        let f = Fixture::new(backend).await;
+        let own = f.write_own(&[3], 1).await;
+        let (ok, out) = f.verify(&[]);
+        assert!(ok, "{backend:?}, before the attack:\n{out}");
+
+        f.drop_guards().await;
+        f.sql(&format!("DELETE FROM audit_records WHERE instance = '{own}'"))
+            .await;
+        f.sql(&format!(
+            "DELETE FROM audit_checkpoints WHERE instance = '{own}'"
+        ))
+        .await;
+        let (ok, out) = f.verify(&[]);
+        assert!(
+            !ok && out.contains("TAMPERED: the store holds no audit chain at all"),
+            "{backend:?}:\n{out}"
+        );
+        if backend == Backend::Sqlite {
+            let (ok, out) = crate::verify_cli(&f.dir);
+            assert!(
+                !ok && out.contains(&format!(
+                    "TAMPERED: {own}: the chain vanished: this state directory's instance.id names it"
+                )),
+                "{out}"
+            );
+        }
+    }
+}
+
+/// One chain of several removed whole (a replica's, on a shared PostgreSQL): nothing in the
+/// store says it was ever there, so verify without an anchor passes (the documented limit);
+/// the anchor names every chain it saw.
+#[tokio::test]
+async fn a_chain_removed_whole_among_others_is_caught_by_the_anchor() {
+    for backend in BOTH {
+        let f = Fixture::new(backend).await;
+        f.write_own(&[3], 0).await;
+        f.write("gw-replica", &[2], 1).await;
+        let anchor = f.dir.join("anchor.json");
+        let (ok, out) = f.verify_anchored(&anchor);
+        assert!(ok && out.contains("anchor"), "{backend:?}:\n{out}");
+
+        f.drop_guards().await;
+        f.sql("DELETE FROM audit_records WHERE instance = 'gw-replica'")
+            .await;
+        f.sql("DELETE FROM audit_checkpoints WHERE instance = 'gw-replica'")
+            .await;
+        let (ok, out) = f.verify(&[]);
+        assert!(ok && !out.contains("gw-replica"), "{backend:?}:\n{out}");
+        let (ok, out) = f.verify_anchored(&anchor);
+        assert!(
+            !ok && out.contains("TAMPERED: gw-replica: the chain vanished: the anchor pins")
+                && out.contains("left as it was"),
+            "{backend:?}:\n{out}"
+        );
+    }
+}
+
 // === retention marks ===
 
 /// A retention mark inserted at a signed checkpoint, and the records under it deleted: the
@@ -284,5 +350,63 @@ async fn a_retention_mark_the_key_signed_verifies() {
             ok && out.contains("records 1..=6 removed by retention (sealed)"),
             "{backend:?}:\n{out}"
         );
+    }
+}
+
+// === the anchor ===
+
+/// The latest checkpoints deleted with the records after the ones that remain, or the whole
+/// chain rewritten with only the first checkpoint kept: from inside the store this is a
+/// shorter, older chain, and verify without an anchor passes it (the documented limit). A
+/// verifier that pinned the last checkpoint it saw catches both.
+#[tokio::test]
+async fn cutting_back_or_rewriting_past_the_anchor_is_caught() {
+    for backend in BOTH {
+        for attack in ["cut back", "rewrite"] {
+            let f = Fixture::new(backend).await;
+            let instance = f.write_own(&[2, 2], 1).await;
+            let anchor = f.dir.join("anchor.json");
+            let (ok, out) = f.verify_anchored(&anchor);
+            assert!(
+                ok && out.contains("created (1 instance(s) pinned"),
+                "{backend:?}:\n{out}"
+            );
+            // The chain grows and is sealed again: the anchor moves with it.
+            f.write(&instance, &[2], 0).await;
+            let (ok, out) = f.verify_anchored(&anchor);
+            assert!(ok && out.contains("holds, updated"), "{backend:?}:\n{out}");
+            let pinned = std::fs::read(&anchor).unwrap();
+            assert!(
+                String::from_utf8_lossy(&pinned).contains("\"seq\": 7"),
+                "{}",
+                String::from_utf8_lossy(&pinned)
+            );
+
+            f.drop_guards().await;
+            match attack {
+                "cut back" => {
+                    f.sql("DELETE FROM audit_checkpoints WHERE seq > 2").await;
+                    f.sql("DELETE FROM audit_records WHERE seq > 3").await;
+                }
+                _ => {
+                    f.sql("DELETE FROM audit_checkpoints WHERE seq > 0").await;
+                    f.rewrite_from(&instance, 1).await;
+                }
+            }
+            let (ok, out) = f.verify(&[]);
+            assert!(ok, "{backend:?}, {attack}, without the anchor:\n{out}");
+            let (ok, out) = f.verify_anchored(&anchor);
+            assert!(
+                !ok && out.contains(&format!(
+                    "TAMPERED: {instance}: the checkpoint at record 7"
+                )) && out.contains("that the anchor pins is gone from the store"),
+                "{backend:?}, {attack}:\n{out}"
+            );
+            assert_eq!(
+                std::fs::read(&anchor).unwrap(),
+                pinned,
+                "a failed verification leaves the anchor as it was"
+            );
+        }
     }
 }
