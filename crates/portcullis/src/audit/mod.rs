@@ -5,6 +5,7 @@
 pub mod anchor;
 pub mod chain;
 pub mod checkpoint;
+pub mod lock;
 pub mod record;
 pub mod session;
 pub mod store;

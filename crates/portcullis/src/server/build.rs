@@ -34,6 +34,8 @@ pub enum BuildError {
     Audit(#[from] crate::audit::store::StoreError),
     #[error("audit signing key: {0}")]
     AuditKey(#[from] crate::audit::checkpoint::KeyError),
+    #[error(transparent)]
+    Lock(#[from] crate::audit::lock::LockError),
 }
 
 pub struct Built {
@@ -41,6 +43,9 @@ pub struct Built {
     pub tls: Arc<rustls::ServerConfig>,
     /// The development CA clients must trust, when the gateway generated its certificate.
     pub ca_file: Option<PathBuf>,
+    /// This gateway's hold on its state directory and audit chain: keep it until the chain
+    /// is sealed at shutdown.
+    pub lock: crate::audit::lock::WriterLock,
 }
 
 /// A 32-byte key kept in the state directory (mode 0600), created on first start, so
@@ -77,6 +82,8 @@ fn state_key(dir: &Path, name: &str) -> Result<Vec<u8>, BuildError> {
 }
 
 pub async fn build(config: Config) -> Result<Built, BuildError> {
+    // Before anything in the state directory is read or created: one gateway per directory.
+    let dir_lock = crate::audit::lock::DirLock::acquire(&config.state_dir)?;
     let cas: Vec<PathBuf> = config
         .identity
         .ca_file
@@ -164,6 +171,7 @@ pub async fn build(config: Config) -> Result<Built, BuildError> {
             crate::audit::store::Store::open_postgres(url.expose(), schema.as_deref()).await?
         }
     };
+    let lock = dir_lock.with_chain(&store, &instance).await?;
     let signing_key = crate::audit::checkpoint::load_or_create(
         &config.audit.signing_key,
         config.audit.generate_key,
@@ -253,6 +261,7 @@ pub async fn build(config: Config) -> Result<Built, BuildError> {
         gateway: Arc::new(gateway),
         tls,
         ca_file,
+        lock,
     })
 }
 

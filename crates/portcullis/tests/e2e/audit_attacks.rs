@@ -410,3 +410,90 @@ async fn cutting_back_or_rewriting_past_the_anchor_is_caught() {
         }
     }
 }
+
+// === one writer per chain ===
+
+/// A second gateway on a running one's state directory would append to the same chain: it
+/// is refused at start, naming the directory; once the first has stopped, it starts.
+#[tokio::test]
+async fn a_second_gateway_on_the_same_state_dir_is_refused() {
+    let env = Env::start().await;
+    let state = env.dir.join("state");
+    let config = env.dir.join("portcullis.yaml");
+    let second = portcullis::cli::serve::start(portcullis::config::load(&config).unwrap()).await;
+    let Err(e) = second else {
+        panic!("a second gateway started on {}", state.display())
+    };
+    let text = format!("{e:#}");
+    assert!(
+        text.contains(&format!(
+            "another gateway holds the state directory {}",
+            state.display()
+        )),
+        "{text}"
+    );
+    // Over a real process too: `portcullis serve` exits at once with the same words.
+    let mut serve = crate::portcullis_cli()
+        .args(["serve", "--config"])
+        .arg(&config)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let status = loop {
+        if let Some(status) = serve.try_wait().unwrap() {
+            break status;
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = serve.kill();
+            panic!("a second `portcullis serve` on {} kept running", state.display());
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    };
+    let mut err = String::new();
+    std::io::Read::read_to_string(&mut serve.stderr.take().unwrap(), &mut err).unwrap();
+    assert!(
+        !status.success() && err.contains("another gateway holds the state directory"),
+        "{status}: {err}"
+    );
+    let Env { gw, .. } = env;
+    gw.shutdown().await;
+    let again = portcullis::cli::serve::start(portcullis::config::load(&config).unwrap())
+        .await
+        .unwrap_or_else(|e| panic!("after the first stopped: {e:#}"));
+    again.shutdown().await;
+}
+
+/// On PostgreSQL, gateways on different hosts share the store: a state directory copied with
+/// its `instance.id` would make two writers of one chain. The second is refused.
+#[tokio::test]
+async fn a_second_writer_of_one_chain_on_postgres_is_refused() {
+    let schema = Schema::new();
+    let env = Env::with(Setup {
+        extra: crate::leak(format!(
+            "store:\n  url: \"{}\"\n  schema: {}\n",
+            pg_url(),
+            schema.0
+        )),
+        ..Setup::default()
+    })
+    .await;
+    let copy = env.dir.join("state-copy");
+    std::fs::create_dir_all(&copy).unwrap();
+    let instance = std::fs::read_to_string(env.dir.join("state/instance.id")).unwrap();
+    std::fs::write(copy.join("instance.id"), &instance).unwrap();
+    let mut cfg = portcullis::config::load(&env.dir.join("portcullis.yaml")).unwrap();
+    cfg.state_dir = copy;
+    let Err(e) = portcullis::cli::serve::start(cfg).await else {
+        panic!("a second writer of {instance} started")
+    };
+    let text = format!("{e:#}");
+    assert!(
+        text.contains(&format!(
+            "another gateway is writing the audit chain {instance}"
+        )),
+        "{text}"
+    );
+    env.gw.shutdown().await;
+}
