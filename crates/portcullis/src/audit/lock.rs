@@ -1,6 +1,6 @@
 //! One writer per chain. A chain is named by the state directory's `instance.id`, so two
-//! gateways on one state directory would append to one chain (and share its keys): the
-//! directory is locked (`gateway.lock`, an OS file lock that goes with the process). On
+//! gateways on one state directory would append to one chain (and share its keys): that
+//! file is locked (an OS file lock, which goes with the process). On
 //! PostgreSQL, gateways on different hosts can still name the same chain (a state directory
 //! copied with its `instance.id`): a session advisory lock on the chain's name refuses the
 //! second. Neither is what keeps a chain linear: the store's key on (instance, seq) does;
@@ -14,16 +14,17 @@ use sqlx::postgres::PgConnection;
 
 use super::store::{Db, Store, StoreError};
 
-/// The lock file in the state directory.
-pub const LOCK_FILE: &str = "gateway.lock";
+/// The file in the state directory that names this gateway's chain, and is locked while
+/// the gateway runs.
+pub const INSTANCE_FILE: &str = "instance.id";
 
 #[derive(Debug, thiserror::Error)]
 pub enum LockError {
     #[error(
-        "another gateway holds the state directory {dir} (its lock file {lock} is locked): \
+        "another gateway holds the state directory {dir} (it has {lock} locked): \
          two gateways on one state directory would write one audit chain; stop the other, \
          or give this one a state_dir of its own",
-        dir = .dir.display(), lock = .dir.join(LOCK_FILE).display()
+        dir = .dir.display(), lock = .dir.join(INSTANCE_FILE).display()
     )]
     DirHeld { dir: PathBuf },
     #[error("locking the state directory: {path}: {source}", path = .path.display())]
@@ -42,34 +43,52 @@ pub enum LockError {
 }
 
 /// The state directory, locked exclusively for as long as this lives. Taken before anything
-/// in the directory is read or created (`instance.id`, keys).
+/// else in the directory is read or created (keys).
 pub struct DirLock {
-    /// The open lock file: the OS lock is on it, and goes when it is closed.
+    /// The open `instance.id`: the OS lock is on it, and goes when it is closed.
     _file: File,
 }
 
 impl DirLock {
-    /// Locks `dir` (created if missing), or says another gateway holds it.
-    pub fn acquire(dir: &Path) -> Result<DirLock, LockError> {
-        let path = dir.join(LOCK_FILE);
+    /// Locks `dir`'s `instance.id` (the directory and file are created when missing, the
+    /// file then given a new name) and returns the name of this gateway's chain; or says
+    /// another gateway holds the directory.
+    pub fn acquire(dir: &Path) -> Result<(DirLock, String), LockError> {
+        use std::io::{Read, Seek, Write};
+        let path = dir.join(INSTANCE_FILE);
         let io = |source| LockError::Io {
             path: path.clone(),
             source,
         };
         std::fs::create_dir_all(dir).map_err(io)?;
-        let file = std::fs::OpenOptions::new()
+        let mut file = std::fs::OpenOptions::new()
             .create(true)
             .truncate(false)
+            .read(true)
             .write(true)
             .open(&path)
             .map_err(io)?;
         match file.try_lock() {
-            Ok(()) => Ok(DirLock { _file: file }),
-            Err(TryLockError::WouldBlock) => Err(LockError::DirHeld {
-                dir: dir.to_path_buf(),
-            }),
-            Err(TryLockError::Error(e)) => Err(io(e)),
+            Ok(()) => {}
+            Err(TryLockError::WouldBlock) => {
+                return Err(LockError::DirHeld {
+                    dir: dir.to_path_buf(),
+                });
+            }
+            Err(TryLockError::Error(e)) => return Err(io(e)),
         }
+        // Read only under the lock: two gateways starting at once never both name a chain.
+        let mut id = String::new();
+        file.read_to_string(&mut id).map_err(io)?;
+        let mut id = id.trim().to_owned();
+        if id.is_empty() {
+            id = format!("gw-{}", uuid::Uuid::new_v4().simple());
+            file.set_len(0).map_err(io)?;
+            file.rewind().map_err(io)?;
+            file.write_all(id.as_bytes()).map_err(io)?;
+            file.sync_all().map_err(io)?;
+        }
+        Ok((DirLock { _file: file }, id))
     }
 
     /// Adds the lock on `instance`'s chain in `store` (PostgreSQL; a SQLite store's chains
@@ -118,18 +137,22 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_state_directory_is_locked_once_at_a_time() {
+    fn a_state_directory_is_locked_once_at_a_time_and_keeps_its_name() {
         let dir = std::env::temp_dir().join(format!("pc-lock-{}", uuid::Uuid::new_v4()));
-        let first = DirLock::acquire(&dir).unwrap();
-        let second = DirLock::acquire(&dir).err().unwrap();
-        let text = second.to_string();
+        let (first, id) = DirLock::acquire(&dir).unwrap();
+        assert!(id.starts_with("gw-"), "{id}");
+        let text = DirLock::acquire(&dir).err().unwrap().to_string();
         assert!(
-            text.contains("another gateway holds the state directory")
-                && text.contains(&dir.display().to_string()),
+            text.contains(&format!(
+                "another gateway holds the state directory {}",
+                dir.display()
+            )),
             "{text}"
         );
         drop(first);
-        drop(DirLock::acquire(&dir).unwrap());
+        let (_again, same) = DirLock::acquire(&dir).unwrap();
+        assert_eq!(same, id);
+        assert_eq!(std::fs::read_to_string(dir.join(INSTANCE_FILE)).unwrap(), id);
         std::fs::remove_dir_all(dir).unwrap();
     }
 }

@@ -82,8 +82,9 @@ fn state_key(dir: &Path, name: &str) -> Result<Vec<u8>, BuildError> {
 }
 
 pub async fn build(config: Config) -> Result<Built, BuildError> {
-    // Before anything in the state directory is read or created: one gateway per directory.
-    let dir_lock = crate::audit::lock::DirLock::acquire(&config.state_dir)?;
+    // Before anything else in the state directory is read or created: one gateway per
+    // directory. Its `instance.id`, locked, names this gateway's audit chain.
+    let (dir_lock, instance) = crate::audit::lock::DirLock::acquire(&config.state_dir)?;
     let cas: Vec<PathBuf> = config
         .identity
         .ca_file
@@ -161,8 +162,7 @@ pub async fn build(config: Config) -> Result<Built, BuildError> {
         config.masking.detectors.clone(),
         config.masking.profiles.clone(),
     ));
-    // The audit store and its one writer; this instance's chain is named by a stable id.
-    let instance = instance_id(&config.state_dir)?;
+    // The audit store and its one writer.
     let store = match &config.store {
         crate::config::StoreSettings::Sqlite(path) => {
             crate::audit::store::Store::open_with(path, config.audit.max_db_bytes).await?
@@ -288,22 +288,4 @@ fn webhook_client(extra: &[PathBuf]) -> Result<reqwest::Client, BuildError> {
         path: PathBuf::from("(webhook client)"),
         source: std::io::Error::other(e),
     })
-}
-
-/// This gateway instance's name in the audit store, kept in the state directory.
-fn instance_id(dir: &Path) -> Result<String, BuildError> {
-    let path = dir.join("instance.id");
-    if let Ok(id) = std::fs::read_to_string(&path) {
-        let id = id.trim().to_owned();
-        if !id.is_empty() {
-            return Ok(id);
-        }
-    }
-    let id = format!("gw-{}", uuid::Uuid::new_v4().simple());
-    std::fs::create_dir_all(dir).map_err(|source| BuildError::Io {
-        path: dir.to_path_buf(),
-        source,
-    })?;
-    std::fs::write(&path, &id).map_err(|source| BuildError::Io { path, source })?;
-    Ok(id)
 }
