@@ -139,7 +139,10 @@ mod tests {
         let now = [early.clone(), pinned.clone(), later];
         assert_eq!(Anchor::check(&pinned, &now, &trusted), Ok(()));
         let cut = Anchor::check(&pinned, &[early], &trusted).unwrap_err();
-        assert!(cut.contains("record 8") && cut.contains("cut back"), "{cut}");
+        assert!(
+            cut.contains("record 8") && cut.contains("cut back"),
+            "{cut}"
+        );
         let mut forged = pinned.clone();
         forged.seq = 2;
         assert!(Anchor::check(&forged, &now, &trusted).is_err());

@@ -152,7 +152,10 @@ mod tests {
         drop(first);
         let (_again, same) = DirLock::acquire(&dir).unwrap();
         assert_eq!(same, id);
-        assert_eq!(std::fs::read_to_string(dir.join(INSTANCE_FILE)).unwrap(), id);
+        assert_eq!(
+            std::fs::read_to_string(dir.join(INSTANCE_FILE)).unwrap(),
+            id
+        );
         std::fs::remove_dir_all(dir).unwrap();
     }
 }

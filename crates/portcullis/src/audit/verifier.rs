@@ -87,19 +87,21 @@ pub async fn verify_store(
             let checkpoints = store.checkpoints(&instance).await?;
             let pruned = store.pruned(&instance).await?;
             let chain = store.chain(&instance).await?;
-            verify(&instance, &chain, &checkpoints, pruned.as_ref(), trusted).and_then(|v| {
-                match pin {
+            verify(&instance, &chain, &checkpoints, pruned.as_ref(), trusted).and_then(
+                |v| match pin {
                     Some(pin) => Anchor::check(pin, &checkpoints, trusted).map(|_| v),
                     None => Ok(v),
-                }
-            })
+                },
+            )
         };
         outcomes.push(Outcome { instance, result });
     }
     let store_problems = if outcomes.is_empty() {
-        vec!["the store holds no audit chain at all: nothing vouches for it (a gateway signs a \
+        vec![
+            "the store holds no audit chain at all: nothing vouches for it (a gateway signs a \
               checkpoint when it starts a chain, so chains that were there were removed)"
-            .to_owned()]
+                .to_owned(),
+        ]
     } else {
         Vec::new()
     };

@@ -48,11 +48,7 @@ impl Recorder {
         options: WriterOptions,
     ) -> Result<Recorder, StoreError> {
         let head = store.head(&instance).await?;
-        let last_signed = store
-            .checkpoints(&instance)
-            .await?
-            .last()
-            .map(|c| c.seq);
+        let last_signed = store.checkpoints(&instance).await?.last().map(|c| c.seq);
         let (tx, rx) = mpsc::channel::<Msg>(QUEUE);
         let mut writer = Writer {
             store,

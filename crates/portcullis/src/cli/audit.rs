@@ -191,7 +191,11 @@ pub async fn run(args: AuditArgs) -> anyhow::Result<()> {
                     println!(
                         "anchor {}: {} ({} instance(s) pinned at their latest signed checkpoint)",
                         path.display(),
-                        if pinned.is_some() { "holds, updated" } else { "created" },
+                        if pinned.is_some() {
+                            "holds, updated"
+                        } else {
+                            "created"
+                        },
                         now.instances.len()
                     );
                 }

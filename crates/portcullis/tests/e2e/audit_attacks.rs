@@ -235,8 +235,10 @@ async fn the_state_directorys_chain_removed_whole_is_caught() {
         assert!(ok, "{backend:?}, before the attack:\n{out}");
 
         f.drop_guards().await;
-        f.sql(&format!("DELETE FROM audit_records WHERE instance = '{own}'"))
-            .await;
+        f.sql(&format!(
+            "DELETE FROM audit_records WHERE instance = '{own}'"
+        ))
+        .await;
         f.sql(&format!(
             "DELETE FROM audit_checkpoints WHERE instance = '{own}'"
         ))
@@ -397,9 +399,8 @@ async fn cutting_back_or_rewriting_past_the_anchor_is_caught() {
             assert!(ok, "{backend:?}, {attack}, without the anchor:\n{out}");
             let (ok, out) = f.verify_anchored(&anchor);
             assert!(
-                !ok && out.contains(&format!(
-                    "TAMPERED: {instance}: the checkpoint at record 7"
-                )) && out.contains("that the anchor pins is gone from the store"),
+                !ok && out.contains(&format!("TAMPERED: {instance}: the checkpoint at record 7"))
+                    && out.contains("that the anchor pins is gone from the store"),
                 "{backend:?}, {attack}:\n{out}"
             );
             assert_eq!(
@@ -447,7 +448,10 @@ async fn a_second_gateway_on_the_same_state_dir_is_refused() {
         }
         if std::time::Instant::now() > deadline {
             let _ = serve.kill();
-            panic!("a second `portcullis serve` on {} kept running", state.display());
+            panic!(
+                "a second `portcullis serve` on {} kept running",
+                state.display()
+            );
         }
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     };
