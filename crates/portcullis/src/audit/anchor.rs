@@ -80,16 +80,7 @@ impl Anchor {
         trusted: &[String],
     ) -> Result<(), String> {
         let instance = &pinned.instance;
-        if !trusted
-            .iter()
-            .any(|k| k.eq_ignore_ascii_case(&pinned.public_key))
-        {
-            return Err(format!(
-                "{instance}: the anchor's checkpoint at record {} is signed by a key that is not trusted ({})",
-                pinned.seq, pinned.public_key
-            ));
-        }
-        pinned.check_signature().map_err(|e| {
+        pinned.check_trusted(trusted).map_err(|e| {
             format!(
                 "{instance}: the anchor's checkpoint at record {}: {e}",
                 pinned.seq

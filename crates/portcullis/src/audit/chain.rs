@@ -9,7 +9,7 @@ use std::collections::HashMap;
 
 use sha2::{Digest, Sha256};
 
-use super::checkpoint::{Checkpoint, Pruned};
+use super::checkpoint::{Checkpoint, Pruned, is_trusted};
 use super::record::AuditRecord;
 
 /// The hash the first record of a chain points back to.
@@ -78,16 +78,7 @@ pub fn verify(
     trusted: &[String],
 ) -> Result<Verified, String> {
     for c in checkpoints {
-        if !trusted
-            .iter()
-            .any(|k| k.eq_ignore_ascii_case(&c.public_key))
-        {
-            return Err(format!(
-                "{instance}: the checkpoint at record {} is signed by a key that is not trusted ({})",
-                c.seq, c.public_key
-            ));
-        }
-        c.check_signature()
+        c.check_trusted(trusted)
             .map_err(|e| format!("{instance}: the checkpoint at record {}: {e}", c.seq))?;
     }
     if checkpoints.is_empty() && (!links.is_empty() || pruned.is_some()) {
@@ -110,7 +101,7 @@ pub fn verify(
                 )
             })?;
             let signer = p.public_key.as_deref().unwrap_or_default();
-            if !trusted.iter().any(|k| k.eq_ignore_ascii_case(signer)) {
+            if !is_trusted(signer, trusted) {
                 return Err(format!(
                     "{instance}: records 1..={} were removed under a retention mark signed by a key that is not trusted ({signer})",
                     p.through_seq

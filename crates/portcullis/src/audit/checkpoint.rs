@@ -98,6 +98,17 @@ impl Checkpoint {
         }
     }
 
+    /// Signed by one of the `trusted` keys (hex), and not edited since.
+    pub fn check_trusted(&self, trusted: &[String]) -> Result<(), String> {
+        if !is_trusted(&self.public_key, trusted) {
+            return Err(format!(
+                "signed by a key that is not trusted ({})",
+                self.public_key
+            ));
+        }
+        self.check_signature()
+    }
+
     pub fn check_signature(&self) -> Result<(), String> {
         check(
             &Self::message(&self.instance, self.seq, &self.hash, &self.time),
@@ -106,6 +117,11 @@ impl Checkpoint {
         )
         .map_err(|e| format!("{e} (the checkpoint was edited)"))
     }
+}
+
+/// Whether `public_key` (hex) is one of the `trusted` keys (hex, in either case).
+pub fn is_trusted(public_key: &str, trusted: &[String]) -> bool {
+    trusted.iter().any(|k| k.eq_ignore_ascii_case(public_key))
 }
 
 /// Whether `signature` (hex) is `public_key`'s (hex) signature of `message`.

@@ -157,6 +157,16 @@ impl Fixture {
         }
     }
 
+    /// Deletes every record and checkpoint of `instance` (guards dropped first).
+    async fn remove_whole(&self, instance: &str) {
+        for table in ["audit_records", "audit_checkpoints"] {
+            self.sql(&format!(
+                "DELETE FROM {table} WHERE instance = '{instance}'"
+            ))
+            .await;
+        }
+    }
+
     /// Edits record `seq` of `instance` and recomputes every later link, as someone without
     /// the key but with the hash function would: the chain itself holds.
     async fn rewrite_from(&self, instance: &str, seq: i64) {
@@ -235,14 +245,7 @@ async fn the_state_directorys_chain_removed_whole_is_caught() {
         assert!(ok, "{backend:?}, before the attack:\n{out}");
 
         f.drop_guards().await;
-        f.sql(&format!(
-            "DELETE FROM audit_records WHERE instance = '{own}'"
-        ))
-        .await;
-        f.sql(&format!(
-            "DELETE FROM audit_checkpoints WHERE instance = '{own}'"
-        ))
-        .await;
+        f.remove_whole(&own).await;
         let (ok, out) = f.verify(&[]);
         assert!(
             !ok && out.contains("TAMPERED: the store holds no audit chain at all"),
@@ -274,10 +277,7 @@ async fn a_chain_removed_whole_among_others_is_caught_by_the_anchor() {
         assert!(ok && out.contains("anchor"), "{backend:?}:\n{out}");
 
         f.drop_guards().await;
-        f.sql("DELETE FROM audit_records WHERE instance = 'gw-replica'")
-            .await;
-        f.sql("DELETE FROM audit_checkpoints WHERE instance = 'gw-replica'")
-            .await;
+        f.remove_whole("gw-replica").await;
         let (ok, out) = f.verify(&[]);
         assert!(ok && !out.contains("gw-replica"), "{backend:?}:\n{out}");
         let (ok, out) = f.verify_anchored(&anchor);
