@@ -18,6 +18,19 @@ const STOPPED: &str = "the audit writer has stopped";
 /// Records committed in one transaction at most.
 const BATCH: usize = 256;
 
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(
+        "audit chain {instance} holds records (through {head}) but no signed checkpoint: its \
+         checkpoints were removed (`portcullis audit verify` says so), and this gateway will not \
+         sign over what is left. Keep the store as evidence, then start this gateway on a new \
+         chain (move state_dir/instance.id away)"
+    )]
+    Unsealed { instance: String, head: i64 },
+}
+
 /// How the writer keeps its chain.
 pub struct WriterOptions {
     /// How often the chain's head is signed (when it moved).
@@ -46,7 +59,7 @@ impl Recorder {
         store: Store,
         instance: String,
         options: WriterOptions,
-    ) -> Result<Recorder, StoreError> {
+    ) -> Result<Recorder, StartError> {
         let head = store.head(&instance).await?;
         let last_signed = store.checkpoints(&instance).await?.last().map(|c| c.seq);
         let (tx, rx) = mpsc::channel::<Msg>(QUEUE);
@@ -59,8 +72,15 @@ impl Recorder {
             unreachable: None,
         };
         // Sign before the first record (a new chain's checkpoint is at record 0), so a chain
-        // without any signed checkpoint is one whose checkpoints were removed.
+        // without any signed checkpoint is one whose checkpoints were removed. Such a chain
+        // is not signed now: that would seal whatever was done to it.
         if writer.last_signed.is_none() {
+            if writer.head.0 > 0 {
+                return Err(StartError::Unsealed {
+                    instance: writer.instance,
+                    head: writer.head.0,
+                });
+            }
             writer.sign_head().await?;
         }
         tokio::spawn(writer.run(rx));

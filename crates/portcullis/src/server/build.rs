@@ -32,6 +32,8 @@ pub enum BuildError {
     },
     #[error(transparent)]
     Audit(#[from] crate::audit::store::StoreError),
+    #[error(transparent)]
+    AuditWriter(#[from] crate::audit::writer::StartError),
     #[error("audit signing key: {0}")]
     AuditKey(#[from] crate::audit::checkpoint::KeyError),
     #[error(transparent)]

@@ -231,6 +231,47 @@ async fn deleting_every_checkpoint_then_cutting_or_rewriting_the_chain_is_caught
     }
 }
 
+/// A gateway restarted on a chain whose checkpoints were all removed would sign whatever is
+/// left, laundering the attack for every later verification. It refuses to start instead.
+#[tokio::test]
+async fn a_gateway_will_not_seal_a_chain_whose_checkpoints_were_removed() {
+    for backend in BOTH {
+        let f = Fixture::new(backend).await;
+        let instance = f.write_own(&[2], 1).await;
+        f.drop_guards().await;
+        f.sql("DELETE FROM audit_checkpoints").await;
+        f.rewrite_from(&instance, 2).await;
+        let restarted = Recorder::start(
+            f.store.clone(),
+            instance.clone(),
+            WriterOptions {
+                checkpoint_every: std::time::Duration::from_secs(3600),
+                retention: None,
+                signing_key: load_or_create(&f.dir.join("audit-signing.key"), false).unwrap(),
+            },
+        )
+        .await;
+        let Err(e) = restarted else {
+            panic!("{backend:?}: a writer started on {instance} with its checkpoints removed")
+        };
+        assert!(
+            e.to_string().contains(&format!(
+                "audit chain {instance} holds records (through 3) but no signed checkpoint"
+            )),
+            "{backend:?}: {e}"
+        );
+        assert!(
+            f.store.checkpoints(&instance).await.unwrap().is_empty(),
+            "{backend:?}: nothing was signed"
+        );
+        let (ok, out) = f.verify(&[]);
+        assert!(
+            !ok && out.contains("no signed checkpoint"),
+            "{backend:?}:\n{out}"
+        );
+    }
+}
+
 // === an instance removed whole ===
 
 /// Every record and checkpoint of the state directory's own instance deleted: verify used
