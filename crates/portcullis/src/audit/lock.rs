@@ -1,9 +1,8 @@
 //! One writer per chain. A chain is named by the state directory's `instance.id`, so two
 //! gateways on one state directory would append to one chain (and share its keys): that
-//! file is locked (an OS file lock, which goes with the process). On
-//! PostgreSQL, gateways on different hosts can still name the same chain (a state directory
-//! copied with its `instance.id`): a session advisory lock on the chain's name refuses the
-//! second. Neither is what keeps a chain linear: the store's key on (instance, seq) does;
+//! file is locked (an OS file lock, which goes with the process). On PostgreSQL, gateways
+//! on different hosts can still name the same chain (a state directory copied with its
+//! `instance.id`): a session advisory lock on the chain's name refuses the second. Neither is what keeps a chain linear: the store's key on (instance, seq) does;
 //! these turn a second writer from a stream of failed commits into a clear refusal at start.
 
 use std::fs::{File, TryLockError};
@@ -35,7 +34,7 @@ pub enum LockError {
     #[error(
         "another gateway is writing the audit chain {instance} in this PostgreSQL store \
          (a state directory copied with its instance.id?): two writers on one chain are \
-         refused; give each gateway a state_dir of its own"
+         refused; remove the copied instance.id so this gateway starts a chain of its own"
     )]
     ChainHeld { instance: String },
     #[error(transparent)]
