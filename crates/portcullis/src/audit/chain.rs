@@ -9,7 +9,7 @@ use std::collections::HashMap;
 
 use sha2::{Digest, Sha256};
 
-use super::checkpoint::{Checkpoint, Pruned};
+use super::checkpoint::{Checkpoint, Pruned, is_trusted};
 use super::record::AuditRecord;
 
 /// The hash the first record of a chain points back to.
@@ -52,12 +52,24 @@ pub struct Verified {
     pub checkpoints: usize,
     /// Records 1..=n were removed by retention, sealed by a signed checkpoint.
     pub pruned_through: Option<i64>,
+    /// The chain's last record (0 for a chain with none yet).
+    pub head: i64,
+    /// The latest signed checkpoint: what a verifier pins (`audit verify --anchor`) so that
+    /// history cut back or rewritten before it is caught later. Records after it are held
+    /// by the hash chain alone.
+    pub last_checkpoint: Option<Checkpoint>,
 }
 
 /// Checks one instance's chain, in sequence order, against its signed checkpoints and the
 /// segments retention removed; names the first thing that is wrong. `trusted` are the
-/// public keys (hex) whose checkpoints count; a checkpoint signed by any other key is an
-/// error, not a pass.
+/// public keys (hex) whose checkpoints and retention marks count; one signed by any other
+/// key, or not signed, is an error, not a pass.
+///
+/// A chain with records or a retention mark must have a signed checkpoint: the writer signs
+/// one (at record 0) before it writes a chain's first record, so none at all means they
+/// were removed. What this cannot see is the latest checkpoints removed together with the
+/// records after the ones that remain: that chain looks like an older, shorter one. Only a
+/// pin from outside the store ([`super::anchor`]) catches that.
 pub fn verify(
     instance: &str,
     links: &[Link],
@@ -66,21 +78,35 @@ pub fn verify(
     trusted: &[String],
 ) -> Result<Verified, String> {
     for c in checkpoints {
-        if !trusted
-            .iter()
-            .any(|k| k.eq_ignore_ascii_case(&c.public_key))
-        {
-            return Err(format!(
-                "{instance}: the checkpoint at record {} is signed by a key that is not trusted ({})",
-                c.seq, c.public_key
-            ));
-        }
-        c.check_signature()
+        c.check_trusted(trusted)
             .map_err(|e| format!("{instance}: the checkpoint at record {}: {e}", c.seq))?;
+    }
+    if checkpoints.is_empty() && (!links.is_empty() || pruned.is_some()) {
+        let last = links.last().map_or(0, |l| l.seq);
+        return Err(format!(
+            "{instance}: no signed checkpoint, yet the chain holds records (through {last}): \
+             the gateway signs one before a chain's first record, so its checkpoints were removed \
+             and nothing vouches for what remains"
+        ));
     }
     let (mut expected_seq, mut prev) = match pruned {
         None => (1, GENESIS.to_owned()),
         Some(p) => {
+            // Anyone who can write the store can insert a mark at a signed checkpoint (and
+            // the triggers then allow deleting what it covers); only the key signs one.
+            p.check_signature().map_err(|e| {
+                format!(
+                    "{instance}: records 1..={} were removed under a mark retention did not make: {e}",
+                    p.through_seq
+                )
+            })?;
+            let signer = p.public_key.as_deref().unwrap_or_default();
+            if !is_trusted(signer, trusted) {
+                return Err(format!(
+                    "{instance}: records 1..={} were removed under a retention mark signed by a key that is not trusted ({signer})",
+                    p.through_seq
+                ));
+            }
             // What retention removed must end at a signed checkpoint, else "removed by
             // retention" would cover any deletion.
             if !checkpoints
@@ -143,5 +169,7 @@ pub fn verify(
         records: links.len(),
         checkpoints: checkpoints.len(),
         pruned_through: pruned.map(|p| p.through_seq),
+        head: last,
+        last_checkpoint: checkpoints.iter().max_by_key(|c| c.seq).cloned(),
     })
 }

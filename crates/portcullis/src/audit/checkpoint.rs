@@ -9,8 +9,10 @@ use ed25519_dalek::{Signature, Signer, SigningKey, Verifier, VerifyingKey};
 
 use super::chain::hex;
 
-/// A signed statement: "record `seq` of `instance`'s chain has hash `hash`".
-#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+/// A signed statement: "record `seq` of `instance`'s chain has hash `hash`". Seq 0 (hash
+/// [`GENESIS`](super::chain::GENESIS)) is the one a writer signs when it starts a chain, so
+/// every chain has a signed checkpoint before its first record.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Checkpoint {
     pub instance: String,
     pub seq: i64,
@@ -23,7 +25,9 @@ pub struct Checkpoint {
 }
 
 /// Records 1..=`through_seq` of an instance's chain were removed by retention; the chain
-/// now starts after `through_hash`.
+/// now starts after `through_hash`. Signed like a checkpoint: whoever can write the store
+/// can insert a mark at a signed checkpoint (the triggers then let the records under it be
+/// deleted), but only the holder of the signing key can sign one.
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct Pruned {
     pub instance: String,
@@ -31,6 +35,49 @@ pub struct Pruned {
     pub through_hash: String,
     pub time: String,
     pub records: i64,
+    /// Hex Ed25519 public key; `None` for a mark nobody signed (written by hand, or by a
+    /// version before marks were signed).
+    pub public_key: Option<String>,
+    /// Hex Ed25519 signature over [`Pruned::message`].
+    pub signature: Option<String>,
+}
+
+impl Pruned {
+    fn message(&self) -> String {
+        format!(
+            "portcullis-audit-pruned/v1\n{}\n{}\n{}\n{}\n{}",
+            self.instance, self.through_seq, self.through_hash, self.time, self.records
+        )
+    }
+
+    pub fn sign(
+        key: &SigningKey,
+        instance: &str,
+        through_seq: i64,
+        through_hash: &str,
+        records: i64,
+    ) -> Pruned {
+        let mut mark = Pruned {
+            instance: instance.to_owned(),
+            through_seq,
+            through_hash: through_hash.to_owned(),
+            time: crate::audit_time(),
+            records,
+            public_key: Some(hex(key.verifying_key().as_bytes())),
+            signature: None,
+        };
+        mark.signature = Some(hex(&key.sign(mark.message().as_bytes()).to_bytes()));
+        mark
+    }
+
+    /// Checks the mark's signature; a mark without one is an error.
+    pub fn check_signature(&self) -> Result<(), String> {
+        let (Some(public_key), Some(signature)) = (&self.public_key, &self.signature) else {
+            return Err("the retention mark is not signed".to_owned());
+        };
+        check(&self.message(), public_key, signature)
+            .map_err(|e| format!("the retention mark: {e}"))
+    }
 }
 
 impl Checkpoint {
@@ -51,20 +98,43 @@ impl Checkpoint {
         }
     }
 
-    pub fn check_signature(&self) -> Result<(), String> {
-        let key: [u8; 32] = unhex(&self.public_key)
-            .and_then(|k| k.try_into().ok())
-            .ok_or("the public key is not 32 hex bytes")?;
-        let key = VerifyingKey::from_bytes(&key).map_err(|e| format!("bad public key: {e}"))?;
-        let sig: [u8; 64] = unhex(&self.signature)
-            .and_then(|s| s.try_into().ok())
-            .ok_or("the signature is not 64 hex bytes")?;
-        key.verify(
-            Self::message(&self.instance, self.seq, &self.hash, &self.time).as_bytes(),
-            &Signature::from_bytes(&sig),
-        )
-        .map_err(|_| "the signature does not match (the checkpoint was edited)".to_owned())
+    /// Signed by one of the `trusted` keys (hex), and not edited since.
+    pub fn check_trusted(&self, trusted: &[String]) -> Result<(), String> {
+        if !is_trusted(&self.public_key, trusted) {
+            return Err(format!(
+                "signed by a key that is not trusted ({})",
+                self.public_key
+            ));
+        }
+        self.check_signature()
     }
+
+    pub fn check_signature(&self) -> Result<(), String> {
+        check(
+            &Self::message(&self.instance, self.seq, &self.hash, &self.time),
+            &self.public_key,
+            &self.signature,
+        )
+        .map_err(|e| format!("{e} (the checkpoint was edited)"))
+    }
+}
+
+/// Whether `public_key` (hex) is one of the `trusted` keys (hex, in either case).
+pub fn is_trusted(public_key: &str, trusted: &[String]) -> bool {
+    trusted.iter().any(|k| k.eq_ignore_ascii_case(public_key))
+}
+
+/// Whether `signature` (hex) is `public_key`'s (hex) signature of `message`.
+fn check(message: &str, public_key: &str, signature: &str) -> Result<(), String> {
+    let key: [u8; 32] = unhex(public_key)
+        .and_then(|k| k.try_into().ok())
+        .ok_or("the public key is not 32 hex bytes")?;
+    let key = VerifyingKey::from_bytes(&key).map_err(|e| format!("bad public key: {e}"))?;
+    let sig: [u8; 64] = unhex(signature)
+        .and_then(|s| s.try_into().ok())
+        .ok_or("the signature is not 64 hex bytes")?;
+    key.verify(message.as_bytes(), &Signature::from_bytes(&sig))
+        .map_err(|_| "the signature does not match".to_owned())
 }
 
 fn unhex(s: &str) -> Option<Vec<u8>> {
@@ -155,6 +225,22 @@ mod tests {
         let mut edited = c;
         edited.signature.replace_range(0..2, "00");
         assert!(edited.check_signature().is_err());
+    }
+
+    #[test]
+    fn a_retention_mark_verifies_only_signed_and_unedited() {
+        let key = SigningKey::from_bytes(&[7; 32]);
+        let mark = Pruned::sign(&key, "gw-1", 40, "ab", 40);
+        assert_eq!(mark.check_signature(), Ok(()));
+        let mut edited = mark.clone();
+        edited.through_seq = 50;
+        assert!(edited.check_signature().is_err());
+        let mut unsigned = mark;
+        unsigned.signature = None;
+        assert_eq!(
+            unsigned.check_signature(),
+            Err("the retention mark is not signed".to_owned())
+        );
     }
 
     #[test]

@@ -150,7 +150,16 @@ ALTER TABLE audit_records ADD COLUMN decision TEXT
 "#,
     CONSOLE_SESSIONS,
     APPROVAL_OPERATIONS,
+    PRUNED_SIGNED,
 ];
+
+/// Retention marks are signed (`Pruned::sign`): a mark anyone with write access could insert
+/// would let them delete the records under it. Marks from before this have none, and fail
+/// verification. The same SQL on both backends.
+const PRUNED_SIGNED: &str = r#"
+ALTER TABLE audit_pruned ADD COLUMN public_key TEXT;
+ALTER TABLE audit_pruned ADD COLUMN signature TEXT;
+"#;
 
 /// The approver console's sign-in sessions: the cookie's SHA-256, never the cookie. The
 /// same SQL on both backends.
@@ -267,6 +276,7 @@ CREATE INDEX approval_grants_by_key ON approval_grants (principal, action, scope
 "#,
     CONSOLE_SESSIONS,
     APPROVAL_OPERATIONS,
+    PRUNED_SIGNED,
 ];
 
 /// Runs `$body` with `$pool` bound to the store's concrete pool, whichever backend it is:
@@ -584,7 +594,7 @@ impl Store {
     /// The latest retention mark of an instance's chain.
     pub async fn pruned(&self, instance: &str) -> Result<Option<Pruned>, StoreError> {
         Ok(on!(self, pool => {
-            sqlx::query("SELECT through_seq, through_hash, time, records FROM audit_pruned WHERE instance = $1 ORDER BY through_seq DESC LIMIT 1")
+            sqlx::query("SELECT through_seq, through_hash, time, records, public_key, signature FROM audit_pruned WHERE instance = $1 ORDER BY through_seq DESC LIMIT 1")
                 .bind(instance)
                 .fetch_optional(pool)
                 .await?
@@ -594,15 +604,22 @@ impl Store {
                     through_hash: r.col(1),
                     time: r.col(2),
                     records: r.col(3),
+                    public_key: r.col(4),
+                    signature: r.col(5),
                 })
         }))
     }
 
     /// Retention: removes the oldest records of `instance`'s chain, up to the latest signed
-    /// checkpoint whose record is older than `before` (RFC 3339), as one sealed segment.
-    /// What remains still verifies: it starts after the checkpointed hash. Returns the mark,
-    /// or `None` when nothing is old enough to be sealed.
-    pub async fn prune(&self, instance: &str, before: &str) -> Result<Option<Pruned>, StoreError> {
+    /// checkpoint whose record is older than `before` (RFC 3339), as one sealed segment
+    /// whose mark `key` signs. What remains still verifies: it starts after the checkpointed
+    /// hash. Returns the mark, or `None` when nothing is old enough to be sealed.
+    pub async fn prune(
+        &self,
+        instance: &str,
+        before: &str,
+        key: &ed25519_dalek::SigningKey,
+    ) -> Result<Option<Pruned>, StoreError> {
         let already = self.pruned(instance).await?.map_or(0, |p| p.through_seq);
         let found: Option<(i64, String)> = on!(self, pool => {
             sqlx::query(
@@ -620,21 +637,23 @@ impl Store {
         let Some((through_seq, through_hash)) = found else {
             return Ok(None);
         };
-        let mark = Pruned {
-            instance: instance.to_owned(),
+        let mark = Pruned::sign(
+            key,
+            instance,
             through_seq,
-            through_hash,
-            time: crate::audit_time(),
-            records: through_seq - already,
-        };
+            &through_hash,
+            through_seq - already,
+        );
         on!(self, pool => {
             let mut tx = pool.begin().await?;
-            sqlx::query("INSERT INTO audit_pruned (instance, through_seq, through_hash, time, records) VALUES ($1, $2, $3, $4, $5)")
+            sqlx::query("INSERT INTO audit_pruned (instance, through_seq, through_hash, time, records, public_key, signature) VALUES ($1, $2, $3, $4, $5, $6, $7)")
                 .bind(&mark.instance)
                 .bind(mark.through_seq)
                 .bind(&mark.through_hash)
                 .bind(&mark.time)
                 .bind(mark.records)
+                .bind(&mark.public_key)
+                .bind(&mark.signature)
                 .execute(&mut *tx)
                 .await?;
             sqlx::query("DELETE FROM audit_records WHERE instance = $1 AND seq <= $2")

@@ -18,6 +18,19 @@ const STOPPED: &str = "the audit writer has stopped";
 /// Records committed in one transaction at most.
 const BATCH: usize = 256;
 
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(
+        "audit chain {instance} holds records (through {head}) but no signed checkpoint: its \
+         checkpoints were removed (`portcullis audit verify` says so), and this gateway will not \
+         sign over what is left. Keep the store as evidence, then start this gateway on a new \
+         chain (move state_dir/instance.id away)"
+    )]
+    Unsealed { instance: String, head: i64 },
+}
+
 /// How the writer keeps its chain.
 pub struct WriterOptions {
     /// How often the chain's head is signed (when it moved).
@@ -46,15 +59,11 @@ impl Recorder {
         store: Store,
         instance: String,
         options: WriterOptions,
-    ) -> Result<Recorder, StoreError> {
+    ) -> Result<Recorder, StartError> {
         let head = store.head(&instance).await?;
-        let last_signed = store
-            .checkpoints(&instance)
-            .await?
-            .last()
-            .map_or(0, |c| c.seq);
+        let last_signed = store.checkpoints(&instance).await?.last().map(|c| c.seq);
         let (tx, rx) = mpsc::channel::<Msg>(QUEUE);
-        let writer = Writer {
+        let mut writer = Writer {
             store,
             instance,
             options,
@@ -62,6 +71,18 @@ impl Recorder {
             last_signed,
             unreachable: None,
         };
+        // Sign before the first record (a new chain's checkpoint is at record 0), so a chain
+        // without any signed checkpoint is one whose checkpoints were removed. Such a chain
+        // is not signed now: that would seal whatever was done to it.
+        if writer.last_signed.is_none() {
+            if writer.head.0 > 0 {
+                return Err(StartError::Unsealed {
+                    instance: writer.instance,
+                    head: writer.head.0,
+                });
+            }
+            writer.sign_head().await?;
+        }
         tokio::spawn(writer.run(rx));
         Ok(Recorder { tx: Some(tx) })
     }
@@ -110,7 +131,8 @@ struct Writer {
     instance: String,
     options: WriterOptions,
     head: (i64, String),
-    last_signed: i64,
+    /// The latest signed checkpoint's record; `None` before the chain's first.
+    last_signed: Option<i64>,
     /// After a commit found the store unreachable, commits fail at once until then (one
     /// waiter per interval pays the connection timeout; the rest are refused promptly).
     unreachable: Option<(std::time::Instant, String)>,
@@ -215,7 +237,7 @@ impl Writer {
     }
 
     async fn sign_head(&mut self) -> Result<(), StoreError> {
-        if self.head.0 <= self.last_signed {
+        if self.last_signed.is_some_and(|s| self.head.0 <= s) {
             return Ok(());
         }
         let c = Checkpoint::sign(
@@ -225,7 +247,7 @@ impl Writer {
             &self.head.1,
         );
         self.store.add_checkpoint(&c).await?;
-        self.last_signed = c.seq;
+        self.last_signed = Some(c.seq);
         Ok(())
     }
 
@@ -238,7 +260,11 @@ impl Writer {
         };
         let before =
             (chrono::Utc::now() - age).to_rfc3339_opts(chrono::SecondsFormat::Micros, true);
-        match self.store.prune(&self.instance, &before).await {
+        match self
+            .store
+            .prune(&self.instance, &before, &self.options.signing_key)
+            .await
+        {
             Ok(Some(mark)) => tracing::info!(
                 instance = %self.instance,
                 through = mark.through_seq,

@@ -6,9 +6,10 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, bail};
 
-use crate::audit::chain::verify;
+use crate::audit::anchor::Anchor;
 use crate::audit::checkpoint::public_path;
 use crate::audit::store::Store;
+use crate::audit::verifier::{Expected, Report, verify_store};
 
 #[derive(clap::Args)]
 pub struct AuditArgs {
@@ -43,6 +44,12 @@ enum AuditCommand {
         /// repeatable. Default: `audit-signing.key.pub` in the state directory.
         #[arg(long = "public-key")]
         public_keys: Vec<String>,
+        /// Pin what this verification sees, and hold the store to it next time: a file (kept
+        /// away from the gateway's host) with each instance's latest signed checkpoint. Read
+        /// when it exists, and rewritten only when everything verifies. Catches chains cut
+        /// back past the pin, rewritten before it, or removed whole.
+        #[arg(long)]
+        anchor: Option<PathBuf>,
     },
     /// Stream records in time order (all instances merged), one JSON object per line.
     Export {
@@ -80,6 +87,10 @@ enum AuditCommand {
         /// e.g. `90d`.
         #[arg(long)]
         older_than: String,
+        /// The checkpoint signing key, which signs the retention mark (a mark nobody signed
+        /// fails verification). Default: `audit-signing.key` in the state directory.
+        #[arg(long)]
+        signing_key: Option<PathBuf>,
     },
 }
 
@@ -147,37 +158,50 @@ fn trusted_keys(given: &[String], store: &StoreArgs) -> anyhow::Result<Vec<Strin
 
 pub async fn run(args: AuditArgs) -> anyhow::Result<()> {
     match args.command {
-        AuditCommand::Verify { store, public_keys } => {
+        AuditCommand::Verify {
+            store,
+            public_keys,
+            anchor,
+        } => {
             let keys = trusted_keys(&public_keys, &store)?;
+            let pinned = anchor.as_deref().map(Anchor::load).transpose()?.flatten();
+            let mut expected = Expected {
+                anchor: pinned.clone(),
+                ..Default::default()
+            };
+            // The state directory names its own instance: its chain must be in the store.
+            if let Some(dir) = &store.state_dir
+                && let Ok(id) = std::fs::read_to_string(dir.join("instance.id"))
+                && !id.trim().is_empty()
+            {
+                expected.instances.push(id.trim().to_owned());
+            }
             let db = store.open().await?;
-            let mut bad = 0;
-            for instance in db.instances().await? {
-                let checkpoints = db.checkpoints(&instance).await?;
-                let pruned = db.pruned(&instance).await?;
-                let chain = db.chain(&instance).await?;
-                match verify(&instance, &chain, &checkpoints, pruned.as_ref(), &keys) {
-                    Ok(v) => {
-                        let pruned = v.pruned_through.map_or(String::new(), |n| {
-                            format!(", records 1..={n} removed by retention (sealed)")
-                        });
-                        println!(
-                            "ok: {instance}: {} records, {} signed checkpoints, chain intact{pruned}",
-                            v.records, v.checkpoints
-                        );
-                        if v.checkpoints == 0 {
-                            println!(
-                                "    note: no checkpoint yet, so records cut from the end would not show"
-                            );
-                        }
+            let report = verify_store(&db, &keys, &expected).await?;
+            print_report(&report);
+            let bad = report.failures();
+            if let Some(path) = &anchor {
+                if bad > 0 {
+                    println!("anchor {}: left as it was", path.display());
+                } else {
+                    let now = report.anchor();
+                    if pinned.as_ref() != Some(&now) {
+                        now.save(path)?;
                     }
-                    Err(e) => {
-                        bad += 1;
-                        println!("TAMPERED: {e}");
-                    }
+                    println!(
+                        "anchor {}: {} ({} instance(s) pinned at their latest signed checkpoint)",
+                        path.display(),
+                        if pinned.is_some() {
+                            "holds, updated"
+                        } else {
+                            "created"
+                        },
+                        now.instances.len()
+                    );
                 }
             }
             if bad > 0 {
-                bail!("{bad} chain(s) failed verification");
+                bail!("{bad} failure(s) in the audit store");
             }
             Ok(())
         }
@@ -255,11 +279,21 @@ pub async fn run(args: AuditArgs) -> anyhow::Result<()> {
             );
             Ok(())
         }
-        AuditCommand::Prune { store, older_than } => {
+        AuditCommand::Prune {
+            store,
+            older_than,
+            signing_key,
+        } => {
             let before = time_arg(&older_than)?;
+            let key_path = match (&signing_key, &store.state_dir) {
+                (Some(k), _) => k.clone(),
+                (None, Some(dir)) => dir.join("audit-signing.key"),
+                (None, None) => bail!("give --signing-key: it signs the retention marks"),
+            };
+            let key = crate::audit::checkpoint::load_or_create(&key_path, false)?;
             let db = store.open().await?;
             for instance in db.instances().await? {
-                match db.prune(&instance, &before).await? {
+                match db.prune(&instance, &before, &key).await? {
                     Some(mark) => println!(
                         "{instance}: removed records through {} ({} records), sealed by its checkpoint",
                         mark.through_seq, mark.records
@@ -270,6 +304,44 @@ pub async fn run(args: AuditArgs) -> anyhow::Result<()> {
                 }
             }
             Ok(())
+        }
+    }
+}
+
+/// One line per chain (`ok:` or `TAMPERED:`), each naming its instance, and under an intact
+/// chain what holds its tail.
+fn print_report(report: &Report) {
+    for problem in &report.store_problems {
+        println!("TAMPERED: {problem}");
+    }
+    for o in &report.outcomes {
+        let instance = &o.instance;
+        match &o.result {
+            Ok(v) => {
+                let pruned = v.pruned_through.map_or(String::new(), |n| {
+                    format!(", records 1..={n} removed by retention (sealed)")
+                });
+                println!(
+                    "ok: {instance}: {} records, {} signed checkpoints, chain intact{pruned}",
+                    v.records, v.checkpoints
+                );
+                if let Some(c) = &v.last_checkpoint {
+                    println!(
+                        "    last signed checkpoint: record {} at {} (signature {}…)",
+                        c.seq,
+                        c.time,
+                        c.signature.get(..16).unwrap_or(&c.signature)
+                    );
+                    if v.head > c.seq {
+                        println!(
+                            "    records {}..={} follow it: only the hash chain holds them",
+                            c.seq + 1,
+                            v.head
+                        );
+                    }
+                }
+            }
+            Err(e) => println!("TAMPERED: {e}"),
         }
     }
 }

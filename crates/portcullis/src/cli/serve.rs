@@ -59,6 +59,7 @@ pub async fn start(cfg: config::Config) -> anyhow::Result<Running> {
         gateway_addr,
         admin_addr,
         ca_file: built.ca_file,
+        lock: built.lock,
     })
 }
 
@@ -74,6 +75,9 @@ pub struct Running {
     pub gateway_addr: std::net::SocketAddr,
     pub admin_addr: std::net::SocketAddr,
     pub ca_file: Option<PathBuf>,
+    /// The state directory and audit chain, held until [`Running::shutdown`] has sealed the
+    /// chain, so a second gateway on them is refused.
+    pub lock: crate::audit::lock::WriterLock,
 }
 
 impl Running {
@@ -95,6 +99,7 @@ impl Running {
         if let Err(e) = self.recorder.checkpoint().await {
             tracing::error!(error = %e, "the audit chain could not be sealed at shutdown");
         }
+        drop(self.lock);
     }
 }
 

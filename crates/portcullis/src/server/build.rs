@@ -32,8 +32,12 @@ pub enum BuildError {
     },
     #[error(transparent)]
     Audit(#[from] crate::audit::store::StoreError),
+    #[error(transparent)]
+    AuditWriter(#[from] crate::audit::writer::StartError),
     #[error("audit signing key: {0}")]
     AuditKey(#[from] crate::audit::checkpoint::KeyError),
+    #[error(transparent)]
+    Lock(#[from] crate::audit::lock::LockError),
 }
 
 pub struct Built {
@@ -41,6 +45,9 @@ pub struct Built {
     pub tls: Arc<rustls::ServerConfig>,
     /// The development CA clients must trust, when the gateway generated its certificate.
     pub ca_file: Option<PathBuf>,
+    /// This gateway's hold on its state directory and audit chain: keep it until the chain
+    /// is sealed at shutdown.
+    pub lock: crate::audit::lock::WriterLock,
 }
 
 /// A 32-byte key kept in the state directory (mode 0600), created on first start, so
@@ -77,6 +84,9 @@ fn state_key(dir: &Path, name: &str) -> Result<Vec<u8>, BuildError> {
 }
 
 pub async fn build(config: Config) -> Result<Built, BuildError> {
+    // Before anything else in the state directory is read or created: one gateway per
+    // directory. Its `instance.id`, locked, names this gateway's audit chain.
+    let (dir_lock, instance) = crate::audit::lock::DirLock::acquire(&config.state_dir)?;
     let cas: Vec<PathBuf> = config
         .identity
         .ca_file
@@ -154,8 +164,7 @@ pub async fn build(config: Config) -> Result<Built, BuildError> {
         config.masking.detectors.clone(),
         config.masking.profiles.clone(),
     ));
-    // The audit store and its one writer; this instance's chain is named by a stable id.
-    let instance = instance_id(&config.state_dir)?;
+    // The audit store and its one writer.
     let store = match &config.store {
         crate::config::StoreSettings::Sqlite(path) => {
             crate::audit::store::Store::open_with(path, config.audit.max_db_bytes).await?
@@ -164,6 +173,7 @@ pub async fn build(config: Config) -> Result<Built, BuildError> {
             crate::audit::store::Store::open_postgres(url.expose(), schema.as_deref()).await?
         }
     };
+    let lock = dir_lock.with_chain(&store, &instance).await?;
     let signing_key = crate::audit::checkpoint::load_or_create(
         &config.audit.signing_key,
         config.audit.generate_key,
@@ -253,6 +263,7 @@ pub async fn build(config: Config) -> Result<Built, BuildError> {
         gateway: Arc::new(gateway),
         tls,
         ca_file,
+        lock,
     })
 }
 
@@ -279,22 +290,4 @@ fn webhook_client(extra: &[PathBuf]) -> Result<reqwest::Client, BuildError> {
         path: PathBuf::from("(webhook client)"),
         source: std::io::Error::other(e),
     })
-}
-
-/// This gateway instance's name in the audit store, kept in the state directory.
-fn instance_id(dir: &Path) -> Result<String, BuildError> {
-    let path = dir.join("instance.id");
-    if let Ok(id) = std::fs::read_to_string(&path) {
-        let id = id.trim().to_owned();
-        if !id.is_empty() {
-            return Ok(id);
-        }
-    }
-    let id = format!("gw-{}", uuid::Uuid::new_v4().simple());
-    std::fs::create_dir_all(dir).map_err(|source| BuildError::Io {
-        path: dir.to_path_buf(),
-        source,
-    })?;
-    std::fs::write(&path, &id).map_err(|source| BuildError::Io { path, source })?;
-    Ok(id)
 }

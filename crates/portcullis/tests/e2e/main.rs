@@ -5,6 +5,7 @@
 mod abuse;
 mod approvals;
 mod audit;
+mod audit_attacks;
 mod az;
 mod batch;
 mod bypass;

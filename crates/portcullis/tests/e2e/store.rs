@@ -162,7 +162,7 @@ async fn chains_checkpoints_retention_and_queries_behave_alike_on_both_backends(
 
         // Retention removes what the checkpoint seals, and what remains verifies.
         let mark = store
-            .prune("gw-a", "2999-01-01T00:00:00Z")
+            .prune("gw-a", "2999-01-01T00:00:00Z", &key)
             .await
             .unwrap()
             .expect("a sealed segment");
