@@ -1870,11 +1870,7 @@ async fn rewrite(
             Box::new(move |u: &str| binder.rewrite(u, &upstream, &base, &principal))
                 as crate::mask::stream::LinkRewrite
         });
-        let masker = crate::mask::stream::StreamMasker::new(
-            gw.masker.clone(),
-            plan.detectors().to_vec(),
-            link,
-        );
+        let masker = crate::mask::stream::StreamMasker::new(gw.masker.clone(), plan, link);
         parts.headers.remove(header::CONTENT_LENGTH);
         weaken_etag(&mut parts.headers);
         let body = crate::mask::stream::MaskedBody {

@@ -1,8 +1,10 @@
 //! Mask: secrets in Azure's answers are replaced by placeholders before the agent sees them,
 //! by the catalog (operations known to return secrets, and where) and by detectors
 //! (secret-shaped strings anywhere). A placeholder names what it hides and carries a keyed
-//! hash of the value, `[masked:storage-keys:3f9a1c2e]`, so equal secrets can be recognised
-//! without being seen. Only a policy rule's `unmask:` lets a profile through.
+//! tag, `[masked:storage-keys:3f9a1c2e]`: for a catalogued secret a hash of its value, so the
+//! same secret is recognised without being seen; for a detector's finding, which may be text
+//! the agent chose and Azure echoed, a tag that says nothing about the value (see
+//! [`Keying`]). Only a policy rule's `unmask:` lets a profile through.
 
 pub mod catalog;
 pub mod detect;
@@ -30,6 +32,27 @@ pub enum MaskError {
     NotJson(String),
 }
 
+/// Under which key a plan's placeholders are tagged: per kind, and per origin, so that text
+/// the agent chose can never be masked into a placeholder equal to a real secret's (issue 19,
+/// finding 4: an agent had Azure echo `Password=guess` 2,000 times a request and compared
+/// the tags with a Key Vault secret's). Every tag is an HMAC under the gateway's mask key
+/// over a label, the kind and what the origin allows; the labels keep the origins apart.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Keying {
+    /// An answer for the agent. A catalogued field (which Azure, not the agent, filled) is
+    /// tagged by its kind and value: stable across requests and replicas, so the same
+    /// secret read twice, or both keys of a `listKeys`, show alike, and a rotation shows. A
+    /// detector's finding, which may be the agent's own text echoed (a 404 naming what it
+    /// asked for, `checkNameAvailability`), is tagged by this answer's salt and the
+    /// finding's place in it: never equal to anything outside this answer, nor to another
+    /// finding in it, whatever the value.
+    Answer { salt: [u8; 16] },
+    /// Text the gateway keeps (the audit store, approvals): stable per kind and value, so
+    /// an auditor can tell equal values apart, under a label no agent-facing placeholder
+    /// uses.
+    Kept,
+}
+
 /// What to mask in one answer.
 pub struct Plan {
     profiles: Vec<&'static Profile>,
@@ -37,6 +60,7 @@ pub struct Plan {
     /// For an ARM batch: each inner answer's plan, by the inner request's name. Inner
     /// answers whose request is unknown get every profile (masking too much is safe).
     inner: Option<std::collections::HashMap<String, Plan>>,
+    keying: Keying,
 }
 
 impl Plan {
@@ -45,12 +69,12 @@ impl Plan {
         self.profiles.is_empty() && self.detectors.is_empty() && self.inner.is_none()
     }
 
-    /// Whether the answer must be inspected (the catalog says it carries secrets, or it is a
     /// The detectors this plan runs.
     pub fn detectors(&self) -> &[Detector] {
         &self.detectors
     }
 
+    /// Whether the answer must be inspected (the catalog says it carries secrets, or it is a
     /// batch of answers).
     pub fn has_profiles(&self) -> bool {
         !self.profiles.is_empty() || self.inner.is_some()
@@ -70,7 +94,7 @@ pub enum Masked {
 }
 
 pub struct Masker {
-    /// Keys the placeholders' hashes, so they cannot be reversed by guessing.
+    /// Keys the placeholders' tags, so they cannot be reversed by guessing offline.
     key: Vec<u8>,
     detectors: Vec<Detector>,
     /// The built-in catalog and the configured profiles.
@@ -79,6 +103,15 @@ pub struct Masker {
     patterns: Vec<Vec<ActionPattern>>,
     /// Every detector: what the audit store runs over text it keeps.
     audit: Plan,
+}
+
+impl Keying {
+    /// A fresh answer's keying, its salt never used again.
+    fn answer() -> Keying {
+        Keying::Answer {
+            salt: rand::random(),
+        }
+    }
 }
 
 /// Whether `name` is something `unmask:` may name.
@@ -115,6 +148,7 @@ impl Masker {
                 profiles: Vec::new(),
                 detectors: Detector::ALL.to_vec(),
                 inner: None,
+                keying: Keying::Kept,
             },
         }
     }
@@ -140,6 +174,7 @@ impl Masker {
                 .filter(|d| !lets_through(d.name()))
                 .collect(),
             inner: None,
+            keying: Keying::answer(),
         }
     }
 
@@ -166,12 +201,49 @@ impl Masker {
                     .map(|(name, op)| (name.clone(), self.plan(op, unmask)))
                     .collect(),
             ),
+            keying: Keying::answer(),
         }
     }
 
-    pub fn placeholder(&self, kind: &str, value: &str) -> String {
+    /// The placeholder for a catalogued field's `value` (or a request secret kept).
+    pub(crate) fn catalogued(&self, keying: Keying, kind: &str, value: &str) -> String {
+        let label: &[u8] = match keying {
+            Keying::Answer { .. } => b"catalog",
+            Keying::Kept => b"kept",
+        };
+        self.tag(&[label, kind.as_bytes(), value.as_bytes()], kind)
+    }
+
+    /// The placeholder for a detector's finding, the `ordinal`th masked in this answer.
+    pub(crate) fn detected(
+        &self,
+        keying: Keying,
+        kind: &str,
+        value: &str,
+        ordinal: usize,
+    ) -> String {
+        match keying {
+            Keying::Answer { salt } => self.tag(
+                &[
+                    b"detected",
+                    &salt,
+                    &(ordinal as u64).to_be_bytes(),
+                    kind.as_bytes(),
+                ],
+                kind,
+            ),
+            Keying::Kept => self.tag(&[b"kept", kind.as_bytes(), value.as_bytes()], kind),
+        }
+    }
+
+    /// `[masked:{kind}:{tag}]`, the tag the first 4 bytes of an HMAC over `parts`, each
+    /// length-prefixed so no two lists of parts hash the same bytes.
+    fn tag(&self, parts: &[&[u8]], kind: &str) -> String {
         let mut m = Hmac::<Sha256>::new_from_slice(&self.key).expect("HMAC takes any key length");
-        m.update(value.as_bytes());
+        for part in parts {
+            m.update(&(part.len() as u64).to_be_bytes());
+            m.update(part);
+        }
         let tag = m.finalize().into_bytes();
         format!(
             "{PLACEHOLDER_PREFIX}{kind}:{:02x}{:02x}{:02x}{:02x}]",
@@ -191,7 +263,7 @@ impl Masker {
         }
         if plan.inner.is_none() {
             // One answer: a single pass over the bytes, everything else copied exactly.
-            return scan::mask(self, &plan.profiles, &plan.detectors, body);
+            return scan::mask(self, plan, body);
         }
         let mut doc: Value =
             serde_json::from_slice(body).map_err(|e| MaskError::NotJson(e.to_string()))?;
@@ -204,6 +276,7 @@ impl Masker {
                     profiles: self.profiles.clone(),
                     detectors: plan.detectors.clone(),
                     inner: None,
+                    keying: plan.keying,
                 };
                 if let Some(responses) = doc.get_mut("responses").and_then(Value::as_array_mut) {
                     for r in responses {
@@ -223,6 +296,7 @@ impl Masker {
                     profiles: Vec::new(),
                     detectors: plan.detectors.clone(),
                     inner: None,
+                    keying: plan.keying,
                 };
                 self.mask_value(&outer, &mut doc, &mut count, &mut kinds);
             }
@@ -245,7 +319,7 @@ impl Masker {
         for profile in &plan.profiles {
             for path in profile.paths {
                 let (steps, strings_only) = steps(path);
-                let n = self.mask_path(doc, &steps, strings_only, profile.name);
+                let n = self.mask_path(doc, &steps, strings_only, profile.name, plan.keying);
                 if n > 0 {
                     *count += n;
                     kinds.insert(profile.name.to_owned());
@@ -253,7 +327,7 @@ impl Masker {
             }
         }
         if !plan.detectors.is_empty() {
-            self.mask_detected(doc, &plan.detectors, count, kinds, 0);
+            self.mask_detected(doc, plan, count, kinds, 0);
         }
     }
 
@@ -276,10 +350,12 @@ impl Masker {
                 ("properties.osProfile.customData", "vm-custom-data"),
             ]);
         }
+        // Kept, never shown to the agent: the request's text is the agent's own.
         let plan = Plan {
             profiles: Vec::new(),
             detectors: self.detectors.clone(),
             inner: None,
+            keying: Keying::Kept,
         };
         if paths.is_empty()
             && !action.starts_with("microsoft.resources/deployments/")
@@ -296,7 +372,7 @@ impl Masker {
         let mut kinds = BTreeSet::new();
         for (path, kind) in paths {
             let (steps, strings_only) = steps(path);
-            let n = self.mask_path(&mut doc, &steps, strings_only, kind);
+            let n = self.mask_path(&mut doc, &steps, strings_only, kind, Keying::Kept);
             if n > 0 {
                 count += n;
                 kinds.insert(kind.to_owned());
@@ -326,7 +402,7 @@ impl Masker {
                     if secure.contains(&name.to_ascii_lowercase())
                         && let Some(value) = v.get_mut("value")
                     {
-                        let n = self.mask_all(value, "secure-parameter");
+                        let n = self.mask_all(value, "secure-parameter", Keying::Kept);
                         if n > 0 {
                             count += n;
                             kinds.insert("secure-parameter".to_owned());
@@ -359,7 +435,7 @@ impl Masker {
         let out = detect::redact(text, &plan.detectors, &mut |d, secret| {
             count += 1;
             kinds.insert(d.name().to_owned());
-            self.placeholder(d.name(), secret)
+            self.detected(plan.keying, d.name(), secret, count)
         });
         match out {
             Some(body) => Masked::Changed {
@@ -371,39 +447,52 @@ impl Masker {
         }
     }
 
-    fn mask_all(&self, v: &mut Value, kind: &str) -> usize {
+    fn mask_all(&self, v: &mut Value, kind: &str, keying: Keying) -> usize {
         match v {
             Value::String(s) if !s.starts_with(PLACEHOLDER_PREFIX) => {
-                *s = self.placeholder(kind, s);
+                *s = self.catalogued(keying, kind, s);
                 1
             }
-            Value::Array(items) => items.iter_mut().map(|x| self.mask_all(x, kind)).sum(),
-            Value::Object(map) => map.values_mut().map(|x| self.mask_all(x, kind)).sum(),
+            Value::Array(items) => items
+                .iter_mut()
+                .map(|x| self.mask_all(x, kind, keying))
+                .sum(),
+            Value::Object(map) => map
+                .values_mut()
+                .map(|x| self.mask_all(x, kind, keying))
+                .sum(),
             _ => 0,
         }
     }
 
-    fn mask_path(&self, v: &mut Value, steps: &[&str], strings_only: bool, kind: &str) -> usize {
+    fn mask_path(
+        &self,
+        v: &mut Value,
+        steps: &[&str],
+        strings_only: bool,
+        kind: &str,
+        keying: Keying,
+    ) -> usize {
         let Some((first, rest)) = steps.split_first() else {
             return if strings_only && !v.is_string() {
                 0
             } else {
-                self.mask_all(v, kind)
+                self.mask_all(v, kind, keying)
             };
         };
         match (v, *first) {
             (Value::Object(map), "*") => map
                 .values_mut()
-                .map(|x| self.mask_path(x, rest, strings_only, kind))
+                .map(|x| self.mask_path(x, rest, strings_only, kind, keying))
                 .sum(),
             (Value::Array(items), "*") => items
                 .iter_mut()
-                .map(|x| self.mask_path(x, rest, strings_only, kind))
+                .map(|x| self.mask_path(x, rest, strings_only, kind, keying))
                 .sum(),
             (Value::Object(map), key) => map
                 .iter_mut()
                 .filter(|(k, _)| k.eq_ignore_ascii_case(key))
-                .map(|(_, x)| self.mask_path(x, rest, strings_only, kind))
+                .map(|(_, x)| self.mask_path(x, rest, strings_only, kind, keying))
                 .sum(),
             _ => 0,
         }
@@ -412,7 +501,7 @@ impl Masker {
     fn mask_detected(
         &self,
         v: &mut Value,
-        detectors: &[Detector],
+        plan: &Plan,
         count: &mut usize,
         kinds: &mut BTreeSet<String>,
         depth: usize,
@@ -422,20 +511,20 @@ impl Masker {
         }
         match v {
             Value::String(s) if detect::might_contain_secret(s.as_bytes()) => {
-                if let Some(out) = detect::redact(s, detectors, &mut |d, secret| {
+                if let Some(out) = detect::redact(s, &plan.detectors, &mut |d, secret| {
                     *count += 1;
                     kinds.insert(d.name().to_owned());
-                    self.placeholder(d.name(), secret)
+                    self.detected(plan.keying, d.name(), secret, *count)
                 }) {
                     *s = out;
                 }
             }
             Value::Array(items) => items
                 .iter_mut()
-                .for_each(|x| self.mask_detected(x, detectors, count, kinds, depth + 1)),
+                .for_each(|x| self.mask_detected(x, plan, count, kinds, depth + 1)),
             Value::Object(map) => map
                 .values_mut()
-                .for_each(|x| self.mask_detected(x, detectors, count, kinds, depth + 1)),
+                .for_each(|x| self.mask_detected(x, plan, count, kinds, depth + 1)),
             _ => {}
         }
     }
@@ -480,6 +569,67 @@ mod tests {
                 .starts_with("[masked:storage-keys:")
         );
         assert_eq!(kinds.into_iter().collect::<Vec<_>>(), ["storage-keys"]);
+    }
+
+    /// Issue 19, finding 4: text the agent chose never masks into a catalogued secret's
+    /// placeholder (nor into another finding's), while a catalogued secret's stays stable.
+    #[test]
+    fn placeholders_are_keyed_per_kind_and_origin() {
+        let m = Masker::new(b"k".to_vec(), Detector::ALL.to_vec(), Vec::new());
+        let list_keys = op("POST", &format!("{SA}/listKeys"));
+        let secret = "c2VjcmV0MQ==";
+        let answer = format!(r#"{{"keys":[{{"value":"{secret}"}}]}}"#);
+        let catalogued = |plan: &Plan| match m.mask_json(plan, answer.as_bytes()).unwrap() {
+            Masked::Changed { body, .. } => {
+                let v: Value = serde_json::from_slice(&body).unwrap();
+                v["keys"][0]["value"].as_str().unwrap().to_owned()
+            }
+            Masked::Unchanged => panic!("masked"),
+        };
+        let real = catalogued(&m.plan(&list_keys, &[]));
+        assert_eq!(
+            real,
+            catalogued(&m.plan(&list_keys, &[])),
+            "stable across answers"
+        );
+        let tag = |p: &str| {
+            p.trim_end_matches(']')
+                .rsplit(':')
+                .next()
+                .unwrap()
+                .to_owned()
+        };
+        // The agent's guesses, echoed: the right one among them.
+        let echo = format!(
+            r#"{{"message":"Password=wrong AccountKey={secret} Pwd={secret} Password={secret}"}}"#
+        );
+        let vm = op(
+            "GET",
+            "/subscriptions/s/resourceGroups/rg/providers/Microsoft.Compute/virtualMachines/vm1",
+        );
+        for plan in [m.plan(&vm, &[]), m.plan(&list_keys, &[])] {
+            let Masked::Changed { body, count, .. } = m.mask_json(&plan, echo.as_bytes()).unwrap()
+            else {
+                panic!("masked")
+            };
+            assert_eq!(count, 4);
+            let text = String::from_utf8(body).unwrap();
+            let tags: BTreeSet<String> = text
+                .split("[masked:")
+                .skip(1)
+                .map(|p| tag(p.split(']').next().unwrap()))
+                .collect();
+            assert_eq!(tags.len(), 4, "equal guesses, unequal tags: {text}");
+            assert!(!tags.contains(&tag(&real)), "{text} vs {real}");
+        }
+        // Text the gateway keeps is tagged apart from anything the agent sees, stably.
+        let kept = |t: &str| match m.mask_text(m.audit_plan(), t.as_bytes()) {
+            Masked::Changed { body, .. } => String::from_utf8(body).unwrap(),
+            Masked::Unchanged => panic!("masked"),
+        };
+        let k = kept(&format!("AccountKey={secret}"));
+        assert_eq!(k, kept(&format!("AccountKey={secret}")));
+        assert!(!k.contains(&tag(&real)), "{k} vs {real}");
     }
 
     #[test]

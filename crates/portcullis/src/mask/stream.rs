@@ -6,7 +6,7 @@
 //! longest string, which is capped: a longer one fails the answer (closed).
 
 use super::detect::{self, Detector};
-use super::{MaskError, Masker, PLACEHOLDER_PREFIX};
+use super::{Keying, MaskError, Masker, PLACEHOLDER_PREFIX, Plan};
 
 /// Strings longer than this fail the answer rather than be held without bound.
 pub const MAX_STRING: usize = 16 * 1024 * 1024;
@@ -17,6 +17,8 @@ pub type LinkRewrite = Box<dyn Fn(&str) -> Option<String> + Send + Sync>;
 pub struct StreamMasker {
     masker: std::sync::Arc<Masker>,
     detectors: Vec<Detector>,
+    /// The plan's: placeholders are tagged as the whole-body masker would tag them.
+    keying: Keying,
     rewrite: Option<LinkRewrite>,
     in_string: bool,
     escape: bool,
@@ -32,14 +34,11 @@ pub struct StreamMasker {
 }
 
 impl StreamMasker {
-    pub fn new(
-        masker: std::sync::Arc<Masker>,
-        detectors: Vec<Detector>,
-        rewrite: Option<LinkRewrite>,
-    ) -> Self {
+    pub fn new(masker: std::sync::Arc<Masker>, plan: &Plan, rewrite: Option<LinkRewrite>) -> Self {
         StreamMasker {
             masker,
-            detectors,
+            detectors: plan.detectors.clone(),
+            keying: plan.keying,
             rewrite,
             in_string: false,
             escape: false,
@@ -143,10 +142,11 @@ impl StreamMasker {
         let mut replaced: Option<String> = None;
         if suspicious && !text.starts_with(PLACEHOLDER_PREFIX) {
             let (masker, masked, kinds) = (&self.masker, &mut self.masked, &mut self.kinds);
+            let keying = self.keying;
             replaced = detect::redact(&text, &self.detectors, &mut |d, secret| {
                 *masked += 1;
                 kinds.insert(d.name().to_owned());
-                masker.placeholder(d.name(), secret)
+                masker.detected(keying, d.name(), secret, *masked)
             });
         }
         if replaced.is_none() && is_link {
@@ -236,7 +236,8 @@ mod tests {
             Vec::new(),
         ));
         let rewrite: LinkRewrite = Box::new(|u: &str| Some(u.replace("https://up", "https://gw")));
-        let mut s = StreamMasker::new(m, Detector::ALL.to_vec(), Some(rewrite));
+        let plan = m.audit_plan();
+        let mut s = StreamMasker::new(m.clone(), plan, Some(rewrite));
         let mut out = Vec::new();
         for c in body.chunks(chunk.max(1)) {
             s.feed(c, &mut out)?;

@@ -463,3 +463,81 @@ async fn profiles_from_the_configuration_mask_too() {
         "10.0.0.0/16"
     );
 }
+
+// === issue 19: placeholders are no oracle, agent text is never stored in clear, and the
+// detectors know the shapes they missed ===
+
+/// The 8 hex digits of a placeholder.
+fn tag_of(placeholder: &str) -> &str {
+    let inner = placeholder.trim_end_matches(']');
+    &inner[inner.rfind(':').map_or(0, |i| i + 1)..]
+}
+
+/// Every placeholder in `text`.
+fn placeholders(text: &str) -> Vec<String> {
+    text.match_indices("[masked:")
+        .filter_map(|(at, _)| {
+            text[at..]
+                .find(']')
+                .map(|end| text[at..=at + end].to_owned())
+        })
+        .collect()
+}
+
+/// Issue 19, finding 4. The agent reads a secret (a placeholder), then has Azure echo its
+/// guesses back (Key Vault's 404 names the secret asked for, ARM's the resource): the
+/// detectors mask each guess, and none of those placeholders may equal the secret's, even
+/// the right guess's. On the old code the right guess gave the secret's very tag.
+#[tokio::test]
+async fn an_echoed_guess_never_matches_a_secrets_placeholder() {
+    let env = Env::start().await;
+    let clear = env.sim.secret_value("demo-kv", "db-password").unwrap();
+    let (s, _, a) = env
+        .agent(
+            Method::GET,
+            "/keyvault/demo-kv/secrets/db-password?api-version=7.4",
+            None,
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{a}");
+    let real = a["value"].as_str().unwrap().to_owned();
+    assert!(is_placeholder(&a["value"], "keyvault-secret"), "{a}");
+    // The same secret read again keeps its placeholder (what placeholders are for).
+    let (_, _, again) = env
+        .agent(
+            Method::GET,
+            "/keyvault/demo-kv/secrets/db-password?api-version=7.4",
+            None,
+        )
+        .await;
+    assert_eq!(
+        again["value"], a["value"],
+        "a catalogued secret's placeholder is stable"
+    );
+
+    let guesses = format!("Password=wrong-1%20Password={clear}%20Pwd={clear}%20Password=wrong-2");
+    for path in [
+        format!("/keyvault/demo-kv/secrets/{guesses}?api-version=7.4"),
+        format!(
+            "{}/providers/Microsoft.Compute/virtualMachines/{guesses}?{API}",
+            env.rg()
+        ),
+    ] {
+        let (s, _, echo) = env.agent(Method::GET, &path, None).await;
+        assert_eq!(s, StatusCode::NOT_FOUND, "{path}: {echo}");
+        let text = echo.to_string();
+        assert!(
+            !text.contains(&clear),
+            "{path}: the guess is masked: {text}"
+        );
+        let shown = placeholders(&text);
+        assert!(shown.len() >= 4, "{path}: every guess is masked: {text}");
+        for p in &shown {
+            assert_ne!(
+                tag_of(p),
+                tag_of(&real),
+                "{path}: an echoed guess has the secret's tag ({p} vs {real}): the placeholder is an oracle"
+            );
+        }
+    }
+}
