@@ -541,3 +541,104 @@ async fn an_echoed_guess_never_matches_a_secrets_placeholder() {
         }
     }
 }
+
+/// Issue 19, finding 7. Secret-shaped text the agent puts anywhere (the path, hence the
+/// record's scope and a held request's path; the session header; its reason; a header; the
+/// query) is masked before anything is stored: the audit store and the approvals in the
+/// state database never hold it in clear, whatever was refused, forwarded or held.
+#[tokio::test]
+async fn secret_shaped_text_from_the_agent_is_never_stored_in_clear() {
+    let env = Env::with(crate::Setup {
+        extra: "approvals:\n  hold: 5s\n",
+        ..crate::Setup::default()
+    })
+    .await;
+    // One distinct value per place, so a failure names the place that leaked.
+    let s = |place: &str| format!("Clear-{place}-7f3a9c");
+    let session = format!("Password={}", s("session"));
+    let call = |method: Method, path: String, reason: Option<String>| {
+        let mut r = env
+            .http
+            .request(method, env.url(&path))
+            .bearer_auth(env.token("agent"))
+            .header("x-portcullis-session", session.clone())
+            .header("x-portcullis-wait", "0")
+            .header("x-custom-note", format!("Password={}", s("header")));
+        if let Some(reason) = reason {
+            r = r.header("x-portcullis-reason", reason);
+        }
+        r
+    };
+    let vm = |place: &str| {
+        format!(
+            "{}/providers/Microsoft.Compute/virtualMachines/Password={}?{API}&note=Pwd={}",
+            env.rg(),
+            s(place),
+            s(&format!("{place}-query"))
+        )
+    };
+    // Forwarded (allowed read, Azure answers 404 naming it).
+    let (st, _, b) = crate::send(call(Method::GET, vm("read"), None)).await;
+    assert_eq!(st, StatusCode::NOT_FOUND, "{b}");
+    // Refused by a deny rule, and by no rule at all (another group).
+    let (st, _, b) = crate::send(call(Method::DELETE, vm("denied"), None)).await;
+    assert_eq!(st, StatusCode::FORBIDDEN, "{b}");
+    let other = format!(
+        "/subscriptions/{}/resourceGroups/Password={}/providers/Microsoft.Compute/virtualMachines/x?{API}",
+        env.sim.subscription_id(),
+        s("default-deny")
+    );
+    let (st, _, b) = crate::send(call(Method::GET, other, None)).await;
+    assert_eq!(st, StatusCode::FORBIDDEN, "{b}");
+    // Held for approval (answered at once: pending).
+    let held = format!(
+        "{}/providers/Microsoft.Storage/storageAccounts/Password={}?api-version=2023-05-01&x=Pwd={}",
+        env.rg(),
+        s("held"),
+        s("held-query")
+    );
+    let (st, h, b) = crate::send(
+        call(
+            Method::PUT,
+            held,
+            Some(format!("rotating Password={}", s("reason"))),
+        )
+        .header("content-type", "application/json")
+        .body(r#"{"location":"eastus","sku":{"name":"Standard_LRS"},"kind":"StorageV2"}"#),
+    )
+    .await;
+    assert_eq!(st, StatusCode::FORBIDDEN, "{b}");
+    assert_eq!(h["x-ms-error-code"], "ApprovalPending", "{b}");
+
+    let state = env.dir.join("state");
+    let mut leaked = Vec::new();
+    for file in ["audit.db", "audit.db-wal"] {
+        let bytes = crate::audit::read_elsewhere(&state.join(file));
+        for place in [
+            "session",
+            "header",
+            "read",
+            "read-query",
+            "denied",
+            "denied-query",
+            "default-deny",
+            "held",
+            "held-query",
+            "reason",
+        ] {
+            let needle = s(place);
+            if bytes.windows(needle.len()).any(|w| w == needle.as_bytes()) {
+                leaked.push(format!("{place} in {file}"));
+            }
+        }
+    }
+    assert!(leaked.is_empty(), "stored in clear: {leaked:?}");
+    // The records are still there, with their placeholders.
+    let records = env.audit_records().await;
+    assert!(
+        records
+            .iter()
+            .any(|r| r.session.starts_with("Password=[masked:")),
+        "{records:#?}"
+    );
+}
