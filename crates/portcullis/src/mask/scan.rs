@@ -165,7 +165,7 @@ impl<'a> Scanner<'a, '_> {
     fn string(&mut self, start: usize, end: usize, path: &[Seg<'_>]) {
         let raw = &self.src[start..end];
         let kind = self.selected(path);
-        let detect = !self.detectors.is_empty() && detect::might_contain_secret(raw);
+        let detect = !self.detectors.is_empty() && detect::might_contain_secret_json(raw);
         if kind.is_none() && !detect {
             return;
         }

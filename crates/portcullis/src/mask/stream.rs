@@ -129,7 +129,7 @@ impl StreamMasker {
             .last_key
             .as_deref()
             .is_some_and(|k| k == "nextLink" || k == "@odata.nextLink");
-        let suspicious = !self.detectors.is_empty() && detect::might_contain_secret(raw);
+        let suspicious = !self.detectors.is_empty() && detect::might_contain_secret_json(raw);
         if !is_link && !suspicious {
             out.extend_from_slice(&held);
             return Ok(());

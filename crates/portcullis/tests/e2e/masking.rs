@@ -642,3 +642,95 @@ async fn secret_shaped_text_from_the_agent_is_never_stored_in_clear() {
         "{records:#?}"
     );
 }
+
+/// Issue 19, finding 8. Shapes the detectors missed, put into "Azure" behind the gateway's
+/// back (resource group tags) and read through the gateway: each secret part is masked.
+#[tokio::test]
+async fn detectors_mask_the_shapes_they_missed() {
+    let env = Env::start().await;
+    let sim_http = sim_client(&env);
+    let arm = env
+        .sim
+        .token("portcullis-baseline", "https://management.azure.com/")
+        .unwrap();
+    use base64::Engine;
+    let b64 = |s: &str| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(s);
+    let jwt = format!(
+        "{}.{}.c2lnbmF0dXJlLW9mLXRoZS1qd3QtZTJl",
+        b64(r#"{ "alg": "HS256", "typ": "JWT" }"#),
+        b64(r#"{ "sub": "agent-spaced-jwt-payload" }"#)
+    );
+    // (tag, value, the secret part that must not come back)
+    let shapes: Vec<(&str, String, String)> = vec![
+        ("quoted", "Server=db;Password='qu0ted;v4lue-e2e'".into(), "v4lue-e2e".into()),
+        ("spaced", "Server=db; Password = sp4ced-e2e".into(), "sp4ced-e2e".into()),
+        ("jwt", jwt.clone(), "c2lnbmF0dXJlLW9mLXRoZS1qd3QtZTJl".into()),
+        (
+            "pgp",
+            "-----BEGIN PGP PRIVATE KEY BLOCK-----\n\nlQOYBGPgpPr1v4teE2E\n-----END PGP PRIVATE KEY BLOCK-----".into(),
+            "lQOYBGPgpPr1v4teE2E".into(),
+        ),
+        (
+            "lower-pem",
+            "-----begin private key-----\nMIIl0werPemE2E\n-----end private key-----".into(),
+            "MIIl0werPemE2E".into(),
+        ),
+        ("key-spaced", "AccountName=a; AccountKey = sp4cedAcc0untKeyE2E==".into(), "sp4cedAcc0untKeyE2E".into()),
+        ("key-quoted", "AccountName=a;AccountKey=\"qu0tedAcc0untKeyE2E==\"".into(), "qu0tedAcc0untKeyE2E".into()),
+        (
+            "sas-encoded",
+            "https://login.example/cb?redirect=https%3A%2F%2Fa.blob.core.windows.net%2Fc%3Fsv%3D2022-11-02%26sig%3DencS1gE2E%252B%253D".into(),
+            "encS1gE2E".into(),
+        ),
+        (
+            "sas-far",
+            format!("https://a.blob.core.windows.net/c/b?sig=farS1gE2E%3D&rscd={}&sv=2022-11-02", "x".repeat(600)),
+            "farS1gE2E".into(),
+        ),
+        (
+            "kubeconfig-json",
+            r#"{"apiVersion":"v1","users":[{"name":"u","user":{"token":"kubeT0kenJsonE2E"}}]}"#.into(),
+            "kubeT0kenJsonE2E".into(),
+        ),
+    ];
+    let tags: serde_json::Map<String, Value> = shapes
+        .iter()
+        .map(|(k, v, _)| ((*k).to_owned(), Value::from(v.clone())))
+        .collect();
+    let url = format!("{}{}?api-version=2022-09-01", env.sim.url(), env.rg());
+    let r = sim_http
+        .patch(&url)
+        .bearer_auth(&arm)
+        .json(&json!({ "tags": tags }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let (s, _, g) = env
+        .agent(
+            Method::GET,
+            &format!("{}?api-version=2022-09-01", env.rg()),
+            None,
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{g}");
+    let mut missed = Vec::new();
+    for (tag, _, secret) in &shapes {
+        let got = g["tags"][*tag].as_str().unwrap_or_default();
+        if got.contains(secret.as_str()) || !got.contains("[masked:") {
+            missed.push(format!("{tag}: {got}"));
+        }
+    }
+    assert!(missed.is_empty(), "not masked: {missed:#?}");
+    // The audit store keeps what the agent got: no clear secret there either.
+    let state = env.dir.join("state");
+    for file in ["audit.db", "audit.db-wal"] {
+        let bytes = crate::audit::read_elsewhere(&state.join(file));
+        for (tag, _, secret) in &shapes {
+            assert!(
+                !bytes.windows(secret.len()).any(|w| w == secret.as_bytes()),
+                "{tag} reached {file} in clear"
+            );
+        }
+    }
+}
