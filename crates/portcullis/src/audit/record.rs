@@ -109,7 +109,10 @@ impl AuditRecord {
 /// like anything an agent is shown); the recorder applies it to every record it commits and
 /// approvals to every request they hold, so no caller has to remember.
 #[derive(Clone, Default)]
-pub struct Keep(Option<Arc<dyn Fn(&str) -> Option<String> + Send + Sync>>);
+pub struct Keep(Option<Arc<MaskText>>);
+
+/// Masks a text, answering `None` when there is nothing to mask.
+type MaskText = dyn Fn(&str) -> Option<String> + Send + Sync;
 
 impl Keep {
     /// `mask` answers the masked text, or `None` when there is nothing to mask.
