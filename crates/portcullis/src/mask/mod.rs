@@ -18,7 +18,7 @@ use hmac::{Hmac, Mac};
 use serde_json::Value;
 use sha2::Sha256;
 
-use crate::azure::operation::Operation;
+use crate::azure::operation::{Operation, Scope};
 use crate::policy::ActionPattern;
 use catalog::{Profile, steps};
 use detect::Detector;
@@ -40,13 +40,16 @@ pub enum MaskError {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Keying {
     /// An answer for the agent. A catalogued field (which Azure, not the agent, filled) is
-    /// tagged by its kind and value: stable across requests and replicas, so the same
-    /// secret read twice, or both keys of a `listKeys`, show alike, and a rotation shows. A
-    /// detector's finding, which may be the agent's own text echoed (a 404 naming what it
-    /// asked for, `checkNameAvailability`), is tagged by this answer's salt and the
-    /// finding's place in it: never equal to anything outside this answer, nor to another
-    /// finding in it, whatever the value.
-    Answer { salt: [u8; 16] },
+    /// tagged by its kind, the resource it came from (`place`: a digest of the operation's
+    /// resource id, or vault and item name) and its value: stable across requests and
+    /// replicas, so the same secret read twice, or both keys of a `listKeys`, show alike,
+    /// and a rotation shows; but a value the agent wrote elsewhere (a probe secret of its
+    /// own) never tags like another resource's secret. A detector's finding, which may be
+    /// the agent's own text echoed (a 404 naming what it asked for,
+    /// `checkNameAvailability`), is tagged by this answer's salt and the finding's place in
+    /// it: never equal to anything outside this answer, nor to another finding in it,
+    /// whatever the value.
+    Answer { salt: [u8; 16], place: [u8; 32] },
     /// Text the gateway keeps (the audit store, approvals): stable per kind and value, so
     /// an auditor can tell equal values apart, under a label no agent-facing placeholder
     /// uses.
@@ -106,10 +109,29 @@ pub struct Masker {
 }
 
 impl Keying {
-    /// A fresh answer's keying, its salt never used again.
-    fn answer() -> Keying {
+    /// A fresh answer's keying for `op`'s resource, its salt never used again.
+    fn answer(op: Option<&Operation>) -> Keying {
+        use sha2::Digest;
+        let scope = op.map(|op| &op.scope);
+        // ARM ids and Key Vault names compare case-insensitively; a secret's versions are
+        // one place (Key Vault names the secret, not the version).
+        let place = match scope {
+            Some(Scope {
+                resource_id: Some(id),
+                ..
+            }) => id.to_ascii_lowercase(),
+            Some(s) => format!(
+                "vault:{}/{}/{}",
+                s.vault.as_deref().unwrap_or_default(),
+                s.resource_type.as_deref().unwrap_or_default(),
+                s.resource_name.as_deref().unwrap_or_default()
+            )
+            .to_ascii_lowercase(),
+            None => "/".to_owned(),
+        };
         Keying::Answer {
             salt: rand::random(),
+            place: Sha256::digest(place.as_bytes()).into(),
         }
     }
 }
@@ -174,7 +196,7 @@ impl Masker {
                 .filter(|d| !lets_through(d.name()))
                 .collect(),
             inner: None,
-            keying: Keying::answer(),
+            keying: Keying::answer(Some(op)),
         }
     }
 
@@ -201,17 +223,19 @@ impl Masker {
                     .map(|(name, op)| (name.clone(), self.plan(op, unmask)))
                     .collect(),
             ),
-            keying: Keying::answer(),
+            keying: Keying::answer(None),
         }
     }
 
     /// The placeholder for a catalogued field's `value` (or a request secret kept).
     pub(crate) fn catalogued(&self, keying: Keying, kind: &str, value: &str) -> String {
-        let label: &[u8] = match keying {
-            Keying::Answer { .. } => b"catalog",
-            Keying::Kept => b"kept",
-        };
-        self.tag(&[label, kind.as_bytes(), value.as_bytes()], kind)
+        match keying {
+            Keying::Answer { place, .. } => self.tag(
+                &[b"catalog", &place, kind.as_bytes(), value.as_bytes()],
+                kind,
+            ),
+            Keying::Kept => self.tag(&[b"kept", kind.as_bytes(), value.as_bytes()], kind),
+        }
     }
 
     /// The placeholder for a detector's finding, the `ordinal`th masked in this answer.
@@ -223,7 +247,7 @@ impl Masker {
         ordinal: usize,
     ) -> String {
         match keying {
-            Keying::Answer { salt } => self.tag(
+            Keying::Answer { salt, .. } => self.tag(
                 &[
                     b"detected",
                     &salt,
@@ -592,6 +616,9 @@ mod tests {
             catalogued(&m.plan(&list_keys, &[])),
             "stable across answers"
         );
+        // The same value from another resource (a secret the agent wrote itself) tags apart.
+        let elsewhere = op("POST", &format!("{SA}2/listKeys"));
+        assert_ne!(real, catalogued(&m.plan(&elsewhere, &[])));
         let tag = |p: &str| {
             p.trim_end_matches(']')
                 .rsplit(':')

@@ -271,7 +271,10 @@ mod tests {
             profiles,
             detectors: Vec::new(),
             inner: None,
-            keying: Keying::Answer { salt: [0; 16] },
+            keying: Keying::Answer {
+                salt: [0; 16],
+                place: [0; 32],
+            },
         }
     }
 
