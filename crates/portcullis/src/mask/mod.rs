@@ -1,10 +1,10 @@
 //! Mask: secrets in Azure's answers are replaced by placeholders before the agent sees them,
 //! by the catalog (operations known to return secrets, and where) and by detectors
 //! (secret-shaped strings anywhere). A placeholder names what it hides and carries a keyed
-//! tag, `[masked:storage-keys:3f9a1c2e]`: for a catalogued secret a hash of its value, so the
-//! same secret is recognised without being seen; for a detector's finding, which may be text
-//! the agent chose and Azure echoed, a tag that says nothing about the value (see
-//! [`Keying`]). Only a policy rule's `unmask:` lets a profile through.
+//! tag, `[masked:storage-keys:3f9a1c2e]`: for a catalogued secret a keyed hash of its
+//! resource and value, so the same secret is recognised without being seen; for a detector's
+//! finding, which may be text the agent chose and Azure echoed, a tag that says nothing about
+//! the value (see [`Keying`]). Only a policy rule's `unmask:` lets a profile through.
 
 pub mod catalog;
 pub mod detect;
