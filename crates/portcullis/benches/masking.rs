@@ -89,7 +89,7 @@ fn bench(c: &mut Criterion) {
         b.iter(|| {
             let mut s = portcullis::mask::stream::StreamMasker::new(
                 shared.clone(),
-                Detector::ALL.to_vec(),
+                shared.audit_plan(),
                 None,
             );
             let mut out = Vec::with_capacity(vms.len());

@@ -1968,11 +1968,7 @@ async fn rewrite(
     };
     if is_json && encoding.is_none() && !plan.has_profiles() {
         let link = may_page.then(page_link);
-        let masker = crate::mask::stream::StreamMasker::new(
-            gw.masker.clone(),
-            plan.detectors().to_vec(),
-            link,
-        );
+        let masker = crate::mask::stream::StreamMasker::new(gw.masker.clone(), plan, link);
         parts.headers.remove(header::CONTENT_LENGTH);
         weaken_etag(&mut parts.headers);
         let body = crate::mask::stream::MaskedBody {
@@ -2034,11 +2030,8 @@ async fn rewrite(
     let bytes = if may_page {
         // The same reader as the streaming path: only the top-level nextLink changes, byte
         // for byte; an answer it cannot read keeps its bytes (there is no link to follow).
-        let mut links = crate::mask::stream::StreamMasker::new(
-            gw.masker.clone(),
-            Vec::new(),
-            Some(page_link()),
-        );
+        let mut links =
+            crate::mask::stream::StreamMasker::links_only(gw.masker.clone(), page_link());
         let mut out = Vec::with_capacity(bytes.len() + 128);
         match links
             .feed(&bytes, &mut out)

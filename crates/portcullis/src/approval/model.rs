@@ -108,6 +108,30 @@ pub struct Approval {
 }
 
 impl Approval {
+    /// Masks what the agent wrote into the held request (path, query, headers, reason,
+    /// session, and the scope, action and batch summaries named from its paths) before it
+    /// is stored or shown; see `audit::record::Keep`.
+    pub fn keep(&mut self, keep: &crate::audit::record::Keep) {
+        for t in [
+            &mut self.action,
+            &mut self.scope,
+            &mut self.rule_reason,
+            &mut self.session,
+            &mut self.request.method,
+            &mut self.request.path,
+            &mut self.request.query,
+        ] {
+            keep.text(t);
+        }
+        for t in [&mut self.principal_name, &mut self.reason] {
+            keep.opt(t);
+        }
+        for (_, v) in &mut self.request.headers {
+            keep.text(v);
+        }
+        keep.inner(&mut self.inner);
+    }
+
     /// Whether `p` is among those who may decide: an approver, not the requester, and not
     /// another principal of the requester's application.
     pub fn may_decide(&self, p: &Principal) -> Result<(), &'static str> {

@@ -221,8 +221,11 @@ impl Approvals {
 
     /// Holds a request policy wants approved: passes it once consent is there, or refuses
     /// it saying why and how to retry.
-    pub async fn hold(&self, req: Request) -> Result<Hold, GatewayError> {
+    pub async fn hold(&self, mut req: Request) -> Result<Hold, GatewayError> {
         let store_err = |e: StoreError| GatewayError::AuditUnavailable(e.to_string());
+        // Before anything is looked up or stored: grants and approvals are found by what
+        // was kept, which is stable (the same request keeps to the same text).
+        req.draft.keep(self.recorder.keep());
         let p = &req.principal;
         let draft = &req.draft;
         // An open grant window lets the same action on the same scope through.

@@ -1,6 +1,9 @@
 //! One audit record. Bodies in it are masked before they get here (the store never holds a
 //! clear secret) and capped; a digest covers the whole body. Headers that carry credentials
-//! are redacted.
+//! are redacted. Every text field an agent could have written passes [`Keep`] on its way
+//! to the store.
+
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
@@ -100,6 +103,83 @@ impl AuditRecord {
     }
 }
 
+/// What the gateway keeps of text an agent wrote: its secret-shaped parts masked (issue 19,
+/// finding 7: a `Password=` in a path, a session id or a reason was stored in clear). The
+/// server builds it from the masker (every detector, placeholders tagged for keeping, never
+/// like anything an agent is shown); the recorder applies it to every record it commits and
+/// approvals to every request they hold, so no caller has to remember.
+#[derive(Clone, Default)]
+pub struct Keep(Option<Arc<MaskText>>);
+
+/// Masks a text, answering `None` when there is nothing to mask.
+type MaskText = dyn Fn(&str) -> Option<String> + Send + Sync;
+
+impl Keep {
+    /// `mask` answers the masked text, or `None` when there is nothing to mask.
+    pub fn new(mask: impl Fn(&str) -> Option<String> + Send + Sync + 'static) -> Keep {
+        Keep(Some(Arc::new(mask)))
+    }
+
+    pub fn text(&self, text: &mut String) {
+        if let Some(mask) = &self.0
+            && let Some(masked) = mask(text)
+        {
+            *text = masked;
+        }
+    }
+
+    pub fn opt(&self, text: &mut Option<String>) {
+        if let Some(t) = text {
+            self.text(t);
+        }
+    }
+
+    /// A batch's inner requests as kept: paths, scopes and names are the agent's.
+    pub fn inner(&self, inner: &mut [crate::azure::batch::InnerSummary]) {
+        for i in inner {
+            for t in [
+                &mut i.name,
+                &mut i.method,
+                &mut i.path,
+                &mut i.action,
+                &mut i.scope,
+            ] {
+                self.text(t);
+            }
+        }
+    }
+}
+
+impl AuditRecord {
+    /// Masks what the agent could have written into this record: the session id (its
+    /// header), the URL, the action and scope (named from its path), the reason (refusals
+    /// echo paths and names), headers and batch summaries. The body is masked by whoever
+    /// captured it (its digest covers the masked form), so it is left alone here.
+    pub fn keep(&mut self, keep: &Keep) {
+        for t in [&mut self.session, &mut self.method, &mut self.url] {
+            keep.text(t);
+        }
+        for t in [
+            &mut self.principal,
+            &mut self.action,
+            &mut self.scope,
+            &mut self.decision,
+            &mut self.rule,
+            &mut self.reason,
+            &mut self.approval,
+        ] {
+            keep.opt(t);
+        }
+        for (_, v) in &mut self.headers {
+            keep.text(v);
+        }
+        for u in &mut self.unmasked {
+            keep.text(u);
+        }
+        keep.inner(&mut self.inner);
+    }
+}
+
 /// Headers whose values are credentials, whatever their content.
 const REDACTED: &[&str] = &[
     "authorization",
@@ -132,6 +212,29 @@ pub fn redact_header(name: &str, value: &[u8]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_field_an_agent_writes_is_kept_masked() {
+        let keep = Keep::new(|t: &str| {
+            t.contains("hunter2")
+                .then(|| t.replace("hunter2", "[masked]"))
+        });
+        let mut r = AuditRecord::new(
+            "r".into(),
+            "Password=hunter2".into(),
+            Phase::Refused,
+            "GET".into(),
+            "/x/Password=hunter2".into(),
+        );
+        r.scope = Some("/x/Password=hunter2".into());
+        r.reason = Some("no rule allows read on /x/Password=hunter2".into());
+        r.action = Some("Microsoft.X/Password=hunter2/read".into());
+        r.headers = vec![("x-note".into(), "Password=hunter2".into())];
+        r.keep(&keep);
+        let text = serde_json::to_string(&r).unwrap();
+        assert!(!text.contains("hunter2"), "{text}");
+        assert_eq!(r.session, "Password=[masked]");
+    }
 
     #[test]
     fn credential_headers_are_redacted() {

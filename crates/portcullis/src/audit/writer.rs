@@ -9,7 +9,7 @@ use ed25519_dalek::SigningKey;
 use tokio::sync::{mpsc, oneshot};
 
 use super::checkpoint::Checkpoint;
-use super::record::AuditRecord;
+use super::record::{AuditRecord, Keep};
 use super::store::{Store, StoreError};
 
 /// Records waiting to be written; a full queue makes requests wait, never drops a record.
@@ -51,6 +51,8 @@ pub struct Recorder {
     /// `None`: records are dropped. Only benchmarks build such a recorder (to measure what
     /// recording costs); no configuration can.
     tx: Option<mpsc::Sender<Msg>>,
+    /// Applied to every record before it is queued (in the caller's task, not the writer's).
+    keep: Keep,
 }
 
 impl Recorder {
@@ -84,21 +86,38 @@ impl Recorder {
             writer.sign_head().await?;
         }
         tokio::spawn(writer.run(rx));
-        Ok(Recorder { tx: Some(tx) })
+        Ok(Recorder {
+            tx: Some(tx),
+            keep: Keep::default(),
+        })
+    }
+
+    /// This recorder, masking what agents wrote in every record with `keep`.
+    pub fn keeping(self, keep: Keep) -> Recorder {
+        Recorder { keep, ..self }
+    }
+
+    /// What this recorder keeps of agents' text (approvals keep held requests so too).
+    pub fn keep(&self) -> &Keep {
+        &self.keep
     }
 
     /// A recorder that keeps nothing: for benchmarks that measure what recording costs.
     #[doc(hidden)]
     pub fn discard() -> Recorder {
-        Recorder { tx: None }
+        Recorder {
+            tx: None,
+            keep: Keep::default(),
+        }
     }
 
     /// Records and waits for the commit. The future owns what it needs (no borrow of the
     /// recorder), so it can be awaited anywhere, however deeply nested.
     pub fn record(
         &self,
-        record: AuditRecord,
+        mut record: AuditRecord,
     ) -> impl std::future::Future<Output = Result<(), String>> + Send + 'static {
+        record.keep(&self.keep);
         self.ask(|ack| Msg::Record(Box::new(record), ack))
     }
 

@@ -146,7 +146,7 @@ pub fn find(text: &str, enabled: &[Detector]) -> Vec<Finding> {
         sas_signatures(b, &mut found);
     }
     if on(Detector::ServiceBusConnectionString) {
-        for (_, v) in key_values(b, b"sharedaccesskey=", b"") {
+        for (_, v) in key_values(b, b"sharedaccesskey", b"") {
             found.push(finding(v, Detector::ServiceBusConnectionString));
         }
     }
@@ -188,30 +188,65 @@ pub fn find(text: &str, enabled: &[Detector]) -> Vec<Finding> {
 
 /// A fast pre-check: false means `find` would certainly return nothing.
 ///
-/// One pass over the bytes, looking only at the last byte of each marker (`=`, `:`, `J`, `N`)
-/// and comparing the bytes before it, case-insensitively: every detector needs one of these
-/// markers, so a body without any skips the scanners (and the UTF-8 check) entirely.
+/// One pass over the bytes, looking only at the last byte of each marker (`=` or the `D` of
+/// a percent-encoded `%3D`, `:`, the third letter of a JWT's start, the `N` of `-----BEGIN`)
+/// and comparing the bytes before it, case-insensitively (blanks before `=` and `:`
+/// skipped): every detector needs one of these markers, so a body without any skips the
+/// scanners (and the UTF-8 check) entirely.
 pub fn might_contain_secret(bytes: &[u8]) -> bool {
-    const EQ: &[&[u8]] = &[
-        b"accountkey=",
-        b"sig=",
-        b"sharedaccesskey=",
-        b"secret=",
-        b"password=",
-        b"pwd=",
+    const KEYS: &[&[u8]] = &[
+        b"accountkey",
+        b"sig",
+        b"sharedaccesskey",
+        b"secret",
+        b"password",
+        b"pwd",
     ];
-    const COLON: &[&[u8]] = &[b"key-data:", b"token:"];
+    // kubeconfig keys: YAML `token:`, JSON `"token":`, JSON kept in JSON `\"token\":`.
+    const COLON: &[&[u8]] = &[
+        b"key-data",
+        b"token",
+        b"key-data\"",
+        b"token\"",
+        b"key-data\\\"",
+        b"token\\\"",
+    ];
+    let key_before = |head: &[u8], keys: &[&[u8]]| keys.iter().any(|k| ends_with_ci(head, k));
     (0..bytes.len()).any(|i| {
-        let head = &bytes[..=i];
-        let markers: &[&[u8]] = match bytes[i] {
-            b'=' => EQ,
-            b':' => COLON,
-            b'J' | b'j' => &[b"eyj"],
-            b'N' | b'n' => &[b"-----begin"],
-            _ => return false,
-        };
-        markers.iter().any(|m| ends_with_ci(head, m))
+        let head = &bytes[..i];
+        match bytes[i] {
+            b'=' => key_before(trim_blanks(head), KEYS),
+            b'D' | b'd' => {
+                (ends_with_ci(head, b"%3") && key_before(&head[..head.len() - 2], KEYS))
+                    || (ends_with_ci(head, b"%253") && key_before(&head[..head.len() - 4], KEYS))
+            }
+            b':' => key_before(trim_blanks(head), COLON),
+            b'J' | b'j' => ends_with_ci(head, b"ey"),
+            b'A' => head.ends_with(b"ey") && jwt_may_start(&head[..head.len() - 2]),
+            b'o' | b'0' | b'k' => head.ends_with(b"ew") && jwt_may_start(&head[..head.len() - 2]),
+            b'N' | b'n' => ends_with_ci(head, b"-----begi"),
+            _ => false,
+        }
     })
+}
+
+/// Whether a JWT may start after `head` (not inside a longer base64url run or after a `.`).
+fn jwt_may_start(head: &[u8]) -> bool {
+    head.last().is_none_or(|c| !is_b64url(*c) && *c != b'.')
+}
+
+fn trim_blanks(mut head: &[u8]) -> &[u8] {
+    while let [rest @ .., b' ' | b'\t'] = head {
+        head = rest;
+    }
+    head
+}
+
+/// The pre-check for a JSON string's (or body's) raw bytes: an escape may spell any marker
+/// or the blanks around it (`\u0041ccountKey=`, `Password\t=`), so a string holding one must
+/// be decoded to be checked.
+pub fn might_contain_secret_json(raw: &[u8]) -> bool {
+    raw.contains(&b'\\') || might_contain_secret(raw)
 }
 
 /// Replaces each finding in `text` with `replacement(detector, secret_str)`; returns None if
@@ -253,9 +288,9 @@ fn finding((start, end): (usize, usize), detector: Detector) -> Finding {
 /// `AccountKey=` belongs to Cosmos when its connection string also names `AccountEndpoint=`,
 /// to Storage otherwise (Storage strings say `AccountName=`/`BlobEndpoint=`).
 fn account_keys(b: &[u8], found: &mut Vec<Finding>) {
-    for (key, value) in key_values(b, b"accountkey=", b"") {
+    for (key, value) in key_values(b, b"accountkey", b"") {
         let (lo, hi) = segment(b, key);
-        let detector = if find_param(&b[lo..hi], b"accountendpoint=") {
+        let detector = if find_param(&b[lo..hi], b"accountendpoint") {
             Detector::CosmosConnectionString
         } else {
             Detector::StorageConnectionString
@@ -265,14 +300,26 @@ fn account_keys(b: &[u8], found: &mut Vec<Finding>) {
 }
 
 /// `sig=` alone is too common a word to mask; with `sv=` (service version) or `se=` (expiry)
-/// in the same query it is a SAS. Only the signature is masked.
+/// in the same query it is a SAS. Only the signature is masked. The query is the whole URL
+/// around it (bounded by whitespace, quotes and angle brackets, however long: `sv=` may come
+/// long after `sig=`), read once per URL so many signatures stay linear; a SAS URL
+/// percent-encoded inside another URL (`sig%3D..%26sv%3D..`) counts.
 fn sas_signatures(b: &[u8], found: &mut Vec<Finding>) {
     // The value ends where its query does (also at `<`, `>`), so masking it cannot join the
     // query to the next one and change what a second pass sees.
-    for (key, value) in key_values(b, b"sig=", b"&#<>") {
-        let (lo, hi) = segment(b, key);
-        let query = &b[lo..hi];
-        if find_param(query, b"sv=") || find_param(query, b"se=") {
+    let mut url: Option<(usize, usize, bool)> = None;
+    for (key, value) in key_values(b, b"sig", b"&#<>") {
+        let is_sas = match url {
+            Some((lo, hi, is_sas)) if lo <= key && key < hi => is_sas,
+            _ => {
+                let (lo, hi) = url_around(b, key);
+                let query = &b[lo..hi];
+                let is_sas = find_param(query, b"sv") || find_param(query, b"se");
+                url = Some((lo, hi, is_sas));
+                is_sas
+            }
+        };
+        if is_sas {
             found.push(finding(value, Detector::SasToken));
         }
     }
@@ -280,9 +327,9 @@ fn sas_signatures(b: &[u8], found: &mut Vec<Finding>) {
 
 /// `Secret=` is masked only beside `Id=`, the App Configuration access key pair.
 fn app_config_secrets(b: &[u8], found: &mut Vec<Finding>) {
-    for (key, value) in key_values(b, b"secret=", b"") {
+    for (key, value) in key_values(b, b"secret", b"") {
         let (lo, hi) = segment(b, key);
-        if find_param(&b[lo..hi], b"id=") {
+        if find_param(&b[lo..hi], b"id") {
             found.push(finding(value, Detector::AppConfigConnectionString));
         }
     }
@@ -291,31 +338,41 @@ fn app_config_secrets(b: &[u8], found: &mut Vec<Finding>) {
 /// `password=` is Redis when it follows a `,` or the string names a Redis cache host; the
 /// Redis value also ends at `,`. Everything else (and every `Pwd=`) is ADO.NET.
 fn passwords(b: &[u8], found: &mut Vec<Finding>) {
-    for (key, _) in key_values(b, b"password=", b"") {
+    for (key, start) in assignments(b, b"password") {
         let (lo, hi) = segment(b, key);
         let redis =
             (key > 0 && b[key - 1] == b',') || find_ci(&b[lo..hi], b".redis.cache.", 0).is_some();
         if redis {
-            let start = key + b"password=".len();
             if let Some(v) = value_at(b, start, b",") {
                 found.push(finding(v, Detector::RedisConnectionString));
             }
-        } else if let Some(v) = value_at(b, key + b"password=".len(), b"") {
+        } else if let Some(v) = value_at(b, start, b"") {
             found.push(finding(v, Detector::AdoNetConnectionString));
         }
     }
-    for (_, v) in key_values(b, b"pwd=", b"") {
+    for (_, v) in key_values(b, b"pwd", b"") {
         found.push(finding(v, Detector::AdoNetConnectionString));
     }
 }
 
-/// Compact JWTs: three base64url parts, the first two JSON objects (so `eyJ`, base64 of `{"`),
-/// each at least [`JWT_MIN_PART`] long, not inside a longer base64url run.
+/// How a JWT's header and payload start: base64 of `{"`, or of `{` and whitespace
+/// (`{ "`, `{\n`, `{\r`, `{\t`), since a JOSE header is JSON and may be spaced.
+const JWT_STARTS: &[&[u8]] = &[b"eyJ", b"eyA", b"ewo", b"ew0", b"ewk"];
+
+fn is_jwt_part(b: &[u8], at: usize) -> bool {
+    JWT_STARTS
+        .iter()
+        .any(|p| b[at.min(b.len())..].starts_with(p))
+}
+
+/// Compact JWTs: three base64url parts, the first two JSON objects (so `eyJ`, base64 of `{"`,
+/// or another [`JWT_STARTS`]), each at least [`JWT_MIN_PART`] long, not inside a longer
+/// base64url run.
 fn jwts(b: &[u8], found: &mut Vec<Finding>) {
     let mut i = 0;
-    while let Some(at) = find_cs(b, b"eyJ", i) {
+    while let Some(at) = find_cs(b, b"e", i) {
         i = at + 1;
-        if at > 0 && (is_b64url(b[at - 1]) || b[at - 1] == b'.') {
+        if !is_jwt_part(b, at) || (at > 0 && (is_b64url(b[at - 1]) || b[at - 1] == b'.')) {
             continue;
         }
         let header_end = b64url_run(b, at);
@@ -324,7 +381,7 @@ fn jwts(b: &[u8], found: &mut Vec<Finding>) {
         }
         let payload = header_end + 1;
         let payload_end = b64url_run(b, payload);
-        if !b[payload..].starts_with(b"eyJ")
+        if !is_jwt_part(b, payload)
             || payload_end - payload < JWT_MIN_PART
             || b.get(payload_end) != Some(&b'.')
         {
@@ -341,28 +398,32 @@ fn jwts(b: &[u8], found: &mut Vec<Finding>) {
 }
 
 /// `-----BEGIN <label>-----` .. `-----END <label>-----` for labels ending in `PRIVATE KEY`
-/// (`RSA`, `EC`, `ENCRYPTED`, `OPENSSH`, PKCS#8 plain). A block without its END marker is
-/// still a key: it is masked up to the next `"` (so a JSON text keeps its shape) or the end.
+/// (`RSA`, `EC`, `ENCRYPTED`, `OPENSSH`, PKCS#8 plain) or `PRIVATE KEY BLOCK` (an OpenPGP
+/// armored secret key, RFC 4880 §6.2), in any case (some tools write lower case). A block
+/// without its END marker is still a key: it is masked up to the next `"` (so a JSON text
+/// keeps its shape) or the end.
 fn pem_private_keys(b: &[u8], found: &mut Vec<Finding>) {
-    const BEGIN: &[u8] = b"-----BEGIN ";
+    const BEGIN: &[u8] = b"-----begin ";
     let mut i = 0;
-    while let Some(at) = find_cs(b, BEGIN, i) {
+    while let Some(at) = find_ci(b, BEGIN, i) {
         i = at + 1;
         let label_start = at + BEGIN.len();
         let label_len = b[label_start..]
             .iter()
             .take(64)
-            .take_while(|c| c.is_ascii_uppercase() || **c == b' ')
+            .take_while(|c| c.is_ascii_alphabetic() || **c == b' ')
             .count();
         let label = &b[label_start..label_start + label_len];
-        if !label.ends_with(b"PRIVATE KEY") || !b[label_start + label_len..].starts_with(b"-----") {
+        let private =
+            ends_with_ci(label, b"private key") || ends_with_ci(label, b"private key block");
+        if !private || !b[label_start + label_len..].starts_with(b"-----") {
             continue;
         }
         let body = label_start + label_len + 5;
-        let mut end_marker = b"-----END ".to_vec();
+        let mut end_marker = b"-----end ".to_vec();
         end_marker.extend_from_slice(label);
         end_marker.extend_from_slice(b"-----");
-        let end = match find_cs(b, &end_marker, body) {
+        let end = match find_ci(b, &end_marker, body) {
             Some(e) => e + end_marker.len(),
             None => find_cs(b, b"\"", body).unwrap_or(b.len()),
         };
@@ -423,16 +484,93 @@ fn kubeconfig_credentials(b: &[u8], found: &mut Vec<Finding>) {
             found.push(finding(range, Detector::KubeconfigCredential));
         }
     }
+    kubeconfig_json_credentials(b, found);
+}
+
+/// The same credentials in a kubeconfig written as JSON (`kubectl config view -o json`, or
+/// JSON kept in a string): `"token": "..."` in an object that is the value of `"user"` (or
+/// of an auth provider's `"config"`). Only the string value is masked.
+fn kubeconfig_json_credentials(b: &[u8], found: &mut Vec<Finding>) {
+    const KEYS: &[&[u8]] = &[
+        b"\"client-key-data\"",
+        b"\"token\"",
+        b"\"id-token\"",
+        b"\"refresh-token\"",
+    ];
+    for key in KEYS {
+        let mut i = 0;
+        while let Some(at) = find_cs(b, key, i) {
+            i = at + 1;
+            let mut v = skip_blanks(b, at + key.len());
+            if b.get(v) != Some(&b':') {
+                continue;
+            }
+            v = skip_blanks(b, v + 1);
+            if b.get(v) != Some(&b'"') || !in_user_object(b, at) {
+                continue;
+            }
+            let start = v + 1;
+            let mut end = start;
+            while end < b.len() && b[end] != b'"' {
+                end += if b[end] == b'\\' { 2 } else { 1 };
+            }
+            let end = end.min(b.len());
+            if !is_non_secret(&b[start..end]) {
+                found.push(finding((start, end), Detector::KubeconfigCredential));
+            }
+        }
+    }
+}
+
+/// Whether the JSON object around `at` is the value of a `"user"` or `"config"` key: the
+/// nearest `{` before `at` (not past a `}`: a nested object closes there) follows one.
+fn in_user_object(b: &[u8], at: usize) -> bool {
+    let floor = at.saturating_sub(CONTEXT_WINDOW);
+    let Some(open) = b[floor..at]
+        .iter()
+        .rposition(|c| matches!(c, b'{' | b'}'))
+        .map(|p| floor + p)
+        .filter(|p| b[*p] == b'{')
+    else {
+        return false;
+    };
+    let mut j = open;
+    while j > 0 && b[j - 1].is_ascii_whitespace() {
+        j -= 1;
+    }
+    if j == 0 || b[j - 1] != b':' {
+        return false;
+    }
+    j -= 1;
+    while j > 0 && b[j - 1].is_ascii_whitespace() {
+        j -= 1;
+    }
+    b[..j].ends_with(b"\"user\"") || b[..j].ends_with(b"\"config\"")
+}
+
+fn skip_blanks(b: &[u8], mut at: usize) -> usize {
+    while matches!(b.get(at), Some(b' ' | b'\t' | b'\n' | b'\r')) {
+        at += 1;
+    }
+    at
 }
 
 // === byte helpers ===
 
-/// Every `key` (lowercase, ending in `=`) at a key boundary, with its value range.
+/// Every `key` (a lowercase name) assigned at a key boundary, with its value range.
 fn key_values<'a>(
     b: &'a [u8],
     key: &'static [u8],
     extra_terminators: &'static [u8],
 ) -> impl Iterator<Item = (usize, (usize, usize))> + 'a {
+    assignments(b, key)
+        .filter_map(move |(at, start)| value_at(b, start, extra_terminators).map(|v| (at, v)))
+}
+
+/// Every `key` (a lowercase name) at a key boundary followed by an `=`, with where its value
+/// starts. The `=` may have blanks around it (`Password = x`) or be percent-encoded once or
+/// twice (`sig%3D`, `sig%253D`: a URL inside a URL's query).
+fn assignments<'a>(b: &'a [u8], key: &'static [u8]) -> impl Iterator<Item = (usize, usize)> + 'a {
     let mut i = 0;
     std::iter::from_fn(move || {
         while let Some(at) = find_ci(b, key, i) {
@@ -440,24 +578,108 @@ fn key_values<'a>(
             if !is_key_boundary(b, at) {
                 continue;
             }
-            if let Some(v) = value_at(b, at + key.len(), extra_terminators) {
-                return Some((at, v));
+            if let Some(start) = after_equals(b, at + key.len()) {
+                return Some((at, start));
             }
         }
         None
     })
 }
 
+/// Where a value starts, when an `=` (maybe spaced, maybe percent-encoded) is at `at`.
+fn after_equals(b: &[u8], at: usize) -> Option<usize> {
+    let rest = b.get(at..)?;
+    for encoded in [&b"%3d"[..], b"%253d"] {
+        if rest.len() >= encoded.len() && rest[..encoded.len()].eq_ignore_ascii_case(encoded) {
+            return Some(at + encoded.len());
+        }
+    }
+    let blanks = |from: usize| {
+        from + b[from..]
+            .iter()
+            .take(8)
+            .take_while(|c| matches!(c, b' ' | b'\t'))
+            .count()
+    };
+    let eq = blanks(at);
+    (b.get(eq) == Some(&b'=')).then(|| blanks(eq + 1))
+}
+
 /// The value starting at `start`, up to the first terminator; None when it is not a secret.
+/// A value in quotes (`'..'`, `".."`, or `\"..\"` in JSON text) runs to its closing quote,
+/// separators included (ADO.NET quotes values holding `;`, doubling a quote inside). A
+/// percent-encoded `&`, `;`, quote or space (`%26`, `%3B`, `%22`, `%27`, `%20`, or the same
+/// encoded twice) ends a value too.
 fn value_at(b: &[u8], start: usize, extra_terminators: &[u8]) -> Option<(usize, usize)> {
     let rest = b.get(start..)?;
-    let len = rest
-        .iter()
-        .take_while(|c| {
-            !(c.is_ascii_whitespace() || b";\"'".contains(c) || extra_terminators.contains(c))
-        })
-        .count();
-    (!is_non_secret(&rest[..len])).then_some((start, start + len))
+    let mut plain_from = start;
+    // In JSON text (a value opened by `\"`) a `\` starts an escape: the value ends before it,
+    // so masking never splits an escape.
+    let mut in_json_text = false;
+    for quote in [&b"\\\""[..], b"\"", b"'"] {
+        if rest.starts_with(quote) {
+            if let Some(v) = quoted(b, start + quote.len(), quote) {
+                return (!is_non_secret(&b[v.0..v.1])).then_some(v);
+            }
+            // Not a quoted value. A `"` here is where a JSON text's string ends (in JSON
+            // text a quote inside is `\"`): nothing to mask. A lone `'` or `\"` is read past.
+            if quote != b"\"" {
+                plain_from = start + quote.len();
+                in_json_text = quote.len() == 2;
+            }
+            break;
+        }
+    }
+    let rest = &b[plain_from..];
+    let mut len = 0;
+    while len < rest.len() {
+        let c = rest[len];
+        if c.is_ascii_whitespace()
+            || b";\"'".contains(&c)
+            || extra_terminators.contains(&c)
+            || (in_json_text && c == b'\\')
+        {
+            break;
+        }
+        if c == b'%' && encoded_terminator(&rest[len..]) {
+            break;
+        }
+        len += 1;
+    }
+    (!is_non_secret(&rest[..len])).then_some((plain_from, plain_from + len))
+}
+
+/// The inside of a quoted value starting at `from`, when its closing `quote` is followed by
+/// what may follow a value (a separator, a blank, the end, or a JSON string's end) and it
+/// does not start like JSON after a string (`,`, `:`, `}`, `]`): what a raw JSON text's
+/// `"Password=","b":1` would otherwise look like.
+fn quoted(b: &[u8], from: usize, quote: &[u8]) -> Option<(usize, usize)> {
+    let mut at = from;
+    let close = loop {
+        let q = find_cs(b, quote, at)?;
+        if b[q + quote.len()..].starts_with(quote) {
+            at = q + 2 * quote.len(); // a doubled quote is a quote inside the value
+        } else {
+            break q;
+        }
+    };
+    let after = b.get(close + quote.len());
+    let ends = after.is_none_or(|c| c.is_ascii_whitespace() || b";,\"'\\&)".contains(c));
+    let json_like = b.get(from).is_some_and(|c| b",:}]".contains(c));
+    (ends && !json_like).then_some((from, close))
+}
+
+/// Whether `rest` starts with a percent-encoded `&`, `;`, `"`, `'` or blank, once or twice.
+fn encoded_terminator(rest: &[u8]) -> bool {
+    let hex = match rest {
+        [b'%', b'2', b'5', a, b2, ..] => [*a, *b2],
+        [b'%', a, b2, ..] => [*a, *b2],
+        _ => return false,
+    };
+    matches!(
+        [hex[0], hex[1].to_ascii_uppercase()],
+        [b'2', b'6'] | [b'3', b'B'] | [b'2', b'2'] | [b'2', b'7'] | [b'2', b'0']
+    )
 }
 
 /// Values that are obviously not secrets: nothing, `***`, `<your-key>`, or already masked.
@@ -468,35 +690,52 @@ fn is_non_secret(value: &[u8]) -> bool {
         || value.starts_with(ALREADY_MASKED)
 }
 
-/// A key starts a parameter when the byte before it cannot continue an identifier.
+/// A key starts a parameter when the byte before it cannot continue an identifier, or is
+/// the end of a percent-encoded separator (`%26`, `%3F`, `%3B`, `%20`, once or twice).
 fn is_key_boundary(b: &[u8], at: usize) -> bool {
-    at == 0 || !(b[at - 1].is_ascii_alphanumeric() || b[at - 1] == b'_')
+    if at == 0 || !(b[at - 1].is_ascii_alphanumeric() || b[at - 1] == b'_') {
+        return true;
+    }
+    let head = &b[..at];
+    [
+        &b"%26"[..],
+        b"%3f",
+        b"%3b",
+        b"%20",
+        b"%2526",
+        b"%253f",
+        b"%253b",
+    ]
+    .iter()
+    .any(|sep| ends_with_ci(head, sep))
 }
 
 /// The connection string or URL around `at`: bounded by whitespace, quotes or angle brackets,
 /// and by [`CONTEXT_WINDOW`] either way.
 fn segment(b: &[u8], at: usize) -> (usize, usize) {
+    bounded(b, at, CONTEXT_WINDOW)
+}
+
+/// The URL around `at`, bounded as [`segment`] is but however long.
+fn url_around(b: &[u8], at: usize) -> (usize, usize) {
+    bounded(b, at, usize::MAX)
+}
+
+fn bounded(b: &[u8], at: usize, window: usize) -> (usize, usize) {
     let stop = |c: &u8| c.is_ascii_whitespace() || b"\"'<>".contains(c);
-    let floor = at.saturating_sub(CONTEXT_WINDOW);
+    let floor = at.saturating_sub(window);
     let lo = b[floor..at]
         .iter()
         .rposition(stop)
         .map_or(floor, |p| floor + p + 1);
-    let ceil = at.saturating_add(CONTEXT_WINDOW).min(b.len());
+    let ceil = at.saturating_add(window).min(b.len());
     let hi = b[at..ceil].iter().position(stop).map_or(ceil, |p| at + p);
     (lo, hi)
 }
 
-/// Whether `seg` holds `key` (lowercase) as a parameter, i.e. at a key boundary.
-fn find_param(seg: &[u8], key: &[u8]) -> bool {
-    let mut i = 0;
-    while let Some(at) = find_ci(seg, key, i) {
-        if is_key_boundary(seg, at) {
-            return true;
-        }
-        i = at + 1;
-    }
-    false
+/// Whether `seg` assigns `key` (a lowercase name) as a parameter, i.e. at a key boundary.
+fn find_param(seg: &[u8], key: &'static [u8]) -> bool {
+    assignments(seg, key).next().is_some()
 }
 
 /// Whether only indentation and an optional `- ` sit between the line start and `at`.
@@ -556,6 +795,9 @@ mod tests {
         "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw==";
     const JWT: &str = "eyJhbGciOiJSUzI1NiIsInR5cCI6IkpXVCJ9.eyJzdWIiOiJhZ2VudC0xIiwiYXVkIjoiYXBpOi8vcG9ydGN1bGxpcyJ9.SflKxwRJSMeKKF2QT4fwpMeJf36POk6yJV_adQssw5c";
     const RSA_PEM: &str = "-----BEGIN RSA PRIVATE KEY-----\nMIIEowIBAAKCAQEAu1SU1LfVLPHCozMxH2Mo\n4lgOEePzNm0tRgeLezV6ffAt0gunVTLw7onLRnrq0\n-----END RSA PRIVATE KEY-----";
+    /// Header `{ "alg": "HS256", "typ": "JWT" }`, payload `{\n "sub": "agent-1" }`.
+    const SPACED_JWT: &str = "eyAiYWxnIjogIkhTMjU2IiwgInR5cCI6ICJKV1QiIH0.ewogInN1YiI6ICJhZ2VudC0xIiB9.SflKxwRJSMeKKF2QT4fwpMeJf36POk6yJV_adQssw5c";
+    const PGP: &str = "-----BEGIN PGP PRIVATE KEY BLOCK-----\n\nlQOYBGPgpPr1v4te\n=abcd\n-----END PGP PRIVATE KEY BLOCK-----";
     const EC_PEM: &str = "-----BEGIN EC PRIVATE KEY-----\nMHcCAQEEIIrYSSNQFaA2Hwf1duRSxKtLYX5CB04fSeQ6tF1aY/PuoAoGCCqGSM49\n-----END EC PRIVATE KEY-----";
 
     /// (text, detector, the secret it must find).
@@ -628,6 +870,57 @@ mod tests {
                 Detector::KubeconfigCredential,
                 "abcdef.0123456789abcdef".into(),
             ),
+            // Issue 19, finding 8: shapes the detectors missed.
+            (
+                "Server=db;Password='qu0ted;''value';Encrypt=True".into(),
+                Detector::AdoNetConnectionString,
+                "qu0ted;''value".into(),
+            ),
+            (
+                "Server=db; Password = sp4ced".into(),
+                Detector::AdoNetConnectionString,
+                "sp4ced".into(),
+            ),
+            (
+                format!("Authorization: Bearer {SPACED_JWT}\r\n"),
+                Detector::Jwt,
+                SPACED_JWT.to_string(),
+            ),
+            (
+                format!("key: {PGP}"),
+                Detector::PemPrivateKey,
+                PGP.to_string(),
+            ),
+            (
+                "-----begin private key-----\nMIIlower\n-----end private key-----".into(),
+                Detector::PemPrivateKey,
+                "-----begin private key-----\nMIIlower\n-----end private key-----".into(),
+            ),
+            (
+                "AccountName=a; AccountKey = abc+def==; EndpointSuffix=core.windows.net".into(),
+                Detector::StorageConnectionString,
+                "abc+def==".into(),
+            ),
+            (
+                "AccountName=a;AccountKey=\"abc+def==\";".into(),
+                Detector::StorageConnectionString,
+                "abc+def==".into(),
+            ),
+            (
+                "https://login.example/cb?redirect=https%3A%2F%2Fa.blob.core.windows.net%2Fc%3Fsv%3D2022-11-02%26sig%3Dabc%252B%253D%26x%3D1".into(),
+                Detector::SasToken,
+                "abc%252B%253D".into(),
+            ),
+            (
+                format!("https://a.blob.core.windows.net/c/b?sig=far%2B%3D&rscd={}&sv=2022-11-02", "x".repeat(700)),
+                Detector::SasToken,
+                "far%2B%3D".into(),
+            ),
+            (
+                r#"{"apiVersion":"v1","users":[{"name":"u","user":{"token" : "kubeT0ken"}}]}"#.into(),
+                Detector::KubeconfigCredential,
+                "kubeT0ken".into(),
+            ),
         ]
     }
 
@@ -697,6 +990,23 @@ mod tests {
         let started = std::time::Instant::now();
         assert_eq!(find(&text, Detector::ALL), vec![]);
         assert!(started.elapsed() < std::time::Duration::from_secs(5));
+        // Quotes that open and never close, one long URL full of signatures, JSON keys:
+        // each scan stops at the next quote, each URL is read once.
+        for text in [
+            "Password='".repeat(40_000),
+            "Password=\\\"x ".repeat(30_000),
+            format!("https://a/b?{}sv=1", "sig=a&".repeat(40_000)),
+            "{\"user\":{\"token\" : ".repeat(30_000),
+            "eyAx.".repeat(40_000),
+        ] {
+            let started = std::time::Instant::now();
+            let _ = find(&text, Detector::ALL);
+            assert!(
+                started.elapsed() < std::time::Duration::from_secs(5),
+                "{:?}",
+                &text[..40]
+            );
+        }
     }
 
     #[test]
@@ -717,6 +1027,14 @@ mod tests {
             "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----",
             "token: null",
             "",
+            // Raw JSON text around an empty password, and blanks with nothing after them.
+            r#"{"a":"Password=","b":"x"}"#,
+            r#"{"a":"Password=", "b":"x"}"#,
+            "Password = ;",
+            // A `token` outside a kubeconfig user, and `sig` inside a word.
+            r#"{"auth":{"token":"abc"}}"#,
+            "the design = good, sv=1",
+            "-----BEGIN PGP PUBLIC KEY BLOCK-----\nmQINBF\n-----END PGP PUBLIC KEY BLOCK-----",
         ] {
             assert_eq!(find(text, Detector::ALL), vec![], "{text:?}");
         }
@@ -885,6 +1203,19 @@ mod tests {
             "=",
             ":",
             "-",
+            " = ",
+            "%3D",
+            "%253D",
+            "%26",
+            "\\\"",
+            "''",
+            "eyAiYWxnIjogIkhTMjU2In0",
+            "ewogInN1YiI6ICJ4In0",
+            "\"token\"",
+            "\"user\":{",
+            "-----begin ",
+            "private key",
+            "PGP PRIVATE KEY BLOCK",
         ];
         let mut rng = Rng(0x9E37_79B9_7F4A_7C15);
         for _ in 0..2_000 {

@@ -10,7 +10,7 @@ use std::collections::BTreeSet;
 
 use super::catalog::steps;
 use super::detect::{self, Detector};
-use super::{MaskError, Masked, Masker, PLACEHOLDER_PREFIX, Profile};
+use super::{Keying, MaskError, Masked, Masker, PLACEHOLDER_PREFIX, Plan};
 
 #[derive(Clone, Copy)]
 enum Seg<'a> {
@@ -33,6 +33,8 @@ struct Scanner<'a, 'm> {
     masker: &'m Masker,
     paths: Vec<Path>,
     detectors: &'m [Detector],
+    /// Under which key placeholders are tagged (`Plan::keying`).
+    keying: Keying,
     /// Decoded keys that had escapes, referenced by `Seg::OwnedKey`.
     owned_keys: Vec<String>,
     /// (start, end, replacement JSON string) of every string to replace, in order.
@@ -163,7 +165,7 @@ impl<'a> Scanner<'a, '_> {
     fn string(&mut self, start: usize, end: usize, path: &[Seg<'_>]) {
         let raw = &self.src[start..end];
         let kind = self.selected(path);
-        let detect = !self.detectors.is_empty() && detect::might_contain_secret(raw);
+        let detect = !self.detectors.is_empty() && detect::might_contain_secret_json(raw);
         if kind.is_none() && !detect {
             return;
         }
@@ -180,14 +182,15 @@ impl<'a> Scanner<'a, '_> {
             Some(kind) => {
                 self.count += 1;
                 self.kinds.insert(kind.to_owned());
-                self.masker.placeholder(kind, &text)
+                self.masker.catalogued(self.keying, kind, &text)
             }
             None => {
                 let (masker, kinds, count) = (self.masker, &mut self.kinds, &mut self.count);
+                let keying = self.keying;
                 match detect::redact(&text, self.detectors, &mut |d, secret| {
                     *count += 1;
                     kinds.insert(d.name().to_owned());
-                    masker.placeholder(d.name(), secret)
+                    masker.detected(keying, d.name(), secret, *count)
                 }) {
                     Some(r) => r,
                     None => return,
@@ -202,13 +205,9 @@ impl<'a> Scanner<'a, '_> {
     }
 }
 
-/// Masks `body` by `profiles` (catalog paths) and `detectors`, in one pass.
-pub fn mask(
-    masker: &Masker,
-    profiles: &[&'static Profile],
-    detectors: &[Detector],
-    body: &[u8],
-) -> Result<Masked, MaskError> {
+/// Masks `body` by the plan's profiles (catalog paths) and detectors, in one pass.
+pub fn mask(masker: &Masker, plan: &Plan, body: &[u8]) -> Result<Masked, MaskError> {
+    let (profiles, detectors) = (&plan.profiles, &plan.detectors[..]);
     serde_json::from_slice::<serde::de::IgnoredAny>(body)
         .map_err(|e| MaskError::NotJson(e.to_string()))?;
     let paths = profiles
@@ -230,6 +229,7 @@ pub fn mask(
         masker,
         paths,
         detectors,
+        keying: plan.keying,
         owned_keys: Vec::new(),
         replacements: Vec::new(),
         count: 0,
@@ -264,25 +264,39 @@ pub fn mask(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::mask::catalog::PROFILES;
+    use crate::mask::catalog::{PROFILES, Profile};
+
+    fn plan(profiles: Vec<&'static Profile>) -> Plan {
+        Plan {
+            profiles,
+            detectors: Vec::new(),
+            inner: None,
+            keying: Keying::Answer {
+                salt: [0; 16],
+                place: [0; 32],
+            },
+        }
+    }
 
     #[test]
     fn only_masked_strings_change_byte_for_byte() {
         let m = Masker::new(b"k".to_vec(), Detector::ALL.to_vec(), Vec::new());
-        let storage: Vec<&'static Profile> = PROFILES
-            .iter()
-            .filter(|p| p.name == "storage-keys")
-            .collect();
+        let storage = plan(
+            PROFILES
+                .iter()
+                .filter(|p| p.name == "storage-keys")
+                .collect(),
+        );
         let body = br#"{ "keys" : [ {"keyName":"key1", "value": "c2VjcmV0\u0031", "n": 1.50, "e": 1e3} ], "x\u0079": -0.0 }"#;
         let Masked::Changed {
             body: out, count, ..
-        } = mask(&m, &storage, &[], body).unwrap()
+        } = mask(&m, &storage, body).unwrap()
         else {
             panic!("masked")
         };
         let text = String::from_utf8(out).unwrap();
         assert_eq!(count, 1);
-        let placeholder = m.placeholder("storage-keys", "c2VjcmV01");
+        let placeholder = m.catalogued(storage.keying, "storage-keys", "c2VjcmV01");
         assert_eq!(
             text,
             format!(
@@ -290,7 +304,7 @@ mod tests {
             )
         );
         assert!(
-            mask(&m, &storage, &[], b"{\"keys\": [").is_err(),
+            mask(&m, &storage, b"{\"keys\": [").is_err(),
             "not JSON is an error"
         );
     }
@@ -298,18 +312,20 @@ mod tests {
     #[test]
     fn escaped_keys_and_strings_only_paths() {
         let m = Masker::new(b"k".to_vec(), Detector::ALL.to_vec(), Vec::new());
-        let kv: Vec<&'static Profile> = PROFILES
-            .iter()
-            .filter(|p| p.name == "keyvault-secret")
-            .collect();
+        let kv = plan(
+            PROFILES
+                .iter()
+                .filter(|p| p.name == "keyvault-secret")
+                .collect(),
+        );
         let list = br#"{"value":[{"id":"https://kv/secrets/a"}],"nextLink":null}"#;
         assert_eq!(
-            mask(&m, &kv, &[], list).unwrap(),
+            mask(&m, &kv, list).unwrap(),
             Masked::Unchanged,
             "=value only masks a string"
         );
         let bundle = br#"{"v\u0061lue":"s3cret","id":"x"}"#;
-        let Masked::Changed { body, .. } = mask(&m, &kv, &[], bundle).unwrap() else {
+        let Masked::Changed { body, .. } = mask(&m, &kv, bundle).unwrap() else {
             panic!("escaped key")
         };
         assert!(!String::from_utf8(body).unwrap().contains("s3cret"));

@@ -8,7 +8,7 @@
 //! bounded by the longest string, which is capped: a longer one fails the answer (closed).
 
 use super::detect::{self, Detector};
-use super::{MaskError, Masker, PLACEHOLDER_PREFIX};
+use super::{Keying, MaskError, Masker, PLACEHOLDER_PREFIX, Plan};
 
 /// Strings longer than this fail the answer rather than be held without bound.
 pub const MAX_STRING: usize = 16 * 1024 * 1024;
@@ -19,6 +19,8 @@ pub type LinkRewrite = Box<dyn Fn(&str) -> Option<String> + Send + Sync>;
 pub struct StreamMasker {
     masker: std::sync::Arc<Masker>,
     detectors: Vec<Detector>,
+    /// The plan's: placeholders are tagged as the whole-body masker would tag them.
+    keying: Keying,
     rewrite: Option<LinkRewrite>,
     in_string: bool,
     escape: bool,
@@ -39,14 +41,11 @@ pub struct StreamMasker {
 }
 
 impl StreamMasker {
-    pub fn new(
-        masker: std::sync::Arc<Masker>,
-        detectors: Vec<Detector>,
-        rewrite: Option<LinkRewrite>,
-    ) -> Self {
+    pub fn new(masker: std::sync::Arc<Masker>, plan: &Plan, rewrite: Option<LinkRewrite>) -> Self {
         StreamMasker {
             masker,
-            detectors,
+            detectors: plan.detectors.clone(),
+            keying: plan.keying,
             rewrite,
             in_string: false,
             escape: false,
@@ -58,6 +57,18 @@ impl StreamMasker {
             masked: 0,
             kinds: Default::default(),
         }
+    }
+
+    /// A reader that masks nothing and only rewrites the answer's own `nextLink` (for an
+    /// answer already masked whole).
+    pub fn links_only(masker: std::sync::Arc<Masker>, rewrite: LinkRewrite) -> Self {
+        let nothing = Plan {
+            profiles: Vec::new(),
+            detectors: Vec::new(),
+            inner: None,
+            keying: Keying::answer(None),
+        };
+        Self::new(masker, &nothing, Some(rewrite))
     }
 
     /// Feeds a chunk; appends to `out` what may be sent now.
@@ -150,7 +161,7 @@ impl StreamMasker {
                 .last_key
                 .as_deref()
                 .is_some_and(|k| k == "nextLink" || k == "@odata.nextLink");
-        let suspicious = !self.detectors.is_empty() && detect::might_contain_secret(raw);
+        let suspicious = !self.detectors.is_empty() && detect::might_contain_secret_json(raw);
         if !is_link && !suspicious {
             out.extend_from_slice(&held);
             return Ok(());
@@ -163,10 +174,11 @@ impl StreamMasker {
         let mut replaced: Option<String> = None;
         if suspicious && !text.starts_with(PLACEHOLDER_PREFIX) {
             let (masker, masked, kinds) = (&self.masker, &mut self.masked, &mut self.kinds);
+            let keying = self.keying;
             replaced = detect::redact(&text, &self.detectors, &mut |d, secret| {
                 *masked += 1;
                 kinds.insert(d.name().to_owned());
-                masker.placeholder(d.name(), secret)
+                masker.detected(keying, d.name(), secret, *masked)
             });
         }
         if replaced.is_none() && is_link {
@@ -256,7 +268,8 @@ mod tests {
             Vec::new(),
         ));
         let rewrite: LinkRewrite = Box::new(|u: &str| Some(u.replace("https://up", "https://gw")));
-        let mut s = StreamMasker::new(m, Detector::ALL.to_vec(), Some(rewrite));
+        let plan = m.audit_plan();
+        let mut s = StreamMasker::new(m.clone(), plan, Some(rewrite));
         let mut out = Vec::new();
         for c in body.chunks(chunk.max(1)) {
             s.feed(c, &mut out)?;

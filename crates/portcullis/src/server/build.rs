@@ -187,7 +187,8 @@ pub async fn build(config: Config) -> Result<Built, BuildError> {
             signing_key,
         },
     )
-    .await?;
+    .await?
+    .keeping(keeping(&masker));
     let approvals = crate::approval::Approvals::new(
         store.clone(),
         recorder.clone(),
@@ -268,6 +269,20 @@ pub async fn build(config: Config) -> Result<Built, BuildError> {
 }
 
 /// The client webhooks are sent with: the system's roots plus any configured CAs.
+/// What the audit store and approvals keep of agents' text: every detector, whatever the
+/// configuration turned off for answers, with placeholders tagged for keeping.
+fn keeping(masker: &Arc<Masker>) -> crate::audit::record::Keep {
+    let masker = masker.clone();
+    crate::audit::record::Keep::new(move |text| {
+        match masker.mask_text(masker.audit_plan(), text.as_bytes()) {
+            crate::mask::Masked::Changed { body, .. } => {
+                Some(String::from_utf8_lossy(&body).into_owned())
+            }
+            crate::mask::Masked::Unchanged => None,
+        }
+    })
+}
+
 fn webhook_client(extra: &[PathBuf]) -> Result<reqwest::Client, BuildError> {
     let mut b = reqwest::Client::builder()
         .use_rustls_tls()

@@ -463,3 +463,274 @@ async fn profiles_from_the_configuration_mask_too() {
         "10.0.0.0/16"
     );
 }
+
+// === issue 19: placeholders are no oracle, agent text is never stored in clear, and the
+// detectors know the shapes they missed ===
+
+/// The 8 hex digits of a placeholder.
+fn tag_of(placeholder: &str) -> &str {
+    let inner = placeholder.trim_end_matches(']');
+    &inner[inner.rfind(':').map_or(0, |i| i + 1)..]
+}
+
+/// Every placeholder in `text`.
+fn placeholders(text: &str) -> Vec<String> {
+    text.match_indices("[masked:")
+        .filter_map(|(at, _)| {
+            text[at..]
+                .find(']')
+                .map(|end| text[at..=at + end].to_owned())
+        })
+        .collect()
+}
+
+/// Issue 19, finding 4. The agent reads a secret (a placeholder), then has Azure echo its
+/// guesses back (Key Vault's 404 names the secret asked for, ARM's the resource): the
+/// detectors mask each guess, and none of those placeholders may equal the secret's, even
+/// the right guess's. On the old code the right guess gave the secret's very tag.
+#[tokio::test]
+async fn an_echoed_guess_never_matches_a_secrets_placeholder() {
+    let env = Env::start().await;
+    let clear = env.sim.secret_value("demo-kv", "db-password").unwrap();
+    let (s, _, a) = env
+        .agent(
+            Method::GET,
+            "/keyvault/demo-kv/secrets/db-password?api-version=7.4",
+            None,
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{a}");
+    let real = a["value"].as_str().unwrap().to_owned();
+    assert!(is_placeholder(&a["value"], "keyvault-secret"), "{a}");
+    // The same secret read again keeps its placeholder (what placeholders are for).
+    let (_, _, again) = env
+        .agent(
+            Method::GET,
+            "/keyvault/demo-kv/secrets/db-password?api-version=7.4",
+            None,
+        )
+        .await;
+    assert_eq!(
+        again["value"], a["value"],
+        "a catalogued secret's placeholder is stable"
+    );
+
+    let guesses = format!("Password=wrong-1%20Password={clear}%20Pwd={clear}%20Password=wrong-2");
+    for path in [
+        format!("/keyvault/demo-kv/secrets/{guesses}?api-version=7.4"),
+        format!(
+            "{}/providers/Microsoft.Compute/virtualMachines/{guesses}?{API}",
+            env.rg()
+        ),
+    ] {
+        let (s, _, echo) = env.agent(Method::GET, &path, None).await;
+        assert_eq!(s, StatusCode::NOT_FOUND, "{path}: {echo}");
+        let text = echo.to_string();
+        assert!(
+            !text.contains(&clear),
+            "{path}: the guess is masked: {text}"
+        );
+        let shown = placeholders(&text);
+        assert!(shown.len() >= 4, "{path}: every guess is masked: {text}");
+        for p in &shown {
+            assert_ne!(
+                tag_of(p),
+                tag_of(&real),
+                "{path}: an echoed guess has the secret's tag ({p} vs {real}): the placeholder is an oracle"
+            );
+        }
+    }
+}
+
+/// Issue 19, finding 7. Secret-shaped text the agent puts anywhere (the path, hence the
+/// record's scope and a held request's path; the session header; its reason; a header; the
+/// query) is masked before anything is stored: the audit store and the approvals in the
+/// state database never hold it in clear, whatever was refused, forwarded or held.
+#[tokio::test]
+async fn secret_shaped_text_from_the_agent_is_never_stored_in_clear() {
+    let env = Env::with(crate::Setup {
+        extra: "approvals:\n  hold: 5s\n",
+        ..crate::Setup::default()
+    })
+    .await;
+    // One distinct value per place, so a failure names the place that leaked.
+    let s = |place: &str| format!("Clear-{place}-7f3a9c");
+    let session = format!("Password={}", s("session"));
+    let call = |method: Method, path: String, reason: Option<String>| {
+        let mut r = env
+            .http
+            .request(method, env.url(&path))
+            .bearer_auth(env.token("agent"))
+            .header("x-portcullis-session", session.clone())
+            .header("x-portcullis-wait", "0")
+            .header("x-custom-note", format!("Password={}", s("header")));
+        if let Some(reason) = reason {
+            r = r.header("x-portcullis-reason", reason);
+        }
+        r
+    };
+    let vm = |place: &str| {
+        format!(
+            "{}/providers/Microsoft.Compute/virtualMachines/Password={}?{API}&note=Pwd={}",
+            env.rg(),
+            s(place),
+            s(&format!("{place}-query"))
+        )
+    };
+    // Forwarded (allowed read, Azure answers 404 naming it).
+    let (st, _, b) = crate::send(call(Method::GET, vm("read"), None)).await;
+    assert_eq!(st, StatusCode::NOT_FOUND, "{b}");
+    // Refused by a deny rule, and by no rule at all (another group).
+    let (st, _, b) = crate::send(call(Method::DELETE, vm("denied"), None)).await;
+    assert_eq!(st, StatusCode::FORBIDDEN, "{b}");
+    let other = format!(
+        "/subscriptions/{}/resourceGroups/Password={}/providers/Microsoft.Compute/virtualMachines/x?{API}",
+        env.sim.subscription_id(),
+        s("default-deny")
+    );
+    let (st, _, b) = crate::send(call(Method::GET, other, None)).await;
+    assert_eq!(st, StatusCode::FORBIDDEN, "{b}");
+    // Held for approval (answered at once: pending).
+    let held = format!(
+        "{}/providers/Microsoft.Storage/storageAccounts/Password={}?api-version=2023-05-01&x=Pwd={}",
+        env.rg(),
+        s("held"),
+        s("held-query")
+    );
+    let (st, h, b) = crate::send(
+        call(
+            Method::PUT,
+            held,
+            Some(format!("rotating Password={}", s("reason"))),
+        )
+        .header("content-type", "application/json")
+        .body(r#"{"location":"eastus","sku":{"name":"Standard_LRS"},"kind":"StorageV2"}"#),
+    )
+    .await;
+    assert_eq!(st, StatusCode::FORBIDDEN, "{b}");
+    assert_eq!(h["x-ms-error-code"], "ApprovalPending", "{b}");
+
+    let state = env.dir.join("state");
+    let mut leaked = Vec::new();
+    for file in ["audit.db", "audit.db-wal"] {
+        let bytes = crate::audit::read_elsewhere(&state.join(file));
+        for place in [
+            "session",
+            "header",
+            "read",
+            "read-query",
+            "denied",
+            "denied-query",
+            "default-deny",
+            "held",
+            "held-query",
+            "reason",
+        ] {
+            let needle = s(place);
+            if bytes.windows(needle.len()).any(|w| w == needle.as_bytes()) {
+                leaked.push(format!("{place} in {file}"));
+            }
+        }
+    }
+    assert!(leaked.is_empty(), "stored in clear: {leaked:?}");
+    // The records are still there, with their placeholders.
+    let records = env.audit_records().await;
+    assert!(
+        records
+            .iter()
+            .any(|r| r.session.starts_with("Password=[masked:")),
+        "{records:#?}"
+    );
+}
+
+/// Issue 19, finding 8. Shapes the detectors missed, put into "Azure" behind the gateway's
+/// back (resource group tags) and read through the gateway: each secret part is masked.
+#[tokio::test]
+async fn detectors_mask_the_shapes_they_missed() {
+    let env = Env::start().await;
+    let sim_http = sim_client(&env);
+    let arm = env
+        .sim
+        .token("portcullis-baseline", "https://management.azure.com/")
+        .unwrap();
+    use base64::Engine;
+    let b64 = |s: &str| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(s);
+    let jwt = format!(
+        "{}.{}.c2lnbmF0dXJlLW9mLXRoZS1qd3QtZTJl",
+        b64(r#"{ "alg": "HS256", "typ": "JWT" }"#),
+        b64(r#"{ "sub": "agent-spaced-jwt-payload" }"#)
+    );
+    // (tag, value, the secret part that must not come back)
+    let shapes: Vec<(&str, String, String)> = vec![
+        ("quoted", "Server=db;Password='qu0ted;v4lue-e2e'".into(), "v4lue-e2e".into()),
+        ("spaced", "Server=db; Password = sp4ced-e2e".into(), "sp4ced-e2e".into()),
+        ("jwt", jwt.clone(), "c2lnbmF0dXJlLW9mLXRoZS1qd3QtZTJl".into()),
+        (
+            "pgp",
+            "-----BEGIN PGP PRIVATE KEY BLOCK-----\n\nlQOYBGPgpPr1v4teE2E\n-----END PGP PRIVATE KEY BLOCK-----".into(),
+            "lQOYBGPgpPr1v4teE2E".into(),
+        ),
+        (
+            "lower-pem",
+            "-----begin private key-----\nMIIl0werPemE2E\n-----end private key-----".into(),
+            "MIIl0werPemE2E".into(),
+        ),
+        ("key-spaced", "AccountName=a; AccountKey = sp4cedAcc0untKeyE2E==".into(), "sp4cedAcc0untKeyE2E".into()),
+        ("key-quoted", "AccountName=a;AccountKey=\"qu0tedAcc0untKeyE2E==\"".into(), "qu0tedAcc0untKeyE2E".into()),
+        (
+            "sas-encoded",
+            "https://login.example/cb?redirect=https%3A%2F%2Fa.blob.core.windows.net%2Fc%3Fsv%3D2022-11-02%26sig%3DencS1gE2E%252B%253D".into(),
+            "encS1gE2E".into(),
+        ),
+        (
+            "sas-far",
+            format!("https://a.blob.core.windows.net/c/b?sig=farS1gE2E%3D&rscd={}&sv=2022-11-02", "x".repeat(600)),
+            "farS1gE2E".into(),
+        ),
+        (
+            "kubeconfig-json",
+            r#"{"apiVersion":"v1","users":[{"name":"u","user":{"token":"kubeT0kenJsonE2E"}}]}"#.into(),
+            "kubeT0kenJsonE2E".into(),
+        ),
+    ];
+    let tags: serde_json::Map<String, Value> = shapes
+        .iter()
+        .map(|(k, v, _)| ((*k).to_owned(), Value::from(v.clone())))
+        .collect();
+    let url = format!("{}{}?api-version=2022-09-01", env.sim.url(), env.rg());
+    let r = sim_http
+        .patch(&url)
+        .bearer_auth(&arm)
+        .json(&json!({ "tags": tags }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let (s, _, g) = env
+        .agent(
+            Method::GET,
+            &format!("{}?api-version=2022-09-01", env.rg()),
+            None,
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{g}");
+    let mut missed = Vec::new();
+    for (tag, _, secret) in &shapes {
+        let got = g["tags"][*tag].as_str().unwrap_or_default();
+        if got.contains(secret.as_str()) || !got.contains("[masked:") {
+            missed.push(format!("{tag}: {got}"));
+        }
+    }
+    assert!(missed.is_empty(), "not masked: {missed:#?}");
+    // The audit store keeps what the agent got: no clear secret there either.
+    let state = env.dir.join("state");
+    for file in ["audit.db", "audit.db-wal"] {
+        let bytes = crate::audit::read_elsewhere(&state.join(file));
+        for (tag, _, secret) in &shapes {
+            assert!(
+                !bytes.windows(secret.len()).any(|w| w == secret.as_bytes()),
+                "{tag} reached {file} in clear"
+            );
+        }
+    }
+}

@@ -461,12 +461,12 @@ fn body_of(m: Masked, input: &[u8]) -> Vec<u8> {
 /// Streams `body` through a fresh streaming masker in chunks cut at `cuts`.
 pub fn stream(
     masker: &Arc<Masker>,
-    detectors: &[Detector],
+    plan: &Plan,
     rewrite: Option<LinkRewrite>,
     body: &[u8],
     cuts: &[usize],
 ) -> Option<Vec<u8>> {
-    let mut s = StreamMasker::new(masker.clone(), detectors.to_vec(), rewrite);
+    let mut s = StreamMasker::new(masker.clone(), plan, rewrite);
     let mut out = Vec::new();
     let mut at = 0;
     for &cut in cuts.iter().chain(std::iter::once(&body.len())) {
@@ -531,7 +531,7 @@ pub fn mask(which: usize, body: &[u8], cut: usize, step: usize, skip_known: bool
             let cuts_one = [cut % (body.len() + 1)];
             let cuts_step: Vec<usize> = (step..body.len()).step_by(step).collect();
             for cuts in [&[][..], &cuts_one[..], &cuts_step[..]] {
-                let streamed = stream(m, plan.detectors(), None, body, cuts);
+                let streamed = stream(m, plan, None, body, cuts);
                 assert_eq!(
                     streamed.as_deref().map(String::from_utf8_lossy),
                     Some(String::from_utf8_lossy(&out)),
@@ -544,11 +544,11 @@ pub fn mask(which: usize, body: &[u8], cut: usize, step: usize, skip_known: bool
     // Streaming alone (any bytes, with nextLink rewriting): the cut never matters.
     if which < STREAMABLE {
         let step = step.max(1);
-        let whole = stream(m, plan.detectors(), Some(rewrite()), body, &[]);
+        let whole = stream(m, plan, Some(rewrite()), body, &[]);
         let cuts_one = [cut % (body.len() + 1)];
         let cuts_step: Vec<usize> = (step..body.len()).step_by(step).collect();
         for cuts in [&cuts_one[..], &cuts_step[..]] {
-            let other = stream(m, plan.detectors(), Some(rewrite()), body, cuts);
+            let other = stream(m, plan, Some(rewrite()), body, cuts);
             assert_eq!(
                 other.as_deref().map(String::from_utf8_lossy),
                 whole.as_deref().map(String::from_utf8_lossy),
