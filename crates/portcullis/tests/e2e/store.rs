@@ -1,6 +1,7 @@
 //! The state store's behaviour, the same on both backends: SQLite (a temporary file) and
 //! PostgreSQL (a fresh schema in the `test` database on 127.0.0.1:5432, dropped after).
 
+use portcullis::approval::store::Inserted;
 use portcullis::approval::{Approval, HeldRequest, Status, Vote};
 use portcullis::audit::chain::verify;
 use portcullis::audit::checkpoint::Checkpoint;
@@ -228,16 +229,18 @@ async fn approvals_are_decided_and_consumed_once_on_both_backends() {
         let b = store.backend();
         assert!(
             store
-                .insert_approval(&approval("a1", "p", "d1", later))
+                .insert_approval(&approval("a1", "p", "d1", later), 0, &now)
                 .await
                 .unwrap()
+                == Inserted::New
         );
         // The same live request again: refused, so callers share the first.
         assert!(
-            !store
-                .insert_approval(&approval("a2", "p", "d1", later))
+            store
+                .insert_approval(&approval("a2", "p", "d1", later), 0, &now)
                 .await
-                .unwrap(),
+                .unwrap()
+                == Inserted::Exists,
             "{b}"
         );
         assert_eq!(
@@ -250,6 +253,40 @@ async fn approvals_are_decided_and_consumed_once_on_both_backends() {
             "a1",
             "{b}"
         );
+        // A cap on pending approvals per principal: many inserts at once (16 connections
+        // racing) leave exactly the cap, and another principal is not affected.
+        let mut racers = tokio::task::JoinSet::new();
+        for i in 0..16 {
+            let (store, now) = (store.clone(), now.clone());
+            racers.spawn(async move {
+                store
+                    .insert_approval(
+                        &approval(&format!("cap{i}"), "capped", &format!("dc{i}"), later),
+                        5,
+                        &now,
+                    )
+                    .await
+                    .unwrap()
+            });
+        }
+        let mut new = 0;
+        while let Some(r) = racers.join_next().await {
+            match r.unwrap() {
+                Inserted::New => new += 1,
+                Inserted::Capped { pending } => assert_eq!(pending, 5, "{b}"),
+                Inserted::Exists => panic!("{b}: distinct requests"),
+            }
+        }
+        assert_eq!(new, 5, "{b}: the cap holds under concurrent inserts");
+        assert_eq!(
+            store
+                .insert_approval(&approval("cap-other", "other", "dc0", later), 5, &now)
+                .await
+                .unwrap(),
+            Inserted::New,
+            "{b}"
+        );
+        assert_eq!(store.pending_approvals(&now).await.unwrap(), 7, "{b}");
         use portcullis::approval::store::Voted;
         assert_eq!(
             store
@@ -309,9 +346,10 @@ async fn approvals_are_decided_and_consumed_once_on_both_backends() {
         // Concurrent votes reaching the quorum decide once.
         assert!(
             store
-                .insert_approval(&approval("a3", "p", "d3", later))
+                .insert_approval(&approval("a3", "p", "d3", later), 0, &now)
                 .await
                 .unwrap()
+                == Inserted::New
         );
         let mut voters = tokio::task::JoinSet::new();
         for i in 0..8 {
@@ -335,9 +373,10 @@ async fn approvals_are_decided_and_consumed_once_on_both_backends() {
         // Expiry.
         assert!(
             store
-                .insert_approval(&approval("a4", "p", "d4", "2000-01-01T00:00:00Z"))
+                .insert_approval(&approval("a4", "p", "d4", "2000-01-01T00:00:00Z"), 0, &now)
                 .await
                 .unwrap()
+                == Inserted::New
         );
         let expired = store.expire_due(&now).await.unwrap();
         assert!(expired.contains(&"a4".to_owned()), "{b}: {expired:?}");
