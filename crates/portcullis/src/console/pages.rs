@@ -15,10 +15,11 @@ use crate::audit::record::Phase;
 use crate::audit::store::SessionFilter;
 use crate::pipeline::Gateway;
 use crate::policy::{Effect, PrincipalMatcher};
+use crate::server::approvals_api::After;
 use crate::upstream::client::{Body, full};
 
-/// The most approvals a list shows (newest first).
-const LIST_LIMIT: usize = 500;
+/// Approvals per page of a list (newest first); a link leads to the next page.
+const LIST_LIMIT: usize = 50;
 /// The most sessions the sessions page lists (newest first; filters narrow it).
 const SESSIONS_SHOWN: i64 = 200;
 
@@ -281,10 +282,16 @@ struct ApprovalsPage {
     chrome: Chrome,
     live: bool,
     heading: &'static str,
-    list_url: &'static str,
+    /// The live list's fragment, for this page (`after` included).
+    list_url: String,
     cards: Vec<Card>,
     empty: &'static str,
     csrf: String,
+    /// The next (older) page, when there is more to see.
+    more: Option<String>,
+    /// Whether this is a later page (then it links back to the first).
+    later: bool,
+    first_url: &'static str,
 }
 
 #[derive(Template)]
@@ -293,6 +300,7 @@ struct CardsFragment {
     cards: Vec<Card>,
     empty: &'static str,
     csrf: String,
+    more: Option<String>,
 }
 
 /// The cards of `approvals` as `v` sees them (the live list's fragment). Public for the
@@ -302,6 +310,7 @@ pub fn cards_html(approvals: &[Approval], v: &Viewer) -> Result<String, askama::
         cards: approvals.iter().map(|a| card(a, v)).collect(),
         empty: EMPTY_PENDING,
         csrf: v.csrf.clone(),
+        more: None,
     }
     .render()
 }
@@ -313,20 +322,48 @@ struct ApprovalPage {
     cards: Vec<Card>,
     empty: &'static str,
     csrf: String,
+    more: Option<String>,
 }
 
-async fn cards(gw: &Gateway, v: &Viewer, history: bool) -> Result<Vec<Card>, Response<Body>> {
+/// One page of the cards `v` may see, and the next page's cursor.
+async fn cards(
+    gw: &Gateway,
+    v: &Viewer,
+    history: bool,
+    after: Option<After>,
+) -> Result<(Vec<Card>, Option<After>), Response<Body>> {
     let status = (!history).then_some(Status::Pending);
-    let list = crate::server::approvals_api::visible_list(
+    let page = crate::server::approvals_api::visible_page(
         gw,
         &v.principal,
         status,
         |a| history != (a.status == Status::Pending),
+        after,
         LIST_LIMIT,
     )
     .await
     .map_err(unavailable)?;
-    Ok(list.iter().map(|a| card(a, v)).collect())
+    Ok((
+        page.approvals.iter().map(|a| card(a, v)).collect(),
+        page.next,
+    ))
+}
+
+/// `base` with `after` (and `extra`) in its query.
+fn page_url(base: &str, extra: Option<(&str, &str)>, after: Option<&After>) -> String {
+    let mut q = form_urlencoded::Serializer::new(String::new());
+    if let Some((k, x)) = extra {
+        q.append_pair(k, x);
+    }
+    if let Some(a) = after {
+        q.append_pair("after", &a.text());
+    }
+    let q = q.finish();
+    if q.is_empty() {
+        base.to_owned()
+    } else {
+        format!("{base}?{q}")
+    }
 }
 
 const EMPTY_PENDING: &str = "Nothing waits for a decision you can see.";
@@ -344,25 +381,27 @@ pub async fn get(gw: &Arc<Gateway>, v: &Viewer, path: &str, query: &str) -> Resp
     match path {
         "/console/approvals" | "/console/approvals/history" => {
             let history = path.ends_with("history");
-            let cards = match cards(gw, v, history).await {
+            let after = arg("after").and_then(|a| After::parse(&a));
+            let view = if history { "history" } else { "pending" };
+            let (cards, next) = match cards(gw, v, history, after.clone()).await {
                 Ok(c) => c,
                 Err(r) => return r,
             };
             render(
                 StatusCode::OK,
                 &ApprovalsPage {
-                    chrome: Chrome::of(v, if history { "history" } else { "pending" }),
+                    chrome: Chrome::of(v, view),
                     live: !history,
                     heading: if history {
                         "Decided and expired"
                     } else {
                         "Waiting for a decision"
                     },
-                    list_url: if history {
-                        "/console/approvals/list?view=history"
-                    } else {
-                        "/console/approvals/list?view=pending"
-                    },
+                    list_url: page_url(
+                        "/console/approvals/list",
+                        Some(("view", view)),
+                        after.as_ref(),
+                    ),
                     cards,
                     empty: if history {
                         EMPTY_HISTORY
@@ -370,13 +409,26 @@ pub async fn get(gw: &Arc<Gateway>, v: &Viewer, path: &str, query: &str) -> Resp
                         EMPTY_PENDING
                     },
                     csrf: v.csrf.clone(),
+                    more: next.map(|n| page_url(path, None, Some(&n))),
+                    later: after.is_some(),
+                    first_url: if history {
+                        "/console/approvals/history"
+                    } else {
+                        "/console/approvals"
+                    },
                 },
             )
         }
         "/console/approvals/list" => {
             let history = arg("view").as_deref() == Some("history");
-            match cards(gw, v, history).await {
-                Ok(cards) => render(
+            let after = arg("after").and_then(|a| After::parse(&a));
+            let base = if history {
+                "/console/approvals/history"
+            } else {
+                "/console/approvals"
+            };
+            match cards(gw, v, history, after).await {
+                Ok((cards, next)) => render(
                     StatusCode::OK,
                     &CardsFragment {
                         cards,
@@ -386,6 +438,7 @@ pub async fn get(gw: &Arc<Gateway>, v: &Viewer, path: &str, query: &str) -> Resp
                             EMPTY_PENDING
                         },
                         csrf: v.csrf.clone(),
+                        more: next.map(|n| page_url(base, None, Some(&n))),
                     },
                 ),
                 Err(r) => r,
@@ -401,6 +454,7 @@ pub async fn get(gw: &Arc<Gateway>, v: &Viewer, path: &str, query: &str) -> Resp
                         cards: vec![card(&a, v)],
                         empty: "",
                         csrf: v.csrf.clone(),
+                        more: None,
                     },
                 ),
                 Ok(_) => error_page(
@@ -469,6 +523,7 @@ pub async fn post(
                 cards: vec![card(&a, v)],
                 empty: "",
                 csrf: v.csrf.clone(),
+                more: None,
             },
         ),
         Ok(_) => redirect(&format!("/console/approvals/{id}")),

@@ -357,7 +357,7 @@ async fn the_policy_page_explains_a_decision() {
 // ---- over HTTP: the sign-in protocol and the pages' headers --------------------------------
 
 /// A client trusting both the gateway's and the simulator's CAs, following no redirects.
-fn browserless(env: &Env) -> reqwest::Client {
+pub(crate) fn browserless(env: &Env) -> reqwest::Client {
     let mut b = reqwest::Client::builder()
         .tls_built_in_root_certs(false)
         .redirect(reqwest::redirect::Policy::none());
@@ -385,7 +385,11 @@ fn set_cookie(r: &reqwest::Response, name: &str) -> (String, String) {
 }
 
 /// Signs `user` in without a browser; returns the session cookie and the sign-in's pieces.
-async fn sign_in(env: &Env, http: &reqwest::Client, user: &str) -> (String, String, String) {
+pub(crate) async fn sign_in(
+    env: &Env,
+    http: &reqwest::Client,
+    user: &str,
+) -> (String, String, String) {
     let start = http
         .get(format!(
             "{}/console/signin?next=/console/approvals",
@@ -609,7 +613,7 @@ async fn every_page_passes_wcag_checks_at_phone_and_desktop_widths() {
 }
 
 /// The console page `path` as the holder of `session` sees it.
-async fn page(
+pub(crate) async fn page(
     env: &Env,
     http: &reqwest::Client,
     session: &str,
