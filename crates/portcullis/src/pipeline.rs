@@ -1833,6 +1833,16 @@ async fn rewrite(
         "x-portcullis-request-id",
         HeaderValue::from_str(&ex.request_id).expect("a uuid"),
     );
+    // A HEAD answer has no body, whatever its headers say (RFC 9110 §9.3.2): nothing to
+    // mask or page. Its Content-Length is the unmasked GET answer's, which the agent never
+    // gets and which hints at a secret's length: it does not leave.
+    if *method == Method::HEAD {
+        parts.headers.remove(header::CONTENT_LENGTH);
+        if !plan.is_empty() {
+            weaken_etag(&mut parts.headers);
+        }
+        return Ok(Response::from_parts(parts, full(Bytes::new())));
+    }
     let content_type = parts
         .headers
         .get(header::CONTENT_TYPE)
