@@ -152,7 +152,6 @@ async fn handle_in(gw: Arc<Gateway>, req: Request<Incoming>, request_id: String)
         .or_else(|| req.uri().authority().map(|a| a.to_string()))
         .unwrap_or_default();
     let method = req.method().clone();
-    let session = gw.sessions.of(req.headers(), started);
     let routed = match route::route(&host, req.uri().path(), gw.public_host.as_deref()) {
         Ok(r) => r,
         Err(e) => {
@@ -164,7 +163,7 @@ async fn handle_in(gw: Arc<Gateway>, req: Request<Incoming>, request_id: String)
             // masked).
             let mut record = AuditRecord::new(
                 request_id.clone(),
-                session,
+                gw.sessions.of(req.headers(), None, started),
                 Phase::Refused,
                 method.to_string(),
                 audit_text(&gw, &req.uri().to_string()),
@@ -187,6 +186,18 @@ async fn handle_in(gw: Arc<Gateway>, req: Request<Incoming>, request_id: String)
             return err.render(&ctx);
         }
     };
+    // Authenticate before naming the session: a session an agent names is its own
+    // (audit/session.rs), so the name counts only with the principal that sent it.
+    let authenticated = async {
+        refuse_malformed_framing(&gw, req.headers())?;
+        authenticate(&gw, req.headers()).await
+    }
+    .await;
+    let session = gw.sessions.of(
+        req.headers(),
+        authenticated.as_ref().ok().map(|p| p.object_id.as_str()),
+        started,
+    );
     let (query, binding) = Binder::split(req.uri().query().unwrap_or(""));
     let ex = Exchange {
         request_id,
@@ -204,8 +215,7 @@ async fn handle_in(gw: Arc<Gateway>, req: Request<Incoming>, request_id: String)
     let mut scope = None;
     let request_headers = audit_headers(&gw, req.headers());
     let outcome = async {
-        refuse_malformed_framing(&gw, req.headers())?;
-        let principal = authenticate(&gw, req.headers()).await?;
+        let principal = authenticated?;
         principal_id = Some(principal.object_id.clone());
         if let Err(wait) = gw.limiter.take(&principal.object_id) {
             return Err(GatewayError::Throttled {

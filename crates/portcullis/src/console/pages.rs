@@ -590,7 +590,10 @@ pub fn events(gw: Arc<Gateway>, v: Viewer, session_id: String) -> Response<Body>
 // ---- sessions ----------------------------------------------------------------------------
 
 struct SessionRow {
-    id: String,
+    /// The name the agent chose (`x-portcullis-session`), or the whole id of a token's
+    /// session; the principal is its own column.
+    shown: String,
+    named: bool,
     href: String,
     principal: String,
     started: String,
@@ -653,7 +656,10 @@ async fn sessions_page(
                 .into_iter()
                 .map(|s| SessionRow {
                     href: format!("/console/sessions/{}", segment(&s.id)),
-                    id: s.id,
+                    shown: crate::audit::session::name_of(&s.id)
+                        .map_or(s.id.as_str(), |(n, _)| n)
+                        .to_owned(),
+                    named: crate::audit::session::name_of(&s.id).is_some(),
                     principal: s.principal.unwrap_or_default(),
                     started: when(&s.started),
                     last: when(&s.last),
