@@ -1515,44 +1515,13 @@ async fn an_approver_finds_theirs_behind_hundreds_they_may_not_see() {
     let env = Env::with(setup("120s", crate::TEST_RULES)).await;
     let id = held_pending(&env, &account(&env, "behindmany"), CREATE).await;
     // 600 newer approvals that only another team decides, straight into the store.
-    let store = portcullis::audit::store::Store::open(&env.dir.join("state/audit.db"))
-        .await
-        .unwrap();
-    let later = chrono::Utc::now() + chrono::Duration::seconds(5);
-    for i in 0..600 {
-        let a: portcullis::approval::Approval = serde_json::from_value(json!({
-            "id": format!("other-team-{i:04}"),
-            "status": "pending",
-            "principal": "00000000-0000-0000-0000-00000000aaaa",
-            "principal_app": null,
-            "principal_name": "another agent",
-            "action": STORAGE_WRITE,
-            "scope": format!("/subscriptions/s/resourceGroups/other/providers/Microsoft.Storage/storageAccounts/o{i}"),
-            "rule": "other-team",
-            "rule_reason": "another team's rule",
-            "request": {"method": "PUT", "path": "/", "query": "", "headers": [], "body": null},
-            "digest": format!("d{i}"),
-            "reason": null,
-            "approvers": ["group:00000000-0000-0000-0000-00000000bbbb"],
-            "quorum": 1,
-            "credential": null,
-            "grant_window_secs": null,
-            "session": "other",
-            "created": (later + chrono::Duration::milliseconds(i)).to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
-            "expires": "2099-01-01T00:00:00.000000Z",
-            "decided": null,
-            "consumed": null,
-            "votes": []
-        }))
-        .unwrap();
-        assert_eq!(
-            store
-                .insert_approval(&a, 0, &portcullis::audit_time())
-                .await
-                .unwrap(),
-            portcullis::approval::store::Inserted::New
-        );
-    }
+    pending_elsewhere(&env, 600, "other-team", |_| {
+        (
+            "00000000-0000-0000-0000-00000000aaaa".into(),
+            "00000000-0000-0000-0000-00000000bbbb",
+        )
+    })
+    .await;
     let (s, _, b) = admin(&env, Some("alice"), Method::GET, "/api/approvals", None).await;
     assert_eq!(s, StatusCode::OK, "{b}");
     let ids: Vec<&str> = b["value"]
@@ -1572,32 +1541,38 @@ const APPROVERS: &str = "a56b8840-25ef-5cbf-a75b-1178c095c637";
 /// Setting a secret in demo-kv waits for approval too (Key Vault's requests are held).
 const KV_APPROVE: &str = "    - name: hold-secret-writes\n      effect: approve\n      principals: [group:ai-agents]\n      data_actions: [Microsoft.KeyVault/vaults/secrets/setSecret/action]\n      scopes: [\"vault:demo-kv\"]\n      approval: {approvers: [group:approvers], quorum: 1, timeout: 10m}\n";
 
-/// `n` pending approvals of many other agents (26 of them, each under any per-principal
-/// cap), newer than anything held so far, straight into the store; alice may decide them.
-async fn many_agents_pending(env: &Env, n: usize) {
+/// `n` pending approvals (`{prefix}-0000`...), newer than anything held so far, straight
+/// into the store: the `i`th by the principal `who(i)` names, decided by the group it names.
+async fn pending_elsewhere(
+    env: &Env,
+    n: usize,
+    prefix: &str,
+    who: impl Fn(usize) -> (String, &'static str),
+) {
     let store = portcullis::audit::store::Store::open(&env.dir.join("state/audit.db"))
         .await
         .unwrap();
     let later = chrono::Utc::now() + chrono::Duration::seconds(5);
     for i in 0..n {
+        let (principal, approvers) = who(i);
         let a: portcullis::approval::Approval = serde_json::from_value(json!({
-            "id": format!("many-agents-{i:04}"),
+            "id": format!("{prefix}-{i:04}"),
             "status": "pending",
-            "principal": format!("00000000-0000-0000-0000-0000000000{:02}", i % 26),
+            "principal": principal,
             "principal_app": null,
-            "principal_name": "one of many agents",
+            "principal_name": "another agent",
             "action": STORAGE_WRITE,
-            "scope": format!("/subscriptions/s/resourceGroups/other/providers/Microsoft.Storage/storageAccounts/m{i}"),
-            "rule": "many",
-            "rule_reason": "held",
+            "scope": format!("/subscriptions/s/resourceGroups/other/providers/Microsoft.Storage/storageAccounts/{prefix}{i}"),
+            "rule": prefix,
+            "rule_reason": "another rule",
             "request": {"method": "PUT", "path": "/", "query": "", "headers": [], "body": null},
-            "digest": format!("many{i}"),
+            "digest": format!("{prefix}{i}"),
             "reason": null,
-            "approvers": [format!("group:{APPROVERS}")],
+            "approvers": [format!("group:{approvers}")],
             "quorum": 1,
             "credential": null,
             "grant_window_secs": null,
-            "session": "many",
+            "session": "other",
             "created": (later + chrono::Duration::milliseconds(i as i64)).to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
             "expires": "2099-01-01T00:00:00.000000Z",
             "decided": null,
@@ -1730,7 +1705,14 @@ async fn one_agent_holding_past_its_cap_gets_429_and_cannot_bury_anothers_approv
     assert_eq!(header(&h, "retry-after"), "10");
 
     // Many other agents' approvals arrive after it, more than any one page shows.
-    many_agents_pending(&env, 510).await;
+    // (26 agents, each under any per-principal cap; alice may decide them all.)
+    pending_elsewhere(&env, 510, "many-agents", |i| {
+        (
+            format!("00000000-0000-0000-0000-0000000000{:02}", i % 26),
+            APPROVERS,
+        )
+    })
+    .await;
 
     // The approver still reaches the other agent's approval, through the API's pages...
     let (ids, pages) = all_pending_pages(&env).await;

@@ -29,22 +29,26 @@ pub(crate) async fn two_replicas(dir: &std::path::Path) -> (Gateway, Gateway) {
     (a, b)
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn two_replicas_share_approvals_through_postgres() {
+/// A simulator and a test directory whose configuration keeps its store in a fresh
+/// PostgreSQL schema, with `more` YAML.
+async fn on_postgres(more: &str) -> (Schema, azure_sim::Simulator, std::path::PathBuf) {
     let schema = Schema::new();
-    let extra: &'static str = Box::leak(
-        format!(
-            "store:\n  url: \"{}\"\n  schema: {}\napprovals:\n  hold: 60s\n  recheck: 300s\n",
-            pg_url(),
-            schema.0
-        )
-        .into_boxed_str(),
-    );
+    let extra = crate::leak(format!(
+        "store:\n  url: \"{}\"\n  schema: {}\n{more}",
+        pg_url(),
+        schema.0
+    ));
     let (sim, dir) = prepare(Setup {
         extra,
         ..Setup::default()
     })
     .await;
+    (schema, sim, dir)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_replicas_share_approvals_through_postgres() {
+    let (schema, sim, dir) = on_postgres("approvals:\n  hold: 60s\n  recheck: 300s\n").await;
     let (a, b) = two_replicas(&dir).await;
     let agent = sim.token("agent", GATEWAY_API).unwrap();
     let alice = sim.token("alice", GATEWAY_API).unwrap();
@@ -188,19 +192,9 @@ async fn two_replicas_share_approvals_through_postgres() {
 /// the count and the insert are one locked transaction.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_replicas_together_hold_no_more_than_the_cap_of_pending_approvals() {
-    let schema = Schema::new();
-    let extra: &'static str = Box::leak(
-        format!(
-            "store:\n  url: \"{}\"\n  schema: {}\napprovals:\n  hold: 60s\n  max_pending_per_principal: 4\nlimits:\n  rate_per_principal: 0\n",
-            pg_url(),
-            schema.0
-        )
-        .into_boxed_str(),
-    );
-    let (sim, dir) = prepare(Setup {
-        extra,
-        ..Setup::default()
-    })
+    let (schema, sim, dir) = on_postgres(
+        "approvals:\n  hold: 60s\n  max_pending_per_principal: 4\nlimits:\n  rate_per_principal: 0\n",
+    )
     .await;
     let (a, b) = two_replicas(&dir).await;
     let agent = sim.token("agent", GATEWAY_API).unwrap();
