@@ -74,7 +74,8 @@ async fn chains_checkpoints_retention_and_queries_behave_alike_on_both_backends(
             .map(|i| {
                 record(
                     i,
-                    if i < 3 { "s1" } else { "s2" },
+                    // s2 as a named session is kept: the name, then its principal.
+                    if i < 3 { "s1" } else { "s2@p-b" },
                     if i.is_multiple_of(3) {
                         Phase::Refused
                     } else {
@@ -113,7 +114,7 @@ async fn chains_checkpoints_retention_and_queries_behave_alike_on_both_backends(
         // Queries.
         let sessions = store.sessions(&SessionFilter::default()).await.unwrap();
         let ids: Vec<&str> = sessions.iter().map(|s| s.id.as_str()).collect();
-        assert_eq!(ids, ["s1", "s2"], "{b}");
+        assert_eq!(ids, ["s1", "s2@p-b"], "{b}");
         assert_eq!(sessions[0].requests, 3, "{b}");
         assert_eq!(sessions[0].refused, 1, "{b}");
         assert_eq!(sessions[0].denied, 1, "{b}");
@@ -133,7 +134,7 @@ async fn chains_checkpoints_retention_and_queries_behave_alike_on_both_backends(
             .await
             .unwrap();
         let newest: Vec<&str> = newest.iter().map(|s| s.id.as_str()).collect();
-        assert_eq!(newest, ["s2"], "{b}");
+        assert_eq!(newest, ["s2@p-b"], "{b}");
         let nobody = store
             .sessions(&SessionFilter {
                 principal: Some("p-2".into()),
@@ -142,7 +143,21 @@ async fn chains_checkpoints_retention_and_queries_behave_alike_on_both_backends(
             .await
             .unwrap();
         assert!(nobody.is_empty(), "{b}");
-        assert_eq!(store.session("s2").await.unwrap().len(), 3, "{b}");
+        assert_eq!(store.session("s2@p-b").await.unwrap().len(), 3, "{b}");
+        // Found by its whole id or by the name alone while one principal used it.
+        use portcullis::audit::store::FoundSession;
+        for asked in ["s2@p-b", "s2"] {
+            match store.find_session(asked).await.unwrap() {
+                FoundSession::One(id, links) => {
+                    assert_eq!((id.as_str(), links.len()), ("s2@p-b", 3), "{b}")
+                }
+                other => panic!("{b}: {asked}: {other:?}"),
+            }
+        }
+        assert!(
+            matches!(store.find_session("s").await.unwrap(), FoundSession::None),
+            "{b}"
+        );
         assert_eq!(
             store.count("2000-01-01T00:00:00Z", None).await.unwrap(),
             6,
