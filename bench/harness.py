@@ -366,7 +366,7 @@ upstream:
     baseline: {{type: client_secret, client_id: {baseline['app_id']}, client_secret: {{file: baseline.secret}}}}
 # One principal sends everything here: no per-principal rate limit. Room for 10,000 held.
 limits: {{rate_per_principal: 0, max_connections: 30000}}
-approvals: {{hold: 900s, max_held: 20000}}
+approvals: {{hold: 900s, max_held: 20000, max_pending_per_principal: 0}}
 policy:
   include: policy.yaml
 """)

@@ -329,7 +329,13 @@ fn serve(
     };
     let lower: Vec<String> = rest.iter().map(|s| s.to_ascii_lowercase()).collect();
     let keys: Vec<&str> = lower.iter().map(String::as_str).collect();
-    let m = &req.method;
+    // Key Vault answers a HEAD as the GET it names, headers and all, without the body
+    // (the listener leaves the body out, RFC 9110 §9.3.2).
+    let m = if req.method == Method::HEAD {
+        &Method::GET
+    } else {
+        &req.method
+    };
     match (m, keys.as_slice()) {
         (&Method::GET, ["secrets"]) => {
             let items = vault

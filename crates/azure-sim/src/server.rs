@@ -159,6 +159,19 @@ async fn handle(
         status: response.status.as_u16(),
         batch: false,
     });
+    // A HEAD answer carries the GET's headers, Content-Length included, and no body
+    // (RFC 9110 §9.3.2): hyper leaves the body out on HTTP/1.1 but would send it on HTTP/2.
+    let response = if req.method == http::Method::HEAD && !response.body.is_empty() {
+        let mut r = response;
+        r.headers.insert(
+            http::header::CONTENT_LENGTH,
+            HeaderValue::from(r.body.len()),
+        );
+        r.body = Bytes::new();
+        r
+    } else {
+        response
+    };
     Ok(into_hyper(response))
 }
 

@@ -141,7 +141,10 @@ async fn main() -> anyhow::Result<()> {
     let mut approved = 0usize;
     loop {
         let list: Value = admin
-            .get(format!("{}/api/approvals?status=pending", args.admin))
+            .get(format!(
+                "{}/api/approvals?status=pending&limit=500",
+                args.admin
+            ))
             .bearer_auth(&approver)
             .send()
             .await?

@@ -46,6 +46,10 @@ pub struct Metrics {
     pub request_seconds: Family<DecisionLabels, Histogram>,
     pub upstream_seconds: Histogram,
     pub held: Gauge,
+    /// Approvals pending in the store (all replicas), refreshed by the expiry sweep.
+    pub approvals_pending: Gauge,
+    /// New approvals refused because their principal had the most pending allowed.
+    pub approvals_capped: Counter,
     pub audit_commit_seconds: Histogram,
     pub audit_records: Counter,
     pub audit_commit_failures: Counter,
@@ -73,6 +77,8 @@ impl Metrics {
             request_seconds: Family::new_with_constructor(latency_buckets),
             upstream_seconds: latency_buckets(),
             held: Gauge::default(),
+            approvals_pending: Gauge::default(),
+            approvals_capped: Counter::default(),
             audit_commit_seconds: latency_buckets(),
             audit_records: Counter::default(),
             audit_commit_failures: Counter::default(),
@@ -109,6 +115,16 @@ impl Metrics {
             "held_requests",
             "Requests held open on this replica waiting for an approval",
             m.held.clone(),
+        );
+        registry.register(
+            "approvals_pending",
+            "Approvals waiting for a decision, in the store all replicas share",
+            m.approvals_pending.clone(),
+        );
+        registry.register(
+            "approvals_capped",
+            "New approvals refused because the principal had approvals.max_pending_per_principal pending",
+            m.approvals_capped.clone(),
         );
         registry.register(
             "audit_commit_duration_seconds",

@@ -145,7 +145,6 @@ async fn handle_in(gw: Arc<Gateway>, req: Request<Incoming>, request_id: String)
         .map(str::to_owned)
         .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
     let method = req.method().clone();
-    let session = gw.sessions.of(req.headers(), started);
     let routed = request_host(&req).and_then(|host| {
         route::route(&host, req.uri().path(), gw.public_host.as_deref()).map_err(|e| {
             GatewayError::BadRequest {
@@ -161,7 +160,7 @@ async fn handle_in(gw: Arc<Gateway>, req: Request<Incoming>, request_id: String)
             // masked).
             let mut record = AuditRecord::new(
                 request_id.clone(),
-                session,
+                gw.sessions.of(req.headers(), None, started),
                 Phase::Refused,
                 method.to_string(),
                 audit_text(&gw, &req.uri().to_string()),
@@ -184,6 +183,18 @@ async fn handle_in(gw: Arc<Gateway>, req: Request<Incoming>, request_id: String)
             return err.render(&ctx);
         }
     };
+    // Authenticate before naming the session: a session an agent names is its own
+    // (audit/session.rs), so the name counts only with the principal that sent it.
+    let authenticated = async {
+        refuse_malformed_framing(&gw, req.headers())?;
+        authenticate(&gw, req.headers()).await
+    }
+    .await;
+    let session = gw.sessions.of(
+        req.headers(),
+        authenticated.as_ref().ok().map(|p| p.object_id.as_str()),
+        started,
+    );
     let (query, binding) = Binder::split(req.uri().query().unwrap_or(""));
     let ex = Exchange {
         request_id,
@@ -201,8 +212,7 @@ async fn handle_in(gw: Arc<Gateway>, req: Request<Incoming>, request_id: String)
     let mut scope = None;
     let request_headers = audit_headers(&gw, req.headers());
     let outcome = async {
-        refuse_malformed_framing(&gw, req.headers())?;
-        let principal = authenticate(&gw, req.headers()).await?;
+        let principal = authenticated?;
         principal_id = Some(principal.object_id.clone());
         if let Err(wait) = gw.limiter.take(&principal.object_id) {
             return Err(GatewayError::Throttled {
@@ -1919,6 +1929,16 @@ async fn rewrite(
         "x-portcullis-request-id",
         HeaderValue::from_str(&ex.request_id).expect("a uuid"),
     );
+    // A HEAD answer has no body, whatever its headers say (RFC 9110 §9.3.2): nothing to
+    // mask or page. Its Content-Length is the unmasked GET answer's, which the agent never
+    // gets and which hints at a secret's length: it does not leave.
+    if *method == Method::HEAD {
+        parts.headers.remove(header::CONTENT_LENGTH);
+        if !plan.is_empty() {
+            weaken_etag(&mut parts.headers);
+        }
+        return Ok(Response::from_parts(parts, full(Bytes::new())));
+    }
     let content_type = parts
         .headers
         .get(header::CONTENT_TYPE)

@@ -430,3 +430,36 @@ async fn vaults_are_reachable_by_host_name() {
         (StatusCode::NOT_FOUND, "VaultNotFound")
     );
 }
+
+/// Key Vault answers a HEAD as the GET it names, without the body: 200 with the GET's
+/// headers for a secret, 404 for none (it answered 405 here before, unlike Key Vault).
+#[tokio::test]
+async fn head_on_a_secret_answers_as_its_get_without_a_body() {
+    let env = Env::start().await;
+    let token = env.token("portcullis-baseline", KV);
+    let base = env.sim.vault_url("demo-kv");
+    for (name, status) in [
+        ("db-password", StatusCode::OK),
+        ("nosuch", StatusCode::NOT_FOUND),
+    ] {
+        let url = format!("{base}/secrets/{name}?{V}");
+        let head = env
+            .http
+            .head(&url)
+            .bearer_auth(&token)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(head.status(), status, "{name}");
+        let length = head.headers().get("content-length").cloned();
+        assert!(head.bytes().await.unwrap().is_empty(), "{name}: no body");
+        let get = env.http.get(&url).bearer_auth(&token).send().await.unwrap();
+        assert_eq!(get.status(), status, "{name}");
+        let body = get.bytes().await.unwrap();
+        assert_eq!(
+            length.and_then(|l| l.to_str().ok()?.parse::<usize>().ok()),
+            Some(body.len()),
+            "{name}: the GET's Content-Length"
+        );
+    }
+}

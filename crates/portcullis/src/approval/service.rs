@@ -14,6 +14,7 @@ use tokio::sync::{Semaphore, broadcast, watch};
 
 use super::model::{Approval, Status, Vote};
 use super::notify::Notifier;
+use super::store::Inserted;
 use crate::audit::record::{AuditRecord, Phase};
 use crate::audit::store::{Store, StoreError};
 use crate::audit::writer::Recorder;
@@ -28,6 +29,9 @@ pub struct ApprovalsConfig {
     pub hold: Duration,
     /// The most requests held open at once.
     pub max_held: usize,
+    /// The most approvals one principal may have pending (0: no cap), counted in the
+    /// shared store: one agent cannot bury everyone else's approvals.
+    pub max_pending_per_principal: u32,
     /// How often a waiter re-reads its approval even without a wake-up, so a lost
     /// notification from another replica only delays a release.
     pub recheck: Duration,
@@ -161,6 +165,13 @@ impl Approvals {
                     }
                     Err(e) => tracing::error!(error = %e, "expiring approvals failed"),
                 }
+                // What every replica has pending, for operators (`approvals_pending`).
+                match this.store.pending_approvals(&now()).await {
+                    Ok(n) => {
+                        crate::metrics::METRICS.approvals_pending.set(n);
+                    }
+                    Err(e) => tracing::error!(error = %e, "counting pending approvals failed"),
+                }
                 // A held request is kept only while it may still be forwarded.
                 // (A used approval's request goes with its forward; this catches a replica
                 // that stopped in between.)
@@ -275,13 +286,30 @@ impl Approvals {
                 // An overdue approval of this request must not block a new one.
                 self.expire_overdue().await;
                 let a = req.draft.clone();
-                if self.store.insert_approval(&a).await.map_err(store_err)? {
-                    tracing::info!(approval = %a.id, principal = %a.principal, action = %a.action, "request held for approval");
-                    self.changed(&a.id, "created", None).await;
-                    a
-                } else {
+                let limit = self.config.max_pending_per_principal;
+                match self
+                    .store
+                    .insert_approval(&a, limit, &now())
+                    .await
+                    .map_err(store_err)?
+                {
+                    Inserted::New => {
+                        tracing::info!(approval = %a.id, principal = %a.principal, action = %a.action, "request held for approval");
+                        self.changed(&a.id, "created", None).await;
+                        a
+                    }
+                    Inserted::Capped { pending } => {
+                        tracing::warn!(principal = %a.principal, pending, limit, "a new approval refused: the principal has the most pending approvals allowed");
+                        crate::metrics::METRICS.approvals_capped.inc();
+                        return Err(GatewayError::TooManyPendingApprovals {
+                            pending,
+                            limit,
+                            retry_after: self.config.retry_after.as_secs().max(1),
+                        });
+                    }
                     // The same request was held at the same moment: share its approval.
-                    self.store
+                    Inserted::Exists => self
+                        .store
                         .live_approval(&p.object_id, &draft.digest, &now())
                         .await
                         .map_err(store_err)?
@@ -289,7 +317,7 @@ impl Approvals {
                             GatewayError::AuditUnavailable(
                                 "an approval for this request exists but cannot be read".into(),
                             )
-                        })?
+                        })?,
                 }
             }
         };

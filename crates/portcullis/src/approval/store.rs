@@ -10,6 +10,18 @@ fn corrupt(e: serde_json::Error) -> StoreError {
     StoreError::Corrupt(e.to_string())
 }
 
+/// What inserting an approval did.
+#[derive(Debug, PartialEq)]
+pub enum Inserted {
+    New,
+    /// A live approval of the same request by the same principal exists.
+    Exists,
+    /// The principal already has this many approvals pending, the most allowed.
+    Capped {
+        pending: i64,
+    },
+}
+
 /// What a vote did.
 #[derive(Debug, PartialEq)]
 pub enum Voted {
@@ -45,26 +57,71 @@ impl Store {
         }
     }
 
-    /// Inserts a new approval; false when a live one for the same principal and request
-    /// already exists (it was created concurrently: use that one).
-    pub async fn insert_approval(&self, a: &Approval) -> Result<bool, StoreError> {
+    /// Inserts a new approval unless its principal already has `max_pending` approvals
+    /// pending (0: no cap), or a live one for the same principal and request exists (it
+    /// was created concurrently: use that one).
+    ///
+    /// The count and the insert are one transaction under a lock per principal (SQLite's
+    /// write lock; a PostgreSQL advisory lock keyed by the principal), so replicas
+    /// accepting requests of one agent at the same moment cannot together pass the cap.
+    pub async fn insert_approval(
+        &self,
+        a: &Approval,
+        max_pending: u32,
+        now: &str,
+    ) -> Result<Inserted, StoreError> {
         let mut stored = a.clone();
         stored.votes.clear();
         let body = serde_json::to_string(&stored).map_err(corrupt)?;
-        let done = on!(self, pool => {
-            sqlx::query("INSERT INTO approvals (id, status, principal, digest, created, expires, body) VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT DO NOTHING")
-                .bind(&a.id)
-                .bind(a.status.as_str())
-                .bind(&a.principal)
-                .bind(&a.digest)
-                .bind(&a.created)
-                .bind(&a.expires)
-                .bind(&body)
-                .execute(pool)
+        let (begin, _) = self.locking();
+        Ok(on!(self, pool => {
+            let mut tx = pool.begin_with(begin).await?;
+            if let Db::Postgres(_) = self.db {
+                // Held until commit or rollback; other principals are not kept waiting
+                // (but for a hash collision, which only serializes two of them).
+                sqlx::query("SELECT pg_advisory_xact_lock(7243912, hashtext($1))")
+                    .bind(&a.principal)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            let pending: i64 = sqlx::query(
+                "SELECT COUNT(*) FROM approvals WHERE principal = $1 AND status = 'pending' AND expires > $2",
+            )
+            .bind(&a.principal)
+            .bind(now)
+            .fetch_one(&mut *tx)
+            .await?
+            .col(0);
+            if max_pending > 0 && pending >= i64::from(max_pending) {
+                tx.rollback().await?;
+                Inserted::Capped { pending }
+            } else {
+                let done = sqlx::query("INSERT INTO approvals (id, status, principal, digest, created, expires, body) VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT DO NOTHING")
+                    .bind(&a.id)
+                    .bind(a.status.as_str())
+                    .bind(&a.principal)
+                    .bind(&a.digest)
+                    .bind(&a.created)
+                    .bind(&a.expires)
+                    .bind(&body)
+                    .execute(&mut *tx)
+                    .await?
+                    .rows_affected();
+                tx.commit().await?;
+                if done == 1 { Inserted::New } else { Inserted::Exists }
+            }
+        }))
+    }
+
+    /// How many approvals are pending now, in the whole store (every replica's).
+    pub async fn pending_approvals(&self, now: &str) -> Result<i64, StoreError> {
+        Ok(on!(self, pool => {
+            sqlx::query("SELECT COUNT(*) FROM approvals WHERE status = 'pending' AND expires > $1")
+                .bind(now)
+                .fetch_one(pool)
                 .await?
-                .rows_affected()
-        });
-        Ok(done == 1)
+                .col(0)
+        }))
     }
 
     async fn approval_from(

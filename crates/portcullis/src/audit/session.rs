@@ -1,8 +1,11 @@
 //! Sessions: what a reviewer replays. An agent that names its session in an
-//! `x-portcullis-session` header gets exactly that. Otherwise a session is one bearer
-//! token's requests with no pause longer than the idle gap between them; after a longer
-//! pause, the same token starts a new session. The token itself is never kept, only a
-//! digest of it.
+//! `x-portcullis-session` header gets that name, as its own: the session is
+//! `{name}@{object id}`, so another principal naming the same session writes into a
+//! session of its own, never into this one, and the name stays readable. A name counts only
+//! once the request is authenticated; before that (a refusal of the token itself) the
+//! request goes to its token's session. Otherwise a session is one bearer token's requests
+//! with no pause longer than the idle gap between them; after a longer pause, the same token
+//! starts a new session. The token itself is never kept, only a digest of it.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -28,15 +31,19 @@ impl Sessions {
         }
     }
 
-    /// The session `headers`' request belongs to, at `now`.
-    pub fn of(&self, headers: &HeaderMap, now: Instant) -> String {
-        if let Some(s) = headers
-            .get("x-portcullis-session")
-            .and_then(|v| v.to_str().ok())
-            .map(str::trim)
-            .filter(|s| !s.is_empty() && s.len() <= 128 && s.bytes().all(|b| b.is_ascii_graphic()))
+    /// The session `headers`' request belongs to, at `now`, sent by `principal` (its
+    /// object id; `None` until it is authenticated).
+    pub fn of(&self, headers: &HeaderMap, principal: Option<&str>, now: Instant) -> String {
+        if let Some(principal) = principal
+            && let Some(s) = headers
+                .get("x-portcullis-session")
+                .and_then(|v| v.to_str().ok())
+                .map(str::trim)
+                .filter(|s| {
+                    !s.is_empty() && s.len() <= 128 && s.bytes().all(|b| b.is_ascii_graphic())
+                })
         {
-            return s.to_owned();
+            return named(s, principal);
         }
         let Some(auth) = headers.get(header::AUTHORIZATION) else {
             return "anonymous".to_owned();
@@ -63,6 +70,18 @@ impl Sessions {
     }
 }
 
+/// The session `principal` named `name`.
+pub fn named(name: &str, principal: &str) -> String {
+    format!("{name}@{principal}")
+}
+
+/// The name an agent gave a session, and who named it, when it is such a session.
+pub fn name_of(session: &str) -> Option<(&str, &str)> {
+    session
+        .rsplit_once('@')
+        .filter(|(n, p)| !n.is_empty() && !p.is_empty())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -80,24 +99,35 @@ mod tests {
     fn a_token_keeps_its_session_until_an_idle_gap() {
         let s = Sessions::new(Duration::from_secs(60));
         let t0 = Instant::now();
-        let a = s.of(&bearer("one"), t0);
+        let a = s.of(&bearer("one"), None, t0);
         assert!(a.starts_with("token-"), "{a}");
         assert!(!a.contains("one"));
-        assert_eq!(s.of(&bearer("one"), t0 + Duration::from_secs(50)), a);
+        assert_eq!(s.of(&bearer("one"), None, t0 + Duration::from_secs(50)), a);
         // 50 s after the last request: still within the gap.
-        assert_eq!(s.of(&bearer("one"), t0 + Duration::from_secs(100)), a);
-        assert_ne!(s.of(&bearer("two"), t0 + Duration::from_secs(100)), a);
+        assert_eq!(s.of(&bearer("one"), None, t0 + Duration::from_secs(100)), a);
+        assert_ne!(s.of(&bearer("two"), None, t0 + Duration::from_secs(100)), a);
         std::thread::sleep(Duration::from_millis(2));
-        let b = s.of(&bearer("one"), t0 + Duration::from_secs(200));
+        let b = s.of(&bearer("one"), None, t0 + Duration::from_secs(200));
         assert_ne!(b, a, "a pause longer than the gap starts a new session");
     }
 
     #[test]
-    fn a_named_session_is_kept_as_named() {
+    fn a_named_session_is_the_principals_own() {
         let s = Sessions::new(Duration::from_secs(60));
         let mut h = bearer("one");
         h.insert("x-portcullis-session", "incident-42".parse().unwrap());
-        assert_eq!(s.of(&h, Instant::now()), "incident-42");
-        assert_eq!(s.of(&HeaderMap::new(), Instant::now()), "anonymous");
+        let a = s.of(&h, Some("oid-a"), Instant::now());
+        assert_eq!(a, "incident-42@oid-a");
+        assert_eq!(name_of(&a), Some(("incident-42", "oid-a")));
+        assert_ne!(s.of(&h, Some("oid-b"), Instant::now()), a);
+        // Naming another's session by its whole id still lands in one's own.
+        h.insert("x-portcullis-session", a.parse().unwrap());
+        assert_eq!(
+            s.of(&h, Some("oid-b"), Instant::now()),
+            "incident-42@oid-a@oid-b"
+        );
+        // Not yet authenticated: the name does not count.
+        assert!(s.of(&h, None, Instant::now()).starts_with("token-"));
+        assert_eq!(s.of(&HeaderMap::new(), None, Instant::now()), "anonymous");
     }
 }

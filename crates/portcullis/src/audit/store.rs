@@ -307,6 +307,16 @@ where
     }
 }
 
+/// What [`Store::find_session`] found.
+#[derive(Debug)]
+pub enum FoundSession {
+    /// The session (its whole id) and its records.
+    One(String, Vec<Link>),
+    /// Several principals named a session so: their sessions' ids.
+    Several(Vec<String>),
+    None,
+}
+
 /// One session, as listed.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct SessionSummary {
@@ -718,6 +728,39 @@ impl Store {
             .iter()
             .map(|r| link(r.col(0), r.col(1), r.col(2), r.col(3), r.col(4)))
             .collect()
+        })
+    }
+
+    /// A session by its id or, failing that, by the name an agent gave it
+    /// (`x-portcullis-session`; kept as `{name}@{object id}`, audit/session.rs): readers may
+    /// ask for `incident-42` when one principal used that name.
+    pub async fn find_session(&self, id: &str) -> Result<FoundSession, StoreError> {
+        let links = self.session(id).await?;
+        if !links.is_empty() {
+            return Ok(FoundSession::One(id.to_owned(), links));
+        }
+        // Not indexed: a reader's lookup by a bare name scans the sessions' ids.
+        let mut named: Vec<String> = on!(self, pool => {
+            sqlx::query(
+                "SELECT DISTINCT session FROM audit_records WHERE substr(session, 1, length($1) + 1) = $1 || '@'",
+            )
+            .bind(id)
+            .fetch_all(pool)
+            .await?
+            .iter()
+            .map(|r| r.col(0))
+            .collect()
+        });
+        named.retain(|s: &String| crate::audit::session::name_of(s).is_some_and(|(n, _)| n == id));
+        named.sort();
+        Ok(match named.len() {
+            0 => FoundSession::None,
+            1 => {
+                let only = named.remove(0);
+                let links = self.session(&only).await?;
+                FoundSession::One(only, links)
+            }
+            _ => FoundSession::Several(named),
         })
     }
 

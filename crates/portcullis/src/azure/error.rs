@@ -45,6 +45,13 @@ pub enum GatewayError {
     },
     /// This principal sent more than its rate allows; retry after so many seconds.
     Throttled { retry_after: u64 },
+    /// This principal already has `limit` approvals pending (`approvals.max_pending_per_principal`):
+    /// no new one until approvers decide some, or they expire.
+    TooManyPendingApprovals {
+        pending: i64,
+        limit: u32,
+        retry_after: u64,
+    },
     /// An answer that may carry secrets could not be checked (too large, not parseable,
     /// encoded): it does not reach the agent.
     Unmaskable(String),
@@ -114,7 +121,9 @@ impl GatewayError {
             GatewayError::Protocol { status, .. } | GatewayError::Operation { status, .. } => {
                 *status
             }
-            GatewayError::Throttled { .. } => StatusCode::TOO_MANY_REQUESTS,
+            GatewayError::Throttled { .. } | GatewayError::TooManyPendingApprovals { .. } => {
+                StatusCode::TOO_MANY_REQUESTS
+            }
             GatewayError::UpstreamCredential(_) | GatewayError::Unmaskable(_) => {
                 StatusCode::BAD_GATEWAY
             }
@@ -141,6 +150,9 @@ impl GatewayError {
             GatewayError::Protocol { code, .. } | GatewayError::Operation { code, .. } => code,
             GatewayError::Throttled { .. } if kv => "Throttled",
             GatewayError::Throttled { .. } => "TooManyRequests",
+            // Key Vault's own 429 code; the reason is in `innererror`.
+            GatewayError::TooManyPendingApprovals { .. } if kv => "Throttled",
+            GatewayError::TooManyPendingApprovals { .. } => "TooManyPendingApprovals",
             GatewayError::UpstreamCredential(_) => "GatewayUpstreamCredentialFailed",
             GatewayError::Unmaskable(_) => "GatewayResponseNotMaskable",
             GatewayError::Upstream { timeout: true, .. } => "GatewayTimeout",
@@ -191,6 +203,13 @@ impl GatewayError {
             GatewayError::Throttled { retry_after } => format!(
                 "Portcullis: this principal has sent more requests than its rate limit allows; retry after {retry_after} second(s)."
             ),
+            GatewayError::TooManyPendingApprovals {
+                pending,
+                limit,
+                retry_after,
+            } => format!(
+                "Portcullis: this principal already has {pending} requests waiting for approval, the most allowed ({limit}); nothing was held or sent to Azure. Retry after {retry_after} second(s), once approvers have decided some or they have expired."
+            ),
             GatewayError::AuditUnavailable(m) => format!(
                 "Portcullis could not record this request ({m}), so it was not forwarded; retry later."
             ),
@@ -213,6 +232,9 @@ impl GatewayError {
         match (self, ctx.service) {
             (GatewayError::Forbidden { .. }, Service::KeyVault { .. }) => {
                 error["innererror"] = json!({"code": "ForbiddenByRbac"});
+            }
+            (GatewayError::TooManyPendingApprovals { .. }, Service::KeyVault { .. }) => {
+                error["innererror"] = json!({"code": "TooManyPendingApprovals"});
             }
             (GatewayError::Approval(r), Service::KeyVault { .. }) => {
                 error["innererror"] = json!({"code": r.code, "approvalId": r.approval.id});
@@ -276,7 +298,9 @@ impl GatewayError {
         ) {
             h.insert(http::header::RETRY_AFTER, HeaderValue::from_static("5"));
         }
-        if let GatewayError::Throttled { retry_after } = self {
+        if let GatewayError::Throttled { retry_after }
+        | GatewayError::TooManyPendingApprovals { retry_after, .. } = self
+        {
             h.insert(http::header::RETRY_AFTER, HeaderValue::from(*retry_after));
         }
         if let GatewayError::Approval(r) = self {

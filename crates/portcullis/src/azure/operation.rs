@@ -904,7 +904,11 @@ fn kv<'a>(
 
 /// The azure-notes §3 table, completed from the Key Vault section of the resource provider
 /// operations list. Keywords match case-insensitively; an item named like a keyword
-/// (`versions`, `backup`) is read as the keyword, as Key Vault does. HEAD is taken as GET.
+/// (`versions`, `backup`) is read as the keyword, as Key Vault does. HEAD is taken as GET:
+/// Key Vault defines no HEAD operation of its own and answers one as the GET it names
+/// (headers, no body), so RBAC's data action is the GET's; a HEAD on a secret is
+/// `getSecret`, not `readMetadata`, since its answer describes the value (its length, its
+/// ETag) and a rule that lets a principal read metadata only must not let it probe values.
 fn keyvault<'a>(verb: Verb, segs: &[&'a str]) -> Option<KvAction<'a>> {
     use Verb::{Delete, Patch, Post, Put};
     let (&first, rest) = segs.split_first()?;

@@ -226,14 +226,24 @@ pub async fn run(args: ApprovalsArgs) -> anyhow::Result<()> {
     let api = Api::new(&args)?;
     match &args.command {
         ApprovalsCommand::List { status, ids, wait } => {
-            let body = api
+            // Every page: the API answers a page at a time, `nextLink` leading on.
+            let mut list = Vec::new();
+            let mut body = api
                 .call(
                     api.http
                         .get(format!("{}/api/approvals", api.base))
-                        .query(&[("status", status)]),
+                        .query(&[("status", status.as_str()), ("limit", "500")]),
                 )
                 .await?;
-            let list = body["value"].as_array().cloned().unwrap_or_default();
+            loop {
+                list.extend(body["value"].as_array().cloned().unwrap_or_default());
+                let Some(next) = body["nextLink"].as_str() else {
+                    break;
+                };
+                body = api
+                    .call(api.http.get(format!("{}{next}", api.base)))
+                    .await?;
+            }
             if *ids {
                 for a in &list {
                     println!("{}", a["id"].as_str().unwrap_or(""));

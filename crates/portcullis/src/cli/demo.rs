@@ -185,6 +185,14 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         ("SIM_CA", dir.join("sim/ca.pem").display().to_string()),
         ("DEMO_SUBSCRIPTION", sub.clone()),
         ("AGENT_TOKEN", token("agent")?),
+        // The agent's object id: its named sessions are `{name}@{AGENT_OID}`.
+        (
+            "AGENT_OID",
+            sim.config()
+                .principal("agent")
+                .map(|p| p.object_id.to_string())
+                .context("the demo simulator has an agent")?,
+        ),
         ("OTHER_AGENT_TOKEN", token("other-agent")?),
         ("APPROVER_TOKEN", token("alice")?),
         ("APPROVER2_TOKEN", token("bob")?),
@@ -304,7 +312,9 @@ fn print_tour(gw: &str, sub: &str, env_path: &Path, config_path: &Path, exe: &st
     );
     let state = state.display();
     println!("  {exe} sessions list --state-dir {state}");
-    println!("  {exe} sessions replay tour --bodies --state-dir {state}");
+    // A session an agent names is its own (`tour@{its object id}`): the other agent's
+    // refusal above is in a `tour` of its own.
+    println!("  {exe} sessions replay \"tour@$AGENT_OID\" --bodies --state-dir {state}");
     println!("  {exe} audit verify --state-dir {state}");
     println!("  # The same trail through the admin API, for approvers (audit.readers)");
     println!(

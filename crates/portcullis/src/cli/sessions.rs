@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use anyhow::bail;
 
 use crate::audit::record::Phase;
-use crate::audit::store::SessionFilter;
+use crate::audit::store::{FoundSession, SessionFilter};
 
 #[derive(clap::Args)]
 pub struct SessionsArgs {
@@ -79,10 +79,14 @@ pub async fn run(args: SessionsArgs) -> anyhow::Result<()> {
             }
         }
         SessionsCommand::Replay { id, bodies } => {
-            let timeline = store.session(&id).await?;
-            if timeline.is_empty() {
-                bail!("no session '{id}'");
-            }
+            let timeline = match store.find_session(&id).await? {
+                FoundSession::One(_, links) => links,
+                FoundSession::Several(ids) => bail!(
+                    "several principals named a session '{id}'; replay one of: {}",
+                    ids.join(", ")
+                ),
+                FoundSession::None => bail!("no session '{id}'"),
+            };
             for l in timeline {
                 let r = &l.record;
                 let phase = match r.phase {

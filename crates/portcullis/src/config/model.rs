@@ -119,6 +119,8 @@ pub struct ApprovalsSettings {
     pub hold: Duration,
     pub recheck: Duration,
     pub max_held: usize,
+    /// The most approvals one principal may have pending (0: no cap).
+    pub max_pending_per_principal: u32,
     pub console_url: Option<String>,
     pub notify: Vec<crate::approval::notify::Webhook>,
     /// Extra CAs for webhook receivers.

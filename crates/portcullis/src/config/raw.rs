@@ -92,6 +92,9 @@ pub struct RawApprovals {
     pub hold: Option<String>,
     /// The most requests held open at once (10000); beyond, agents are told to retry.
     pub max_held: Option<usize>,
+    /// The most approvals one principal may have pending at once (20; 0: no cap); beyond,
+    /// its new requests for approval are refused with 429.
+    pub max_pending_per_principal: Option<u32>,
     /// The admin listener's URL as approvers reach it (links in notifications).
     pub console_url: Option<String>,
     /// How often a held request re-reads its approval without a wake-up (`10s`): the

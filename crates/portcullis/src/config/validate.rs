@@ -808,6 +808,7 @@ fn approvals(
         }
     };
     let max_held = ra.max_held.unwrap_or(10_000);
+    let max_pending_per_principal = ra.max_pending_per_principal.unwrap_or(20);
     let recheck = match ra.recheck.as_deref().map(super::policy::duration) {
         None => Duration::from_secs(10),
         Some(Ok(d)) if !d.is_zero() => d,
@@ -882,6 +883,7 @@ fn approvals(
         hold,
         recheck,
         max_held,
+        max_pending_per_principal,
         console_url: ra.console_url,
         notify,
         notify_cas,

@@ -15,10 +15,11 @@ use crate::audit::record::Phase;
 use crate::audit::store::SessionFilter;
 use crate::pipeline::Gateway;
 use crate::policy::{Effect, PrincipalMatcher};
+use crate::server::approvals_api::After;
 use crate::upstream::client::{Body, full};
 
-/// The most approvals a list shows (newest first).
-const LIST_LIMIT: usize = 500;
+/// Approvals per page of a list (newest first); a link leads to the next page.
+const LIST_LIMIT: usize = 50;
 /// The most sessions the sessions page lists (newest first; filters narrow it).
 const SESSIONS_SHOWN: i64 = 200;
 
@@ -287,10 +288,16 @@ struct ApprovalsPage {
     chrome: Chrome,
     live: bool,
     heading: &'static str,
-    list_url: &'static str,
+    /// The live list's fragment, for this page (`after` included).
+    list_url: String,
     cards: Vec<Card>,
     empty: &'static str,
     csrf: String,
+    /// The next (older) page, when there is more to see.
+    more: Option<String>,
+    /// Whether this is a later page (then it links back to the first).
+    later: bool,
+    first_url: &'static str,
 }
 
 #[derive(Template)]
@@ -299,6 +306,7 @@ struct CardsFragment {
     cards: Vec<Card>,
     empty: &'static str,
     csrf: String,
+    more: Option<String>,
 }
 
 /// The cards of `approvals` as `v` sees them (the live list's fragment). Public for the
@@ -308,6 +316,7 @@ pub fn cards_html(approvals: &[Approval], v: &Viewer) -> Result<String, askama::
         cards: approvals.iter().map(|a| card(a, v)).collect(),
         empty: EMPTY_PENDING,
         csrf: v.csrf.clone(),
+        more: None,
     }
     .render()
 }
@@ -319,20 +328,48 @@ struct ApprovalPage {
     cards: Vec<Card>,
     empty: &'static str,
     csrf: String,
+    more: Option<String>,
 }
 
-async fn cards(gw: &Gateway, v: &Viewer, history: bool) -> Result<Vec<Card>, Response<Body>> {
+/// One page of the cards `v` may see, and the next page's cursor.
+async fn cards(
+    gw: &Gateway,
+    v: &Viewer,
+    history: bool,
+    after: Option<After>,
+) -> Result<(Vec<Card>, Option<After>), Response<Body>> {
     let status = (!history).then_some(Status::Pending);
-    let list = crate::server::approvals_api::visible_list(
+    let page = crate::server::approvals_api::visible_page(
         gw,
         &v.principal,
         status,
         |a| history != (a.status == Status::Pending),
+        after,
         LIST_LIMIT,
     )
     .await
     .map_err(unavailable)?;
-    Ok(list.iter().map(|a| card(a, v)).collect())
+    Ok((
+        page.approvals.iter().map(|a| card(a, v)).collect(),
+        page.next,
+    ))
+}
+
+/// `base` with `after` (and `extra`) in its query.
+fn page_url(base: &str, extra: Option<(&str, &str)>, after: Option<&After>) -> String {
+    let mut q = form_urlencoded::Serializer::new(String::new());
+    if let Some((k, x)) = extra {
+        q.append_pair(k, x);
+    }
+    if let Some(a) = after {
+        q.append_pair("after", &a.text());
+    }
+    let q = q.finish();
+    if q.is_empty() {
+        base.to_owned()
+    } else {
+        format!("{base}?{q}")
+    }
 }
 
 const EMPTY_PENDING: &str = "Nothing waits for a decision you can see.";
@@ -350,25 +387,27 @@ pub async fn get(gw: &Arc<Gateway>, v: &Viewer, path: &str, query: &str) -> Resp
     match path {
         "/console/approvals" | "/console/approvals/history" => {
             let history = path.ends_with("history");
-            let cards = match cards(gw, v, history).await {
+            let after = arg("after").and_then(|a| After::parse(&a));
+            let view = if history { "history" } else { "pending" };
+            let (cards, next) = match cards(gw, v, history, after.clone()).await {
                 Ok(c) => c,
                 Err(r) => return r,
             };
             render(
                 StatusCode::OK,
                 &ApprovalsPage {
-                    chrome: Chrome::of(v, if history { "history" } else { "pending" }),
+                    chrome: Chrome::of(v, view),
                     live: !history,
                     heading: if history {
                         "Decided and expired"
                     } else {
                         "Waiting for a decision"
                     },
-                    list_url: if history {
-                        "/console/approvals/list?view=history"
-                    } else {
-                        "/console/approvals/list?view=pending"
-                    },
+                    list_url: page_url(
+                        "/console/approvals/list",
+                        Some(("view", view)),
+                        after.as_ref(),
+                    ),
                     cards,
                     empty: if history {
                         EMPTY_HISTORY
@@ -376,13 +415,26 @@ pub async fn get(gw: &Arc<Gateway>, v: &Viewer, path: &str, query: &str) -> Resp
                         EMPTY_PENDING
                     },
                     csrf: v.csrf.clone(),
+                    more: next.map(|n| page_url(path, None, Some(&n))),
+                    later: after.is_some(),
+                    first_url: if history {
+                        "/console/approvals/history"
+                    } else {
+                        "/console/approvals"
+                    },
                 },
             )
         }
         "/console/approvals/list" => {
             let history = arg("view").as_deref() == Some("history");
-            match cards(gw, v, history).await {
-                Ok(cards) => render(
+            let after = arg("after").and_then(|a| After::parse(&a));
+            let base = if history {
+                "/console/approvals/history"
+            } else {
+                "/console/approvals"
+            };
+            match cards(gw, v, history, after).await {
+                Ok((cards, next)) => render(
                     StatusCode::OK,
                     &CardsFragment {
                         cards,
@@ -392,6 +444,7 @@ pub async fn get(gw: &Arc<Gateway>, v: &Viewer, path: &str, query: &str) -> Resp
                             EMPTY_PENDING
                         },
                         csrf: v.csrf.clone(),
+                        more: next.map(|n| page_url(base, None, Some(&n))),
                     },
                 ),
                 Err(r) => r,
@@ -407,6 +460,7 @@ pub async fn get(gw: &Arc<Gateway>, v: &Viewer, path: &str, query: &str) -> Resp
                         cards: vec![card(&a, v)],
                         empty: "",
                         csrf: v.csrf.clone(),
+                        more: None,
                     },
                 ),
                 Ok(_) => error_page(
@@ -475,6 +529,7 @@ pub async fn post(
                 cards: vec![card(&a, v)],
                 empty: "",
                 csrf: v.csrf.clone(),
+                more: None,
             },
         ),
         Ok(_) => redirect(&format!("/console/approvals/{id}")),
@@ -541,7 +596,10 @@ pub fn events(gw: Arc<Gateway>, v: Viewer, session_id: String) -> Response<Body>
 // ---- sessions ----------------------------------------------------------------------------
 
 struct SessionRow {
-    id: String,
+    /// The name the agent chose (`x-portcullis-session`), or the whole id of a token's
+    /// session; the principal is its own column.
+    shown: String,
+    named: bool,
     href: String,
     principal: String,
     started: String,
@@ -604,7 +662,10 @@ async fn sessions_page(
                 .into_iter()
                 .map(|s| SessionRow {
                     href: format!("/console/sessions/{}", segment(&s.id)),
-                    id: s.id,
+                    shown: crate::audit::session::name_of(&s.id)
+                        .map_or(s.id.as_str(), |(n, _)| n)
+                        .to_owned(),
+                    named: crate::audit::session::name_of(&s.id).is_some(),
                     principal: s.principal.unwrap_or_default(),
                     started: when(&s.started),
                     last: when(&s.last),

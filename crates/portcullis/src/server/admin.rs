@@ -10,7 +10,7 @@ use http::{Method, Response, StatusCode};
 use serde_json::{Value, json};
 
 use crate::audit::chain::Link;
-use crate::audit::store::{Cursor, SessionFilter};
+use crate::audit::store::{Cursor, FoundSession, SessionFilter};
 use crate::pipeline::Gateway;
 use crate::upstream::client::{Body, full};
 
@@ -172,15 +172,24 @@ pub async fn handle(gw: Arc<Gateway>, req: http::Request<hyper::body::Incoming>)
         }
         p if p.starts_with("/api/sessions/") => {
             let id = &p["/api/sessions/".len()..];
-            gw.store.session(id).await.map(|links| {
-                if links.is_empty() {
-                    error(StatusCode::NOT_FOUND, "NotFound", &format!("no session '{id}'"))
-                } else {
-                    reply(
-                        StatusCode::OK,
-                        json!({"id": id, "records": links.iter().map(link_json).collect::<Vec<_>>()}),
-                    )
-                }
+            gw.store.find_session(id).await.map(|found| match found {
+                FoundSession::One(id, links) => reply(
+                    StatusCode::OK,
+                    json!({"id": id, "records": links.iter().map(link_json).collect::<Vec<_>>()}),
+                ),
+                FoundSession::Several(ids) => error(
+                    StatusCode::CONFLICT,
+                    "AmbiguousSession",
+                    &format!(
+                        "several principals named a session '{id}'; ask for one of: {}",
+                        ids.join(", ")
+                    ),
+                ),
+                FoundSession::None => error(
+                    StatusCode::NOT_FOUND,
+                    "NotFound",
+                    &format!("no session '{id}'"),
+                ),
             })
         }
         _ => return error(StatusCode::NOT_FOUND, "NotFound", "no such admin endpoint"),

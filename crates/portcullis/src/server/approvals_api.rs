@@ -1,6 +1,7 @@
 //! `/api/approvals`: what approvers see and decide (docs/api.md).
 //!
-//! - `GET /api/approvals?status=pending|approved|denied|expired|consumed|all`
+//! - `GET /api/approvals?status=pending|approved|denied|expired|consumed|all&limit=&after=`:
+//!   newest first, a page at a time; `nextLink` continues (keyset: `created`, then `id`)
 //! - `GET /api/approvals/{id}`
 //! - `POST /api/approvals/{id}/approve` and `/deny`, body `{"comment": "..."}` (optional)
 //! - `GET /api/approvals/events`: server-sent events, one `approval` event per change
@@ -25,6 +26,10 @@ use crate::identity::principal::Principal;
 use crate::pipeline::Gateway;
 use crate::upstream::client::{Body, BoxError};
 
+/// Approvals per page of `GET /api/approvals` unless `limit` says otherwise, and the most
+/// it may say.
+const DEFAULT_PAGE: usize = 100;
+const MAX_PAGE: usize = 500;
 /// The largest vote body read.
 const MAX_VOTE_BODY: usize = 16 * 1024;
 /// A comment line on idle event streams, so proxies keep them open.
@@ -36,20 +41,61 @@ pub(crate) fn visible(gw: &Gateway, p: &Principal, a: &Approval) -> bool {
         || gw.audit.readers.iter().any(|m| m.matches(p))
 }
 
-/// The newest `want` approvals (of `status`, or all, and `keep`) that `p` may see. Walks the
-/// store a page at a time, so an approver's own are found even behind many others they may
-/// not see; at most `SCAN` are read.
-pub(crate) async fn visible_list(
+/// Where a page of approvals starts: strictly older than this (`created`, `id`), the
+/// order every list uses (newest first, ties by id), so pages neither skip nor repeat an
+/// approval while others are added.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct After {
+    pub created: String,
+    pub id: String,
+}
+
+impl After {
+    /// `{created}~{id}`, as `after=` carries it.
+    pub(crate) fn parse(s: &str) -> Option<After> {
+        let (created, id) = s.rsplit_once('~')?;
+        (!created.is_empty() && !id.is_empty()).then(|| After {
+            created: created.to_owned(),
+            id: id.to_owned(),
+        })
+    }
+
+    pub(crate) fn text(&self) -> String {
+        format!("{}~{}", self.created, self.id)
+    }
+
+    fn of(a: &Approval) -> After {
+        After {
+            created: a.created.clone(),
+            id: a.id.clone(),
+        }
+    }
+}
+
+/// One page of the approvals a principal may see, and where the next starts (`None`: there
+/// is no more).
+pub(crate) struct Page {
+    pub approvals: Vec<Approval>,
+    pub next: Option<After>,
+}
+
+/// The newest `want` approvals (of `status`, or all, and `keep`) that `p` may see, older
+/// than `after`. Walks the store a page at a time, so an approver's own are found even
+/// behind many others they may not see; a call reads at most `SCAN`, and when that runs out
+/// first the page is short but `next` goes on from where the walk stopped, so every
+/// approval a principal may see is reachable by following `next`.
+pub(crate) async fn visible_page(
     gw: &Gateway,
     p: &Principal,
     status: Option<Status>,
     keep: impl Fn(&Approval) -> bool,
+    after: Option<After>,
     want: usize,
-) -> Result<Vec<Approval>, crate::audit::store::StoreError> {
+) -> Result<Page, crate::audit::store::StoreError> {
     const PAGE: i64 = 500;
     const SCAN: usize = 20_000;
     let mut shown = Vec::new();
-    let mut before: Option<(String, String)> = None;
+    let mut before = after;
     let mut read = 0;
     loop {
         let page = gw
@@ -57,17 +103,38 @@ pub(crate) async fn visible_list(
             .store
             .approvals_before(
                 status,
-                before.as_ref().map(|(c, i)| (c.as_str(), i.as_str())),
+                before.as_ref().map(|a| (a.created.as_str(), a.id.as_str())),
                 PAGE,
             )
             .await?;
         read += page.len();
         let full = page.len() as i64 == PAGE;
-        before = page.last().map(|a| (a.created.clone(), a.id.clone()));
-        shown.extend(page.into_iter().filter(|a| keep(a) && visible(gw, p, a)));
-        if shown.len() >= want || !full || read >= SCAN {
-            shown.truncate(want);
-            return Ok(shown);
+        for a in page {
+            before = Some(After::of(&a));
+            if keep(&a) && visible(gw, p, &a) {
+                if shown.len() == want {
+                    // One more than asked: there is a next page, starting after the last shown.
+                    let next = shown.last().map(After::of);
+                    return Ok(Page {
+                        approvals: shown,
+                        next,
+                    });
+                }
+                shown.push(a);
+            }
+        }
+        if !full {
+            return Ok(Page {
+                approvals: shown,
+                next: None,
+            });
+        }
+        if read >= SCAN {
+            // Not looked at yet: the next page goes on from here.
+            return Ok(Page {
+                approvals: shown,
+                next: before,
+            });
         }
     }
 }
@@ -102,11 +169,8 @@ pub async fn handle(
                 form_urlencoded::parse(req.uri().query().unwrap_or("").as_bytes())
                     .into_owned()
                     .collect();
-            let status = query
-                .iter()
-                .find(|(k, _)| k == "status")
-                .map(|(_, v)| v.as_str())
-                .unwrap_or("pending");
+            let arg = |k: &str| query.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str());
+            let status = arg("status").unwrap_or("pending");
             let status = match status {
                 "all" => None,
                 s => match Status::parse(s) {
@@ -122,10 +186,39 @@ pub async fn handle(
                     }
                 },
             };
-            match visible_list(&gw, &p, status, |_| true, 500).await {
-                Ok(list) => {
-                    let value: Vec<Value> = list.iter().map(|a| shown(a, &p)).collect();
-                    reply(StatusCode::OK, json!({ "value": value }))
+            let limit = match arg("limit").map(|l| l.parse::<usize>()) {
+                None => DEFAULT_PAGE,
+                Some(Ok(n)) if (1..=MAX_PAGE).contains(&n) => n,
+                Some(_) => {
+                    return error(
+                        StatusCode::BAD_REQUEST,
+                        "InvalidParameter",
+                        &format!("limit must be a number from 1 to {MAX_PAGE}"),
+                    );
+                }
+            };
+            let after = match arg("after").map(After::parse) {
+                None => None,
+                Some(Some(a)) => Some(a),
+                Some(None) => {
+                    return error(
+                        StatusCode::BAD_REQUEST,
+                        "InvalidParameter",
+                        "after must be a nextLink's cursor ({created}~{id})",
+                    );
+                }
+            };
+            match visible_page(&gw, &p, status, |_| true, after, limit).await {
+                Ok(page) => {
+                    let value: Vec<Value> = page.approvals.iter().map(|a| shown(a, &p)).collect();
+                    let next = page.next.map(|n| {
+                        let mut q = form_urlencoded::Serializer::new(String::new());
+                        q.append_pair("status", status.map_or("all", Status::as_str));
+                        q.append_pair("limit", &limit.to_string());
+                        q.append_pair("after", &n.text());
+                        format!("/api/approvals?{}", q.finish())
+                    });
+                    reply(StatusCode::OK, json!({ "value": value, "nextLink": next }))
                 }
                 Err(e) => unavailable(e),
             }

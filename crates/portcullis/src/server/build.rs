@@ -204,6 +204,7 @@ pub async fn build(config: Config) -> Result<Built, BuildError> {
         crate::approval::service::ApprovalsConfig {
             hold: config.approvals.hold,
             max_held: config.approvals.max_held,
+            max_pending_per_principal: config.approvals.max_pending_per_principal,
             recheck: config.approvals.recheck,
             retry_after: config.approvals.retry_after,
             long_running: crate::approval::lro::LroTable::new(

@@ -156,15 +156,24 @@ async fn serve_connection(
         // In flight from the request's arrival until its answer's body is done (or dropped):
         // a held request or a long download is not idle; pings and stray bytes are.
         let guard = in_flight.begin();
+        let head = req.method() == http::Method::HEAD;
         let fut = handler(gateway.clone(), req);
         async move {
             let response = fut.await;
             Ok::<_, std::convert::Infallible>(response.map(|body| {
-                activity::Guarded {
+                let body = activity::Guarded {
                     body,
                     _guard: guard,
+                };
+                // An answer to HEAD has no body (RFC 9110 §9.3.2). hyper leaves it out on
+                // HTTP/1.1 but sends it on HTTP/2, where DATA on a HEAD's stream is a
+                // protocol error the client resets; the gateway's own answers (refusals)
+                // have one.
+                if head {
+                    Bodiless(body).boxed()
+                } else {
+                    body.boxed()
                 }
-                .boxed()
             }))
         }
     });
@@ -289,5 +298,33 @@ mod activity {
         fn size_hint(&self) -> SizeHint {
             self.body.size_hint()
         }
+    }
+}
+
+/// An answer to HEAD: its body is still read to the end (so what it does on the way, such
+/// as committing its audit record, happens), but nothing of it is sent.
+struct Bodiless<B>(B);
+
+impl<B> http_body::Body for Bodiless<B>
+where
+    B: http_body::Body<Data = bytes::Bytes> + Unpin,
+{
+    type Data = bytes::Bytes;
+    type Error = B::Error;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<bytes::Bytes>, Self::Error>>> {
+        loop {
+            match std::pin::Pin::new(&mut self.0).poll_frame(cx) {
+                std::task::Poll::Ready(Some(Ok(f))) if f.is_data() => continue,
+                other => return other,
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.0.is_end_stream()
     }
 }

@@ -1515,38 +1515,13 @@ async fn an_approver_finds_theirs_behind_hundreds_they_may_not_see() {
     let env = Env::with(setup("120s", crate::TEST_RULES)).await;
     let id = held_pending(&env, &account(&env, "behindmany"), CREATE).await;
     // 600 newer approvals that only another team decides, straight into the store.
-    let store = portcullis::audit::store::Store::open(&env.dir.join("state/audit.db"))
-        .await
-        .unwrap();
-    let later = chrono::Utc::now() + chrono::Duration::seconds(5);
-    for i in 0..600 {
-        let a: portcullis::approval::Approval = serde_json::from_value(json!({
-            "id": format!("other-team-{i:04}"),
-            "status": "pending",
-            "principal": "00000000-0000-0000-0000-00000000aaaa",
-            "principal_app": null,
-            "principal_name": "another agent",
-            "action": STORAGE_WRITE,
-            "scope": format!("/subscriptions/s/resourceGroups/other/providers/Microsoft.Storage/storageAccounts/o{i}"),
-            "rule": "other-team",
-            "rule_reason": "another team's rule",
-            "request": {"method": "PUT", "path": "/", "query": "", "headers": [], "body": null},
-            "digest": format!("d{i}"),
-            "reason": null,
-            "approvers": ["group:00000000-0000-0000-0000-00000000bbbb"],
-            "quorum": 1,
-            "credential": null,
-            "grant_window_secs": null,
-            "session": "other",
-            "created": (later + chrono::Duration::milliseconds(i)).to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
-            "expires": "2099-01-01T00:00:00.000000Z",
-            "decided": null,
-            "consumed": null,
-            "votes": []
-        }))
-        .unwrap();
-        assert!(store.insert_approval(&a).await.unwrap());
-    }
+    pending_elsewhere(&env, 600, "other-team", |_| {
+        (
+            "00000000-0000-0000-0000-00000000aaaa".into(),
+            "00000000-0000-0000-0000-00000000bbbb",
+        )
+    })
+    .await;
     let (s, _, b) = admin(&env, Some("alice"), Method::GET, "/api/approvals", None).await;
     assert_eq!(s, StatusCode::OK, "{b}");
     let ids: Vec<&str> = b["value"]
@@ -1556,4 +1531,243 @@ async fn an_approver_finds_theirs_behind_hundreds_they_may_not_see() {
         .map(|a| a["id"].as_str().unwrap())
         .collect();
     assert_eq!(ids, [id.as_str()], "alice sees hers, and only hers");
+}
+
+// === 13. one agent cannot bury everyone's approvals (issue 19, finding 6) ===
+
+/// The approvers group of the simulator's default configuration (alice and bob).
+const APPROVERS: &str = "a56b8840-25ef-5cbf-a75b-1178c095c637";
+
+/// Setting a secret in demo-kv waits for approval too (Key Vault's requests are held).
+const KV_APPROVE: &str = "    - name: hold-secret-writes\n      effect: approve\n      principals: [group:ai-agents]\n      data_actions: [Microsoft.KeyVault/vaults/secrets/setSecret/action]\n      scopes: [\"vault:demo-kv\"]\n      approval: {approvers: [group:approvers], quorum: 1, timeout: 10m}\n";
+
+/// `n` pending approvals (`{prefix}-0000`...), newer than anything held so far, straight
+/// into the store: the `i`th by the principal `who(i)` names, decided by the group it names.
+async fn pending_elsewhere(
+    env: &Env,
+    n: usize,
+    prefix: &str,
+    who: impl Fn(usize) -> (String, &'static str),
+) {
+    let store = portcullis::audit::store::Store::open(&env.dir.join("state/audit.db"))
+        .await
+        .unwrap();
+    let later = chrono::Utc::now() + chrono::Duration::seconds(5);
+    for i in 0..n {
+        let (principal, approvers) = who(i);
+        let a: portcullis::approval::Approval = serde_json::from_value(json!({
+            "id": format!("{prefix}-{i:04}"),
+            "status": "pending",
+            "principal": principal,
+            "principal_app": null,
+            "principal_name": "another agent",
+            "action": STORAGE_WRITE,
+            "scope": format!("/subscriptions/s/resourceGroups/other/providers/Microsoft.Storage/storageAccounts/{prefix}{i}"),
+            "rule": prefix,
+            "rule_reason": "another rule",
+            "request": {"method": "PUT", "path": "/", "query": "", "headers": [], "body": null},
+            "digest": format!("{prefix}{i}"),
+            "reason": null,
+            "approvers": [format!("group:{approvers}")],
+            "quorum": 1,
+            "credential": null,
+            "grant_window_secs": null,
+            "session": "other",
+            "created": (later + chrono::Duration::milliseconds(i as i64)).to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
+            "expires": "2099-01-01T00:00:00.000000Z",
+            "decided": null,
+            "consumed": null,
+            "votes": []
+        }))
+        .unwrap();
+        assert_eq!(
+            store
+                .insert_approval(&a, 0, &portcullis::audit_time())
+                .await
+                .unwrap(),
+            portcullis::approval::store::Inserted::New
+        );
+    }
+}
+
+/// Every pending approval alice may decide, following `nextLink` from the first page; and
+/// how many pages that took.
+async fn all_pending_pages(env: &Env) -> (Vec<String>, usize) {
+    let mut ids = Vec::new();
+    let mut pages = 0;
+    let mut next = Some("/api/approvals?status=pending".to_owned());
+    while let Some(path) = next {
+        let (s, _, b) = admin(env, Some("alice"), Method::GET, &path, None).await;
+        assert_eq!(s, StatusCode::OK, "{b}");
+        pages += 1;
+        assert!(pages < 50, "nextLink never ends");
+        ids.extend(
+            b["value"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|a| a["id"].as_str().unwrap().to_owned()),
+        );
+        next = b["nextLink"].as_str().map(str::to_owned);
+    }
+    (ids, pages)
+}
+
+#[tokio::test]
+async fn one_agent_holding_past_its_cap_gets_429_and_cannot_bury_anothers_approval() {
+    let env = Env::with(Setup {
+        console: true,
+        rules: leak(format!("{}{KV_APPROVE}", crate::TEST_RULES)),
+        extra: "approvals:\n  hold: 60s\n  max_pending_per_principal: 5\nlimits:\n  rate_per_principal: 0\n",
+        ..Default::default()
+    })
+    .await;
+    let since = env.sim.calls_since(0).len() as u64;
+    // Another agent's request waits first.
+    let (s, h, b) = within(
+        15,
+        "overage-agent's PUT",
+        send(
+            env.http
+                .put(env.url(&account(&env, "otheragents")))
+                .bearer_auth(env.token("overage-agent"))
+                .header("content-type", "application/json")
+                .header("x-portcullis-wait", "0")
+                .body(CREATE),
+        ),
+    )
+    .await;
+    assert_eq!(code(&h), "ApprovalPending", "{s} {b}");
+    let others = header(&h, "x-portcullis-approval").to_owned();
+
+    // Then one agent floods: 30 distinct requests for approval at once.
+    let mut flood = tokio::task::JoinSet::new();
+    for i in 0..30 {
+        let req = put_request(
+            &env,
+            &account(&env, &format!("flood{i}")),
+            CREATE,
+            Some(0),
+            None,
+        );
+        flood.spawn(send(req));
+    }
+    let (mut pending, mut capped) = (0, 0);
+    while let Some(r) = flood.join_next().await {
+        let (s, h, b) = r.unwrap();
+        match s {
+            StatusCode::FORBIDDEN => {
+                assert_eq!(code(&h), "ApprovalPending", "{b}");
+                pending += 1;
+            }
+            StatusCode::TOO_MANY_REQUESTS => {
+                // ARM's shape: the code in the body and in x-ms-error-code, and Retry-After.
+                assert_eq!(code(&h), "TooManyPendingApprovals", "{b}");
+                assert_eq!(b["error"]["code"], "TooManyPendingApprovals", "{b}");
+                let message = b["error"]["message"].as_str().unwrap();
+                assert!(message.contains("(5)"), "{message}");
+                assert_eq!(header(&h, "retry-after"), "10");
+                assert_eq!(header(&h, "x-ms-failure-cause"), "gateway");
+                assert!(h.get("x-portcullis-approval").is_none());
+                capped += 1;
+            }
+            other => panic!("{other}: {b}"),
+        }
+    }
+    assert_eq!(
+        (pending, capped),
+        (5, 25),
+        "the cap is 5 pending per principal"
+    );
+    assert!(
+        env.azure_calls(since).iter().all(|c| c.method != "PUT"),
+        "nothing reached Azure"
+    );
+    // In Key Vault's shape for a vault request.
+    let (s, h, b) = within(
+        15,
+        "a secret write past the cap",
+        send(
+            env.http
+                .put(env.url("/keyvault/demo-kv/secrets/capped?api-version=7.4"))
+                .bearer_auth(env.token("agent"))
+                .header("x-portcullis-wait", "0")
+                .json(&json!({"value": "capped-secret-value"})),
+        ),
+    )
+    .await;
+    assert_eq!(s, StatusCode::TOO_MANY_REQUESTS, "{b}");
+    assert_eq!(b["error"]["code"], "Throttled", "{b}");
+    assert_eq!(
+        b["error"]["innererror"]["code"], "TooManyPendingApprovals",
+        "{b}"
+    );
+    assert_eq!(header(&h, "retry-after"), "10");
+
+    // Many other agents' approvals arrive after it, more than any one page shows.
+    // (26 agents, each under any per-principal cap; alice may decide them all.)
+    pending_elsewhere(&env, 510, "many-agents", |i| {
+        (
+            format!("00000000-0000-0000-0000-0000000000{:02}", i % 26),
+            APPROVERS,
+        )
+    })
+    .await;
+
+    // The approver still reaches the other agent's approval, through the API's pages...
+    let (ids, pages) = all_pending_pages(&env).await;
+    assert!(
+        ids.contains(&others),
+        "the other agent's approval is listed"
+    );
+    assert_eq!(ids.len(), 1 + 5 + 510, "each pending approval once");
+    let unique: std::collections::HashSet<_> = ids.iter().collect();
+    assert_eq!(unique.len(), ids.len(), "no approval on two pages");
+    assert!(pages > 1, "{pages}");
+
+    // ...and through the console's, following its link to older approvals.
+    let http = crate::console::browserless(&env);
+    let (session, _, _) = crate::console::sign_in(&env, &http, "alice").await;
+    let mut path = "/console/approvals".to_owned();
+    let mut seen = 0;
+    loop {
+        let (status, html) = crate::console::page(&env, &http, &session, &path).await;
+        assert_eq!(status, StatusCode::OK, "{html}");
+        seen += 1;
+        if html.contains(&others) {
+            break;
+        }
+        let more = html
+            .split("<p class=\"more\">")
+            .nth(1)
+            .and_then(|m| m.split("href=\"").nth(1))
+            .and_then(|m| m.split('"').next())
+            .unwrap_or_else(|| {
+                panic!("page {seen} hides the other agent's approval and links to no more:\n{html}")
+            });
+        assert!(seen < 30, "the pages never end");
+        path = more.replace("&#38;", "&");
+    }
+    assert!(seen > 1, "found beyond the first page");
+
+    // Operators see what waits, store-wide.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let metrics = env
+            .http
+            .get(admin_url(&env, "/metrics"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        if metrics.contains("portcullis_approvals_pending 516")
+            && metrics.contains("portcullis_approvals_capped_total 26")
+        {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{metrics}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 }

@@ -248,26 +248,28 @@ async fn a_scripted_session_replays_in_order() {
             }
         })
         .collect();
+    // What was refused before the gateway knew who sent it (no token; a path it does not
+    // route) is not in the named session: a name is its principal's (audit/session.rs).
     assert_eq!(
         kinds,
-        [
-            "sent", "answer", "sent", "answer", "refused", "refused", "refused", "refused"
-        ],
+        ["sent", "answer", "sent", "answer", "refused", "refused"],
         "{replay}"
     );
     assert!(
         lines[4].contains("DELETE") && lines[4].contains("403"),
         "{replay}"
     );
-    assert!(
-        lines[5].contains("400") && lines[6].contains("401"),
-        "{replay}"
-    );
-    assert!(
-        lines[7].contains("400") && lines[7].contains("%2F..%2Fother-rg"),
-        "{replay}"
-    );
+    assert!(lines[5].contains("400"), "{replay}");
     assert!(!replay.contains(&env.sim.secret_value("demo-kv", "db-password").unwrap()));
+    // Those are recorded all the same, in their token's session.
+    let all = env.audit_records().await;
+    for (status, part) in [(401, "virtualMachines/vm1"), (400, "%2F..%2Fother-rg")] {
+        let r = all
+            .iter()
+            .find(|r| r.status == Some(status) && r.url.contains(part))
+            .unwrap_or_else(|| panic!("no {status} record for {part}"));
+        assert!(!r.session.starts_with("review-42"), "{r:?}");
+    }
 }
 
 /// Runs the CLI; returns (success, stdout + stderr).
@@ -619,11 +621,17 @@ async fn the_admin_api_shows_sessions_to_audit_readers_only() {
         .as_array()
         .unwrap()
         .iter()
-        .find(|v| v["id"] == "api-review")
+        .find(|v| {
+            v["id"]
+                .as_str()
+                .is_some_and(|id| id.starts_with("api-review@"))
+        })
         .unwrap();
     assert_eq!(session["requests"], 3);
+    // Asked for by the name the agent gave it.
     let (s, _, body) = as_who(Some("alice"), "/api/sessions/api-review").await;
     assert_eq!(s, StatusCode::OK);
+    assert_eq!(body["id"], session["id"]);
     assert_eq!(body["records"].as_array().unwrap().len(), 6);
     let (s, _, _) = as_who(Some("alice"), "/api/sessions/nope").await;
     assert_eq!(s, StatusCode::NOT_FOUND);
@@ -664,5 +672,109 @@ async fn fail_open_forwards_unrecorded_only_when_chosen() {
     assert!(
         !env.arm_calls(since).is_empty(),
         "forwarded although unrecorded, as configured"
+    );
+}
+
+/// Agent B naming agent A's session (`x-portcullis-session`) wrote into it (issue 19,
+/// finding 9a). A named session is its principal's own: B lands in a session of its own,
+/// whether it names A's session by the name A chose or by its whole id, and so does a
+/// request refused before it is authenticated; A's replay holds only A's requests.
+#[tokio::test]
+async fn another_agent_naming_a_session_does_not_write_into_it() {
+    let alice = azure_sim::config::derived_id("principal", "alice");
+    let a_oid = azure_sim::config::derived_id("principal", "agent").to_string();
+    let b_oid = azure_sim::config::derived_id("principal", "overage-agent").to_string();
+    let extra: &'static str =
+        Box::leak(format!("audit:\n  readers: [\"user:{alice}\"]\n").into_boxed_str());
+    let env = Env::with(crate::Setup {
+        extra,
+        ..Default::default()
+    })
+    .await;
+    let rg = format!("{}?api-version=2022-09-01", env.rg());
+    let get = |token: Option<String>, session: &str| {
+        let mut r = env
+            .http
+            .get(env.url(&rg))
+            .header("x-portcullis-session", session);
+        if let Some(t) = token {
+            r = r.bearer_auth(t);
+        }
+        crate::send(r)
+    };
+    // A works in its session.
+    assert_eq!(
+        get(Some(env.token("agent")), "incident-7").await.0,
+        StatusCode::OK
+    );
+    let a_session = format!("incident-7@{a_oid}");
+    // B names it, by name and by its whole id; someone without a valid token names it too.
+    assert_eq!(
+        get(Some(env.token("overage-agent")), "incident-7").await.0,
+        StatusCode::OK
+    );
+    assert_eq!(
+        get(Some(env.token("overage-agent")), &a_session).await.0,
+        StatusCode::OK
+    );
+    assert_eq!(
+        get(Some("not-a-token".into()), &a_session).await.0,
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(get(None, &a_session).await.0, StatusCode::UNAUTHORIZED);
+
+    let admin = |path: &str| {
+        crate::send(
+            env.http
+                .get(format!("https://{}{path}", env.gw.admin_addr))
+                .bearer_auth(env.token("alice")),
+        )
+    };
+    // A reviewer finds A's session among A's and replays it: only A is in it.
+    let (s, _, body) = admin(&format!("/api/sessions?since=1h&principal={a_oid}")).await;
+    assert_eq!(s, StatusCode::OK, "{body}");
+    let found = body["value"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v["id"].as_str().unwrap().to_owned())
+        .find(|id| id.starts_with("incident-7"))
+        .unwrap_or_else(|| panic!("A's session is listed: {body}"));
+    let (s, _, body) = admin(&format!("/api/sessions/{found}")).await;
+    assert_eq!(s, StatusCode::OK, "{body}");
+    let records = body["records"].as_array().unwrap();
+    for r in records {
+        assert_eq!(
+            r["record"]["principal"], a_oid,
+            "only A in A's session: {r}"
+        );
+    }
+    assert_eq!(records.len(), 2, "A's request and its answer only: {body}");
+    assert_eq!(found, a_session, "A's name, then A's object id");
+    // B's went to B's own sessions.
+    let (s, _, body) = admin("/api/sessions?since=1h").await;
+    assert_eq!(s, StatusCode::OK, "{body}");
+    let ids: Vec<&str> = body["value"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v["id"].as_str().unwrap())
+        .collect();
+    assert!(
+        ids.contains(&format!("incident-7@{b_oid}").as_str()),
+        "{ids:?}"
+    );
+    assert!(
+        ids.contains(&format!("incident-7@{a_oid}@{b_oid}").as_str()),
+        "{ids:?}"
+    );
+    // Two principals used the name: asking by the name alone says which sessions there are.
+    let (s, _, body) = admin("/api/sessions/incident-7").await;
+    assert_eq!(s, StatusCode::CONFLICT, "{body}");
+    assert_eq!(body["error"]["code"], "AmbiguousSession");
+    let message = body["error"]["message"].as_str().unwrap();
+    assert!(
+        message.contains(&a_session) && message.contains(&b_oid),
+        "{message}"
     );
 }

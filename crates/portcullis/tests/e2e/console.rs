@@ -733,7 +733,9 @@ async fn agent_text_is_shown_as_text_and_agent_named_sessions_link_safely() {
         html.contains("&#60;img src=x onerror=alert(1)&#62;"),
         "{html}"
     );
-    let href = format!("/console/sessions/{}", "victim%23x%2F..%2Fy%3Fz");
+    // The session is the agent's own: its name, then its object id.
+    let agent = azure_sim::config::derived_id("principal", "agent");
+    let href = format!("/console/sessions/victim%23x%2F..%2Fy%3Fz%40{agent}");
     assert!(
         html.contains(&format!("href=\"{href}\"")),
         "the session link is encoded"

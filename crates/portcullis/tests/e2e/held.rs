@@ -24,7 +24,7 @@ fn rss_kib(pid: u32) -> u64 {
 async fn two_thousand_held_requests_all_complete_once_approved_in_bounded_memory() {
     let (sim, dir) = prepare(Setup {
         // One agent sends them all at once: no per-principal rate limit here.
-        extra: "approvals:\n  hold: 300s\n  max_held: 5000\nlimits:\n  rate_per_principal: 0\n",
+        extra: "approvals:\n  hold: 300s\n  max_held: 5000\n  max_pending_per_principal: 0\nlimits:\n  rate_per_principal: 0\n",
         ..Setup::default()
     })
     .await;

@@ -734,3 +734,124 @@ async fn detectors_mask_the_shapes_they_missed() {
         }
     }
 }
+
+/// A client of the gateway speaking only `version` (HTTP/1.1, or HTTP/2 over TLS's ALPN).
+fn speaking(env: &Env, http2: bool) -> reqwest::Client {
+    let pem = std::fs::read(env.gw.ca_file.as_ref().unwrap()).unwrap();
+    let b = reqwest::Client::builder()
+        .add_root_certificate(reqwest::Certificate::from_pem(&pem).unwrap())
+        .tls_built_in_root_certs(false);
+    if http2 {
+        b.http2_prior_knowledge()
+    } else {
+        b.http1_only()
+    }
+    .build()
+    .unwrap()
+}
+
+/// `HEAD` on a secret (issue 19, finding 9b) answered 502 over HTTP/1.1 and reset the
+/// stream over HTTP/2. It answers as Key Vault does, without a body (200, or 404 for none),
+/// on both; the length of the clear answer does not leave the gateway, and no record holds
+/// the value.
+#[tokio::test]
+async fn head_on_a_secret_answers_like_key_vault_without_a_body_on_http1_and_http2() {
+    let env = Env::start().await;
+    let clear = env.sim.secret_value("demo-kv", "db-password").unwrap();
+    let agent = env.token("agent");
+    for http2 in [false, true] {
+        let http = speaking(&env, http2);
+        for (name, status) in [("db-password", 200), ("no-such-secret", 404)] {
+            let url = env.url(&format!("/keyvault/demo-kv/secrets/{name}?api-version=7.4"));
+            let resp = http
+                .head(&url)
+                .bearer_auth(&agent)
+                .send()
+                .await
+                .unwrap_or_else(|e| panic!("http2={http2} HEAD {name}: {e:?}"));
+            let version = resp.version();
+            let headers = resp.headers().clone();
+            assert_eq!(
+                resp.status().as_u16(),
+                status,
+                "http2={http2} HEAD {name}: {headers:?}"
+            );
+            assert_eq!(
+                version,
+                if http2 {
+                    reqwest::Version::HTTP_2
+                } else {
+                    reqwest::Version::HTTP_11
+                }
+            );
+            let body = resp.bytes().await.unwrap();
+            assert!(body.is_empty(), "http2={http2}: a HEAD answer has no body");
+            if status == 200 {
+                // The masked GET's length, if any: never the clear answer's.
+                let get = http.get(&url).bearer_auth(&agent).send().await.unwrap();
+                let masked = get.bytes().await.unwrap().len();
+                if let Some(length) = headers.get("content-length") {
+                    assert_eq!(
+                        length.to_str().unwrap().parse::<usize>().unwrap(),
+                        masked,
+                        "http2={http2}: HEAD's Content-Length is the masked answer's"
+                    );
+                }
+            }
+        }
+    }
+    // The rest of HEAD's uses answer the same way on both: a list of secrets (metadata),
+    // ARM's existence checks (204, 404), and a refusal, which carries no body either.
+    let rg = env.rg();
+    let other = env.token("other-agent");
+    for http2 in [false, true] {
+        let http = speaking(&env, http2);
+        for (path, token, status) in [
+            (
+                "/keyvault/demo-kv/secrets?api-version=7.4".to_owned(),
+                &agent,
+                200,
+            ),
+            (format!("{rg}?api-version=2022-09-01"), &agent, 204),
+            (
+                format!(
+                    "{rg}/providers/Microsoft.Storage/storageAccounts/nosuchsa?api-version=2023-05-01"
+                ),
+                &agent,
+                404,
+            ),
+            (
+                "/keyvault/demo-kv/secrets/db-password?api-version=7.4".to_owned(),
+                &other,
+                403,
+            ),
+        ] {
+            let resp = http
+                .head(env.url(&path))
+                .bearer_auth(token)
+                .send()
+                .await
+                .unwrap_or_else(|e| panic!("http2={http2} HEAD {path}: {e:?}"));
+            assert_eq!(resp.status().as_u16(), status, "http2={http2} HEAD {path}");
+            assert!(
+                resp.bytes().await.unwrap().is_empty(),
+                "http2={http2} HEAD {path}"
+            );
+        }
+    }
+    let records = env.audit_records().await;
+    let heads: Vec<_> = records
+        .iter()
+        .filter(|r| r.method == "HEAD" && r.url.contains("/secrets/db-password"))
+        .collect();
+    assert!(heads.len() >= 4, "{heads:?}");
+    for r in &heads {
+        assert_eq!(
+            r.action.as_deref(),
+            Some("Microsoft.KeyVault/vaults/secrets/getSecret/action"),
+            "{r:?}"
+        );
+    }
+    let text = serde_json::to_string(&records).unwrap();
+    assert!(!text.contains(&clear), "no record holds the value");
+}

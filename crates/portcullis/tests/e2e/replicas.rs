@@ -29,22 +29,26 @@ pub(crate) async fn two_replicas(dir: &std::path::Path) -> (Gateway, Gateway) {
     (a, b)
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn two_replicas_share_approvals_through_postgres() {
+/// A simulator and a test directory whose configuration keeps its store in a fresh
+/// PostgreSQL schema, with `more` YAML.
+async fn on_postgres(more: &str) -> (Schema, azure_sim::Simulator, std::path::PathBuf) {
     let schema = Schema::new();
-    let extra: &'static str = Box::leak(
-        format!(
-            "store:\n  url: \"{}\"\n  schema: {}\napprovals:\n  hold: 60s\n  recheck: 300s\n",
-            pg_url(),
-            schema.0
-        )
-        .into_boxed_str(),
-    );
+    let extra = crate::leak(format!(
+        "store:\n  url: \"{}\"\n  schema: {}\n{more}",
+        pg_url(),
+        schema.0
+    ));
     let (sim, dir) = prepare(Setup {
         extra,
         ..Setup::default()
     })
     .await;
+    (schema, sim, dir)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_replicas_share_approvals_through_postgres() {
+    let (schema, sim, dir) = on_postgres("approvals:\n  hold: 60s\n  recheck: 300s\n").await;
     let (a, b) = two_replicas(&dir).await;
     let agent = sim.token("agent", GATEWAY_API).unwrap();
     let alice = sim.token("alice", GATEWAY_API).unwrap();
@@ -181,6 +185,69 @@ async fn two_replicas_share_approvals_through_postgres() {
     );
     assert!(ok, "{text}");
     assert_eq!(text.matches("chain intact").count(), 2, "{text}");
+}
+
+/// One agent sending requests for approval to two replicas at once cannot together pass
+/// its cap on pending approvals (issue 19, finding 6): the count is the shared store's, and
+/// the count and the insert are one locked transaction.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_replicas_together_hold_no_more_than_the_cap_of_pending_approvals() {
+    let (schema, sim, dir) = on_postgres(
+        "approvals:\n  hold: 60s\n  max_pending_per_principal: 4\nlimits:\n  rate_per_principal: 0\n",
+    )
+    .await;
+    let (a, b) = two_replicas(&dir).await;
+    let agent = sim.token("agent", GATEWAY_API).unwrap();
+    let rg = format!(
+        "/subscriptions/{}/resourceGroups/demo-rg",
+        sim.subscription_id()
+    );
+    let mut sent = tokio::task::JoinSet::new();
+    for i in 0..24 {
+        let gw = if i % 2 == 0 { &a } else { &b };
+        let req = gw
+            .http
+            .put(format!(
+                "https://{}{rg}/providers/Microsoft.Storage/storageAccounts/race{i}?api-version=2023-05-01",
+                gw.addr
+            ))
+            .bearer_auth(&agent)
+            .header("x-portcullis-wait", "0")
+            .json(&json!({"location": "eastus"}));
+        sent.spawn(send(req));
+    }
+    let (mut pending, mut capped) = (0, 0);
+    while let Some(r) = sent.join_next().await {
+        let (s, h, body) = r.unwrap();
+        match s {
+            StatusCode::FORBIDDEN => {
+                assert_eq!(h["x-ms-error-code"], "ApprovalPending", "{body}");
+                pending += 1;
+            }
+            StatusCode::TOO_MANY_REQUESTS => {
+                assert_eq!(h["x-ms-error-code"], "TooManyPendingApprovals", "{body}");
+                capped += 1;
+            }
+            other => panic!("{other}: {body}\n{}\n{}", a.log(), b.log()),
+        }
+    }
+    assert_eq!(
+        (pending, capped),
+        (4, 20),
+        "four pending across both replicas"
+    );
+    let store = portcullis::audit::store::Store::open_postgres(&pg_url(), Some(&schema.0))
+        .await
+        .unwrap();
+    assert_eq!(
+        store
+            .pending_approvals(&portcullis::audit_time())
+            .await
+            .unwrap(),
+        4
+    );
+    a.terminate().await;
+    b.terminate().await;
 }
 
 /// Which replica a request went to.

@@ -1,6 +1,7 @@
 //! The state store's behaviour, the same on both backends: SQLite (a temporary file) and
 //! PostgreSQL (a fresh schema in the `test` database on 127.0.0.1:5432, dropped after).
 
+use portcullis::approval::store::Inserted;
 use portcullis::approval::{Approval, HeldRequest, Status, Vote};
 use portcullis::audit::chain::verify;
 use portcullis::audit::checkpoint::Checkpoint;
@@ -73,7 +74,8 @@ async fn chains_checkpoints_retention_and_queries_behave_alike_on_both_backends(
             .map(|i| {
                 record(
                     i,
-                    if i < 3 { "s1" } else { "s2" },
+                    // s2 as a named session is kept: the name, then its principal.
+                    if i < 3 { "s1" } else { "s2@p-b" },
                     if i.is_multiple_of(3) {
                         Phase::Refused
                     } else {
@@ -112,7 +114,7 @@ async fn chains_checkpoints_retention_and_queries_behave_alike_on_both_backends(
         // Queries.
         let sessions = store.sessions(&SessionFilter::default()).await.unwrap();
         let ids: Vec<&str> = sessions.iter().map(|s| s.id.as_str()).collect();
-        assert_eq!(ids, ["s1", "s2"], "{b}");
+        assert_eq!(ids, ["s1", "s2@p-b"], "{b}");
         assert_eq!(sessions[0].requests, 3, "{b}");
         assert_eq!(sessions[0].refused, 1, "{b}");
         assert_eq!(sessions[0].denied, 1, "{b}");
@@ -132,7 +134,7 @@ async fn chains_checkpoints_retention_and_queries_behave_alike_on_both_backends(
             .await
             .unwrap();
         let newest: Vec<&str> = newest.iter().map(|s| s.id.as_str()).collect();
-        assert_eq!(newest, ["s2"], "{b}");
+        assert_eq!(newest, ["s2@p-b"], "{b}");
         let nobody = store
             .sessions(&SessionFilter {
                 principal: Some("p-2".into()),
@@ -141,7 +143,21 @@ async fn chains_checkpoints_retention_and_queries_behave_alike_on_both_backends(
             .await
             .unwrap();
         assert!(nobody.is_empty(), "{b}");
-        assert_eq!(store.session("s2").await.unwrap().len(), 3, "{b}");
+        assert_eq!(store.session("s2@p-b").await.unwrap().len(), 3, "{b}");
+        // Found by its whole id or by the name alone while one principal used it.
+        use portcullis::audit::store::FoundSession;
+        for asked in ["s2@p-b", "s2"] {
+            match store.find_session(asked).await.unwrap() {
+                FoundSession::One(id, links) => {
+                    assert_eq!((id.as_str(), links.len()), ("s2@p-b", 3), "{b}")
+                }
+                other => panic!("{b}: {asked}: {other:?}"),
+            }
+        }
+        assert!(
+            matches!(store.find_session("s").await.unwrap(), FoundSession::None),
+            "{b}"
+        );
         assert_eq!(
             store.count("2000-01-01T00:00:00Z", None).await.unwrap(),
             6,
@@ -229,16 +245,18 @@ async fn approvals_are_decided_and_consumed_once_on_both_backends() {
         let b = store.backend();
         assert!(
             store
-                .insert_approval(&approval("a1", "p", "d1", later))
+                .insert_approval(&approval("a1", "p", "d1", later), 0, &now)
                 .await
                 .unwrap()
+                == Inserted::New
         );
         // The same live request again: refused, so callers share the first.
         assert!(
-            !store
-                .insert_approval(&approval("a2", "p", "d1", later))
+            store
+                .insert_approval(&approval("a2", "p", "d1", later), 0, &now)
                 .await
-                .unwrap(),
+                .unwrap()
+                == Inserted::Exists,
             "{b}"
         );
         assert_eq!(
@@ -251,6 +269,40 @@ async fn approvals_are_decided_and_consumed_once_on_both_backends() {
             "a1",
             "{b}"
         );
+        // A cap on pending approvals per principal: many inserts at once (16 connections
+        // racing) leave exactly the cap, and another principal is not affected.
+        let mut racers = tokio::task::JoinSet::new();
+        for i in 0..16 {
+            let (store, now) = (store.clone(), now.clone());
+            racers.spawn(async move {
+                store
+                    .insert_approval(
+                        &approval(&format!("cap{i}"), "capped", &format!("dc{i}"), later),
+                        5,
+                        &now,
+                    )
+                    .await
+                    .unwrap()
+            });
+        }
+        let mut new = 0;
+        while let Some(r) = racers.join_next().await {
+            match r.unwrap() {
+                Inserted::New => new += 1,
+                Inserted::Capped { pending } => assert_eq!(pending, 5, "{b}"),
+                Inserted::Exists => panic!("{b}: distinct requests"),
+            }
+        }
+        assert_eq!(new, 5, "{b}: the cap holds under concurrent inserts");
+        assert_eq!(
+            store
+                .insert_approval(&approval("cap-other", "other", "dc0", later), 5, &now)
+                .await
+                .unwrap(),
+            Inserted::New,
+            "{b}"
+        );
+        assert_eq!(store.pending_approvals(&now).await.unwrap(), 7, "{b}");
         use portcullis::approval::store::Voted;
         assert_eq!(
             store
@@ -310,9 +362,10 @@ async fn approvals_are_decided_and_consumed_once_on_both_backends() {
         // Concurrent votes reaching the quorum decide once.
         assert!(
             store
-                .insert_approval(&approval("a3", "p", "d3", later))
+                .insert_approval(&approval("a3", "p", "d3", later), 0, &now)
                 .await
                 .unwrap()
+                == Inserted::New
         );
         let mut voters = tokio::task::JoinSet::new();
         for i in 0..8 {
@@ -336,9 +389,10 @@ async fn approvals_are_decided_and_consumed_once_on_both_backends() {
         // Expiry.
         assert!(
             store
-                .insert_approval(&approval("a4", "p", "d4", "2000-01-01T00:00:00Z"))
+                .insert_approval(&approval("a4", "p", "d4", "2000-01-01T00:00:00Z"), 0, &now)
                 .await
                 .unwrap()
+                == Inserted::New
         );
         let expired = store.expire_due(&now).await.unwrap();
         assert!(expired.contains(&"a4".to_owned()), "{b}: {expired:?}");
