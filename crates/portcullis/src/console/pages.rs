@@ -713,6 +713,8 @@ struct Step {
     latency: String,
     reason: Option<String>,
     body: Option<String>,
+    /// Says so when the record keeps only the first part of the body (`audit.body_cap`).
+    body_cut: Option<String>,
     approval: Option<String>,
     current: bool,
 }
@@ -785,6 +787,13 @@ async fn session_page(gw: &Gateway, v: &Viewer, id: &str, step: Option<usize>) -
                     .unwrap_or_default(),
                 reason: r.reason.clone(),
                 body: r.body.clone(),
+                body_cut: match (&r.body, r.body_bytes) {
+                    (Some(b), Some(n)) if n as usize > b.len() => Some(format!(
+                        "the record keeps the first {} of {n} bytes",
+                        b.len()
+                    )),
+                    _ => None,
+                },
                 approval: r.approval.clone(),
                 current: replay == Some(n),
             }
