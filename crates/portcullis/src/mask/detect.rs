@@ -256,23 +256,46 @@ pub fn redact(
     enabled: &[Detector],
     replacement: &mut dyn FnMut(Detector, &str) -> String,
 ) -> Option<String> {
-    let findings = find(text, enabled);
-    if findings.is_empty() {
-        return None;
-    }
-    let mut out = String::with_capacity(text.len());
-    let mut at = 0;
-    for f in findings {
-        // `find` only returns in-bounds, char-boundary ranges; `get` keeps that a non-panic.
-        let (Some(before), Some(secret)) = (text.get(at..f.start), text.get(f.start..f.end)) else {
-            continue;
+    // Masking a finding can change what the text around it says (a `}` inside a masked
+    // value no longer closes the object a later `"token"` sits in), so the text is read
+    // again until nothing more is found: what comes out is masked as a whole, and masking
+    // it again changes nothing. Ordinary text settles in one or two passes; text built to
+    // need more has everything from its first remaining finding on masked at the last.
+    const PASSES: usize = 8;
+    let mut current: Option<String> = None;
+    for pass in 0..PASSES {
+        let now = current.as_deref().unwrap_or(text);
+        let findings = find(now, enabled);
+        let Some(first) = findings.first() else {
+            break;
         };
-        out.push_str(before);
-        out.push_str(&replacement(f.detector, secret));
-        at = f.end;
+        let mut out = String::with_capacity(now.len());
+        if pass + 1 == PASSES {
+            out.push_str(now.get(..first.start).unwrap_or_default());
+            let rest = now.get(first.start..).unwrap_or_default();
+            out.push_str(&replacement(first.detector, rest));
+            current = Some(out);
+            break;
+        }
+        let mut at = 0;
+        for f in &findings {
+            // `find` only returns in-bounds, char-boundary ranges; `get` keeps that a
+            // non-panic.
+            let (Some(before), Some(secret)) = (now.get(at..f.start), now.get(f.start..f.end))
+            else {
+                continue;
+            };
+            out.push_str(before);
+            out.push_str(&replacement(f.detector, secret));
+            at = f.end;
+        }
+        out.push_str(now.get(at..).unwrap_or_default());
+        if out == now {
+            break;
+        }
+        current = Some(out);
     }
-    out.push_str(text.get(at..).unwrap_or_default());
-    Some(out)
+    current
 }
 
 // === scanners ===
@@ -1087,6 +1110,18 @@ mod tests {
             secrets("PWD=x y", Detector::ALL),
             vec![(Detector::AdoNetConnectionString, "x")]
         );
+    }
+
+    /// Found by `cargo fuzz run mask_json` (issue 19's 10-minute run): a `}` inside the
+    /// first masked token value had closed the `"user"` object for the later tokens, so a
+    /// second masking found one the first had let through.
+    #[test]
+    fn masking_settles_when_a_masked_value_hid_a_later_one() {
+        let text = "roperties\":\u{4}\tproperties\":{\"id-toke{\"cs\";H\"}}}/}*{{en\"\"outpucs\";H\"}}}}*{{\"user\":{:\"\"token\":\"}*{{\"\"token\":\"\"token\":\"y2\u{3}{";
+        let mut tag = |d: Detector, _: &str| format!("[masked:{}:0000abcd]", d.name());
+        let once = redact(text, Detector::ALL, &mut tag).expect("something to mask");
+        assert!(!once.contains("y2"), "{once}");
+        assert_eq!(redact(&once, Detector::ALL, &mut tag), None, "{once}");
     }
 
     #[test]
