@@ -821,12 +821,16 @@ fn held_request(
     bytes: &Bytes,
     seen: &condition::Body,
 ) -> Result<crate::approval::service::Request, GatewayError> {
-    use sha2::Digest;
-    let mut h = sha2::Sha256::new();
-    h.update(format!(
-        "{:?}\n{method}\n{}\n{}\n",
-        ex.routed.service, ex.routed.upstream_path, ex.query
-    ));
+    use hmac::Mac;
+    // Keyed: the digest is shown, and the body it covers may hold a secret.
+    let mut h = gw.masker.keyed_digest("approval request");
+    h.update(
+        format!(
+            "{:?}\n{method}\n{}\n{}\n",
+            ex.routed.service, ex.routed.upstream_path, ex.query
+        )
+        .as_bytes(),
+    );
     for name in DIGESTED_HEADERS {
         for v in headers.get_all(*name) {
             h.update(name.as_bytes());
@@ -836,7 +840,7 @@ fn held_request(
         }
     }
     h.update(bytes);
-    let digest = crate::audit::chain::hex(&h.finalize());
+    let digest = crate::audit::chain::hex(&h.finalize().into_bytes());
     let text = |name: &str| {
         headers
             .get(name)

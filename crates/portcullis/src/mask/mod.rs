@@ -264,6 +264,17 @@ impl Masker {
 
     /// `[masked:{kind}:{tag}]`, the tag the first 4 bytes of an HMAC over `parts`, each
     /// length-prefixed so no two lists of parts hash the same bytes.
+    /// A keyed digest (HMAC-SHA256 under the mask key, which replicas share) for what must
+    /// be recognised again without being readable: a held request's digest is shown to
+    /// approvers and in the API, and a plain hash of a body that carries a secret could be
+    /// checked against guesses of it.
+    pub fn keyed_digest(&self, label: &str) -> Hmac<Sha256> {
+        let mut m = Hmac::<Sha256>::new_from_slice(&self.key).expect("HMAC takes any key length");
+        m.update(label.as_bytes());
+        m.update(b"\n");
+        m
+    }
+
     fn tag(&self, parts: &[&[u8]], kind: &str) -> String {
         let mut m = Hmac::<Sha256>::new_from_slice(&self.key).expect("HMAC takes any key length");
         for part in parts {

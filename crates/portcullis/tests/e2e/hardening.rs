@@ -349,3 +349,32 @@ async fn a_body_that_cannot_be_shown_is_not_held() {
     let list: Value = list.json().await.unwrap();
     assert_eq!(list["value"].as_array().map(Vec::len), Some(0), "{list}");
 }
+
+/// The digest an approval is bound to is shown to approvers and in the API. A plain hash of
+/// the request would let anyone who sees it test guesses of a secret the body carries
+/// (the sibling of finding 4's oracle); it is keyed with the gateway's mask key.
+#[tokio::test]
+async fn an_approvals_digest_is_no_oracle_for_the_body_it_covers() {
+    use sha2::Digest;
+    let env = Env::start().await;
+    let path = crate::approvals::account(&env, "digestprobe");
+    let body = r#"{"location":"eastus","tags":{"note":"hunter2"}}"#;
+    let id = crate::approvals::held_pending(&env, &path, body).await;
+    let a = crate::approvals::approval(&env, &id).await;
+    let shown = a["digest"].as_str().expect("a digest");
+    let (p, q) = path.split_once('?').unwrap();
+    let mut plain = sha2::Sha256::new();
+    plain.update(format!("Arm\nPUT\n{p}\n{q}\n"));
+    plain.update(b"content-type:application/json\n");
+    plain.update(body.as_bytes());
+    let plain: String = plain
+        .finalize()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    assert_ne!(shown, plain, "the digest is a plain hash of the request");
+    assert_eq!(shown.len(), 64, "{shown}");
+    // The same request again is still recognised as the same approval.
+    let again = crate::approvals::held_pending(&env, &path, body).await;
+    assert_eq!(again, id);
+}
