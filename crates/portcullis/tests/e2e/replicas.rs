@@ -48,7 +48,11 @@ async fn on_postgres(more: &str) -> (Schema, azure_sim::Simulator, std::path::Pa
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_replicas_share_approvals_through_postgres() {
-    let (schema, sim, dir) = on_postgres("approvals:\n  hold: 60s\n  recheck: 300s\n").await;
+    // Replicas share their keys (docs/deployment.md): an approval's digest is keyed with
+    // `keys.mask`, so a resend on B is recognised as the request approved on A.
+    let more = format!("approvals:\n  hold: 60s\n  recheck: 300s\n{SHARED_KEYS}");
+    let (schema, sim, dir) = on_postgres(crate::leak(more)).await;
+    write_shared_keys(&dir);
     let (a, b) = two_replicas(&dir).await;
     let agent = sim.token("agent", GATEWAY_API).unwrap();
     let alice = sim.token("alice", GATEWAY_API).unwrap();
