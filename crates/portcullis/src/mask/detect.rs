@@ -792,10 +792,9 @@ fn b64url_run(b: &[u8], from: usize) -> usize {
 
 /// First case-sensitive occurrence of `needle` at or after `from`.
 fn find_cs(hay: &[u8], needle: &[u8], from: usize) -> Option<usize> {
-    hay.get(from..)?
-        .windows(needle.len())
-        .position(|w| w == needle)
-        .map(|p| from + p)
+    // memchr's substring search (SIMD): a window-by-window compare was a quarter of the
+    // time masking a deployment list took.
+    memchr::memmem::find(hay.get(from..)?, needle).map(|p| from + p)
 }
 
 /// First ASCII-case-insensitive occurrence of `needle` at or after `from`.
