@@ -163,9 +163,9 @@ async fn handle_in(gw: Arc<Gateway>, req: Request<Incoming>, request_id: String)
                 gw.sessions.of(req.headers(), None, started),
                 Phase::Refused,
                 method.to_string(),
-                audit_text(&gw, &req.uri().to_string()),
+                req.uri().to_string(),
             );
-            record.headers = audit_headers(&gw, req.headers());
+            record.headers = audit_headers(req.headers());
             record.status = Some(err.status().as_u16());
             record.reason = Some(err.message(&Service::Arm));
             record.latency_ms = Some(started.elapsed().as_millis() as u64);
@@ -210,7 +210,7 @@ async fn handle_in(gw: Arc<Gateway>, req: Request<Incoming>, request_id: String)
     // A batch's inner requests as judged (for the records, also of a refusal).
     let mut batch_inner: Vec<InnerSummary> = Vec::new();
     let mut scope = None;
-    let request_headers = audit_headers(&gw, req.headers());
+    let request_headers = audit_headers(req.headers());
     let outcome = async {
         let principal = authenticated?;
         principal_id = Some(principal.object_id.clone());
@@ -412,7 +412,7 @@ async fn handle_in(gw: Arc<Gateway>, req: Request<Incoming>, request_id: String)
             gw.masker.plan(&operation, &decision.unmask)
         };
         // Record before forwarding: nothing reaches Azure unrecorded.
-        let mut record = audit_record(&gw, &ex, &method, Phase::Request);
+        let mut record = audit_record(&ex, &method, Phase::Request);
         record.principal = Some(principal.object_id.clone());
         record.action = Some(operation.action.clone());
         record.scope = scope.clone();
@@ -445,7 +445,7 @@ async fn handle_in(gw: Arc<Gateway>, req: Request<Incoming>, request_id: String)
         // And the answer, committed before it completes.
         record.phase = Phase::Response;
         record.status = Some(response.status().as_u16());
-        record.headers = audit_headers(&gw, response.headers());
+        record.headers = audit_headers(response.headers());
         record.upstream_ms = response
             .extensions()
             .get::<UpstreamLatency>()
@@ -466,7 +466,7 @@ async fn handle_in(gw: Arc<Gateway>, req: Request<Incoming>, request_id: String)
         Ok(r) => r,
         Err(e) => {
             // Refusals are recorded too, whatever their cause.
-            let mut record = audit_record(&gw, &ex, &method, Phase::Refused);
+            let mut record = audit_record(&ex, &method, Phase::Refused);
             record.principal = principal_id.clone();
             record.action = action.clone();
             record.scope = scope.clone();
@@ -1045,7 +1045,7 @@ async fn accepted(
     let (tenant, oid) = (&principal.tenant_id, &principal.object_id);
     let status_url = approval_url(gw, base, tenant, oid, &a.id, "status");
     let result_url = approval_url(gw, base, tenant, oid, &a.id, "result");
-    let mut record = audit_record(gw, ex, method, Phase::Refused);
+    let mut record = audit_record(ex, method, Phase::Refused);
     record.principal = Some(principal.object_id.clone());
     record.action = Some(p.operation.action.clone());
     record.scope = Some(crate::policy::scope_display(p.operation));
@@ -1457,7 +1457,7 @@ async fn forward_approved(
     let operation = classify(&fex, &method)?;
     let plan = gw.masker.plan(&operation, &stored.unmask);
     // Record before forwarding: nothing reaches Azure unrecorded.
-    let mut record = audit_record(gw, &fex, &method, Phase::Request);
+    let mut record = audit_record(&fex, &method, Phase::Request);
     record.principal = Some(principal.object_id.clone());
     record.action = Some(operation.action.clone());
     record.scope = Some(crate::policy::scope_display(&operation));
@@ -1513,7 +1513,7 @@ async fn forward_approved(
                 .unwrap_or_default();
             record.phase = Phase::Response;
             record.status = Some(response.status().as_u16());
-            record.headers = audit_headers(gw, response.headers());
+            record.headers = audit_headers(response.headers());
             record.upstream_ms = response
                 .extensions()
                 .get::<UpstreamLatency>()
@@ -1598,7 +1598,7 @@ async fn poll_upstream(
     };
     let operation = classify(&pex, &Method::GET)?;
     let plan = gw.masker.plan(&operation, &[]);
-    let mut record = audit_record(gw, &pex, &Method::GET, Phase::Request);
+    let mut record = audit_record(&pex, &Method::GET, Phase::Request);
     record.principal = Some(principal.object_id.clone());
     record.action = Some(operation.action.clone());
     record.scope = Some(crate::policy::scope_display(&operation));
@@ -1626,7 +1626,7 @@ async fn poll_upstream(
     .await?;
     record.phase = Phase::Response;
     record.status = Some(response.status().as_u16());
-    record.headers = audit_headers(gw, response.headers());
+    record.headers = audit_headers(response.headers());
     let mut response = record_answer(gw, record, response, started, &operation, false).await?;
     // Azure's own poll URLs stay behind the gateway's.
     for h in LRO_HEADERS {
@@ -2403,14 +2403,15 @@ fn effect_name(e: Effect) -> &'static str {
     }
 }
 
-fn audit_record(gw: &Gateway, ex: &Exchange, method: &Method, phase: Phase) -> AuditRecord {
+fn audit_record(ex: &Exchange, method: &Method, phase: Phase) -> AuditRecord {
     let sep = if ex.query.is_empty() { "" } else { "?" };
+    // The recorder masks what the agent wrote (the URL included) as it keeps the record.
     AuditRecord::new(
         ex.request_id.clone(),
         ex.session.clone(),
         phase,
         method.to_string(),
-        audit_text(gw, &format!("{}{sep}{}", ex.routed.upstream_path, ex.query)),
+        format!("{}{sep}{}", ex.routed.upstream_path, ex.query),
     )
 }
 
@@ -2423,14 +2424,15 @@ fn audit_text(gw: &Gateway, text: &str) -> String {
     }
 }
 
-/// Headers as the audit store may hold them: credentials redacted, secret-shaped values
-/// masked.
-fn audit_headers(gw: &Gateway, headers: &HeaderMap) -> Vec<(String, String)> {
+/// Headers as the audit store and approvals may hold them: credentials redacted. Their
+/// secret-shaped values are masked where every record and held request is kept
+/// (`audit::record::Keep`, applied by the recorder and by `Approvals::hold`).
+fn audit_headers(headers: &HeaderMap) -> Vec<(String, String)> {
     headers
         .iter()
         .map(|(k, v)| {
             let value = crate::audit::record::redact_header(k.as_str(), v.as_bytes());
-            (k.as_str().to_owned(), audit_text(gw, &value))
+            (k.as_str().to_owned(), value)
         })
         .collect()
 }

@@ -684,8 +684,7 @@ async fn another_agent_naming_a_session_does_not_write_into_it() {
     let alice = azure_sim::config::derived_id("principal", "alice");
     let a_oid = azure_sim::config::derived_id("principal", "agent").to_string();
     let b_oid = azure_sim::config::derived_id("principal", "overage-agent").to_string();
-    let extra: &'static str =
-        Box::leak(format!("audit:\n  readers: [\"user:{alice}\"]\n").into_boxed_str());
+    let extra = crate::leak(format!("audit:\n  readers: [\"user:{alice}\"]\n"));
     let env = Env::with(crate::Setup {
         extra,
         ..Default::default()
