@@ -61,13 +61,6 @@ const STRIPPED_RESPONSE_HEADERS: &[&str] = &[
     "set-cookie",
 ];
 
-/// Headers that would change the evaluated method: refused, never honoured (azure-notes §4).
-pub(crate) const METHOD_OVERRIDES: &[&str] = &[
-    "x-http-method-override",
-    "x-http-method",
-    "x-method-override",
-];
-
 /// Azure's long-running-operation headers that hold absolute URLs to rewrite.
 const LRO_HEADERS: &[&str] = &["azure-asyncoperation", "location", "operation-location"];
 
@@ -295,23 +288,23 @@ async fn handle_in(gw: Arc<Gateway>, req: Request<Incoming>, request_id: String)
             None
         };
         let judged = if let Some(inner) = &batch {
-            Some(decide_bundle(
+            Some(crate::policy::bundle::decide(
                 &|p| audit_text(&gw, p),
                 &policy,
                 &principal,
                 decision.clone(),
                 inner,
-                Bundle::Batch,
+                crate::policy::bundle::Bundle::Batch,
             ))
         } else {
             deployment.as_ref().zip(deployment_facts.as_ref()).map(|(d, facts)| {
-                decide_bundle(
+                crate::policy::bundle::decide(
                     &|p| audit_text(&gw, p),
                     &policy,
                     &principal,
                     decision.clone(),
                     &d.operations,
-                    Bundle::Deployment {
+                    crate::policy::bundle::Bundle::Deployment {
                         operation: &operation,
                         deployment: d,
                         facts,
@@ -325,12 +318,12 @@ async fn handle_in(gw: Arc<Gateway>, req: Request<Incoming>, request_id: String)
                 batch_inner = inner;
                 d
             }
-            Some(Err((e, inner))) => {
+            Some(Err((refusal, inner))) => {
                 batch_inner = inner;
-                return Err(e);
+                return Err(GatewayError::from_bundle(refusal, &principal));
             }
         };
-        decided = effect_name(decision.effect);
+        decided = decision.effect.name();
         // Held for approval: nothing goes on until enough approvers consent (or a grant
         // window is open). The body is read whole: what is approved is exactly what is sent.
         let mut credential = decision.credential.clone();
@@ -416,7 +409,7 @@ async fn handle_in(gw: Arc<Gateway>, req: Request<Incoming>, request_id: String)
         record.principal = Some(principal.object_id.clone());
         record.action = Some(operation.action.clone());
         record.scope = scope.clone();
-        record.decision = Some(effect_name(decision.effect).to_owned());
+        record.decision = Some(decision.effect.name().to_owned());
         record.rule = decision.rule.clone();
         record.reason = Some(match &consent {
             Some(held) => format!("{}; {}", decision.reason, held.how),
@@ -476,8 +469,8 @@ async fn handle_in(gw: Arc<Gateway>, req: Request<Incoming>, request_id: String)
             record.inner = batch_inner;
             match &e {
                 GatewayError::Forbidden { decision, .. } => {
-                    decided = effect_name(decision.effect);
-                    record.decision = Some(effect_name(decision.effect).to_owned());
+                    decided = decision.effect.name();
+                    record.decision = Some(decision.effect.name().to_owned());
                     record.rule = decision.rule.clone();
                 }
                 GatewayError::Approval(r) => {
@@ -644,7 +637,10 @@ fn refuse_malformed_framing(gw: &Gateway, headers: &HeaderMap) -> Result<(), Gat
 }
 
 fn refuse_method_overrides(headers: &HeaderMap) -> Result<(), GatewayError> {
-    match METHOD_OVERRIDES.iter().find(|h| headers.contains_key(**h)) {
+    match crate::azure::METHOD_OVERRIDES
+        .iter()
+        .find(|h| headers.contains_key(**h))
+    {
         Some(h) => Err(GatewayError::BadRequest {
             code: "MethodOverrideNotAllowed",
             message: format!(
@@ -2143,204 +2139,6 @@ fn read_batch(
     }
 }
 
-/// A request that carries others: a batch, or a deployment's template.
-pub enum Bundle<'a> {
-    Batch,
-    Deployment {
-        operation: &'a Operation,
-        deployment: &'a crate::azure::deployment::Deployment,
-        facts: &'a serde_json::Value,
-    },
-}
-
-/// Judges each inner operation as if sent alone and combines them with the outer decision:
-/// one deny refuses the whole; one approve holds the whole as one approval; credentials and
-/// approvers must agree. A deployment with parts the gateway cannot inspect never passes on
-/// an allow alone: it is refused unless a rule holds it for a human.
-pub fn decide_bundle(
-    show: &dyn Fn(&str) -> String,
-    policy: &Policy,
-    principal: &Principal,
-    outer: Decision,
-    inner: &[crate::azure::batch::Inner],
-    bundle: Bundle<'_>,
-) -> Result<(Decision, Vec<InnerSummary>), (GatewayError, Vec<InnerSummary>)> {
-    let (kind, deployment_facts) = match &bundle {
-        Bundle::Batch => ("batch", None),
-        Bundle::Deployment { facts, .. } => ("deployment", Some(*facts)),
-    };
-    let no_headers = HeaderMap::new();
-    let mut decisions = Vec::with_capacity(inner.len());
-    let mut summaries = Vec::with_capacity(inner.len());
-    for i in inner {
-        let body = match &i.content {
-            Some(v) => condition::Body::Json(v.clone()),
-            None => condition::Body::Absent,
-        };
-        let facts = Facts::new(
-            principal,
-            &i.operation,
-            i.method.as_str(),
-            &i.path,
-            &i.query,
-            &no_headers,
-            &body,
-        )
-        .with_deployment(deployment_facts);
-        let d = policy.decide_with(principal, &i.operation, &facts);
-        summaries.push(InnerSummary {
-            name: i.name.clone(),
-            method: i.method.to_string(),
-            path: show(&i.path),
-            action: i.operation.action.clone(),
-            scope: crate::policy::scope_display(&i.operation),
-            decision: effect_name(d.effect).to_owned(),
-            rule: d.rule.clone(),
-        });
-        decisions.push(d);
-    }
-    if let Some(at) = decisions.iter().position(|d| d.effect == Effect::Deny) {
-        let i = &inner[at];
-        let mut d = decisions.swap_remove(at);
-        d.reason = format!(
-            "'{}' in the {kind} ({} {}) is refused: {}; a {kind} runs only if everything in it may",
-            i.name, i.method, i.path, d.reason
-        );
-        return Err((
-            GatewayError::Forbidden {
-                principal: Box::new(principal.clone()),
-                operation: Box::new(i.operation.clone()),
-                decision: Box::new(d),
-            },
-            summaries,
-        ));
-    }
-    let all: Vec<&Decision> = std::iter::once(&outer).chain(decisions.iter()).collect();
-    // One forward, one credential: an approved batch goes with the approving rule's (the
-    // approver saw every request in it); an allowed one only if all its rules agree.
-    let mixed = |ds: &mut dyn Iterator<Item = &&Decision>| {
-        let mut ds = ds.map(|d| &d.credential);
-        let first = ds.next();
-        first.is_some_and(|f| ds.any(|c| c != f))
-    };
-    let any_held = all.iter().any(|d| d.effect == Effect::Approve);
-    let credentials_differ = if any_held {
-        mixed(&mut all.iter().filter(|d| d.effect == Effect::Approve))
-    } else {
-        mixed(&mut all.iter())
-    };
-    if credentials_differ {
-        return Err((
-            GatewayError::BadRequest {
-                code: "InvalidBatchRequest",
-                message: format!(
-                    "the requests in this {kind} are forwarded with different upstream credentials by policy; send them separately"
-                ),
-            },
-            summaries,
-        ));
-    }
-    // Only what every deciding rule lets through stays unmasked.
-    let unmask: Vec<String> = outer
-        .unmask
-        .iter()
-        .filter(|u| decisions.iter().all(|d| d.unmask.contains(u)))
-        .cloned()
-        .collect();
-    let audit: Vec<String> = all.iter().flat_map(|d| d.audit.iter().cloned()).collect();
-    let held: Vec<(usize, &Decision)> = all
-        .iter()
-        .enumerate()
-        .filter(|(_, d)| d.effect == Effect::Approve)
-        .map(|(n, d)| (n, *d))
-        .collect();
-    let Some(&(_, first)) = held.first() else {
-        if let Bundle::Deployment {
-            operation,
-            deployment,
-            ..
-        } = &bundle
-            && !deployment.uninspectable.is_empty()
-        {
-            let mut d = outer;
-            d.effect = Effect::Deny;
-            d.reason = format!(
-                "the deployment holds what the gateway cannot inspect ({}); it passes only when a rule holds it for approval",
-                deployment.uninspectable.join("; ")
-            );
-            return Err((
-                GatewayError::Forbidden {
-                    principal: Box::new(principal.clone()),
-                    operation: Box::new((*operation).clone()),
-                    decision: Box::new(d),
-                },
-                summaries,
-            ));
-        }
-        let mut d = outer;
-        d.reason = format!(
-            "{}; each of the {} operations in the {kind} is allowed",
-            d.reason,
-            inner.len()
-        );
-        d.unmask = unmask;
-        d.audit = audit;
-        return Ok((d, summaries));
-    };
-    let spec_of = |d: &Decision| {
-        d.approval
-            .as_ref()
-            .map(|s| (s.approvers_display.clone(), s.quorum, s.timeout))
-    };
-    if held.iter().any(|(_, d)| spec_of(d) != spec_of(first)) {
-        return Err((
-            GatewayError::BadRequest {
-                code: "InvalidBatchRequest",
-                message: format!(
-                    "requests in this {kind} need approval from different approvers; send them separately"
-                ),
-            },
-            summaries,
-        ));
-    }
-    let mut d = first.clone();
-    // A grant window would let any later batch through: a batch is approved once.
-    if let Some(spec) = d.approval.as_mut() {
-        spec.grant_window = None;
-    }
-    let names: Vec<String> = held
-        .iter()
-        .map(|(n, d)| {
-            let what = match n {
-                0 => format!("the {kind} itself"),
-                n => format!(
-                    "'{}' ({})",
-                    inner[n - 1].name,
-                    inner[n - 1].operation.action
-                ),
-            };
-            format!("{what} by rule {}", d.rule.as_deref().unwrap_or("-"))
-        })
-        .collect();
-    d.reason = format!(
-        "a {kind} of {} operations, held as one: {} need(s) approval",
-        inner.len(),
-        names.join("; ")
-    );
-    if let Bundle::Deployment { deployment, .. } = &bundle
-        && !deployment.uninspectable.is_empty()
-    {
-        d.reason = format!(
-            "{}; NOT INSPECTED: {}",
-            d.reason,
-            deployment.uninspectable.join("; ")
-        );
-    }
-    d.unmask = unmask;
-    d.audit = audit;
-    Ok((d, summaries))
-}
-
 use crate::audit::record::{AuditRecord, Phase};
 
 /// How long Azure took to send its answer's headers (a response extension).
@@ -2393,14 +2191,6 @@ fn below_base(url: &str, base: &str) -> Option<String> {
         Some(q) => format!("{below}?{q}"),
         None => below.to_owned(),
     })
-}
-
-fn effect_name(e: Effect) -> &'static str {
-    match e {
-        Effect::Allow => "allow",
-        Effect::Approve => "approve",
-        Effect::Deny => "deny",
-    }
 }
 
 fn audit_record(ex: &Exchange, method: &Method, phase: Phase) -> AuditRecord {

@@ -137,7 +137,7 @@ fn inner(r: &Value, name: &str, arm_hosts: &[String]) -> Result<Inner, String> {
     {
         if let Some(o) = headers.as_object()
             && let Some((k, _)) = o.iter().find(|(k, _)| {
-                crate::pipeline::METHOD_OVERRIDES
+                super::METHOD_OVERRIDES
                     .iter()
                     .any(|m| k.eq_ignore_ascii_case(m))
             })

@@ -70,6 +70,25 @@ pub enum GatewayError {
     },
 }
 
+impl GatewayError {
+    /// A bundle (batch or deployment) that may not pass as a whole.
+    pub fn from_bundle(refusal: crate::policy::bundle::Refusal, principal: &Principal) -> Self {
+        match refusal {
+            crate::policy::bundle::Refusal::Denied {
+                operation,
+                decision,
+            } => GatewayError::Forbidden {
+                principal: Box::new(principal.clone()),
+                operation,
+                decision,
+            },
+            crate::policy::bundle::Refusal::Invalid { code, message } => {
+                GatewayError::BadRequest { code, message }
+            }
+        }
+    }
+}
+
 /// Why a held request does not pass, with its approval.
 #[derive(Debug)]
 pub struct ApprovalRefusal {

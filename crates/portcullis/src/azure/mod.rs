@@ -7,3 +7,10 @@ pub mod error;
 pub mod operation;
 pub mod rewrite;
 pub mod route;
+
+/// Headers that would change the evaluated method: refused, never honoured (azure-notes §4).
+pub const METHOD_OVERRIDES: &[&str] = &[
+    "x-http-method-override",
+    "x-http-method",
+    "x-method-override",
+];

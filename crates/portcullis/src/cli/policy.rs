@@ -247,13 +247,13 @@ pub fn evaluate(
     if decision.effect == crate::policy::Effect::Deny {
         return Ok((op, decision));
     }
-    let judged = crate::pipeline::decide_bundle(
+    let judged = crate::policy::bundle::decide(
         &|p| p.to_owned(),
         &checked.policy,
         p,
         decision,
         &d.operations,
-        crate::pipeline::Bundle::Deployment {
+        crate::policy::bundle::Bundle::Deployment {
             operation: &op,
             deployment: d,
             facts: df,
@@ -261,9 +261,9 @@ pub fn evaluate(
     );
     let decision = match judged {
         Ok((d, _)) => d,
-        Err((crate::azure::error::GatewayError::Forbidden { decision, .. }, _)) => *decision,
-        Err((e, _)) => {
-            let mut d = crate::policy::Decision::allow(e.message(&Service::Arm));
+        Err((crate::policy::bundle::Refusal::Denied { decision, .. }, _)) => *decision,
+        Err((crate::policy::bundle::Refusal::Invalid { message, .. }, _)) => {
+            let mut d = crate::policy::Decision::allow(message);
             d.effect = crate::policy::Effect::Deny;
             d
         }

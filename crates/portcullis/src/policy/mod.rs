@@ -2,6 +2,7 @@
 //! condition. Rules allow, hold for approval, or deny; deny wins over approve over allow;
 //! nothing matching means deny. Every decision names its rule and says why.
 
+pub mod bundle;
 pub mod condition;
 mod index;
 mod rule;

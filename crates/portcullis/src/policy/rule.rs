@@ -28,6 +28,15 @@ pub enum Effect {
 }
 
 impl Effect {
+    /// The effect as policy files and audit records spell it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Effect::Allow => "allow",
+            Effect::Approve => "approve",
+            Effect::Deny => "deny",
+        }
+    }
+
     pub fn verb(self) -> &'static str {
         match self {
             Effect::Allow => "allows",
