@@ -1,7 +1,8 @@
 //! Portcullis: an identity-aware gateway between AI agents and Azure.
 //!
-//! Every request flows through `pipeline.rs`: route → authenticate → classify → decide →
-//! forward → rewrite. See ARCHITECTURE.md for the map and a reading order.
+//! Every request flows through `pipeline/`: route → authenticate → classify → decide → hold
+//! → record → forward → mask → record the answer. See ARCHITECTURE.md for the map, the
+//! layers and a reading order.
 #![forbid(unsafe_code)]
 
 pub mod approval;

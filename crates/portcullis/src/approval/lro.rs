@@ -13,8 +13,9 @@
 //!
 //! This file: which operations clients poll ([`LroTable`]), how a rule chooses
 //! ([`Style`]), the request kept for the later forward and the handover state, and how both
-//! are sealed at rest ([`Sealer`]). The store is `store.rs`; the HTTP side is the
-//! pipeline's `=== approval operations ===`.
+//! are sealed at rest ([`Sealer`]), and the plain shapes of ARM's async-operation protocol
+//! ([`PollKind`], the status bodies). The store is `store.rs`; the HTTP side is
+//! `pipeline/operations.rs`.
 
 use base64::Engine;
 use serde::{Deserialize, Serialize};
@@ -23,7 +24,7 @@ use crate::policy::ActionPattern;
 
 /// Where the gateway's own status and result URLs live on the data listener. Nothing below
 /// it is ever forwarded to Azure.
-pub const PATH_PREFIX: &str = "/portcullis/approvals/";
+pub const PATH_PREFIX: &str = crate::azure::route::APPROVAL_OPERATIONS;
 
 /// How a rule presents a pending approval to the agent (`approval.style`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -295,6 +296,99 @@ impl Sealer {
             .map_err(|_| SealError::Open)?;
         serde_json::from_slice(plain).map_err(|e| SealError::Shape(e.to_string()))
     }
+}
+
+/// Which of an approval's URLs was polled.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PollKind {
+    /// `Azure-AsyncOperation`: `{"status": ...}`.
+    Status,
+    /// `Location`: 202 until done, then the result.
+    Result,
+}
+
+impl PollKind {
+    /// The URL's last segment.
+    pub fn name(self) -> &'static str {
+        match self {
+            PollKind::Status => "status",
+            PollKind::Result => "result",
+        }
+    }
+}
+
+/// The approval and URL a path below [`PATH_PREFIX`] names (`{id}/status`, `{id}/result`).
+pub fn parse_path(path: &str) -> Option<(&str, PollKind)> {
+    match path.strip_prefix(PATH_PREFIX)?.split_once('/')? {
+        (id, "status") => Some((id, PollKind::Status)),
+        (id, "result") => Some((id, PollKind::Result)),
+        _ => None,
+    }
+}
+
+/// An approval's operation in ARM's async-operation shape, at `path`.
+pub fn operation_body(path: &str, a: &super::Approval, status: &str) -> serde_json::Value {
+    serde_json::json!({
+        "id": path,
+        "name": a.id,
+        "status": status,
+        "startTime": a.created,
+    })
+}
+
+/// The status of an approval still waiting for its approvers (or for the replica that
+/// forwards it).
+pub fn in_progress_body(path: &str, a: &super::Approval) -> serde_json::Value {
+    let left = (a.quorum as usize).saturating_sub(a.approvals());
+    let message = if a.status == super::Status::Pending {
+        format!(
+            "Waiting for approval {}: {left} more approval(s) needed from {}; it expires at {}. Nothing has been sent to Azure yet.",
+            a.id,
+            a.approvers.join(", "),
+            a.expires
+        )
+    } else {
+        format!(
+            "Approval {} was given; the request is being forwarded to Azure.",
+            a.id
+        )
+    };
+    let mut body = operation_body(path, a, "InProgress");
+    body["properties"] = serde_json::json!({
+        "approvalId": a.id,
+        "approvalStatus": a.status,
+        "message": message,
+        "expiresOn": a.expires,
+        "approvers": a.approvers,
+        "quorum": a.quorum,
+        "approvals": a.approvals(),
+    });
+    body
+}
+
+/// The status of an operation that failed without reaching Azure (denied, expired, used
+/// elsewhere): `Failed` with the gateway's code, so the SDK raises its normal error.
+pub fn failed_body(
+    path: &str,
+    a: &super::Approval,
+    code: &str,
+    message: &str,
+) -> serde_json::Value {
+    let mut body = operation_body(path, a, "Failed");
+    body["error"] = serde_json::json!({"code": code, "message": format!("Portcullis: {message}")});
+    body["properties"] = serde_json::json!({"approvalId": a.id, "approvalStatus": a.status});
+    body
+}
+
+/// Azure's error in an answer body, or a generic one.
+pub fn upstream_error(status: u16, body: &[u8]) -> serde_json::Value {
+    serde_json::from_slice::<serde_json::Value>(body)
+        .ok()
+        .and_then(|v| v.get("error").cloned())
+        .filter(|e| e.get("code").is_some())
+        .unwrap_or_else(|| {
+            serde_json::json!({"code": "OperationFailed", "message": format!("Azure answered {status}")})
+        })
 }
 
 #[cfg(test)]

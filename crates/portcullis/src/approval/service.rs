@@ -18,7 +18,6 @@ use super::store::Inserted;
 use crate::audit::record::{AuditRecord, Phase};
 use crate::audit::store::{Store, StoreError};
 use crate::audit::writer::Recorder;
-use crate::azure::error::{ApprovalRefusal, GatewayError};
 use crate::identity::principal::Principal;
 
 /// How often overdue approvals are marked expired.
@@ -232,8 +231,8 @@ impl Approvals {
 
     /// Holds a request policy wants approved: passes it once consent is there, or refuses
     /// it saying why and how to retry.
-    pub async fn hold(&self, mut req: Request) -> Result<Hold, GatewayError> {
-        let store_err = |e: StoreError| GatewayError::AuditUnavailable(e.to_string());
+    pub async fn hold(&self, mut req: Request) -> Result<Hold, HoldError> {
+        let store_err = |e: StoreError| HoldError::Store(e.to_string());
         // Before anything is looked up or stored: grants and approvals are found by what
         // was kept, which is stable (the same request keeps to the same text).
         req.draft.keep(self.recorder.keep());
@@ -259,7 +258,7 @@ impl Approvals {
                 match a {
                     Some(a) if a.principal == p.object_id && a.digest == draft.digest => Some(a),
                     Some(_) => {
-                        return Err(GatewayError::BadRequest {
+                        return Err(HoldError::Named {
                             code: "ApprovalMismatch",
                             message: format!(
                                 "approval {id} (x-portcullis-approval) is for another request or principal; send the same request, or none to ask anew"
@@ -267,7 +266,7 @@ impl Approvals {
                         });
                     }
                     None => {
-                        return Err(GatewayError::BadRequest {
+                        return Err(HoldError::Named {
                             code: "ApprovalNotFound",
                             message: format!("there is no approval {id} (x-portcullis-approval)"),
                         });
@@ -301,7 +300,7 @@ impl Approvals {
                     Inserted::Capped { pending } => {
                         tracing::warn!(principal = %a.principal, pending, limit, "a new approval refused: the principal has the most pending approvals allowed");
                         crate::metrics::METRICS.approvals_capped.inc();
-                        return Err(GatewayError::TooManyPendingApprovals {
+                        return Err(HoldError::TooManyPending {
                             pending,
                             limit,
                             retry_after: self.config.retry_after.as_secs().max(1),
@@ -314,7 +313,7 @@ impl Approvals {
                         .await
                         .map_err(store_err)?
                         .ok_or_else(|| {
-                            GatewayError::AuditUnavailable(
+                            HoldError::Store(
                                 "an approval for this request exists but cannot be read".into(),
                             )
                         })?,
@@ -325,8 +324,8 @@ impl Approvals {
     }
 
     /// Waits (at most the agent's wait) for a pending approval, then passes or refuses.
-    async fn settle(&self, mut a: Approval, req: &Request) -> Result<Hold, GatewayError> {
-        let store_err = |e: StoreError| GatewayError::AuditUnavailable(e.to_string());
+    async fn settle(&self, mut a: Approval, req: &Request) -> Result<Hold, HoldError> {
+        let store_err = |e: StoreError| HoldError::Store(e.to_string());
         let mut draining = self.draining.subscribe();
         if a.status == Status::Pending && !*draining.borrow_and_update() {
             // Beyond `max_held`, nobody waits: the agent is told to come back.
@@ -656,13 +655,43 @@ pub fn expired_message(a: &Approval) -> String {
     )
 }
 
-pub(crate) fn refusal(
+/// Why a held request does not pass (yet), with its approval.
+#[derive(Debug)]
+pub struct Refusal {
+    /// `ApprovalPending`, `ApprovalDenied`, `ApprovalExpired`, `ApprovalConsumed`, or
+    /// `GatewayShuttingDown` (the approval stays pending for a retry elsewhere).
+    pub code: &'static str,
+    pub message: String,
+    pub approval: Approval,
+    /// Seconds, for pending approvals.
+    pub retry_after: Option<u64>,
+}
+
+/// Why holding did not let a request through.
+#[derive(Debug)]
+pub enum HoldError {
+    /// The approval does not let it through (yet).
+    Refused(Box<Refusal>),
+    /// `x-portcullis-approval` names an approval that does not exist, or is another
+    /// request's or principal's.
+    Named { code: &'static str, message: String },
+    /// The principal has the most pending approvals allowed.
+    TooManyPending {
+        pending: i64,
+        limit: u32,
+        retry_after: u64,
+    },
+    /// The approval store could not be read or written.
+    Store(String),
+}
+
+pub fn refusal(
     code: &'static str,
     message: String,
     a: Approval,
     retry_after: Option<u64>,
-) -> GatewayError {
-    GatewayError::Approval(Box::new(ApprovalRefusal {
+) -> HoldError {
+    HoldError::Refused(Box::new(Refusal {
         code,
         message,
         approval: a,

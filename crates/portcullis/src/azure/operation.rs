@@ -82,6 +82,18 @@ pub struct Operation {
 }
 
 impl Operation {
+    /// An ARM batch (`Microsoft.Resources/batch/action`): it carries other requests.
+    pub fn is_batch(&self) -> bool {
+        self.action
+            .eq_ignore_ascii_case("Microsoft.Resources/batch/action")
+    }
+
+    /// A deployment's write: it carries a template of other writes.
+    pub fn is_deployment_write(&self) -> bool {
+        self.action
+            .eq_ignore_ascii_case("Microsoft.Resources/deployments/write")
+    }
+
     /// The action in the form to match policy on. Azure compares operations
     /// case-insensitively, so policy must too; the action is ASCII by construction, so ASCII
     /// lowering is the whole of case folding here.

@@ -47,6 +47,30 @@ impl Routed {
     }
 }
 
+/// Where the gateway's own status and result URLs of approvals live, at the ARM root.
+/// Nothing below it is ever forwarded to Azure.
+pub const APPROVAL_OPERATIONS: &str = "/portcullis/approvals/";
+
+/// Whose path a request names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Owner {
+    /// An Azure service's: named as its operation, decided, forwarded.
+    Azure,
+    /// The gateway's own (an approval presented as a long-running operation): answered by
+    /// the gateway, never forwarded.
+    Gateway,
+}
+
+impl Routed {
+    pub fn owner(&self) -> Owner {
+        if self.service == Service::Arm && self.path.starts_with(APPROVAL_OPERATIONS) {
+            Owner::Gateway
+        } else {
+            Owner::Azure
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum RouteError {
     #[error("the request path is ambiguous or malformed: {0}")]
