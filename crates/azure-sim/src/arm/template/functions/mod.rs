@@ -32,6 +32,7 @@ pub(super) enum Function {
     Lazy(Lazy),
 }
 
+/// A function run once all its arguments are values.
 pub(super) enum Eager {
     Values(ValuesFn),
     Deployed(DeployedFn),
