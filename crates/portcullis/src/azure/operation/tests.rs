@@ -1,3 +1,4 @@
+use super::overrides::OVERRIDES;
 use super::*;
 use proptest::prelude::*;
 
