@@ -8,11 +8,11 @@ use bytes::Bytes;
 use http::{Response, StatusCode};
 use tokio::sync::mpsc;
 
-use super::words::in_words;
 use super::{Viewer, form_value, html, redirect, segment, unsegment};
 use crate::approval::{Approval, Status, VoteError};
 use crate::audit::record::Phase;
 use crate::audit::store::SessionFilter;
+use crate::azure::words::in_words;
 use crate::pipeline::Gateway;
 use crate::policy::{Effect, PrincipalMatcher};
 use crate::server::approvals_api::After;
