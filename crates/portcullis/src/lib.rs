@@ -12,6 +12,7 @@ pub mod cli;
 pub mod config;
 pub mod console;
 pub mod identity;
+pub mod ids;
 pub mod json;
 pub mod mask;
 pub mod metrics;
@@ -20,6 +21,7 @@ pub mod policy;
 pub mod ratelimit;
 pub mod secret;
 pub mod server;
+pub mod time;
 pub mod upstream;
 
 /// Timestamps in audit records: RFC 3339, UTC, microseconds.

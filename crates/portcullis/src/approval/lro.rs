@@ -21,34 +21,12 @@ use base64::Engine;
 use serde::{Deserialize, Serialize};
 
 use crate::policy::ActionPattern;
+/// How a rule presents a pending approval: a policy setting, read here.
+pub use crate::policy::Style;
 
 /// Where the gateway's own status and result URLs live on the data listener. Nothing below
 /// it is ever forwarded to Azure.
 pub const PATH_PREFIX: &str = crate::azure::route::APPROVAL_OPERATIONS;
-
-/// How a rule presents a pending approval to the agent (`approval.style`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Style {
-    /// Hold the request open, then `403 ApprovalPending` (retry the same request).
-    Hold,
-    /// After the hold, answer as a long-running operation, whatever the operation.
-    Async,
-    /// `async` for operations Azure clients poll ([`LroTable`]), `hold` for the rest.
-    #[default]
-    Auto,
-}
-
-impl Style {
-    pub fn parse(s: &str) -> Option<Style> {
-        match s {
-            "hold" => Some(Style::Hold),
-            "async" => Some(Style::Async),
-            "auto" => Some(Style::Auto),
-            _ => None,
-        }
-    }
-}
 
 /// One row of the table: requests with this method whose operation matches `action` are
 /// long-running, and ARM's first answer to them has this status (201 or 202).

@@ -157,9 +157,7 @@ impl Approval {
     pub fn matchers(&self) -> Vec<PrincipalMatcher> {
         self.approvers
             .iter()
-            .filter_map(|s| {
-                crate::config::policy::principal(&crate::config::raw::RawAliases::default(), s).ok()
-            })
+            .filter_map(|s| PrincipalMatcher::parse(&Default::default(), s).ok())
             .collect()
     }
 
@@ -174,14 +172,7 @@ impl Approval {
     }
 }
 
-/// A matcher as stored in an approval: resolved ids, parseable again.
+/// A matcher as stored in an approval: resolved ids, parseable again (policy prints it).
 pub fn matcher_text(m: &PrincipalMatcher) -> String {
-    match m {
-        PrincipalMatcher::Any => "*".to_owned(),
-        PrincipalMatcher::Group(g) => format!("group:{g}"),
-        PrincipalMatcher::Role(r) => format!("role:{r}"),
-        PrincipalMatcher::App(a) => format!("app:{a}"),
-        PrincipalMatcher::User(u) => format!("user:{u}"),
-        PrincipalMatcher::Tenant(t) => format!("tenant:{t}"),
-    }
+    m.to_string()
 }

@@ -155,7 +155,7 @@ fn api_link(console_url: Option<&str>, id: &str) -> Option<String> {
 fn words(a: &Approval) -> String {
     format!(
         "{} ({})",
-        crate::console::words::in_words(&a.action, &a.scope),
+        crate::azure::words::in_words(&a.action, &a.scope),
         a.request.method
     )
 }

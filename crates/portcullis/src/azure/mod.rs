@@ -1,5 +1,5 @@
 //! Understanding Azure: which service a request is for, the operation it is, the URLs to
-//! keep clients on the gateway, and Azure's native error shapes.
+//! keep clients on the gateway, Azure's native error shapes, and an operation in words.
 
 pub mod batch;
 pub mod deployment;
@@ -7,6 +7,7 @@ pub mod error;
 pub mod operation;
 pub mod rewrite;
 pub mod route;
+pub mod words;
 
 /// Headers that would change the evaluated method: refused, never honoured (azure-notes §4).
 pub const METHOD_OVERRIDES: &[&str] = &[

@@ -10,6 +10,7 @@ use crate::audit::anchor::Anchor;
 use crate::audit::checkpoint::public_path;
 use crate::audit::store::Store;
 use crate::audit::verifier::{Expected, Report, verify_store};
+use crate::time::time_arg;
 
 #[derive(clap::Args)]
 pub struct AuditArgs {
@@ -114,25 +115,6 @@ pub(crate) async fn open(state_dir: Option<&Path>, db: Option<&Path>) -> anyhow:
         bail!("{} does not exist", path.display());
     }
     Ok(Store::open(&path).await?)
-}
-
-/// A time as the store compares them (RFC 3339, UTC, microseconds), from RFC 3339, a date
-/// (`2026-11-29`), or an age before now (`90m`, `24h`, `7d`).
-pub(crate) fn time_arg(s: &str) -> anyhow::Result<String> {
-    use chrono::{NaiveDate, SecondsFormat, Utc};
-    let t = if let Ok(age) = crate::config::policy::duration(s) {
-        chrono::Duration::from_std(age)
-            .ok()
-            .and_then(|age| Utc::now().checked_sub_signed(age))
-            .with_context(|| format!("'{s}' reaches back before any time there is"))?
-    } else if let Ok(t) = chrono::DateTime::parse_from_rfc3339(s) {
-        t.with_timezone(&Utc)
-    } else if let Ok(d) = NaiveDate::parse_from_str(s, "%Y-%m-%d") {
-        d.and_hms_opt(0, 0, 0).expect("midnight exists").and_utc()
-    } else {
-        bail!("'{s}' is not a time: give RFC 3339, a date (2026-11-29) or an age (24h, 7d)")
-    };
-    Ok(t.to_rfc3339_opts(SecondsFormat::Micros, true))
 }
 
 fn trusted_keys(given: &[String], store: &StoreArgs) -> anyhow::Result<Vec<String>> {

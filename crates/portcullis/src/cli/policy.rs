@@ -13,12 +13,10 @@ use anyhow::{Context, bail};
 use serde::Deserialize;
 use serde_json::Value;
 
-use crate::azure::operation::{self, Operation};
-use crate::azure::route::{self, Service};
 use crate::config::policy::{Checked, check_file};
-use crate::identity::principal::{Principal, PrincipalKind};
-use crate::policy::condition::{Body, Facts};
-use crate::policy::{Decision, Effect, PrincipalMatcher};
+use crate::identity::principal::Principal;
+use crate::policy::Effect;
+use crate::policy::explain::{self, evaluate, explanation, principal_from_attributes};
 
 #[derive(clap::Args)]
 pub struct PolicyArgs {
@@ -76,7 +74,8 @@ pub fn run(args: PolicyArgs) -> anyhow::Result<()> {
             let checked = load(&config)?;
             let principal = match token {
                 Some(t) => principal_from_token(&t)?,
-                None => principal_from_attributes(&checked, &principals)?,
+                None => principal_from_attributes(&checked.policy.aliases, &principals)
+                    .map_err(anyhow::Error::msg)?,
             };
             let body = match body {
                 Some(path) => Some(
@@ -88,7 +87,7 @@ pub fn run(args: PolicyArgs) -> anyhow::Result<()> {
                 ),
                 None => None,
             };
-            let (op, decision) = evaluate(&checked, &principal, &request, &host, body)?;
+            let (op, decision) = evaluate(&checked.policy, &principal, &request, &host, body)?;
             print!("{}", explanation(&principal, &op, &decision));
             Ok(())
         }
@@ -132,37 +131,6 @@ fn check(files: &[PathBuf]) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// A principal made of the attributes rules match on.
-pub fn principal_from_attributes(
-    checked: &Checked,
-    attributes: &[String],
-) -> anyhow::Result<Principal> {
-    let mut p = Principal {
-        tenant_id: "00000000-0000-0000-0000-000000000000".into(),
-        object_id: "00000000-0000-0000-0000-000000000001".into(),
-        kind: PrincipalKind::App,
-        app_id: None,
-        groups: Vec::new(),
-        roles: Vec::new(),
-        display_name: Some("explained principal".into()),
-        token_version: 2,
-    };
-    for a in attributes {
-        match checked.resolve(a).map_err(anyhow::Error::msg)? {
-            PrincipalMatcher::Group(g) => p.groups.push(g),
-            PrincipalMatcher::Role(r) => p.roles.push(r),
-            PrincipalMatcher::App(id) => p.app_id = Some(id),
-            PrincipalMatcher::User(id) => {
-                p.object_id = id;
-                p.kind = PrincipalKind::User;
-            }
-            PrincipalMatcher::Tenant(t) => p.tenant_id = t,
-            PrincipalMatcher::Any => bail!("'*' is not an attribute of a principal"),
-        }
-    }
-    Ok(p)
-}
-
 fn principal_from_token(token: &str) -> anyhow::Result<Principal> {
     let claims = crate::identity::jwt::unverified_claims(token)
         .map_err(|e| anyhow::anyhow!("the token cannot be read: {e}"))?;
@@ -180,163 +148,6 @@ fn principal_from_token(token: &str) -> anyhow::Result<Principal> {
     }
     eprintln!("note: the token is read, not verified (explain is offline)");
     Ok(p)
-}
-
-/// Names the request and decides it.
-pub fn evaluate(
-    checked: &Checked,
-    p: &Principal,
-    request: &str,
-    host: &str,
-    body: Option<Value>,
-) -> anyhow::Result<(Operation, Decision)> {
-    let (method, target) = request
-        .trim()
-        .split_once(' ')
-        .context("the request is 'METHOD PATH?QUERY'")?;
-    let method: http::Method = method
-        .trim()
-        .to_ascii_uppercase()
-        .parse()
-        .context("not an HTTP method")?;
-    let target = target.trim();
-    let (path, query) = target.split_once('?').unwrap_or((target, ""));
-    let routed = route::route(host, path, None).map_err(|e| anyhow::anyhow!("{e}"))?;
-    let op = match &routed.service {
-        Service::Arm => operation::name_arm(&method, &routed.path, query),
-        Service::KeyVault { vault } => {
-            operation::name_keyvault(&method, vault, &routed.path, query)
-        }
-    }
-    .map_err(|e| {
-        anyhow::anyhow!(
-            "the request cannot be named as an Azure operation (the gateway refuses it): {e}"
-        )
-    })?;
-    let body = body.map_or(Body::Absent, Body::Json);
-    let headers = http::HeaderMap::new();
-    // A deployment is judged as the gateway judges it: each resource of its template too.
-    let deployment = match (&body, method == http::Method::PUT) {
-        (Body::Json(doc), true)
-            if op
-                .action
-                .eq_ignore_ascii_case("Microsoft.Resources/deployments/write") =>
-        {
-            Some(
-                crate::azure::deployment::parse(&routed.path, doc)
-                    .map_err(|e| anyhow::anyhow!("the gateway refuses this deployment: {e}"))?,
-            )
-        }
-        _ => None,
-    };
-    let deployment_facts = deployment.as_ref().map(|d| d.facts());
-    let facts = Facts::new(
-        p,
-        &op,
-        method.as_str(),
-        &routed.path,
-        query,
-        &headers,
-        &body,
-    )
-    .with_deployment(deployment_facts.as_ref());
-    let decision = checked.policy.decide_with(p, &op, &facts);
-    let (Some(d), Some(df)) = (&deployment, &deployment_facts) else {
-        return Ok((op, decision));
-    };
-    if decision.effect == crate::policy::Effect::Deny {
-        return Ok((op, decision));
-    }
-    let judged = crate::policy::bundle::decide(
-        &|p| p.to_owned(),
-        &checked.policy,
-        p,
-        decision,
-        &d.operations,
-        crate::policy::bundle::Bundle::Deployment {
-            operation: &op,
-            deployment: d,
-            facts: df,
-        },
-    );
-    let decision = match judged {
-        Ok((d, _)) => d,
-        Err((crate::policy::bundle::Refusal::Denied { decision, .. }, _)) => *decision,
-        Err((crate::policy::bundle::Refusal::Invalid { message, .. }, _)) => {
-            let mut d = crate::policy::Decision::allow(message);
-            d.effect = crate::policy::Effect::Deny;
-            d
-        }
-    };
-    Ok((op, decision))
-}
-
-fn effect_word(e: Effect) -> &'static str {
-    match e {
-        Effect::Allow => "ALLOW",
-        Effect::Approve => "APPROVAL REQUIRED",
-        Effect::Deny => "DENY",
-    }
-}
-
-pub fn explanation(p: &Principal, op: &Operation, d: &Decision) -> String {
-    let mut out = String::new();
-    let kind = match p.kind {
-        PrincipalKind::User => "user",
-        PrincipalKind::App => "app",
-        PrincipalKind::ManagedIdentity => "managed identity",
-    };
-    out.push_str(&format!(
-        "principal   {kind} {} (tenant {})\n",
-        p.object_id, p.tenant_id
-    ));
-    if !p.groups.is_empty() {
-        out.push_str(&format!("  groups    {}\n", p.groups.join(", ")));
-    }
-    if !p.roles.is_empty() {
-        out.push_str(&format!("  roles     {}\n", p.roles.join(", ")));
-    }
-    let plane = match op.plane {
-        operation::Plane::Control => "control plane",
-        operation::Plane::Data => "data plane",
-    };
-    out.push_str(&format!("operation   {} ({plane})\n", op.action));
-    out.push_str(&format!(
-        "scope       {}\n",
-        crate::policy::scope_display(op)
-    ));
-    out.push_str(&format!("decision    {}", effect_word(d.effect)));
-    match &d.rule {
-        Some(r) => out.push_str(&format!(" by rule '{r}'\n")),
-        None => out.push_str(" (no rule matched: default deny)\n"),
-    }
-    out.push_str(&format!("reason      {}\n", d.reason));
-    if let Some(c) = &d.credential {
-        out.push_str(&format!("credential  {c}\n"));
-    }
-    if let Some(a) = &d.approval {
-        out.push_str(&format!(
-            "approvers   {} (quorum {}, timeout {}s)\n",
-            a.approvers_display.join(", "),
-            a.quorum,
-            a.timeout.as_secs()
-        ));
-    }
-    for n in &d.nearest {
-        out.push_str(
-            &format!(
-                "nearest     rule '{}' ({:?}): {}\n",
-                n.rule, n.effect, n.why
-            )
-            .replace("(Allow)", "(allow)")
-            .replace("(Deny)", "(deny)")
-            .replace("(Approve)", "(approve)"),
-        );
-    }
-    for a in &d.audit {
-        out.push_str(&format!("audit       {a}\n"));
-    }
-    out
 }
 
 // === policy test ===
@@ -396,8 +207,18 @@ pub fn run_tests(
                     case.name
                 ),
             };
-            let outcome = principal_from_attributes(&checked, &case.principal)
-                .and_then(|p| evaluate(&checked, &p, &case.request, &case.host, case.body.clone()));
+            let outcome = principal_from_attributes(&checked.policy.aliases, &case.principal)
+                .map_err(anyhow::Error::msg)
+                .and_then(|p| {
+                    evaluate(
+                        &checked.policy,
+                        &p,
+                        &case.request,
+                        &case.host,
+                        case.body.clone(),
+                    )
+                    .map_err(anyhow::Error::from)
+                });
             let verdict = match outcome {
                 Ok((_, d)) => {
                     let rule_ok = match case.rule.as_deref() {
@@ -415,7 +236,7 @@ pub fn run_tests(
                                 .as_deref()
                                 .map(|r| format!("by '{r}'"))
                                 .unwrap_or_default(),
-                            effect_word(d.effect).to_lowercase(),
+                            explain::verdict(d.effect).to_lowercase(),
                             d.rule.as_deref().unwrap_or("the default deny"),
                             d.reason
                         ))

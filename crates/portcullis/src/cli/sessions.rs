@@ -59,7 +59,7 @@ pub async fn run(args: SessionsArgs) -> anyhow::Result<()> {
         } => {
             let filter = SessionFilter {
                 principal,
-                since: since.as_deref().map(super::audit::time_arg).transpose()?,
+                since: since.as_deref().map(crate::time::time_arg).transpose()?,
                 decision,
                 newest: None,
             };

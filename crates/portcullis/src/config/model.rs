@@ -5,8 +5,10 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+pub use crate::identity::settings::{IdentityConfig, OverageConfig, TenantMode};
 use crate::policy::Policy;
 use crate::secret::Secret;
+pub use crate::upstream::settings::{CredentialConfig, MiProtocol};
 
 #[derive(Debug)]
 pub struct Config {
@@ -159,45 +161,6 @@ pub enum TlsSource {
     },
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum TenantMode {
-    Single(String),
-    /// `common` or `organizations`: issuers carry `{tenantid}`.
-    Multi(String),
-}
-
-impl TenantMode {
-    /// The tenant segment of metadata URLs.
-    pub fn path(&self) -> &str {
-        match self {
-            TenantMode::Single(t) | TenantMode::Multi(t) => t,
-        }
-    }
-}
-
-#[derive(Debug, Clone)]
-pub struct IdentityConfig {
-    /// No trailing slash.
-    pub authority: String,
-    pub tenant: TenantMode,
-    /// Lowercased tenant ids whose tokens are accepted.
-    pub allowed_tenants: Vec<String>,
-    pub audiences: Vec<String>,
-    pub versions: Vec<u8>,
-    pub clock_skew: Duration,
-    pub ca_file: Option<PathBuf>,
-    pub overage: Option<OverageConfig>,
-}
-
-#[derive(Debug, Clone)]
-pub struct OverageConfig {
-    pub graph_url: String,
-    /// The resource the gateway asks a Graph token for.
-    pub graph_resource: String,
-    pub credential: String,
-    pub cache_ttl: Duration,
-}
-
 #[derive(Debug)]
 pub struct UpstreamConfig {
     pub arm_url: String,
@@ -215,40 +178,6 @@ impl UpstreamConfig {
     pub fn vault_url(&self, vault: &str) -> String {
         self.keyvault_url.replace("{vault}", vault)
     }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum MiProtocol {
-    Imds,
-    AppService,
-}
-
-#[derive(Debug)]
-pub enum CredentialConfig {
-    ClientSecret {
-        authority: String,
-        tenant: String,
-        client_id: String,
-        secret: Secret,
-    },
-    ClientCertificate {
-        authority: String,
-        tenant: String,
-        client_id: String,
-        certificate_pem: Secret,
-    },
-    WorkloadIdentity {
-        authority: String,
-        tenant: String,
-        client_id: String,
-        token_file: PathBuf,
-    },
-    ManagedIdentity {
-        protocol: MiProtocol,
-        endpoint: String,
-        client_id: Option<String>,
-        identity_header: Option<Secret>,
-    },
 }
 
 #[derive(Debug, Clone)]

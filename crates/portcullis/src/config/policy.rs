@@ -2,18 +2,17 @@
 //! problem at its `file:line`, and warnings for rules that load but are probably mistakes.
 //! Used by configuration loading and by `portcullis policy check|explain|test`.
 
-use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::collections::{BTreeSet, HashSet};
 use std::path::Path;
 use std::time::Duration;
 
-use super::raw::{RawAliases, RawApproval, RawPolicy, RawRule};
-use crate::approval::lro::Style;
-use crate::identity::is_guid;
+use super::raw::{RawApproval, RawPolicy, RawRule};
 use crate::policy::condition::Condition;
 use crate::policy::{
-    ActionPattern, ApprovalSpec, DEFAULT_MAX_BODY, Effect, Mode, Policy, PrincipalMatcher, Rule,
-    ScopePattern,
+    ActionPattern, Aliases, ApprovalSpec, DEFAULT_MAX_BODY, Effect, Mode, Policy, PrincipalMatcher,
+    Rule, ScopePattern, Style,
 };
+use crate::time::duration;
 
 /// Problems, per file: errors refuse the policy; warnings are reported and loaded.
 struct Report<'a> {
@@ -47,7 +46,7 @@ pub fn validate_policy(
     credentials: Option<&BTreeSet<String>>,
 ) -> Checked {
     let (rules, max_body, aliases, errors, mut warnings) =
-        collect(file, base, raw, credentials, RawAliases::default(), 0);
+        collect(file, base, raw, credentials, Aliases::default(), 0);
     let mut errors = errors;
     let mut names = HashSet::new();
     for r in &rules {
@@ -57,28 +56,19 @@ pub fn validate_policy(
     }
     warnings.extend(shadowed(&rules));
     let mut policy = Policy::new(rules, max_body.unwrap_or(DEFAULT_MAX_BODY));
-    policy.aliases = aliases.clone();
+    policy.aliases = aliases;
     Checked {
         policy,
         errors,
         warnings,
-        aliases,
     }
 }
 
-/// A validated policy, what is wrong with it, and the aliases it was read with.
+/// A validated policy (with the aliases it was read with) and what is wrong with it.
 pub struct Checked {
     pub policy: Policy,
     pub errors: Vec<String>,
     pub warnings: Vec<String>,
-    pub aliases: RawAliases,
-}
-
-impl Checked {
-    /// Resolves a principal attribute written like a rule's (`group:ai-agents`).
-    pub fn resolve(&self, attribute: &str) -> Result<PrincipalMatcher, String> {
-        principal(&self.aliases, attribute)
-    }
 }
 
 /// Checks a policy file, or the policy of a configuration file (one with `identity:`),
@@ -141,13 +131,7 @@ pub fn files_of(path: &Path) -> Vec<std::path::PathBuf> {
     files
 }
 
-type Collected = (
-    Vec<Rule>,
-    Option<usize>,
-    RawAliases,
-    Vec<String>,
-    Vec<String>,
-);
+type Collected = (Vec<Rule>, Option<usize>, Aliases, Vec<String>, Vec<String>);
 
 /// One file and what it includes; `outer` are the aliases of the files including it.
 fn collect(
@@ -155,14 +139,14 @@ fn collect(
     base: &Path,
     mut raw: RawPolicy,
     credentials: Option<&BTreeSet<String>>,
-    outer: RawAliases,
+    outer: Aliases,
     depth: usize,
 ) -> Collected {
     let mut errors = Vec::new();
     let mut warnings = Vec::new();
     let mut rules = Vec::new();
     // Outer files' aliases win: they say what an included pack's names mean.
-    let mut aliases = std::mem::take(&mut raw.aliases);
+    let mut aliases = Aliases::from(std::mem::take(&mut raw.aliases));
     merge_aliases(&mut aliases, outer);
     let mut max_body = raw.max_body_bytes;
     if let Some(include) = raw.include.take() {
@@ -217,77 +201,25 @@ fn collect(
 }
 
 /// Adds `from`'s aliases to `into`; `from` wins where both name the same thing.
-fn merge_aliases(into: &mut RawAliases, from: RawAliases) {
+fn merge_aliases(into: &mut Aliases, from: Aliases) {
     into.groups.extend(from.groups);
     into.users.extend(from.users);
     into.apps.extend(from.apps);
     into.scopes.extend(from.scopes);
 }
 
-pub(crate) fn principal(aliases: &RawAliases, s: &str) -> Result<PrincipalMatcher, String> {
-    if s.trim() == "*" {
-        return Ok(PrincipalMatcher::Any);
-    }
-    let (kind, value) = s.split_once(':').ok_or_else(|| {
-        format!("principal '{s}' must be kind:value (group:, role:, app:, user:, tenant:) or *")
-    })?;
-    let value = value.trim();
-    let resolve = |map: &BTreeMap<String, String>| -> Result<String, String> {
-        let id = map
-            .get(value)
-            .map(String::as_str)
-            .unwrap_or(value)
-            .to_ascii_lowercase();
-        if is_guid(&id) {
-            Ok(id)
-        } else {
-            Err(format!(
-                "principal '{s}': '{value}' is neither an object id nor a known alias"
-            ))
-        }
-    };
-    Ok(match kind.trim() {
-        "group" => PrincipalMatcher::Group(resolve(&aliases.groups)?),
-        "user" => PrincipalMatcher::User(resolve(&aliases.users)?),
-        "app" => PrincipalMatcher::App(resolve(&aliases.apps)?),
-        "tenant" => PrincipalMatcher::Tenant(resolve(&BTreeMap::new())?),
-        "role" if !value.is_empty() => PrincipalMatcher::Role(value.to_owned()),
-        other => return Err(format!("principal '{s}': unknown kind '{other}'")),
-    })
-}
-
-/// Parses `90s`, `10m`, `2h`, `90d` (a bare number is seconds).
-pub fn duration(s: &str) -> Result<Duration, String> {
-    let s = s.trim();
-    let (digits, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
-    let n: u64 = digits
-        .parse()
-        .map_err(|_| format!("'{s}' is not a duration like 90s, 10m or 2h"))?;
-    let unit = match unit {
-        "" | "s" => 1,
-        "m" => 60,
-        "h" => 3600,
-        "d" => 86400,
-        _ => return Err(format!("'{s}' is not a duration like 90s, 10m, 2h or 90d")),
-    };
-    let secs = n
-        .checked_mul(unit)
-        .ok_or_else(|| format!("'{s}' is longer than any duration this takes"))?;
-    Ok(Duration::from_secs(secs))
-}
-
 fn approval(
     r: &mut Report<'_>,
     line: u64,
     name: &str,
-    aliases: &RawAliases,
+    aliases: &Aliases,
     raw: &RawApproval,
 ) -> ApprovalSpec {
     let approvers: Vec<PrincipalMatcher> = raw
         .approvers
         .iter()
         .filter_map(|a| {
-            principal(aliases, a)
+            PrincipalMatcher::parse(aliases, a)
                 .map_err(|e| r.error(line, format!("rule '{name}': approval.approvers: {e}")))
                 .ok()
         })
@@ -344,7 +276,7 @@ fn scopes(
     r: &mut Report<'_>,
     line: u64,
     name: &str,
-    aliases: &RawAliases,
+    aliases: &Aliases,
     list: &[String],
 ) -> Vec<ScopePattern> {
     let mut out = Vec::new();
@@ -373,7 +305,7 @@ fn scopes(
 
 fn validate_rules(
     r: &mut Report<'_>,
-    aliases: &RawAliases,
+    aliases: &Aliases,
     raw: Vec<serde_saphyr::Spanned<RawRule>>,
     credentials: Option<&BTreeSet<String>>,
 ) -> Vec<Rule> {
@@ -431,7 +363,7 @@ fn validate_rules(
             .principals
             .iter()
             .filter_map(|s| {
-                principal(aliases, s)
+                PrincipalMatcher::parse(aliases, s)
                     .map_err(|e| r.error(line, format!("rule '{name}': {e}")))
                     .ok()
             })
@@ -669,18 +601,5 @@ mod tests {
                 .any(|w| w.starts_with("p.yaml:8: warning: rule 'shadowed' is shadowed")),
             "{warnings:?}"
         );
-    }
-
-    #[test]
-    fn durations() {
-        assert_eq!(duration("90s").unwrap().as_secs(), 90);
-        assert_eq!(duration("10m").unwrap().as_secs(), 600);
-        assert_eq!(duration("2h").unwrap().as_secs(), 7200);
-        assert_eq!(duration("30").unwrap().as_secs(), 30);
-        assert!(duration("ten minutes").is_err());
-        assert_eq!(duration("5d").unwrap().as_secs(), 5 * 86400);
-        assert!(duration("5w").is_err());
-        // Too long to count is an error, not an overflow.
-        assert!(duration("999999999999999999d").is_err());
     }
 }

@@ -318,7 +318,7 @@ pub struct RawPolicy {
     pub max_body_bytes: Option<usize>,
 }
 
-/// Readable names for object ids, so rules say `group:ai-agents`.
+/// Readable names for object ids, so rules say `group:ai-agents` (`policy::Aliases`).
 #[derive(Debug, Default, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawAliases {
@@ -332,6 +332,17 @@ pub struct RawAliases {
     /// that includes it says where that is.
     #[serde(default)]
     pub scopes: std::collections::BTreeMap<String, Vec<String>>,
+}
+
+impl From<RawAliases> for crate::policy::Aliases {
+    fn from(raw: RawAliases) -> crate::policy::Aliases {
+        crate::policy::Aliases {
+            groups: raw.groups,
+            users: raw.users,
+            apps: raw.apps,
+            scopes: raw.scopes,
+        }
+    }
 }
 
 #[derive(Debug, Deserialize)]

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use super::model::*;
 use super::raw::*;
-use crate::identity::is_guid;
+use crate::ids::is_guid;
 use crate::secret::Secret;
 
 /// Where the environment comes from: the process in production, a map in tests.
@@ -583,7 +583,7 @@ pub fn validate(
         }
     };
     let mut listen_duration =
-        |what: &str, value: Option<&str>, default: u64| match value.map(super::policy::duration) {
+        |what: &str, value: Option<&str>, default: u64| match value.map(crate::time::duration) {
             None => Duration::from_secs(default),
             Some(Ok(d)) => d,
             Some(Err(e)) => {
@@ -656,7 +656,7 @@ fn positive_duration(
     value: Option<&str>,
     default: Duration,
 ) -> Duration {
-    match value.map(super::policy::duration) {
+    match value.map(crate::time::duration) {
         None => default,
         Some(Ok(d)) if !d.is_zero() => d,
         Some(Ok(_)) => {
@@ -702,7 +702,7 @@ fn audit(p: &mut Problems<'_>, ra: RawAudit, base: &Path, state_dir: &Path) -> A
     }
     let mut readers = Vec::new();
     for r in &ra.readers {
-        match super::policy::principal(&RawAliases::default(), r) {
+        match crate::policy::PrincipalMatcher::parse(&Default::default(), r) {
             Ok(m) => readers.push(m),
             Err(e) => p.at(None, format!("audit.readers: {e}")),
         }
@@ -730,7 +730,7 @@ fn console(
     console_url: Option<&str>,
     audience: Option<&str>,
 ) -> super::model::ConsoleSettings {
-    if !crate::identity::is_guid(&rc.client_id) {
+    if !is_guid(&rc.client_id) {
         p.at(
             None,
             "console.client_id must be the console app registration's application (client) id, a GUID",
@@ -756,7 +756,7 @@ fn console(
             ),
         }
     }
-    let session_lifetime = match rc.session_lifetime.as_deref().map(super::policy::duration) {
+    let session_lifetime = match rc.session_lifetime.as_deref().map(crate::time::duration) {
         None => Duration::from_secs(8 * 3600),
         Some(Ok(d)) if !d.is_zero() && d <= Duration::from_secs(7 * 24 * 3600) => d,
         Some(Ok(_)) => {
@@ -792,7 +792,7 @@ fn approvals(
     base: &Path,
     env: Env<'_>,
 ) -> ApprovalsSettings {
-    let hold = match ra.hold.as_deref().map(super::policy::duration) {
+    let hold = match ra.hold.as_deref().map(crate::time::duration) {
         None => Duration::from_secs(60),
         Some(Ok(d)) if d <= Duration::from_secs(3600) => d,
         Some(Ok(_)) => {
@@ -809,7 +809,7 @@ fn approvals(
     };
     let max_held = ra.max_held.unwrap_or(10_000);
     let max_pending_per_principal = ra.max_pending_per_principal.unwrap_or(20);
-    let recheck = match ra.recheck.as_deref().map(super::policy::duration) {
+    let recheck = match ra.recheck.as_deref().map(crate::time::duration) {
         None => Duration::from_secs(10),
         Some(Ok(d)) if !d.is_zero() => d,
         Some(Ok(_)) => {
@@ -821,7 +821,7 @@ fn approvals(
             Duration::from_secs(10)
         }
     };
-    let retry_after = match ra.retry_after.as_deref().map(super::policy::duration) {
+    let retry_after = match ra.retry_after.as_deref().map(crate::time::duration) {
         None => Duration::from_secs(10),
         Some(Ok(d)) if !d.is_zero() && d <= Duration::from_secs(600) => d,
         Some(Ok(_)) => {

@@ -14,7 +14,6 @@
 pub mod oidc;
 pub mod pages;
 pub mod session;
-pub mod words;
 
 use std::sync::Arc;
 

@@ -8,11 +8,11 @@ use bytes::Bytes;
 use http::{Response, StatusCode};
 use tokio::sync::mpsc;
 
-use super::words::in_words;
 use super::{Viewer, form_value, html, redirect, segment, unsegment};
 use crate::approval::{Approval, Status, VoteError};
 use crate::audit::record::Phase;
 use crate::audit::store::SessionFilter;
+use crate::azure::words::in_words;
 use crate::pipeline::Gateway;
 use crate::policy::{Effect, PrincipalMatcher};
 use crate::server::approvals_api::After;
@@ -630,11 +630,7 @@ async fn sessions_page(
     decision: Option<String>,
 ) -> Response<Body> {
     let mut error = None;
-    let since_time = match since
-        .as_deref()
-        .map(crate::cli::audit::time_arg)
-        .transpose()
-    {
+    let since_time = match since.as_deref().map(crate::time::time_arg).transpose() {
         Ok(t) => t,
         Err(e) => {
             error = Some(format!("since: {e}"));
@@ -860,7 +856,7 @@ fn effect_word(e: Effect) -> &'static str {
 }
 
 /// A matcher as written, with the policy's alias where it has one (`group:approvers`).
-fn matcher_name(aliases: &crate::config::raw::RawAliases, m: &PrincipalMatcher) -> String {
+fn matcher_name(aliases: &crate::policy::Aliases, m: &PrincipalMatcher) -> String {
     let find = |map: &std::collections::BTreeMap<String, String>, id: &str| {
         map.iter()
             .find(|(_, v)| v.eq_ignore_ascii_case(id))
@@ -973,27 +969,21 @@ fn explain(
     request: &str,
     body: Option<&str>,
 ) -> Result<Explained, String> {
-    let checked = crate::config::policy::Checked {
-        policy: policy.clone(),
-        errors: Vec::new(),
-        warnings: Vec::new(),
-        aliases: policy.aliases.clone(),
-    };
     let attributes: Vec<String> = attributes
         .split([' ', ',', '\n'])
         .map(str::trim)
         .filter(|a| !a.is_empty())
         .map(str::to_owned)
         .collect();
-    let p = crate::cli::policy::principal_from_attributes(&checked, &attributes)
+    let p = crate::policy::explain::principal_from_attributes(&policy.aliases, &attributes)
         .map_err(|e| format!("principal: {e}"))?;
     let body = body
         .map(serde_json::from_str::<serde_json::Value>)
         .transpose()
         .map_err(|e| format!("body: not JSON: {e}"))?;
     let _ = gw;
-    let (op, d) = crate::cli::policy::evaluate(&checked, &p, request, "gateway", body)
-        .map_err(|e| format!("{e:#}"))?;
+    let (op, d) = crate::policy::explain::evaluate(policy, &p, request, "gateway", body)
+        .map_err(|e| format!("{:#}", anyhow::Error::from(e)))?;
     let scope = crate::policy::scope_display(&op);
     Ok(Explained {
         effect: effect_word(d.effect),
@@ -1003,7 +993,7 @@ fn explain(
             .rule
             .clone()
             .unwrap_or_else(|| "(none: the default deny)".into()),
-        text: crate::cli::policy::explanation(&p, &op, &d),
+        text: crate::policy::explain::explanation(&p, &op, &d),
         scope,
     })
 }

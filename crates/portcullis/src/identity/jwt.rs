@@ -15,10 +15,10 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use jsonwebtoken::{Algorithm, Validation};
 use serde_json::Value;
 
-use super::is_guid;
 use super::jwks::{KeyCache, KeyError};
 use super::principal::{Principal, PrincipalKind};
-use crate::config::{IdentityConfig, TenantMode};
+use super::settings::{IdentityConfig, TenantMode};
+use crate::ids::is_guid;
 
 /// Tokens larger than this are refused before any parsing (Entra's are a few KB).
 pub const MAX_TOKEN_LEN: usize = 16 * 1024;

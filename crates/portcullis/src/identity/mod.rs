@@ -5,16 +5,17 @@ pub mod jwks;
 pub mod jwt;
 pub mod overage;
 pub mod principal;
+pub mod settings;
 
 use std::sync::Arc;
 use std::time::Instant;
 
-use crate::config::IdentityConfig;
 use cache::TokenCache;
 use jwks::KeyCache;
 use jwt::TokenError;
 use overage::GroupResolver;
 use principal::Principal;
+use settings::IdentityConfig;
 
 #[derive(Debug, thiserror::Error)]
 pub enum AuthError {
@@ -22,18 +23,6 @@ pub enum AuthError {
     Token(#[from] TokenError),
     #[error("the caller's group membership could not be resolved: {0}")]
     Groups(String),
-}
-
-/// Whether `s` is a GUID in its canonical 8-4-4-4-12 form (tenant and object ids).
-pub fn is_guid(s: &str) -> bool {
-    s.len() == 36
-        && s.char_indices().all(|(i, c)| {
-            if matches!(i, 8 | 13 | 18 | 23) {
-                c == '-'
-            } else {
-                c.is_ascii_hexdigit()
-            }
-        })
 }
 
 pub struct Authenticator {
@@ -125,7 +114,7 @@ mod tests {
     use azure_sim::{MintRequest, SimOptions, Simulator};
 
     use super::*;
-    use crate::config::TenantMode;
+    use crate::identity::settings::TenantMode;
     use crate::upstream::client::HttpClient;
 
     const API: &str = "api://portcullis";

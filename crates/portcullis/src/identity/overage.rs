@@ -12,7 +12,7 @@ use http::{HeaderMap, HeaderValue, Method};
 use serde_json::Value;
 
 use super::principal::{Principal, PrincipalKind};
-use crate::config::OverageConfig;
+use super::settings::OverageConfig;
 use crate::upstream::client::HttpClient;
 use crate::upstream::credential::TokenProvider;
 

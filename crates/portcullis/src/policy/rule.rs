@@ -12,10 +12,12 @@
 
 use std::time::Duration;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
+use super::aliases::Aliases;
 use super::condition::{Condition, Facts};
 use super::index::Index;
+use super::matcher::PrincipalMatcher;
 use crate::azure::operation::{Operation, Plane};
 use crate::identity::principal::Principal;
 
@@ -69,7 +71,32 @@ pub struct ApprovalSpec {
     pub grant_window: Option<Duration>,
     /// How a pending approval is presented: held then refused, or as a long-running
     /// operation SDK pollers wait on.
-    pub style: crate::approval::lro::Style,
+    pub style: Style,
+}
+
+/// How a rule presents a pending approval to the agent (`approval.style`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Style {
+    /// Hold the request open, then `403 ApprovalPending` (retry the same request).
+    Hold,
+    /// After the hold, answer as a long-running operation, whatever the operation.
+    Async,
+    /// `async` for operations Azure clients poll (`approval::lro::LroTable`), `hold` for
+    /// the rest.
+    #[default]
+    Auto,
+}
+
+impl Style {
+    pub fn parse(s: &str) -> Option<Style> {
+        match s {
+            "hold" => Some(Style::Hold),
+            "async" => Some(Style::Async),
+            "auto" => Some(Style::Auto),
+            _ => None,
+        }
+    }
 }
 
 mod opt_secs {
@@ -90,30 +117,6 @@ mod secs {
         s: S,
     ) -> Result<S::Ok, S::Error> {
         s.serialize_u64(d.as_secs())
-    }
-}
-
-/// Who a rule is about. Ids are lowercased at load; aliases are resolved to ids.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum PrincipalMatcher {
-    Any,
-    Group(String),
-    Role(String),
-    App(String),
-    User(String),
-    Tenant(String),
-}
-
-impl PrincipalMatcher {
-    pub fn matches(&self, p: &Principal) -> bool {
-        match self {
-            PrincipalMatcher::Any => true,
-            PrincipalMatcher::Group(g) => p.groups.iter().any(|x| x == g),
-            PrincipalMatcher::Role(r) => p.roles.iter().any(|x| x.eq_ignore_ascii_case(r)),
-            PrincipalMatcher::App(a) => p.app_id.as_deref() == Some(a.as_str()),
-            PrincipalMatcher::User(u) => p.object_id == *u,
-            PrincipalMatcher::Tenant(t) => p.tenant_id == *t,
-        }
     }
 }
 
@@ -378,7 +381,7 @@ pub struct Policy {
     /// The largest request body conditions may read; larger ones are "too large" (fail closed).
     pub max_body_bytes: usize,
     /// The names the policy was written with (`group:ai-agents`), for explaining it.
-    pub aliases: crate::config::raw::RawAliases,
+    pub aliases: Aliases,
 }
 
 /// The default cap on bodies read for conditions.

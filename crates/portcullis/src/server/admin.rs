@@ -108,7 +108,7 @@ pub async fn handle(gw: Arc<Gateway>, req: http::Request<hyper::body::Incoming>)
     };
     let time = |name: &str| -> Result<Option<String>, String> {
         arg(name)
-            .map(|v| crate::cli::audit::time_arg(&v).map_err(|e| e.to_string()))
+            .map(|v| crate::time::time_arg(&v).map_err(|e| e.to_string()))
             .transpose()
     };
     let bad = |e: String| error(StatusCode::BAD_REQUEST, "InvalidParameter", &e);

@@ -25,7 +25,7 @@ use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
 use super::client::{ClientError, HttpClient};
-use crate::config::{CredentialConfig, MiProtocol};
+use super::settings::{CredentialConfig, MiProtocol};
 use crate::secret::Secret;
 
 /// A token is renewed when it has less than this left.
