@@ -5,6 +5,7 @@
 pub mod model;
 pub mod policy;
 pub mod raw;
+mod sections;
 pub mod validate;
 
 use std::path::Path;
