@@ -4,6 +4,7 @@
 //! forward → rewrite. See ARCHITECTURE.md for the map and a reading order.
 #![forbid(unsafe_code)]
 
+pub mod admin;
 pub mod approval;
 pub mod audit;
 pub mod azure;

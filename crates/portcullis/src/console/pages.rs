@@ -1,22 +1,24 @@
 //! The console's pages: askama templates (`templates/console/`) filled from the approvals
 //! service, the audit store and the policy in force.
 
-use std::sync::Arc;
+use std::convert::Infallible;
 
 use askama::Template;
-use bytes::Bytes;
-use http::{Response, StatusCode};
-use tokio::sync::mpsc;
+use axum::extract::{Path, Query, State};
+use axum::response::sse::Event;
+use axum::response::{IntoResponse, Response};
+use http::{StatusCode, Uri};
+use tokio::sync::broadcast::error::RecvError;
 
 use super::words::in_words;
-use super::{Viewer, form_value, html, redirect, segment, unsegment};
+use super::{ConsoleState, Posted, Signed, Viewer, html, redirect, segment, unsegment};
+use crate::admin::AdminState;
+use crate::admin::approvals::After;
 use crate::approval::{Approval, Status, VoteError};
 use crate::audit::record::Phase;
 use crate::audit::store::SessionFilter;
 use crate::pipeline::Gateway;
 use crate::policy::{Effect, PrincipalMatcher};
-use crate::server::approvals_api::After;
-use crate::upstream::client::{Body, full};
 
 /// Approvals per page of a list (newest first); a link leads to the next page.
 const LIST_LIMIT: usize = 50;
@@ -27,8 +29,8 @@ const SESSIONS_SHOWN: i64 = 200;
 
 /// The console's own scripts and styles, compiled in. htmx and its SSE extension are
 /// vendored (static/VENDORED.md): no build chain, nothing fetched at run time.
-pub fn asset(name: &str) -> Response<Body> {
-    let (bytes, kind): (&'static [u8], &'static str) = match name {
+pub async fn asset(Path(name): Path<String>) -> Response {
+    let (bytes, kind): (&'static [u8], &'static str) = match name.as_str() {
         "htmx.min.js" => (
             include_bytes!("../../static/htmx.min.js"),
             "text/javascript; charset=utf-8",
@@ -47,17 +49,14 @@ pub fn asset(name: &str) -> Response<Body> {
         ),
         _ => return error_page(StatusCode::NOT_FOUND, "Not found", "No such file."),
     };
-    let mut r = Response::new(full(Bytes::from_static(bytes)));
-    let h = r.headers_mut();
-    h.insert(
-        http::header::CONTENT_TYPE,
-        http::HeaderValue::from_static(kind),
-    );
-    h.insert(
-        http::header::CACHE_CONTROL,
-        http::HeaderValue::from_static("private, max-age=300"),
-    );
-    r
+    (
+        [
+            (http::header::CONTENT_TYPE, kind),
+            (http::header::CACHE_CONTROL, "private, max-age=300"),
+        ],
+        bytes,
+    )
+        .into_response()
 }
 
 // ---- shared pieces -----------------------------------------------------------------------
@@ -85,7 +84,7 @@ impl Chrome {
     }
 }
 
-fn render<T: Template>(status: StatusCode, t: &T) -> Response<Body> {
+fn render<T: Template>(status: StatusCode, t: &T) -> Response {
     match t.render() {
         Ok(body) => html(status, body),
         Err(e) => {
@@ -106,14 +105,14 @@ struct ErrorPage<'a> {
     message: &'a str,
 }
 
-pub fn error_page(status: StatusCode, title: &str, message: &str) -> Response<Body> {
+pub fn error_page(status: StatusCode, title: &str, message: &str) -> Response {
     let body = ErrorPage { title, message }
         .render()
         .unwrap_or_else(|_| message.to_owned());
     html(status, body)
 }
 
-pub fn signed_out() -> Response<Body> {
+pub fn signed_out() -> Response {
     error_page(
         StatusCode::OK,
         "Signed out",
@@ -121,7 +120,7 @@ pub fn signed_out() -> Response<Body> {
     )
 }
 
-fn forbidden(what: &str) -> Response<Body> {
+fn forbidden(what: &str) -> Response {
     error_page(
         StatusCode::FORBIDDEN,
         "Not for you",
@@ -129,7 +128,7 @@ fn forbidden(what: &str) -> Response<Body> {
     )
 }
 
-fn unavailable(e: impl std::fmt::Display) -> Response<Body> {
+fn unavailable(e: impl std::fmt::Display) -> Response {
     tracing::error!(error = %e, "the console could not read the store");
     error_page(
         StatusCode::SERVICE_UNAVAILABLE,
@@ -138,10 +137,12 @@ fn unavailable(e: impl std::fmt::Display) -> Response<Body> {
     )
 }
 
-fn query_args(query: &str) -> Vec<(String, String)> {
-    form_urlencoded::parse(query.as_bytes())
-        .into_owned()
-        .collect()
+/// A query argument as typed in a form: trimmed, and absent when empty.
+fn arg(args: &[(String, String)], name: &str) -> Option<String> {
+    args.iter()
+        .find(|(n, _)| n == name)
+        .map(|(_, x)| x.trim().to_owned())
+        .filter(|x| !x.is_empty())
 }
 
 /// "4 min 10 s left", "expired".
@@ -279,7 +280,7 @@ fn card(a: &Approval, v: &Viewer) -> Card {
 }
 
 fn visible(gw: &Gateway, v: &Viewer, a: &Approval) -> bool {
-    crate::server::approvals_api::visible(gw, &v.principal, a)
+    crate::admin::approvals::visible(gw, &v.principal, a)
 }
 
 #[derive(Template)]
@@ -337,9 +338,9 @@ async fn cards(
     v: &Viewer,
     history: bool,
     after: Option<After>,
-) -> Result<(Vec<Card>, Option<After>), Response<Body>> {
+) -> Result<(Vec<Card>, Option<After>), Response> {
     let status = (!history).then_some(Status::Pending);
-    let page = crate::server::approvals_api::visible_page(
+    let page = crate::admin::approvals::visible_page(
         gw,
         &v.principal,
         status,
@@ -375,155 +376,214 @@ fn page_url(base: &str, extra: Option<(&str, &str)>, after: Option<&After>) -> S
 const EMPTY_PENDING: &str = "Nothing waits for a decision you can see.";
 const EMPTY_HISTORY: &str = "No decided or expired approvals yet.";
 
-pub async fn get(gw: &Arc<Gateway>, v: &Viewer, path: &str, query: &str) -> Response<Body> {
-    let path = path.trim_end_matches('/');
-    let args = query_args(query);
-    let arg = |k: &str| {
-        args.iter()
-            .find(|(n, _)| n == k)
-            .map(|(_, x)| x.trim().to_owned())
-            .filter(|x| !x.is_empty())
+/// `/console/approvals` and `/console/approvals/history`.
+async fn approvals_page(
+    gw: &Gateway,
+    v: &Viewer,
+    history: bool,
+    args: &[(String, String)],
+) -> Response {
+    let after = arg(args, "after").and_then(|a| After::parse(&a));
+    let view = if history { "history" } else { "pending" };
+    let path = if history {
+        "/console/approvals/history"
+    } else {
+        "/console/approvals"
     };
-    match path {
-        "/console/approvals" | "/console/approvals/history" => {
-            let history = path.ends_with("history");
-            let after = arg("after").and_then(|a| After::parse(&a));
-            let view = if history { "history" } else { "pending" };
-            let (cards, next) = match cards(gw, v, history, after.clone()).await {
-                Ok(c) => c,
-                Err(r) => return r,
-            };
-            render(
-                StatusCode::OK,
-                &ApprovalsPage {
-                    chrome: Chrome::of(v, view),
-                    live: !history,
-                    heading: if history {
-                        "Decided and expired"
-                    } else {
-                        "Waiting for a decision"
-                    },
-                    list_url: page_url(
-                        "/console/approvals/list",
-                        Some(("view", view)),
-                        after.as_ref(),
-                    ),
-                    cards,
-                    empty: if history {
-                        EMPTY_HISTORY
-                    } else {
-                        EMPTY_PENDING
-                    },
-                    csrf: v.csrf.clone(),
-                    more: next.map(|n| page_url(path, None, Some(&n))),
-                    later: after.is_some(),
-                    first_url: if history {
-                        "/console/approvals/history"
-                    } else {
-                        "/console/approvals"
-                    },
-                },
-            )
-        }
-        "/console/approvals/list" => {
-            let history = arg("view").as_deref() == Some("history");
-            let after = arg("after").and_then(|a| After::parse(&a));
-            let base = if history {
-                "/console/approvals/history"
+    let (cards, next) = match cards(gw, v, history, after.clone()).await {
+        Ok(c) => c,
+        Err(r) => return r,
+    };
+    render(
+        StatusCode::OK,
+        &ApprovalsPage {
+            chrome: Chrome::of(v, view),
+            live: !history,
+            heading: if history {
+                "Decided and expired"
             } else {
-                "/console/approvals"
-            };
-            match cards(gw, v, history, after).await {
-                Ok((cards, next)) => render(
-                    StatusCode::OK,
-                    &CardsFragment {
-                        cards,
-                        empty: if history {
-                            EMPTY_HISTORY
-                        } else {
-                            EMPTY_PENDING
-                        },
-                        csrf: v.csrf.clone(),
-                        more: next.map(|n| page_url(base, None, Some(&n))),
-                    },
-                ),
-                Err(r) => r,
-            }
-        }
-        p if p.starts_with("/console/approvals/") => {
-            let id = &p["/console/approvals/".len()..];
-            match gw.approvals.store.approval(id).await {
-                Ok(Some(a)) if visible(gw, v, &a) => render(
-                    StatusCode::OK,
-                    &ApprovalPage {
-                        chrome: Chrome::of(v, "pending"),
-                        cards: vec![card(&a, v)],
-                        empty: "",
-                        csrf: v.csrf.clone(),
-                        more: None,
-                    },
-                ),
-                Ok(_) => error_page(
-                    StatusCode::NOT_FOUND,
-                    "No such approval",
-                    "There is no approval by that id that you may see.",
-                ),
-                Err(e) => unavailable(e),
-            }
-        }
-        "/console/sessions" => {
-            if !v.reader {
-                return forbidden("The sessions view");
-            }
-            sessions_page(gw, v, arg("principal"), arg("since"), arg("decision")).await
-        }
-        p if p.starts_with("/console/sessions/") => {
-            if !v.reader {
-                return forbidden("A session's timeline");
-            }
-            let Some(id) = unsegment(&p["/console/sessions/".len()..]) else {
-                return error_page(
-                    StatusCode::NOT_FOUND,
-                    "No such session",
-                    "That is not a session id.",
-                );
-            };
-            let step = arg("step").and_then(|s| s.parse::<usize>().ok());
-            session_page(gw, v, &id, step).await
-        }
-        "/console/policy" => {
-            if !v.reader {
-                return forbidden("The policy view");
-            }
-            policy_page(gw, v, arg("principal"), arg("request"), arg("body"))
-        }
-        _ => error_page(StatusCode::NOT_FOUND, "Not found", "No such console page."),
+                "Waiting for a decision"
+            },
+            list_url: page_url(
+                "/console/approvals/list",
+                Some(("view", view)),
+                after.as_ref(),
+            ),
+            cards,
+            empty: if history {
+                EMPTY_HISTORY
+            } else {
+                EMPTY_PENDING
+            },
+            csrf: v.csrf.clone(),
+            more: next.map(|n| page_url(path, None, Some(&n))),
+            later: after.is_some(),
+            first_url: path,
+        },
+    )
+}
+
+pub async fn pending(
+    State(s): State<ConsoleState>,
+    signed: Signed,
+    Query(args): Query<Vec<(String, String)>>,
+) -> Response {
+    approvals_page(&s.admin.gateway, &signed.viewer, false, &args).await
+}
+
+pub async fn history(
+    State(s): State<ConsoleState>,
+    signed: Signed,
+    Query(args): Query<Vec<(String, String)>>,
+) -> Response {
+    approvals_page(&s.admin.gateway, &signed.viewer, true, &args).await
+}
+
+/// The live list's fragment, fetched again on every event.
+pub async fn list(
+    State(s): State<ConsoleState>,
+    signed: Signed,
+    Query(args): Query<Vec<(String, String)>>,
+) -> Response {
+    let v = &signed.viewer;
+    let history = arg(&args, "view").as_deref() == Some("history");
+    let after = arg(&args, "after").and_then(|a| After::parse(&a));
+    let base = if history {
+        "/console/approvals/history"
+    } else {
+        "/console/approvals"
+    };
+    match cards(&s.admin.gateway, v, history, after).await {
+        Ok((cards, next)) => render(
+            StatusCode::OK,
+            &CardsFragment {
+                cards,
+                empty: if history {
+                    EMPTY_HISTORY
+                } else {
+                    EMPTY_PENDING
+                },
+                csrf: v.csrf.clone(),
+                more: next.map(|n| page_url(base, None, Some(&n))),
+            },
+        ),
+        Err(r) => r,
     }
 }
 
-/// A vote from the approve/deny form.
-pub async fn post(
-    gw: &Arc<Gateway>,
-    v: &Viewer,
-    path: &str,
-    form: &[(String, String)],
-    htmx: bool,
-) -> Response<Body> {
-    let rest = path.strip_prefix("/console/approvals/").unwrap_or_default();
-    let Some((id, verb)) = rest.split_once('/') else {
-        return error_page(StatusCode::NOT_FOUND, "Not found", "No such console form.");
+/// One approval: the page notifications link to.
+pub async fn approval(
+    State(s): State<ConsoleState>,
+    signed: Signed,
+    Path(id): Path<String>,
+) -> Response {
+    let (gw, v) = (&s.admin.gateway, &signed.viewer);
+    match gw.approvals.store.approval(&id).await {
+        Ok(Some(a)) if visible(gw, v, &a) => render(
+            StatusCode::OK,
+            &ApprovalPage {
+                chrome: Chrome::of(v, "pending"),
+                cards: vec![card(&a, v)],
+                empty: "",
+                csrf: v.csrf.clone(),
+                more: None,
+            },
+        ),
+        Ok(_) => error_page(
+            StatusCode::NOT_FOUND,
+            "No such approval",
+            "There is no approval by that id that you may see.",
+        ),
+        Err(e) => unavailable(e),
+    }
+}
+
+pub async fn sessions(
+    State(s): State<ConsoleState>,
+    signed: Signed,
+    Query(args): Query<Vec<(String, String)>>,
+) -> Response {
+    if !signed.viewer.reader {
+        return forbidden("The sessions view");
+    }
+    sessions_page(
+        &s.admin,
+        &signed.viewer,
+        arg(&args, "principal"),
+        arg(&args, "since"),
+        arg(&args, "decision"),
+    )
+    .await
+}
+
+/// A session's timeline. Its id is read from the path as [`segment`] wrote it (axum's own
+/// decoding lets a malformed escape through).
+pub async fn session(
+    State(s): State<ConsoleState>,
+    signed: Signed,
+    uri: Uri,
+    Query(args): Query<Vec<(String, String)>>,
+) -> Response {
+    if !signed.viewer.reader {
+        return forbidden("A session's timeline");
+    }
+    let raw = uri
+        .path()
+        .strip_prefix("/console/sessions/")
+        .unwrap_or_default();
+    let Some(id) = unsegment(raw) else {
+        return error_page(
+            StatusCode::NOT_FOUND,
+            "No such session",
+            "That is not a session id.",
+        );
     };
-    let approve = match verb {
+    let step = arg(&args, "step").and_then(|s| s.parse::<usize>().ok());
+    session_page(&s.admin, &signed.viewer, &id, step).await
+}
+
+pub async fn policy(
+    State(s): State<ConsoleState>,
+    signed: Signed,
+    Query(args): Query<Vec<(String, String)>>,
+) -> Response {
+    if !signed.viewer.reader {
+        return forbidden("The policy view");
+    }
+    policy_page(
+        &s.admin.gateway,
+        &signed.viewer,
+        arg(&args, "principal"),
+        arg(&args, "request"),
+        arg(&args, "body"),
+    )
+}
+
+/// A vote from the approve/deny form.
+pub async fn vote(
+    State(s): State<ConsoleState>,
+    Path((id, verb)): Path<(String, String)>,
+    posted: Posted,
+) -> Response {
+    let approve = match verb.as_str() {
         "approve" => true,
         "deny" => false,
         _ => return error_page(StatusCode::NOT_FOUND, "Not found", "No such console form."),
     };
-    let comment = form_value(form, "comment")
+    let comment = posted
+        .value("comment")
         .map(str::trim)
         .filter(|c| !c.is_empty())
         .map(str::to_owned);
-    match gw.approvals.vote(id, &v.principal, approve, comment).await {
-        Ok(a) if htmx => render(
+    let v = &posted.signed.viewer;
+    match s
+        .admin
+        .gateway
+        .approvals
+        .vote(&id, &v.principal, approve, comment)
+        .await
+    {
+        Ok(a) if posted.signed.htmx => render(
             StatusCode::OK,
             &CardsFragment {
                 cards: vec![card(&a, v)],
@@ -549,48 +609,58 @@ pub async fn post(
 }
 
 /// Server-sent events: `approval` with the id, whenever an approval this viewer may see
-/// changes; the page then fetches its list again (authorization stays in one place).
-pub fn events(gw: Arc<Gateway>, v: Viewer, session_id: String) -> Response<Body> {
-    let mut feed = gw.approvals.subscribe();
-    let (tx, rx) = mpsc::channel::<Bytes>(64);
-    tokio::spawn(async move {
-        if tx.send(Bytes::from_static(b": console\n\n")).await.is_err() {
-            return;
+/// changes; the page then fetches its list again (authorization stays in one place). When
+/// quiet for a while, the session is looked up again: signed out elsewhere or expired, the
+/// stream says `signed-out` and ends, and the page goes to sign in.
+pub async fn events(State(s): State<ConsoleState>, signed: Signed) -> Response {
+    let feed = s.admin.gateway.approvals.subscribe();
+    let hello = futures_util::stream::once(async {
+        Ok::<_, Infallible>(Event::default().comment("console"))
+    });
+    struct Feed {
+        feed: tokio::sync::broadcast::Receiver<std::sync::Arc<Approval>>,
+        admin: AdminState,
+        viewer: Viewer,
+        session: String,
+        ended: bool,
+    }
+    let state = Feed {
+        feed,
+        admin: s.admin,
+        viewer: signed.viewer,
+        session: signed.session,
+        ended: false,
+    };
+    let changes = futures_util::stream::unfold(state, |mut f| async move {
+        if f.ended {
+            return None;
         }
         loop {
-            let next =
-                tokio::time::timeout(crate::server::approvals_api::KEEP_ALIVE, feed.recv()).await;
-            let chunk = match next {
-                // Quiet for a while: is the session still there (signed out elsewhere,
-                // expired)? If not, say so and stop; the page then goes to sign in.
+            let next = tokio::time::timeout(crate::admin::events::KEEP_ALIVE, f.feed.recv()).await;
+            let event = match next {
                 Err(_) => {
-                    match super::session::find(&gw.store, &session_id, &crate::audit_time()).await {
-                        Ok(Some(_)) => Bytes::from_static(b": keep-alive\n\n"),
+                    let now = crate::audit_time();
+                    match super::session::find(&f.admin.store, &f.session, &now).await {
                         Ok(None) => {
-                            let _ = tx
-                                .send(Bytes::from_static(b"event: signed-out\ndata: \n\n"))
-                                .await;
-                            return;
+                            f.ended = true;
+                            // Browsers dispatch only events with data.
+                            Event::default().event("signed-out").data("signed-out")
                         }
-                        Err(_) => Bytes::from_static(b": keep-alive\n\n"),
+                        Ok(Some(_)) | Err(_) => Event::default().comment("keep-alive"),
                     }
                 }
-                Ok(Ok(a)) if visible(&gw, &v, &a) => {
-                    Bytes::from(format!("event: approval\ndata: {}\n\n", a.id))
+                Ok(Ok(a)) if visible(&f.admin.gateway, &f.viewer, &a) => {
+                    Event::default().event("approval").data(&a.id)
                 }
                 Ok(Ok(_)) => continue,
                 // Fell behind: a refresh catches up all the same.
-                Ok(Err(tokio::sync::broadcast::error::RecvError::Lagged(_))) => {
-                    Bytes::from_static(b"event: approval\ndata: lagged\n\n")
-                }
-                Ok(Err(_)) => return,
+                Ok(Err(RecvError::Lagged(_))) => Event::default().event("approval").data("lagged"),
+                Ok(Err(RecvError::Closed)) => return None,
             };
-            if tx.send(chunk).await.is_err() {
-                return;
-            }
+            return Some((Ok(event), f));
         }
     });
-    crate::server::approvals_api::event_stream(rx)
+    crate::admin::events::answer(futures_util::StreamExt::chain(hello, changes), false)
 }
 
 // ---- sessions ----------------------------------------------------------------------------
@@ -623,12 +693,12 @@ struct SessionsPage {
 }
 
 async fn sessions_page(
-    gw: &Gateway,
+    admin: &AdminState,
     v: &Viewer,
     principal: Option<String>,
     since: Option<String>,
     decision: Option<String>,
-) -> Response<Body> {
+) -> Response {
     let mut error = None;
     let since_time = match since
         .as_deref()
@@ -657,7 +727,7 @@ async fn sessions_page(
             decision: decision.clone(),
             newest: Some(SESSIONS_SHOWN),
         };
-        match gw.store.sessions(&filter).await {
+        match admin.store.sessions(&filter).await {
             Ok(list) => list
                 .into_iter()
                 .map(|s| SessionRow {
@@ -733,8 +803,8 @@ struct SessionPage {
     next: Option<usize>,
 }
 
-async fn session_page(gw: &Gateway, v: &Viewer, id: &str, step: Option<usize>) -> Response<Body> {
-    let links = match gw.store.session(id).await {
+async fn session_page(admin: &AdminState, v: &Viewer, id: &str, step: Option<usize>) -> Response {
+    let links = match admin.store.session(id).await {
         Ok(l) => l,
         Err(e) => return unavailable(e),
     };
@@ -881,7 +951,7 @@ fn policy_page(
     principal: Option<String>,
     request: Option<String>,
     body: Option<String>,
-) -> Response<Body> {
+) -> Response {
     let policy = gw.policy.load_full();
     let rules = policy
         .rules
