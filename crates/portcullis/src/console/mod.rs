@@ -14,7 +14,9 @@
 
 pub mod oidc;
 pub mod pages;
+pub mod policy;
 pub mod session;
+pub mod sessions;
 pub mod words;
 
 use std::sync::Arc;
@@ -140,12 +142,12 @@ pub fn router(state: ConsoleState) -> Router {
             "/console/approvals/{id}/{verb}",
             post(pages::vote).fallback(other),
         )
-        .route("/console/sessions", get(pages::sessions).fallback(other))
+        .route("/console/sessions", get(sessions::list).fallback(other))
         .route(
             "/console/sessions/{id}",
-            get(pages::session).fallback(other),
+            get(sessions::timeline).fallback(other),
         )
-        .route("/console/policy", get(pages::policy).fallback(other))
+        .route("/console/policy", get(policy::page).fallback(other))
         .route("/console/{*rest}", any(other))
         .layer(DefaultBodyLimit::max(MAX_FORM));
     SECURE

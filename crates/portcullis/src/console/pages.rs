@@ -7,23 +7,18 @@ use askama::Template;
 use axum::extract::{Path, Query, State};
 use axum::response::sse::Event;
 use axum::response::{IntoResponse, Response};
-use http::{StatusCode, Uri};
+use http::StatusCode;
 use tokio::sync::broadcast::error::RecvError;
 
 use super::words::in_words;
-use super::{ConsoleState, Posted, Signed, Viewer, html, redirect, segment, unsegment};
+use super::{ConsoleState, Posted, Signed, Viewer, html, redirect, segment};
 use crate::admin::AdminState;
 use crate::admin::approvals::After;
 use crate::approval::{Approval, Status, VoteError};
-use crate::audit::record::Phase;
-use crate::audit::store::SessionFilter;
 use crate::pipeline::Gateway;
-use crate::policy::{Effect, PrincipalMatcher};
 
 /// Approvals per page of a list (newest first); a link leads to the next page.
 const LIST_LIMIT: usize = 50;
-/// The most sessions the sessions page lists (newest first; filters narrow it).
-const SESSIONS_SHOWN: i64 = 200;
 
 // ---- static files ------------------------------------------------------------------------
 
@@ -70,7 +65,7 @@ pub struct Chrome {
 }
 
 impl Chrome {
-    fn of(v: &Viewer, nav: &'static str) -> Chrome {
+    pub(super) fn of(v: &Viewer, nav: &'static str) -> Chrome {
         Chrome {
             csrf: v.csrf.clone(),
             who: v
@@ -84,7 +79,7 @@ impl Chrome {
     }
 }
 
-fn render<T: Template>(status: StatusCode, t: &T) -> Response {
+pub(super) fn render<T: Template>(status: StatusCode, t: &T) -> Response {
     match t.render() {
         Ok(body) => html(status, body),
         Err(e) => {
@@ -120,7 +115,7 @@ pub fn signed_out() -> Response {
     )
 }
 
-fn forbidden(what: &str) -> Response {
+pub(super) fn forbidden(what: &str) -> Response {
     error_page(
         StatusCode::FORBIDDEN,
         "Not for you",
@@ -128,7 +123,7 @@ fn forbidden(what: &str) -> Response {
     )
 }
 
-fn unavailable(e: impl std::fmt::Display) -> Response {
+pub(super) fn unavailable(e: impl std::fmt::Display) -> Response {
     tracing::error!(error = %e, "the console could not read the store");
     error_page(
         StatusCode::SERVICE_UNAVAILABLE,
@@ -138,7 +133,7 @@ fn unavailable(e: impl std::fmt::Display) -> Response {
 }
 
 /// A query argument as typed in a form: trimmed, and absent when empty.
-fn arg(args: &[(String, String)], name: &str) -> Option<String> {
+pub(super) fn arg(args: &[(String, String)], name: &str) -> Option<String> {
     args.iter()
         .find(|(n, _)| n == name)
         .map(|(_, x)| x.trim().to_owned())
@@ -165,7 +160,7 @@ fn time_left(expires: &str) -> String {
 }
 
 /// A time as people read it: `2026-11-29 17:03:44 UTC`.
-fn when(t: &str) -> String {
+pub(super) fn when(t: &str) -> String {
     chrono::DateTime::parse_from_rfc3339(t)
         .map(|d| {
             d.with_timezone(&chrono::Utc)
@@ -498,67 +493,6 @@ pub async fn approval(
     }
 }
 
-pub async fn sessions(
-    State(s): State<ConsoleState>,
-    signed: Signed,
-    Query(args): Query<Vec<(String, String)>>,
-) -> Response {
-    if !signed.viewer.reader {
-        return forbidden("The sessions view");
-    }
-    sessions_page(
-        &s.admin,
-        &signed.viewer,
-        arg(&args, "principal"),
-        arg(&args, "since"),
-        arg(&args, "decision"),
-    )
-    .await
-}
-
-/// A session's timeline. Its id is read from the path as [`segment`] wrote it (axum's own
-/// decoding lets a malformed escape through).
-pub async fn session(
-    State(s): State<ConsoleState>,
-    signed: Signed,
-    uri: Uri,
-    Query(args): Query<Vec<(String, String)>>,
-) -> Response {
-    if !signed.viewer.reader {
-        return forbidden("A session's timeline");
-    }
-    let raw = uri
-        .path()
-        .strip_prefix("/console/sessions/")
-        .unwrap_or_default();
-    let Some(id) = unsegment(raw) else {
-        return error_page(
-            StatusCode::NOT_FOUND,
-            "No such session",
-            "That is not a session id.",
-        );
-    };
-    let step = arg(&args, "step").and_then(|s| s.parse::<usize>().ok());
-    session_page(&s.admin, &signed.viewer, &id, step).await
-}
-
-pub async fn policy(
-    State(s): State<ConsoleState>,
-    signed: Signed,
-    Query(args): Query<Vec<(String, String)>>,
-) -> Response {
-    if !signed.viewer.reader {
-        return forbidden("The policy view");
-    }
-    policy_page(
-        &s.admin.gateway,
-        &signed.viewer,
-        arg(&args, "principal"),
-        arg(&args, "request"),
-        arg(&args, "body"),
-    )
-}
-
 /// A vote from the approve/deny form.
 pub async fn vote(
     State(s): State<ConsoleState>,
@@ -661,419 +595,4 @@ pub async fn events(State(s): State<ConsoleState>, signed: Signed) -> Response {
         }
     });
     crate::admin::events::answer(futures_util::StreamExt::chain(hello, changes), false)
-}
-
-// ---- sessions ----------------------------------------------------------------------------
-
-struct SessionRow {
-    /// The name the agent chose (`x-portcullis-session`), or the whole id of a token's
-    /// session; the principal is its own column.
-    shown: String,
-    named: bool,
-    href: String,
-    principal: String,
-    started: String,
-    last: String,
-    requests: i64,
-    refused: i64,
-    denied: i64,
-}
-
-#[derive(Template)]
-#[template(path = "console/sessions.html")]
-struct SessionsPage {
-    chrome: Chrome,
-    principal: String,
-    since: String,
-    decision: String,
-    /// The decision filter's options, and whether each is the one chosen.
-    decisions: Vec<(&'static str, bool)>,
-    error: Option<String>,
-    rows: Vec<SessionRow>,
-}
-
-async fn sessions_page(
-    admin: &AdminState,
-    v: &Viewer,
-    principal: Option<String>,
-    since: Option<String>,
-    decision: Option<String>,
-) -> Response {
-    let mut error = None;
-    let since_time = match since
-        .as_deref()
-        .map(crate::cli::audit::time_arg)
-        .transpose()
-    {
-        Ok(t) => t,
-        Err(e) => {
-            error = Some(format!("since: {e}"));
-            None
-        }
-    };
-    if let Some(d) = &decision
-        && !["allow", "deny", "approve", "refused"].contains(&d.as_str())
-    {
-        error = Some(format!(
-            "decision '{d}' is not allow, deny, approve or refused"
-        ));
-    }
-    let rows = if error.is_some() {
-        Vec::new()
-    } else {
-        let filter = SessionFilter {
-            principal: principal.as_ref().map(|p| p.to_ascii_lowercase()),
-            since: since_time,
-            decision: decision.clone(),
-            newest: Some(SESSIONS_SHOWN),
-        };
-        match admin.store.sessions(&filter).await {
-            Ok(list) => list
-                .into_iter()
-                .map(|s| SessionRow {
-                    href: format!("/console/sessions/{}", segment(&s.id)),
-                    shown: crate::audit::session::name_of(&s.id)
-                        .map_or(s.id.as_str(), |(n, _)| n)
-                        .to_owned(),
-                    named: crate::audit::session::name_of(&s.id).is_some(),
-                    principal: s.principal.unwrap_or_default(),
-                    started: when(&s.started),
-                    last: when(&s.last),
-                    requests: s.requests,
-                    refused: s.refused,
-                    denied: s.denied,
-                })
-                .collect(),
-            Err(e) => return unavailable(e),
-        }
-    };
-    render(
-        if error.is_some() {
-            StatusCode::BAD_REQUEST
-        } else {
-            StatusCode::OK
-        },
-        &SessionsPage {
-            chrome: Chrome::of(v, "sessions"),
-            principal: principal.unwrap_or_default(),
-            since: since.unwrap_or_default(),
-            decisions: ["allow", "deny", "approve", "refused"]
-                .into_iter()
-                .map(|d| (d, decision.as_deref() == Some(d)))
-                .collect(),
-            decision: decision.unwrap_or_default(),
-            error,
-            rows,
-        },
-    )
-}
-
-struct Step {
-    n: usize,
-    time: String,
-    phase: &'static str,
-    /// The phase as a CSS class.
-    phase_class: &'static str,
-    method: String,
-    url: String,
-    words: Option<String>,
-    action: String,
-    decision: String,
-    status: String,
-    latency: String,
-    reason: Option<String>,
-    body: Option<String>,
-    /// Says so when the record keeps only the first part of the body (`audit.body_cap`).
-    body_cut: Option<String>,
-    approval: Option<String>,
-    current: bool,
-}
-
-#[derive(Template)]
-#[template(path = "console/session.html")]
-struct SessionPage {
-    chrome: Chrome,
-    id: String,
-    principal: String,
-    steps: Vec<Step>,
-    total: usize,
-    /// In replay: the step shown last (0-based), and the neighbours' links.
-    replay: Option<usize>,
-    prev: Option<usize>,
-    next: Option<usize>,
-}
-
-async fn session_page(admin: &AdminState, v: &Viewer, id: &str, step: Option<usize>) -> Response {
-    let links = match admin.store.session(id).await {
-        Ok(l) => l,
-        Err(e) => return unavailable(e),
-    };
-    if links.is_empty() {
-        return error_page(
-            StatusCode::NOT_FOUND,
-            "No such session",
-            "There is no session by that id.",
-        );
-    }
-    let total = links.len();
-    let replay = step.map(|s| s.min(total - 1));
-    let principal = links
-        .iter()
-        .find_map(|l| l.record.principal.clone())
-        .unwrap_or_default();
-    let steps = links
-        .iter()
-        .enumerate()
-        .take(replay.map_or(total, |r| r + 1))
-        .map(|(n, l)| {
-            let r = &l.record;
-            Step {
-                n,
-                time: when(&r.time),
-                phase: match r.phase {
-                    Phase::Request => "sent to Azure",
-                    Phase::Response => "answer",
-                    Phase::Refused => "refused",
-                    Phase::Approval => "approval",
-                },
-                phase_class: match r.phase {
-                    Phase::Request => "sent",
-                    Phase::Response => "answer",
-                    Phase::Refused => "refused",
-                    Phase::Approval => "approval",
-                },
-                method: r.method.clone(),
-                url: r.url.clone(),
-                words: r
-                    .action
-                    .as_deref()
-                    .map(|a| in_words(a, r.scope.as_deref().unwrap_or(""))),
-                action: r.action.clone().unwrap_or_default(),
-                decision: r.decision.clone().unwrap_or_default(),
-                status: r.status.map(|s| s.to_string()).unwrap_or_default(),
-                latency: r
-                    .latency_ms
-                    .map(|ms| format!("{ms} ms"))
-                    .unwrap_or_default(),
-                reason: r.reason.clone(),
-                body: r.body.clone(),
-                body_cut: match (&r.body, r.body_bytes) {
-                    (Some(b), Some(n)) if n as usize > b.len() => Some(format!(
-                        "the record keeps the first {} of {n} bytes",
-                        b.len()
-                    )),
-                    _ => None,
-                },
-                approval: r.approval.clone(),
-                current: replay == Some(n),
-            }
-        })
-        .collect();
-    render(
-        StatusCode::OK,
-        &SessionPage {
-            chrome: Chrome::of(v, "sessions"),
-            id: id.to_owned(),
-            principal,
-            steps,
-            total,
-            prev: replay.and_then(|r| r.checked_sub(1)),
-            next: replay.and_then(|r| (r + 1 < total).then_some(r + 1)),
-            replay,
-        },
-    )
-}
-
-// ---- policy ------------------------------------------------------------------------------
-
-struct RuleView {
-    name: String,
-    effect: &'static str,
-    audit_only: bool,
-    principals: Vec<String>,
-    actions: Vec<String>,
-    scopes: Vec<String>,
-    when: Option<String>,
-    approval: Option<String>,
-    credential: Option<String>,
-    unmask: Vec<String>,
-    origin: String,
-}
-
-struct Explained {
-    effect: &'static str,
-    words: String,
-    action: String,
-    scope: String,
-    rule: String,
-    text: String,
-}
-
-#[derive(Template)]
-#[template(path = "console/policy.html")]
-struct PolicyPage {
-    chrome: Chrome,
-    rules: Vec<RuleView>,
-    principal: String,
-    request: String,
-    body: String,
-    explained: Option<Explained>,
-    error: Option<String>,
-}
-
-fn effect_word(e: Effect) -> &'static str {
-    match e {
-        Effect::Allow => "allow",
-        Effect::Deny => "deny",
-        Effect::Approve => "approve",
-    }
-}
-
-/// A matcher as written, with the policy's alias where it has one (`group:approvers`).
-fn matcher_name(aliases: &crate::config::raw::RawAliases, m: &PrincipalMatcher) -> String {
-    let find = |map: &std::collections::BTreeMap<String, String>, id: &str| {
-        map.iter()
-            .find(|(_, v)| v.eq_ignore_ascii_case(id))
-            .map(|(k, _)| k.clone())
-            .unwrap_or_else(|| id.to_owned())
-    };
-    match m {
-        PrincipalMatcher::Group(g) => format!("group:{}", find(&aliases.groups, g)),
-        PrincipalMatcher::App(a) => format!("app:{}", find(&aliases.apps, a)),
-        PrincipalMatcher::User(u) => format!("user:{}", find(&aliases.users, u)),
-        other => crate::approval::model::matcher_text(other),
-    }
-}
-
-fn policy_page(
-    gw: &Gateway,
-    v: &Viewer,
-    principal: Option<String>,
-    request: Option<String>,
-    body: Option<String>,
-) -> Response {
-    let policy = gw.policy.load_full();
-    let rules = policy
-        .rules
-        .iter()
-        .map(|r| RuleView {
-            name: r.name.clone(),
-            effect: effect_word(r.effect),
-            audit_only: r.mode == crate::policy::Mode::Audit,
-            principals: r
-                .principals
-                .iter()
-                .map(|m| matcher_name(&policy.aliases, m))
-                .collect(),
-            actions: r
-                .actions
-                .iter()
-                .chain(&r.data_actions)
-                .map(|a| a.source.clone())
-                .chain(
-                    r.not_actions
-                        .iter()
-                        .chain(&r.not_data_actions)
-                        .map(|a| format!("not {}", a.source)),
-                )
-                .collect(),
-            scopes: r.scopes.iter().map(|s| s.to_string()).collect(),
-            when: r.when.as_ref().map(|c| c.source.clone()),
-            approval: r.approval.as_ref().map(|a| {
-                format!(
-                    "{} of {} within {}",
-                    a.quorum,
-                    a.approvers_display.join(", "),
-                    humantime(a.timeout)
-                )
-            }),
-            credential: r.credential.clone(),
-            unmask: r.unmask.clone(),
-            origin: r.origin.clone(),
-        })
-        .collect();
-    let mut error = None;
-    let mut explained = None;
-    if let Some(req) = &request {
-        match explain(
-            gw,
-            &policy,
-            principal.as_deref().unwrap_or(""),
-            req,
-            body.as_deref(),
-        ) {
-            Ok(e) => explained = Some(e),
-            Err(e) => error = Some(e),
-        }
-    }
-    render(
-        if error.is_some() {
-            StatusCode::BAD_REQUEST
-        } else {
-            StatusCode::OK
-        },
-        &PolicyPage {
-            chrome: Chrome::of(v, "policy"),
-            rules,
-            principal: principal.unwrap_or_default(),
-            request: request.unwrap_or_default(),
-            body: body.unwrap_or_default(),
-            explained,
-            error,
-        },
-    )
-}
-
-fn humantime(d: std::time::Duration) -> String {
-    let s = d.as_secs();
-    if s > 0 && s.is_multiple_of(3600) {
-        format!("{}h", s / 3600)
-    } else if s > 0 && s.is_multiple_of(60) {
-        format!("{}m", s / 60)
-    } else {
-        format!("{s}s")
-    }
-}
-
-/// "principal + request → decision and why", as `portcullis policy explain` does it.
-fn explain(
-    gw: &Gateway,
-    policy: &crate::policy::Policy,
-    attributes: &str,
-    request: &str,
-    body: Option<&str>,
-) -> Result<Explained, String> {
-    let checked = crate::config::policy::Checked {
-        policy: policy.clone(),
-        errors: Vec::new(),
-        warnings: Vec::new(),
-        aliases: policy.aliases.clone(),
-    };
-    let attributes: Vec<String> = attributes
-        .split([' ', ',', '\n'])
-        .map(str::trim)
-        .filter(|a| !a.is_empty())
-        .map(str::to_owned)
-        .collect();
-    let p = crate::cli::policy::principal_from_attributes(&checked, &attributes)
-        .map_err(|e| format!("principal: {e}"))?;
-    let body = body
-        .map(serde_json::from_str::<serde_json::Value>)
-        .transpose()
-        .map_err(|e| format!("body: not JSON: {e}"))?;
-    let _ = gw;
-    let (op, d) = crate::cli::policy::evaluate(&checked, &p, request, "gateway", body)
-        .map_err(|e| format!("{e:#}"))?;
-    let scope = crate::policy::scope_display(&op);
-    Ok(Explained {
-        effect: effect_word(d.effect),
-        words: in_words(&op.action, &scope),
-        action: op.action.clone(),
-        rule: d
-            .rule
-            .clone()
-            .unwrap_or_else(|| "(none: the default deny)".into()),
-        text: crate::cli::policy::explanation(&p, &op, &d),
-        scope,
-    })
 }
