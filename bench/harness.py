@@ -364,8 +364,9 @@ upstream:
   ca_file: sim/ca.pem
   credentials:
     baseline: {{type: client_secret, client_id: {baseline['app_id']}, client_secret: {{file: baseline.secret}}}}
-# One principal sends everything here: no per-principal rate limit. Room for 10,000 held.
-limits: {{rate_per_principal: 0, max_connections: 30000}}
+# One principal sends everything here: no per-principal rate limit, and one client approves
+# 10,000 held requests through the admin API: no per-client limit there. Room for 10,000 held.
+limits: {{rate_per_principal: 0, admin_rate_per_client: 0, max_connections: 30000}}
 approvals: {{hold: 900s, max_held: 20000, max_pending_per_principal: 0}}
 policy:
   include: policy.yaml

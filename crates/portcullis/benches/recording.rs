@@ -223,6 +223,7 @@ async fn start_gateway(config: &Path, mode: Mode, http2: bool) -> Gw {
         Listeners { gateway, admin },
         built.tls,
         gw,
+        built.admin,
         rx,
         std::time::Duration::from_secs(5),
     ));

@@ -5,6 +5,7 @@
 //! layers and a reading order.
 #![forbid(unsafe_code)]
 
+pub mod admin;
 pub mod approval;
 pub mod audit;
 pub mod azure;

@@ -18,9 +18,9 @@ impl Secret {
 }
 
 /// Whether two secrets (tokens, MACs, shared headers) are equal, in time that does not
-/// depend on where they first differ.
+/// depend on where they first differ (`subtle`; only the lengths may tell).
 pub fn same(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+    subtle::ConstantTimeEq::ct_eq(a, b).into()
 }
 
 impl fmt::Debug for Secret {

@@ -38,6 +38,7 @@ pub async fn start(cfg: config::Config) -> anyhow::Result<Running> {
     // Hot reload of the policy: SIGHUP, or a change to the configuration or its policy files.
     let reloader = server::reload::spawn(
         built.gateway.clone(),
+        built.sources,
         std::time::Duration::from_secs(1),
         rx.clone(),
     );
@@ -45,6 +46,7 @@ pub async fn start(cfg: config::Config) -> anyhow::Result<Running> {
         Listeners { gateway, admin },
         built.tls,
         built.gateway,
+        built.admin,
         rx,
         grace,
     ));

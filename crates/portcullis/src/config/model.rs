@@ -53,6 +53,10 @@ pub struct Limits {
     /// Requests per second per principal (0: no limit) and the burst above it.
     pub rate_per_principal: f64,
     pub burst_per_principal: f64,
+    /// Requests per second per client address on the admin listener (0: no limit) and the
+    /// burst above it; answered 429 beyond.
+    pub admin_rate_per_client: f64,
+    pub admin_burst_per_client: f64,
 }
 
 impl Default for Limits {
@@ -67,6 +71,8 @@ impl Default for Limits {
             max_body_keyvault: 1024 * 1024,
             rate_per_principal: 50.0,
             burst_per_principal: 200.0,
+            admin_rate_per_client: 50.0,
+            admin_burst_per_client: 200.0,
         }
     }
 }

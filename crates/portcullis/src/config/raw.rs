@@ -33,7 +33,7 @@ pub struct RawConfig {
     /// Keys replicas must share; without them each keeps its own in its state directory.
     #[serde(default)]
     pub keys: RawKeys,
-    /// What one client may ask of the gateway listener.
+    /// What one client may ask of the gateway listener (and, `admin_*`, of the admin one).
     #[serde(default)]
     pub limits: RawLimits,
 }
@@ -57,6 +57,11 @@ pub struct RawLimits {
     pub rate_per_principal: Option<f64>,
     /// How many requests a principal may send at once above the rate (burst).
     pub burst_per_principal: Option<f64>,
+    /// Requests per second to the admin listener (API, console, health) from one client
+    /// address; 0 turns it off.
+    pub admin_rate_per_client: Option<f64>,
+    /// How many requests one client address may send the admin listener at once above it.
+    pub admin_burst_per_client: Option<f64>,
 }
 
 #[derive(Debug, Default, Deserialize)]

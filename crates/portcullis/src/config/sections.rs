@@ -277,6 +277,10 @@ pub(super) fn limits(p: &mut Problems<'_>, raw: RawLimits) -> Limits {
         max_body_keyvault: body.keyvault.unwrap_or(d.max_body_keyvault),
         rate_per_principal: raw.rate_per_principal.unwrap_or(d.rate_per_principal),
         burst_per_principal: raw.burst_per_principal.unwrap_or(d.burst_per_principal),
+        admin_rate_per_client: raw.admin_rate_per_client.unwrap_or(d.admin_rate_per_client),
+        admin_burst_per_client: raw
+            .admin_burst_per_client
+            .unwrap_or(d.admin_burst_per_client),
     };
     if l.max_connections == 0 || l.max_headers == 0 {
         p.at(
@@ -295,6 +299,15 @@ pub(super) fn limits(p: &mut Problems<'_>, raw: RawLimits) -> Limits {
     }
     if !(l.burst_per_principal >= 1.0 && l.burst_per_principal.is_finite()) {
         p.at(None, "limits.burst_per_principal must be at least 1");
+    }
+    if !(l.admin_rate_per_client >= 0.0 && l.admin_rate_per_client.is_finite()) {
+        p.at(
+            None,
+            "limits.admin_rate_per_client must be a number of requests per second, 0 for none",
+        );
+    }
+    if !(l.admin_burst_per_client >= 1.0 && l.admin_burst_per_client <= f64::from(u32::MAX)) {
+        p.at(None, "limits.admin_burst_per_client must be at least 1");
     }
     l
 }

@@ -1,34 +1,31 @@
 //! The console's pages: askama templates (`templates/console/`) filled from the approvals
 //! service, the audit store and the policy in force.
 
-use std::sync::Arc;
+use std::convert::Infallible;
 
 use askama::Template;
-use bytes::Bytes;
-use http::{Response, StatusCode};
-use tokio::sync::mpsc;
+use axum::extract::{Path, Query, State};
+use axum::response::sse::Event;
+use axum::response::{IntoResponse, Response};
+use http::StatusCode;
+use tokio::sync::broadcast::error::RecvError;
 
-use super::{Viewer, form_value, html, redirect, segment, unsegment};
+use super::{ConsoleState, Posted, Signed, Viewer, html, redirect, segment};
+use crate::admin::AdminState;
+use crate::admin::approvals::After;
 use crate::approval::{Approval, Status, VoteError};
-use crate::audit::record::Phase;
-use crate::audit::store::SessionFilter;
 use crate::azure::words::in_words;
 use crate::pipeline::Gateway;
-use crate::policy::{Effect, PrincipalMatcher};
-use crate::server::approvals_api::After;
-use crate::upstream::client::{Body, full};
 
 /// Approvals per page of a list (newest first); a link leads to the next page.
 const LIST_LIMIT: usize = 50;
-/// The most sessions the sessions page lists (newest first; filters narrow it).
-const SESSIONS_SHOWN: i64 = 200;
 
 // ---- static files ------------------------------------------------------------------------
 
 /// The console's own scripts and styles, compiled in. htmx and its SSE extension are
 /// vendored (static/VENDORED.md): no build chain, nothing fetched at run time.
-pub fn asset(name: &str) -> Response<Body> {
-    let (bytes, kind): (&'static [u8], &'static str) = match name {
+pub async fn asset(Path(name): Path<String>) -> Response {
+    let (bytes, kind): (&'static [u8], &'static str) = match name.as_str() {
         "htmx.min.js" => (
             include_bytes!("../../static/htmx.min.js"),
             "text/javascript; charset=utf-8",
@@ -47,17 +44,14 @@ pub fn asset(name: &str) -> Response<Body> {
         ),
         _ => return error_page(StatusCode::NOT_FOUND, "Not found", "No such file."),
     };
-    let mut r = Response::new(full(Bytes::from_static(bytes)));
-    let h = r.headers_mut();
-    h.insert(
-        http::header::CONTENT_TYPE,
-        http::HeaderValue::from_static(kind),
-    );
-    h.insert(
-        http::header::CACHE_CONTROL,
-        http::HeaderValue::from_static("private, max-age=300"),
-    );
-    r
+    (
+        [
+            (http::header::CONTENT_TYPE, kind),
+            (http::header::CACHE_CONTROL, "private, max-age=300"),
+        ],
+        bytes,
+    )
+        .into_response()
 }
 
 // ---- shared pieces -----------------------------------------------------------------------
@@ -71,7 +65,7 @@ pub struct Chrome {
 }
 
 impl Chrome {
-    fn of(v: &Viewer, nav: &'static str) -> Chrome {
+    pub(super) fn of(v: &Viewer, nav: &'static str) -> Chrome {
         Chrome {
             csrf: v.csrf.clone(),
             who: v
@@ -85,7 +79,7 @@ impl Chrome {
     }
 }
 
-fn render<T: Template>(status: StatusCode, t: &T) -> Response<Body> {
+pub(super) fn render<T: Template>(status: StatusCode, t: &T) -> Response {
     match t.render() {
         Ok(body) => html(status, body),
         Err(e) => {
@@ -106,14 +100,14 @@ struct ErrorPage<'a> {
     message: &'a str,
 }
 
-pub fn error_page(status: StatusCode, title: &str, message: &str) -> Response<Body> {
+pub fn error_page(status: StatusCode, title: &str, message: &str) -> Response {
     let body = ErrorPage { title, message }
         .render()
         .unwrap_or_else(|_| message.to_owned());
     html(status, body)
 }
 
-pub fn signed_out() -> Response<Body> {
+pub fn signed_out() -> Response {
     error_page(
         StatusCode::OK,
         "Signed out",
@@ -121,7 +115,7 @@ pub fn signed_out() -> Response<Body> {
     )
 }
 
-fn forbidden(what: &str) -> Response<Body> {
+pub(super) fn forbidden(what: &str) -> Response {
     error_page(
         StatusCode::FORBIDDEN,
         "Not for you",
@@ -129,7 +123,7 @@ fn forbidden(what: &str) -> Response<Body> {
     )
 }
 
-fn unavailable(e: impl std::fmt::Display) -> Response<Body> {
+pub(super) fn unavailable(e: impl std::fmt::Display) -> Response {
     tracing::error!(error = %e, "the console could not read the store");
     error_page(
         StatusCode::SERVICE_UNAVAILABLE,
@@ -138,10 +132,12 @@ fn unavailable(e: impl std::fmt::Display) -> Response<Body> {
     )
 }
 
-fn query_args(query: &str) -> Vec<(String, String)> {
-    form_urlencoded::parse(query.as_bytes())
-        .into_owned()
-        .collect()
+/// A query argument as typed in a form: trimmed, and absent when empty.
+pub(super) fn arg(args: &[(String, String)], name: &str) -> Option<String> {
+    args.iter()
+        .find(|(n, _)| n == name)
+        .map(|(_, x)| x.trim().to_owned())
+        .filter(|x| !x.is_empty())
 }
 
 /// "4 min 10 s left", "expired".
@@ -164,7 +160,7 @@ fn time_left(expires: &str) -> String {
 }
 
 /// A time as people read it: `2026-11-29 17:03:44 UTC`.
-fn when(t: &str) -> String {
+pub(super) fn when(t: &str) -> String {
     chrono::DateTime::parse_from_rfc3339(t)
         .map(|d| {
             d.with_timezone(&chrono::Utc)
@@ -279,7 +275,7 @@ fn card(a: &Approval, v: &Viewer) -> Card {
 }
 
 fn visible(gw: &Gateway, v: &Viewer, a: &Approval) -> bool {
-    crate::server::approvals_api::visible(gw, &v.principal, a)
+    crate::admin::approvals::visible(gw, &v.principal, a)
 }
 
 #[derive(Template)]
@@ -337,9 +333,9 @@ async fn cards(
     v: &Viewer,
     history: bool,
     after: Option<After>,
-) -> Result<(Vec<Card>, Option<After>), Response<Body>> {
+) -> Result<(Vec<Card>, Option<After>), Response> {
     let status = (!history).then_some(Status::Pending);
-    let page = crate::server::approvals_api::visible_page(
+    let page = crate::admin::approvals::visible_page(
         gw,
         &v.principal,
         status,
@@ -375,155 +371,153 @@ fn page_url(base: &str, extra: Option<(&str, &str)>, after: Option<&After>) -> S
 const EMPTY_PENDING: &str = "Nothing waits for a decision you can see.";
 const EMPTY_HISTORY: &str = "No decided or expired approvals yet.";
 
-pub async fn get(gw: &Arc<Gateway>, v: &Viewer, path: &str, query: &str) -> Response<Body> {
-    let path = path.trim_end_matches('/');
-    let args = query_args(query);
-    let arg = |k: &str| {
-        args.iter()
-            .find(|(n, _)| n == k)
-            .map(|(_, x)| x.trim().to_owned())
-            .filter(|x| !x.is_empty())
+/// `/console/approvals` and `/console/approvals/history`.
+async fn approvals_page(
+    gw: &Gateway,
+    v: &Viewer,
+    history: bool,
+    args: &[(String, String)],
+) -> Response {
+    let after = arg(args, "after").and_then(|a| After::parse(&a));
+    let view = if history { "history" } else { "pending" };
+    let path = if history {
+        "/console/approvals/history"
+    } else {
+        "/console/approvals"
     };
-    match path {
-        "/console/approvals" | "/console/approvals/history" => {
-            let history = path.ends_with("history");
-            let after = arg("after").and_then(|a| After::parse(&a));
-            let view = if history { "history" } else { "pending" };
-            let (cards, next) = match cards(gw, v, history, after.clone()).await {
-                Ok(c) => c,
-                Err(r) => return r,
-            };
-            render(
-                StatusCode::OK,
-                &ApprovalsPage {
-                    chrome: Chrome::of(v, view),
-                    live: !history,
-                    heading: if history {
-                        "Decided and expired"
-                    } else {
-                        "Waiting for a decision"
-                    },
-                    list_url: page_url(
-                        "/console/approvals/list",
-                        Some(("view", view)),
-                        after.as_ref(),
-                    ),
-                    cards,
-                    empty: if history {
-                        EMPTY_HISTORY
-                    } else {
-                        EMPTY_PENDING
-                    },
-                    csrf: v.csrf.clone(),
-                    more: next.map(|n| page_url(path, None, Some(&n))),
-                    later: after.is_some(),
-                    first_url: if history {
-                        "/console/approvals/history"
-                    } else {
-                        "/console/approvals"
-                    },
-                },
-            )
-        }
-        "/console/approvals/list" => {
-            let history = arg("view").as_deref() == Some("history");
-            let after = arg("after").and_then(|a| After::parse(&a));
-            let base = if history {
-                "/console/approvals/history"
+    let (cards, next) = match cards(gw, v, history, after.clone()).await {
+        Ok(c) => c,
+        Err(r) => return r,
+    };
+    render(
+        StatusCode::OK,
+        &ApprovalsPage {
+            chrome: Chrome::of(v, view),
+            live: !history,
+            heading: if history {
+                "Decided and expired"
             } else {
-                "/console/approvals"
-            };
-            match cards(gw, v, history, after).await {
-                Ok((cards, next)) => render(
-                    StatusCode::OK,
-                    &CardsFragment {
-                        cards,
-                        empty: if history {
-                            EMPTY_HISTORY
-                        } else {
-                            EMPTY_PENDING
-                        },
-                        csrf: v.csrf.clone(),
-                        more: next.map(|n| page_url(base, None, Some(&n))),
-                    },
-                ),
-                Err(r) => r,
-            }
-        }
-        p if p.starts_with("/console/approvals/") => {
-            let id = &p["/console/approvals/".len()..];
-            match gw.approvals.store.approval(id).await {
-                Ok(Some(a)) if visible(gw, v, &a) => render(
-                    StatusCode::OK,
-                    &ApprovalPage {
-                        chrome: Chrome::of(v, "pending"),
-                        cards: vec![card(&a, v)],
-                        empty: "",
-                        csrf: v.csrf.clone(),
-                        more: None,
-                    },
-                ),
-                Ok(_) => error_page(
-                    StatusCode::NOT_FOUND,
-                    "No such approval",
-                    "There is no approval by that id that you may see.",
-                ),
-                Err(e) => unavailable(e),
-            }
-        }
-        "/console/sessions" => {
-            if !v.reader {
-                return forbidden("The sessions view");
-            }
-            sessions_page(gw, v, arg("principal"), arg("since"), arg("decision")).await
-        }
-        p if p.starts_with("/console/sessions/") => {
-            if !v.reader {
-                return forbidden("A session's timeline");
-            }
-            let Some(id) = unsegment(&p["/console/sessions/".len()..]) else {
-                return error_page(
-                    StatusCode::NOT_FOUND,
-                    "No such session",
-                    "That is not a session id.",
-                );
-            };
-            let step = arg("step").and_then(|s| s.parse::<usize>().ok());
-            session_page(gw, v, &id, step).await
-        }
-        "/console/policy" => {
-            if !v.reader {
-                return forbidden("The policy view");
-            }
-            policy_page(gw, v, arg("principal"), arg("request"), arg("body"))
-        }
-        _ => error_page(StatusCode::NOT_FOUND, "Not found", "No such console page."),
+                "Waiting for a decision"
+            },
+            list_url: page_url(
+                "/console/approvals/list",
+                Some(("view", view)),
+                after.as_ref(),
+            ),
+            cards,
+            empty: if history {
+                EMPTY_HISTORY
+            } else {
+                EMPTY_PENDING
+            },
+            csrf: v.csrf.clone(),
+            more: next.map(|n| page_url(path, None, Some(&n))),
+            later: after.is_some(),
+            first_url: path,
+        },
+    )
+}
+
+pub async fn pending(
+    State(s): State<ConsoleState>,
+    signed: Signed,
+    Query(args): Query<Vec<(String, String)>>,
+) -> Response {
+    approvals_page(&s.admin.gateway, &signed.viewer, false, &args).await
+}
+
+pub async fn history(
+    State(s): State<ConsoleState>,
+    signed: Signed,
+    Query(args): Query<Vec<(String, String)>>,
+) -> Response {
+    approvals_page(&s.admin.gateway, &signed.viewer, true, &args).await
+}
+
+/// The live list's fragment, fetched again on every event.
+pub async fn list(
+    State(s): State<ConsoleState>,
+    signed: Signed,
+    Query(args): Query<Vec<(String, String)>>,
+) -> Response {
+    let v = &signed.viewer;
+    let history = arg(&args, "view").as_deref() == Some("history");
+    let after = arg(&args, "after").and_then(|a| After::parse(&a));
+    let base = if history {
+        "/console/approvals/history"
+    } else {
+        "/console/approvals"
+    };
+    match cards(&s.admin.gateway, v, history, after).await {
+        Ok((cards, next)) => render(
+            StatusCode::OK,
+            &CardsFragment {
+                cards,
+                empty: if history {
+                    EMPTY_HISTORY
+                } else {
+                    EMPTY_PENDING
+                },
+                csrf: v.csrf.clone(),
+                more: next.map(|n| page_url(base, None, Some(&n))),
+            },
+        ),
+        Err(r) => r,
+    }
+}
+
+/// One approval: the page notifications link to.
+pub async fn approval(
+    State(s): State<ConsoleState>,
+    signed: Signed,
+    Path(id): Path<String>,
+) -> Response {
+    let (gw, v) = (&s.admin.gateway, &signed.viewer);
+    match gw.approvals.store.approval(&id).await {
+        Ok(Some(a)) if visible(gw, v, &a) => render(
+            StatusCode::OK,
+            &ApprovalPage {
+                chrome: Chrome::of(v, "pending"),
+                cards: vec![card(&a, v)],
+                empty: "",
+                csrf: v.csrf.clone(),
+                more: None,
+            },
+        ),
+        Ok(_) => error_page(
+            StatusCode::NOT_FOUND,
+            "No such approval",
+            "There is no approval by that id that you may see.",
+        ),
+        Err(e) => unavailable(e),
     }
 }
 
 /// A vote from the approve/deny form.
-pub async fn post(
-    gw: &Arc<Gateway>,
-    v: &Viewer,
-    path: &str,
-    form: &[(String, String)],
-    htmx: bool,
-) -> Response<Body> {
-    let rest = path.strip_prefix("/console/approvals/").unwrap_or_default();
-    let Some((id, verb)) = rest.split_once('/') else {
-        return error_page(StatusCode::NOT_FOUND, "Not found", "No such console form.");
-    };
-    let approve = match verb {
+pub async fn vote(
+    State(s): State<ConsoleState>,
+    Path((id, verb)): Path<(String, String)>,
+    posted: Posted,
+) -> Response {
+    let approve = match verb.as_str() {
         "approve" => true,
         "deny" => false,
         _ => return error_page(StatusCode::NOT_FOUND, "Not found", "No such console form."),
     };
-    let comment = form_value(form, "comment")
+    let comment = posted
+        .value("comment")
         .map(str::trim)
         .filter(|c| !c.is_empty())
         .map(str::to_owned);
-    match gw.approvals.vote(id, &v.principal, approve, comment).await {
-        Ok(a) if htmx => render(
+    let v = &posted.signed.viewer;
+    match s
+        .admin
+        .gateway
+        .approvals
+        .vote(&id, &v.principal, approve, comment)
+        .await
+    {
+        Ok(a) if posted.signed.htmx => render(
             StatusCode::OK,
             &CardsFragment {
                 cards: vec![card(&a, v)],
@@ -549,451 +543,56 @@ pub async fn post(
 }
 
 /// Server-sent events: `approval` with the id, whenever an approval this viewer may see
-/// changes; the page then fetches its list again (authorization stays in one place).
-pub fn events(gw: Arc<Gateway>, v: Viewer, session_id: String) -> Response<Body> {
-    let mut feed = gw.approvals.subscribe();
-    let (tx, rx) = mpsc::channel::<Bytes>(64);
-    tokio::spawn(async move {
-        if tx.send(Bytes::from_static(b": console\n\n")).await.is_err() {
-            return;
+/// changes; the page then fetches its list again (authorization stays in one place). When
+/// quiet for a while, the session is looked up again: signed out elsewhere or expired, the
+/// stream says `signed-out` and ends, and the page goes to sign in.
+pub async fn events(State(s): State<ConsoleState>, signed: Signed) -> Response {
+    let feed = s.admin.gateway.approvals.subscribe();
+    let hello = futures_util::stream::once(async {
+        Ok::<_, Infallible>(Event::default().comment("console"))
+    });
+    struct Feed {
+        feed: tokio::sync::broadcast::Receiver<std::sync::Arc<Approval>>,
+        admin: AdminState,
+        viewer: Viewer,
+        session: String,
+        ended: bool,
+    }
+    let state = Feed {
+        feed,
+        admin: s.admin,
+        viewer: signed.viewer,
+        session: signed.session,
+        ended: false,
+    };
+    let changes = futures_util::stream::unfold(state, |mut f| async move {
+        if f.ended {
+            return None;
         }
         loop {
-            let next =
-                tokio::time::timeout(crate::server::approvals_api::KEEP_ALIVE, feed.recv()).await;
-            let chunk = match next {
-                // Quiet for a while: is the session still there (signed out elsewhere,
-                // expired)? If not, say so and stop; the page then goes to sign in.
+            let next = tokio::time::timeout(crate::admin::events::KEEP_ALIVE, f.feed.recv()).await;
+            let event = match next {
                 Err(_) => {
-                    match super::session::find(&gw.store, &session_id, &crate::audit_time()).await {
-                        Ok(Some(_)) => Bytes::from_static(b": keep-alive\n\n"),
+                    let now = crate::audit_time();
+                    match super::session::find(&f.admin.store, &f.session, &now).await {
                         Ok(None) => {
-                            let _ = tx
-                                .send(Bytes::from_static(b"event: signed-out\ndata: \n\n"))
-                                .await;
-                            return;
+                            f.ended = true;
+                            // Browsers dispatch only events with data.
+                            Event::default().event("signed-out").data("signed-out")
                         }
-                        Err(_) => Bytes::from_static(b": keep-alive\n\n"),
+                        Ok(Some(_)) | Err(_) => Event::default().comment("keep-alive"),
                     }
                 }
-                Ok(Ok(a)) if visible(&gw, &v, &a) => {
-                    Bytes::from(format!("event: approval\ndata: {}\n\n", a.id))
+                Ok(Ok(a)) if visible(&f.admin.gateway, &f.viewer, &a) => {
+                    Event::default().event("approval").data(&a.id)
                 }
                 Ok(Ok(_)) => continue,
                 // Fell behind: a refresh catches up all the same.
-                Ok(Err(tokio::sync::broadcast::error::RecvError::Lagged(_))) => {
-                    Bytes::from_static(b"event: approval\ndata: lagged\n\n")
-                }
-                Ok(Err(_)) => return,
+                Ok(Err(RecvError::Lagged(_))) => Event::default().event("approval").data("lagged"),
+                Ok(Err(RecvError::Closed)) => return None,
             };
-            if tx.send(chunk).await.is_err() {
-                return;
-            }
+            return Some((Ok(event), f));
         }
     });
-    crate::server::approvals_api::event_stream(rx)
-}
-
-// ---- sessions ----------------------------------------------------------------------------
-
-struct SessionRow {
-    /// The name the agent chose (`x-portcullis-session`), or the whole id of a token's
-    /// session; the principal is its own column.
-    shown: String,
-    named: bool,
-    href: String,
-    principal: String,
-    started: String,
-    last: String,
-    requests: i64,
-    refused: i64,
-    denied: i64,
-}
-
-#[derive(Template)]
-#[template(path = "console/sessions.html")]
-struct SessionsPage {
-    chrome: Chrome,
-    principal: String,
-    since: String,
-    decision: String,
-    /// The decision filter's options, and whether each is the one chosen.
-    decisions: Vec<(&'static str, bool)>,
-    error: Option<String>,
-    rows: Vec<SessionRow>,
-}
-
-async fn sessions_page(
-    gw: &Gateway,
-    v: &Viewer,
-    principal: Option<String>,
-    since: Option<String>,
-    decision: Option<String>,
-) -> Response<Body> {
-    let mut error = None;
-    let since_time = match since.as_deref().map(crate::time::time_arg).transpose() {
-        Ok(t) => t,
-        Err(e) => {
-            error = Some(format!("since: {e}"));
-            None
-        }
-    };
-    if let Some(d) = &decision
-        && !["allow", "deny", "approve", "refused"].contains(&d.as_str())
-    {
-        error = Some(format!(
-            "decision '{d}' is not allow, deny, approve or refused"
-        ));
-    }
-    let rows = if error.is_some() {
-        Vec::new()
-    } else {
-        let filter = SessionFilter {
-            principal: principal.as_ref().map(|p| p.to_ascii_lowercase()),
-            since: since_time,
-            decision: decision.clone(),
-            newest: Some(SESSIONS_SHOWN),
-        };
-        match gw.store.sessions(&filter).await {
-            Ok(list) => list
-                .into_iter()
-                .map(|s| SessionRow {
-                    href: format!("/console/sessions/{}", segment(&s.id)),
-                    shown: crate::audit::session::name_of(&s.id)
-                        .map_or(s.id.as_str(), |(n, _)| n)
-                        .to_owned(),
-                    named: crate::audit::session::name_of(&s.id).is_some(),
-                    principal: s.principal.unwrap_or_default(),
-                    started: when(&s.started),
-                    last: when(&s.last),
-                    requests: s.requests,
-                    refused: s.refused,
-                    denied: s.denied,
-                })
-                .collect(),
-            Err(e) => return unavailable(e),
-        }
-    };
-    render(
-        if error.is_some() {
-            StatusCode::BAD_REQUEST
-        } else {
-            StatusCode::OK
-        },
-        &SessionsPage {
-            chrome: Chrome::of(v, "sessions"),
-            principal: principal.unwrap_or_default(),
-            since: since.unwrap_or_default(),
-            decisions: ["allow", "deny", "approve", "refused"]
-                .into_iter()
-                .map(|d| (d, decision.as_deref() == Some(d)))
-                .collect(),
-            decision: decision.unwrap_or_default(),
-            error,
-            rows,
-        },
-    )
-}
-
-struct Step {
-    n: usize,
-    time: String,
-    phase: &'static str,
-    /// The phase as a CSS class.
-    phase_class: &'static str,
-    method: String,
-    url: String,
-    words: Option<String>,
-    action: String,
-    decision: String,
-    status: String,
-    latency: String,
-    reason: Option<String>,
-    body: Option<String>,
-    /// Says so when the record keeps only the first part of the body (`audit.body_cap`).
-    body_cut: Option<String>,
-    approval: Option<String>,
-    current: bool,
-}
-
-#[derive(Template)]
-#[template(path = "console/session.html")]
-struct SessionPage {
-    chrome: Chrome,
-    id: String,
-    principal: String,
-    steps: Vec<Step>,
-    total: usize,
-    /// In replay: the step shown last (0-based), and the neighbours' links.
-    replay: Option<usize>,
-    prev: Option<usize>,
-    next: Option<usize>,
-}
-
-async fn session_page(gw: &Gateway, v: &Viewer, id: &str, step: Option<usize>) -> Response<Body> {
-    let links = match gw.store.session(id).await {
-        Ok(l) => l,
-        Err(e) => return unavailable(e),
-    };
-    if links.is_empty() {
-        return error_page(
-            StatusCode::NOT_FOUND,
-            "No such session",
-            "There is no session by that id.",
-        );
-    }
-    let total = links.len();
-    let replay = step.map(|s| s.min(total - 1));
-    let principal = links
-        .iter()
-        .find_map(|l| l.record.principal.clone())
-        .unwrap_or_default();
-    let steps = links
-        .iter()
-        .enumerate()
-        .take(replay.map_or(total, |r| r + 1))
-        .map(|(n, l)| {
-            let r = &l.record;
-            Step {
-                n,
-                time: when(&r.time),
-                phase: match r.phase {
-                    Phase::Request => "sent to Azure",
-                    Phase::Response => "answer",
-                    Phase::Refused => "refused",
-                    Phase::Approval => "approval",
-                },
-                phase_class: match r.phase {
-                    Phase::Request => "sent",
-                    Phase::Response => "answer",
-                    Phase::Refused => "refused",
-                    Phase::Approval => "approval",
-                },
-                method: r.method.clone(),
-                url: r.url.clone(),
-                words: r
-                    .action
-                    .as_deref()
-                    .map(|a| in_words(a, r.scope.as_deref().unwrap_or(""))),
-                action: r.action.clone().unwrap_or_default(),
-                decision: r.decision.clone().unwrap_or_default(),
-                status: r.status.map(|s| s.to_string()).unwrap_or_default(),
-                latency: r
-                    .latency_ms
-                    .map(|ms| format!("{ms} ms"))
-                    .unwrap_or_default(),
-                reason: r.reason.clone(),
-                body: r.body.clone(),
-                body_cut: match (&r.body, r.body_bytes) {
-                    (Some(b), Some(n)) if n as usize > b.len() => Some(format!(
-                        "the record keeps the first {} of {n} bytes",
-                        b.len()
-                    )),
-                    _ => None,
-                },
-                approval: r.approval.clone(),
-                current: replay == Some(n),
-            }
-        })
-        .collect();
-    render(
-        StatusCode::OK,
-        &SessionPage {
-            chrome: Chrome::of(v, "sessions"),
-            id: id.to_owned(),
-            principal,
-            steps,
-            total,
-            prev: replay.and_then(|r| r.checked_sub(1)),
-            next: replay.and_then(|r| (r + 1 < total).then_some(r + 1)),
-            replay,
-        },
-    )
-}
-
-// ---- policy ------------------------------------------------------------------------------
-
-struct RuleView {
-    name: String,
-    effect: &'static str,
-    audit_only: bool,
-    principals: Vec<String>,
-    actions: Vec<String>,
-    scopes: Vec<String>,
-    when: Option<String>,
-    approval: Option<String>,
-    credential: Option<String>,
-    unmask: Vec<String>,
-    origin: String,
-}
-
-struct Explained {
-    effect: &'static str,
-    words: String,
-    action: String,
-    scope: String,
-    rule: String,
-    text: String,
-}
-
-#[derive(Template)]
-#[template(path = "console/policy.html")]
-struct PolicyPage {
-    chrome: Chrome,
-    rules: Vec<RuleView>,
-    principal: String,
-    request: String,
-    body: String,
-    explained: Option<Explained>,
-    error: Option<String>,
-}
-
-fn effect_word(e: Effect) -> &'static str {
-    match e {
-        Effect::Allow => "allow",
-        Effect::Deny => "deny",
-        Effect::Approve => "approve",
-    }
-}
-
-/// A matcher as written, with the policy's alias where it has one (`group:approvers`).
-fn matcher_name(aliases: &crate::policy::Aliases, m: &PrincipalMatcher) -> String {
-    let find = |map: &std::collections::BTreeMap<String, String>, id: &str| {
-        map.iter()
-            .find(|(_, v)| v.eq_ignore_ascii_case(id))
-            .map(|(k, _)| k.clone())
-            .unwrap_or_else(|| id.to_owned())
-    };
-    match m {
-        PrincipalMatcher::Group(g) => format!("group:{}", find(&aliases.groups, g)),
-        PrincipalMatcher::App(a) => format!("app:{}", find(&aliases.apps, a)),
-        PrincipalMatcher::User(u) => format!("user:{}", find(&aliases.users, u)),
-        other => crate::approval::model::matcher_text(other),
-    }
-}
-
-fn policy_page(
-    gw: &Gateway,
-    v: &Viewer,
-    principal: Option<String>,
-    request: Option<String>,
-    body: Option<String>,
-) -> Response<Body> {
-    let policy = gw.policy.load_full();
-    let rules = policy
-        .rules
-        .iter()
-        .map(|r| RuleView {
-            name: r.name.clone(),
-            effect: effect_word(r.effect),
-            audit_only: r.mode == crate::policy::Mode::Audit,
-            principals: r
-                .principals
-                .iter()
-                .map(|m| matcher_name(&policy.aliases, m))
-                .collect(),
-            actions: r
-                .actions
-                .iter()
-                .chain(&r.data_actions)
-                .map(|a| a.source.clone())
-                .chain(
-                    r.not_actions
-                        .iter()
-                        .chain(&r.not_data_actions)
-                        .map(|a| format!("not {}", a.source)),
-                )
-                .collect(),
-            scopes: r.scopes.iter().map(|s| s.to_string()).collect(),
-            when: r.when.as_ref().map(|c| c.source.clone()),
-            approval: r.approval.as_ref().map(|a| {
-                format!(
-                    "{} of {} within {}",
-                    a.quorum,
-                    a.approvers_display.join(", "),
-                    humantime(a.timeout)
-                )
-            }),
-            credential: r.credential.clone(),
-            unmask: r.unmask.clone(),
-            origin: r.origin.clone(),
-        })
-        .collect();
-    let mut error = None;
-    let mut explained = None;
-    if let Some(req) = &request {
-        match explain(
-            gw,
-            &policy,
-            principal.as_deref().unwrap_or(""),
-            req,
-            body.as_deref(),
-        ) {
-            Ok(e) => explained = Some(e),
-            Err(e) => error = Some(e),
-        }
-    }
-    render(
-        if error.is_some() {
-            StatusCode::BAD_REQUEST
-        } else {
-            StatusCode::OK
-        },
-        &PolicyPage {
-            chrome: Chrome::of(v, "policy"),
-            rules,
-            principal: principal.unwrap_or_default(),
-            request: request.unwrap_or_default(),
-            body: body.unwrap_or_default(),
-            explained,
-            error,
-        },
-    )
-}
-
-fn humantime(d: std::time::Duration) -> String {
-    let s = d.as_secs();
-    if s > 0 && s.is_multiple_of(3600) {
-        format!("{}h", s / 3600)
-    } else if s > 0 && s.is_multiple_of(60) {
-        format!("{}m", s / 60)
-    } else {
-        format!("{s}s")
-    }
-}
-
-/// "principal + request → decision and why", as `portcullis policy explain` does it.
-fn explain(
-    gw: &Gateway,
-    policy: &crate::policy::Policy,
-    attributes: &str,
-    request: &str,
-    body: Option<&str>,
-) -> Result<Explained, String> {
-    let attributes: Vec<String> = attributes
-        .split([' ', ',', '\n'])
-        .map(str::trim)
-        .filter(|a| !a.is_empty())
-        .map(str::to_owned)
-        .collect();
-    let p = crate::policy::explain::principal_from_attributes(&policy.aliases, &attributes)
-        .map_err(|e| format!("principal: {e}"))?;
-    let body = body
-        .map(serde_json::from_str::<serde_json::Value>)
-        .transpose()
-        .map_err(|e| format!("body: not JSON: {e}"))?;
-    let _ = gw;
-    let (op, d) = crate::policy::explain::evaluate(policy, &p, request, "gateway", body)
-        .map_err(|e| format!("{:#}", anyhow::Error::from(e)))?;
-    let scope = crate::policy::scope_display(&op);
-    Ok(Explained {
-        effect: effect_word(d.effect),
-        words: in_words(&op.action, &scope),
-        action: op.action.clone(),
-        rule: d
-            .rule
-            .clone()
-            .unwrap_or_else(|| "(none: the default deny)".into()),
-        text: crate::policy::explain::explanation(&p, &op, &d),
-        scope,
-    })
+    crate::admin::events::answer(futures_util::StreamExt::chain(hello, changes), false)
 }

@@ -5,15 +5,17 @@
 //! at sign-in, and the session's CSRF token. Sessions live in the shared store, so any
 //! replica serves them and a restart keeps them.
 //!
-//! The sign-in in flight (state, nonce, PKCE verifier) rides in a second cookie, sealed with
-//! an HMAC under a key derived from the gateway's URL-binding key (which replicas share), so
-//! the callback can land on any replica.
+//! The sign-in in flight (state, nonce, PKCE verifier) rides in a second cookie, sealed by
+//! the `cookie` crate's private jar (AES-256-GCM, the cookie's name bound as associated
+//! data: neither readable nor alterable by the browser) under a key derived from the
+//! gateway's URL-binding key (which replicas share), so the callback can land on any replica.
 
+use axum_extra::extract::cookie::{Cookie, CookieJar, Key, PrivateCookieJar, SameSite};
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use hmac::{Hmac, Mac};
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
+use sha2::{Digest, Sha256, Sha512};
 
 use crate::audit::store::{Col, Store, StoreError, on};
 use crate::identity::principal::Principal;
@@ -113,58 +115,59 @@ pub async fn delete(store: &Store, id: &str) -> Result<(), StoreError> {
 
 /// Seals and opens the sign-in cookie.
 pub struct Sealer {
-    key: Vec<u8>,
+    key: Key,
 }
 
 impl Sealer {
-    /// A key of its own, derived from the gateway's binding key.
+    /// A key of its own, derived from the gateway's binding key (HMAC-SHA-512 of a label:
+    /// the 64 bytes the private jar wants).
     pub fn new(binding_key: &[u8]) -> Sealer {
-        let mut m = Hmac::<Sha256>::new_from_slice(binding_key).expect("any key length");
-        m.update(b"portcullis console sign-in cookie v1");
+        let mut m = Hmac::<Sha512>::new_from_slice(binding_key).expect("any key length");
+        m.update(b"portcullis console sign-in cookie v2");
         Sealer {
-            key: m.finalize().into_bytes().to_vec(),
+            key: Key::from(m.finalize().into_bytes().as_slice()),
         }
     }
 
-    fn tag(&self, payload: &str) -> String {
-        let mut m = Hmac::<Sha256>::new_from_slice(&self.key).expect("any key length");
-        m.update(payload.as_bytes());
-        URL_SAFE_NO_PAD.encode(m.finalize().into_bytes())
+    /// The sealed sign-in cookie, for `lifetime_secs`.
+    pub fn seal(&self, s: &SignIn, lifetime_secs: i64) -> PrivateCookieJar {
+        let value = serde_json::to_string(s).expect("a sign-in serializes");
+        PrivateCookieJar::new(self.key.clone()).add(cookie(SIGNIN_COOKIE, value, lifetime_secs))
     }
 
-    pub fn seal(&self, s: &SignIn) -> String {
-        let payload = URL_SAFE_NO_PAD.encode(serde_json::to_vec(s).expect("serializes"));
-        format!("{payload}.{}", self.tag(&payload))
-    }
-
-    /// The sign-in, if the cookie is ours, unaltered and not stale.
-    pub fn open(&self, cookie: &str, now: i64) -> Option<SignIn> {
-        let (payload, tag) = cookie.split_once('.')?;
-        if !same(&self.tag(payload), tag) {
-            return None;
-        }
-        let s: SignIn = serde_json::from_slice(&URL_SAFE_NO_PAD.decode(payload).ok()?).ok()?;
+    /// The sign-in a request's cookie carries, if it is ours, unaltered and not stale.
+    pub fn open(&self, headers: &http::HeaderMap, now: i64) -> Option<SignIn> {
+        let c = PrivateCookieJar::from_headers(headers, self.key.clone()).get(SIGNIN_COOKIE)?;
+        let s: SignIn = serde_json::from_str(c.value()).ok()?;
         (s.expires > now).then_some(s)
     }
 }
 
 /// A cookie's value from a request's `Cookie` headers.
-pub fn cookie<'h>(headers: &'h http::HeaderMap, name: &str) -> Option<&'h str> {
-    headers
-        .get_all(http::header::COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(';'))
-        .filter_map(|pair| pair.trim().split_once('='))
-        .find(|(k, _)| *k == name)
-        .map(|(_, v)| v)
+pub fn cookie_value(headers: &http::HeaderMap, name: &str) -> Option<String> {
+    CookieJar::from_headers(headers)
+        .get(name)
+        .map(|c| c.value().to_owned())
 }
 
-/// `Set-Cookie` for our cookies: always Secure, HttpOnly, host-only, path `/`. Lax, not
-/// Strict: the callback arrives as a top-level navigation from the identity provider,
-/// which must carry the sign-in cookie. Forms are protected by CSRF tokens besides.
-pub fn set_cookie(name: &str, value: &str, max_age_secs: i64) -> String {
-    format!("{name}={value}; Path=/; Secure; HttpOnly; SameSite=Lax; Max-Age={max_age_secs}")
+/// Our cookies: always Secure, HttpOnly, host-only, path `/`. Lax, not Strict: the callback
+/// arrives as a top-level navigation from the identity provider, which must carry the
+/// sign-in cookie. Forms are protected by CSRF tokens besides. An empty value with no
+/// lifetime clears it.
+pub fn cookie(name: &'static str, value: String, max_age_secs: i64) -> Cookie<'static> {
+    Cookie::build((name, value))
+        .path("/")
+        .secure(true)
+        .http_only(true)
+        .same_site(SameSite::Lax)
+        .max_age(::cookie::time::Duration::seconds(max_age_secs))
+        .build()
+}
+
+/// The answer's cookies: set, or cleared (an empty value that lives 0 s), whether or not the
+/// request carried them.
+pub fn set_cookies(cookies: impl IntoIterator<Item = Cookie<'static>>) -> CookieJar {
+    cookies.into_iter().fold(CookieJar::new(), CookieJar::add)
 }
 
 #[cfg(test)]
@@ -181,20 +184,47 @@ mod tests {
         }
     }
 
+    /// A request carrying `set`'s cookie, as a browser sends it back.
+    fn carrying(set: impl axum::response::IntoResponseParts) -> http::HeaderMap {
+        use axum::response::IntoResponse;
+        let r = (set, ()).into_response();
+        let mut h = http::HeaderMap::new();
+        for c in r.headers().get_all(http::header::SET_COOKIE) {
+            let pair = c.to_str().unwrap().split(';').next().unwrap().to_owned();
+            h.append(http::header::COOKIE, pair.parse().unwrap());
+        }
+        h
+    }
+
     #[test]
     fn sealed_sign_ins_open_only_unaltered_and_in_time() {
         let sealer = Sealer::new(b"key one");
-        let sealed = sealer.seal(&signin());
+        let sealed = carrying(sealer.seal(&signin(), 600));
         assert_eq!(sealer.open(&sealed, 1_000), Some(signin()));
         assert_eq!(sealer.open(&sealed, 2_000), None, "stale");
         assert_eq!(Sealer::new(b"key two").open(&sealed, 1_000), None);
-        let (payload, tag) = sealed.split_once('.').unwrap();
+        // Sealed, not just signed: the browser cannot read the verifier or the nonce.
+        let text = sealed[http::header::COOKIE].to_str().unwrap().to_owned();
+        assert!(
+            !text.contains("/console/approvals") && !text.contains("\"nonce\""),
+            "{text}"
+        );
+        // Altered anywhere, or forged under another key: refused.
+        let (name, value) = text.split_once('=').unwrap();
+        let mut altered = value.as_bytes().to_vec();
+        altered[value.len() / 2] ^= 1;
+        let mut h = http::HeaderMap::new();
+        h.insert(
+            http::header::COOKIE,
+            format!("{name}={}", String::from_utf8(altered).unwrap())
+                .parse()
+                .unwrap(),
+        );
+        assert_eq!(sealer.open(&h, 1_000), None);
         let mut other = signin();
         other.next = "https://evil.example/".into();
-        let forged = Sealer::new(b"key two").seal(&other);
-        let forged_payload = forged.split_once('.').unwrap().0;
-        assert_eq!(sealer.open(&format!("{forged_payload}.{tag}"), 1_000), None);
-        assert_eq!(sealer.open(payload, 1_000), None);
+        let forged = carrying(Sealer::new(b"key two").seal(&other, 600));
+        assert_eq!(sealer.open(&forged, 1_000), None);
     }
 
     #[test]
@@ -205,9 +235,9 @@ mod tests {
             "a=1; __Host-portcullis-console=abc".parse().unwrap(),
         );
         h.append("cookie", "b=2".parse().unwrap());
-        assert_eq!(cookie(&h, SESSION_COOKIE), Some("abc"));
-        assert_eq!(cookie(&h, "b"), Some("2"));
-        assert_eq!(cookie(&h, "c"), None);
+        assert_eq!(cookie_value(&h, SESSION_COOKIE).as_deref(), Some("abc"));
+        assert_eq!(cookie_value(&h, "b").as_deref(), Some("2"));
+        assert_eq!(cookie_value(&h, "c"), None);
     }
 
     #[test]

@@ -73,8 +73,6 @@ pub struct Gateway {
     /// The policy in force; hot reload swaps it whole. Each request loads it once, so it is
     /// decided by exactly one complete policy.
     pub policy: arc_swap::ArcSwap<Policy>,
-    /// Where the policy is reloaded from (none for gateways built in code).
-    pub policy_source: Option<crate::server::reload::PolicySource>,
     pub upstream: UpstreamConfig,
     pub tokens: Arc<TokenProvider>,
     pub http: HttpClient,
@@ -83,8 +81,6 @@ pub struct Gateway {
     pub masker: Arc<Masker>,
     /// Commits audit records (one writer, group commit).
     pub recorder: crate::audit::writer::Recorder,
-    /// The audit store, for reading (the admin API); writes go through `recorder`.
-    pub store: crate::audit::store::Store,
     /// Held requests and their approvals.
     pub approvals: Arc<crate::approval::Approvals>,
     /// Groups requests into sessions for replay.
@@ -104,10 +100,6 @@ pub struct Gateway {
     pub limits: crate::config::Limits,
     /// Requests per principal per second.
     pub limiter: crate::ratelimit::RateLimiter,
-    /// The approver console's sign-in (`None`: the console is off).
-    pub console: Option<Arc<crate::console::Console>>,
-    /// The configured TLS certificate, reloaded when renewed (none with the development CA).
-    pub certificate: Option<Arc<crate::server::tls::Certificate>>,
 }
 
 /// The request as the phases after routing see it.

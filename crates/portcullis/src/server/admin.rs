@@ -1,234 +1,204 @@
-//! The admin listener: health; approvals for approvers (`/api/approvals...`, see
-//! docs/api.md); and the audit trail for its readers (`audit.readers`): `GET /api/sessions`,
-//! `GET /api/sessions/{id}` and `GET /api/records`. Everyone authenticates with their own
-//! Entra token for the gateway's audience.
+//! The admin listener's service: the admin API's router ([`crate::admin`]) and the console's
+//! ([`crate::console`]) composed, behind the listener's cross-cutting limits, outermost
+//! first: a per-client rate limit (429), path normalization (a trailing `/` is the same
+//! page), a body cap and a timeout on producing an answer's head.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
-use bytes::Bytes;
-use http::{Method, Response, StatusCode};
-use serde_json::{Value, json};
+use axum::extract::ConnectInfo;
+use axum::response::{IntoResponse, Response};
+use http::StatusCode;
+use tower::ServiceExt;
+use tower::util::BoxCloneSyncService;
+use tower_governor::GovernorLayer;
+use tower_governor::governor::GovernorConfigBuilder;
+use tower_governor::key_extractor::PeerIpKeyExtractor;
+use tower_http::limit::RequestBodyLimitLayer;
+use tower_http::normalize_path::NormalizePathLayer;
+use tower_http::timeout::TimeoutLayer;
 
-use crate::audit::chain::Link;
-use crate::audit::store::{Cursor, FoundSession, SessionFilter};
+use crate::admin::AdminState;
+use crate::audit::store::Store;
+use crate::console::{Console, ConsoleState};
 use crate::pipeline::Gateway;
-use crate::upstream::client::{Body, full};
 
-/// The most records one `/api/records` page holds.
-const MAX_PAGE: i64 = 1000;
+/// The most any admin request may send (its routes cap their own bodies lower).
+const MAX_BODY: usize = 1024 * 1024;
+/// How long an answer's head may take (an event stream's body then flows for as long as
+/// the client stays).
+const ANSWER_TIMEOUT: Duration = Duration::from_secs(30);
+/// How often clients that have not been seen for a while are forgotten by the rate limit.
+const FORGET_EVERY: Duration = Duration::from_secs(60);
 
-pub async fn handle(gw: Arc<Gateway>, req: http::Request<hyper::body::Incoming>) -> Response<Body> {
-    let path = req.uri().path().to_owned();
-    if path == "/healthz" {
-        return reply(StatusCode::OK, json!({"status": "ok"}));
-    }
-    if path == "/metrics" {
-        // Prometheus' text format; counts and names only, no secrets.
-        let mut r = Response::new(full(Bytes::from(crate::metrics::METRICS.render())));
-        r.headers_mut().insert(
-            http::header::CONTENT_TYPE,
-            http::HeaderValue::from_static(
-                "application/openmetrics-text; version=1.0.0; charset=utf-8",
-            ),
-        );
-        return r;
-    }
-    if path == "/readyz" {
-        // Ready when the store answers and shutdown has not begun (keys and policy are
-        // loaded before the listeners open: a gateway without them does not start).
-        if gw.approvals.is_draining() {
-            return reply(
-                StatusCode::SERVICE_UNAVAILABLE,
-                json!({"status": "draining", "store": gw.store.backend(), "reason": "shutting down"}),
-            );
-        }
-        // A probe must answer promptly, also when the database does not.
-        let ping = tokio::time::timeout(std::time::Duration::from_secs(2), gw.store.ping())
-            .await
-            .unwrap_or_else(|_| Err(crate::audit::store::StoreError::Timeout));
-        return match ping {
-            Ok(()) => reply(
-                StatusCode::OK,
-                json!({"status": "ready", "store": gw.store.backend()}),
-            ),
-            Err(e) => {
-                tracing::warn!(error = %e, "not ready: the store does not answer");
-                reply(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    json!({"status": "unready", "store": gw.store.backend(), "reason": "the store does not answer"}),
-                )
-            }
-        };
-    }
-    if path == "/" || path == "/console" || path.starts_with("/console/") {
-        return crate::console::handle(gw, req).await;
-    }
-    if !path.starts_with("/api/") {
-        return error(StatusCode::NOT_FOUND, "NotFound", "no such admin endpoint");
-    }
-    let principal = match crate::pipeline::authenticate(&gw, req.headers()).await {
-        Ok(p) => p,
-        Err(e) => {
-            return error(
-                e.status(),
-                "AuthenticationFailed",
-                &e.message(&crate::azure::route::Service::Arm),
-            );
-        }
+/// What the admin listener serves from beside the gateway.
+pub struct AdminParts {
+    /// The audit store, for reading: sessions, records, console sign-ins.
+    pub store: Store,
+    /// The console's sign-in (`None`: the console is off).
+    pub console: Option<Arc<Console>>,
+}
+
+/// One admin request, from a client at a peer address, to its answer.
+pub type AdminService = BoxCloneSyncService<
+    (SocketAddr, http::Request<hyper::body::Incoming>),
+    Response,
+    std::convert::Infallible,
+>;
+
+/// Forgets the clients the rate limit no longer limits (their buckets are full again).
+pub type Forget = Box<dyn Fn() + Send + Sync>;
+
+/// The admin listener's service, and the rate limit's bookkeeping to run beside it
+/// ([`forget_idle`]). `limits.admin_rate_per_client` requests per second from one client
+/// address, `limits.admin_burst_per_client` at once above it; no limit when the rate is 0.
+pub fn service(gateway: Arc<Gateway>, parts: AdminParts) -> (AdminService, Option<Forget>) {
+    let (rate, burst) = (
+        gateway.limits.admin_rate_per_client,
+        gateway.limits.admin_burst_per_client,
+    );
+    let admin = AdminState {
+        gateway,
+        store: parts.store,
     };
-    if path.starts_with("/api/approvals") {
-        return super::approvals_api::handle(gw, principal, req).await;
-    }
-    if req.method() != Method::GET {
-        return error(
-            StatusCode::METHOD_NOT_ALLOWED,
-            "MethodNotAllowed",
-            "the audit API is read-only",
-        );
-    }
-    if !gw.audit.readers.iter().any(|m| m.matches(&principal)) {
-        return error(
-            StatusCode::FORBIDDEN,
-            "AuthorizationFailed",
-            &format!(
-                "principal {} may not read the audit trail (audit.readers)",
-                principal.object_id
-            ),
-        );
-    }
-    let query: Vec<(String, String)> =
-        form_urlencoded::parse(req.uri().query().unwrap_or("").as_bytes())
-            .into_owned()
-            .collect();
-    let arg = |name: &str| {
-        query
-            .iter()
-            .find(|(k, _)| k == name)
-            .map(|(_, v)| v.clone())
+    let console = ConsoleState {
+        admin: admin.clone(),
+        console: parts.console,
     };
-    let time = |name: &str| -> Result<Option<String>, String> {
-        arg(name)
-            .map(|v| crate::time::time_arg(&v).map_err(|e| e.to_string()))
-            .transpose()
-    };
-    let bad = |e: String| error(StatusCode::BAD_REQUEST, "InvalidParameter", &e);
-    let result = match path.trim_end_matches('/') {
-        "/api/sessions" => {
-            let since = match time("since") {
-                Ok(t) => t,
-                Err(e) => return bad(e),
-            };
-            let filter = SessionFilter {
-                principal: arg("principal").map(|p| p.to_ascii_lowercase()),
-                since,
-                decision: arg("decision"),
-                newest: None,
-            };
-            gw.store
-                .sessions(&filter)
-                .await
-                .map(|s| reply(StatusCode::OK, json!({"value": s})))
-        }
-        "/api/records" => {
-            let (since, until) = match (time("since"), time("until")) {
-                (Ok(s), Ok(u)) => (s.unwrap_or_default(), u),
-                (Err(e), _) | (_, Err(e)) => return bad(e),
-            };
-            let limit = arg("limit")
-                .and_then(|l| l.parse().ok())
-                .unwrap_or(MAX_PAGE)
-                .clamp(1, MAX_PAGE);
-            let after = arg("after").and_then(|a| {
-                let mut it = a.rsplitn(3, '~');
-                let seq = it.next()?.parse().ok()?;
-                let instance = it.next()?.to_owned();
-                let time = it.next()?.to_owned();
-                Some(Cursor {
-                    time,
-                    instance,
-                    seq,
-                })
-            });
-            gw.store
-                .page(&since, until.as_deref(), after.as_ref(), limit)
-                .await
-                .map(|page| {
-                    let next = (page.len() as i64 == limit).then(|| {
-                        let c = page.last().expect("a full page").cursor();
-                        let mut q = form_urlencoded::Serializer::new(String::new());
-                        q.append_pair("since", &since);
-                        if let Some(u) = &until {
-                            q.append_pair("until", u);
-                        }
-                        q.append_pair("limit", &limit.to_string());
-                        q.append_pair("after", &format!("{}~{}~{}", c.time, c.instance, c.seq));
-                        format!("/api/records?{}", q.finish())
-                    });
-                    reply(
-                        StatusCode::OK,
-                        json!({"value": page.iter().map(link_json).collect::<Vec<_>>(), "nextLink": next}),
-                    )
-                })
-        }
-        p if p.starts_with("/api/sessions/") => {
-            let id = &p["/api/sessions/".len()..];
-            gw.store.find_session(id).await.map(|found| match found {
-                FoundSession::One(id, links) => reply(
-                    StatusCode::OK,
-                    json!({"id": id, "records": links.iter().map(link_json).collect::<Vec<_>>()}),
-                ),
-                FoundSession::Several(ids) => error(
-                    StatusCode::CONFLICT,
-                    "AmbiguousSession",
+    let routes = crate::admin::router(admin)
+        .merge(crate::console::router(console))
+        .layer(TimeoutLayer::with_status_code(
+            StatusCode::SERVICE_UNAVAILABLE,
+            ANSWER_TIMEOUT,
+        ));
+    let normalized = tower::ServiceBuilder::new()
+        .map_response(
+            |r: http::Response<tower_http::limit::ResponseBody<axum::body::Body>>| {
+                r.into_response()
+            },
+        )
+        .layer(NormalizePathLayer::trim_trailing_slash())
+        .layer(RequestBodyLimitLayer::new(MAX_BODY))
+        .service(routes);
+    let config = (rate > 0.0)
+        .then(|| {
+            GovernorConfigBuilder::default()
+                .period(Duration::from_secs_f64(1.0 / rate))
+                .burst_size(burst.clamp(1.0, f64::from(u32::MAX)) as u32)
+                .key_extractor(PeerIpKeyExtractor)
+                .finish()
+        })
+        .flatten();
+    let forget = config.as_ref().map(|c| {
+        let limiter = c.limiter().clone();
+        Box::new(move || {
+            limiter.retain_recent();
+            limiter.shrink_to_fit();
+        }) as Forget
+    });
+    let limited = tower::ServiceBuilder::new()
+        .option_layer(config.map(|c| GovernorLayer::new(c).error_handler(too_many)))
+        .service(normalized);
+    // The limit is keyed by the peer's address, which the connection knows.
+    let service = limited.map_request(
+        |(peer, mut req): (SocketAddr, http::Request<hyper::body::Incoming>)| {
+            req.extensions_mut().insert(ConnectInfo(peer));
+            req
+        },
+    );
+    (BoxCloneSyncService::new(service), forget)
+}
+
+/// A refusal in ARM's shape, saying when to come back.
+fn too_many(e: tower_governor::GovernorError) -> Response {
+    match e {
+        tower_governor::GovernorError::TooManyRequests { wait_time, .. } => {
+            let wait = wait_time.max(1);
+            (
+                [(http::header::RETRY_AFTER, wait.to_string())],
+                crate::admin::error(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    "TooManyRequests",
                     &format!(
-                        "several principals named a session '{id}'; ask for one of: {}",
-                        ids.join(", ")
+                        "too many requests from this address to the admin listener (limits.admin_rate_per_client); retry after {wait} s"
                     ),
                 ),
-                FoundSession::None => error(
-                    StatusCode::NOT_FOUND,
-                    "NotFound",
-                    &format!("no session '{id}'"),
-                ),
-            })
+            )
+                .into_response()
         }
-        _ => return error(StatusCode::NOT_FOUND, "NotFound", "no such admin endpoint"),
-    };
-    result.unwrap_or_else(|e| {
-        tracing::error!(error = %e, "the audit store could not be read");
-        error(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "AuditUnavailable",
-            "the audit store cannot be read right now",
-        )
+        other => {
+            tracing::error!(error = %other, "the admin rate limit could not place a request");
+            crate::admin::error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "InternalError",
+                "the request could not be placed",
+            )
+        }
+    }
+}
+
+/// Forgets the clients whose buckets are full again, every [`FORGET_EVERY`], until
+/// `shutdown`: a client is remembered only while it is limited.
+pub fn forget_idle(
+    forget: Forget,
+    mut shutdown: tokio::sync::watch::Receiver<bool>,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(FORGET_EVERY);
+        loop {
+            tokio::select! {
+                _ = tick.tick() => forget(),
+                _ = shutdown.changed() => return,
+            }
+        }
     })
 }
 
-fn link_json(l: &Link) -> Value {
-    json!({
-        "instance": l.instance,
-        "seq": l.seq,
-        "prev_hash": l.prev_hash,
-        "hash": l.hash,
-        "record": l.record,
-    })
+/// An axum body made `Sync`, as the listeners' body type is: it is only ever polled,
+/// through `&mut`, so the lock is never taken. Its size hint is read once, before the
+/// first frame, which is when hyper reads it (a known length becomes `Content-Length`).
+pub struct SyncBody {
+    body: std::sync::Mutex<axum::body::Body>,
+    hint: http_body::SizeHint,
+    ended: bool,
 }
 
-pub(crate) fn reply(status: StatusCode, body: Value) -> Response<Body> {
-    let mut r = Response::new(full(Bytes::from(body.to_string())));
-    *r.status_mut() = status;
-    r.headers_mut().insert(
-        http::header::CONTENT_TYPE,
-        http::HeaderValue::from_static("application/json; charset=utf-8"),
-    );
-    r.headers_mut().insert(
-        http::header::CACHE_CONTROL,
-        http::HeaderValue::from_static("no-store"),
-    );
-    r
+impl SyncBody {
+    pub fn new(body: axum::body::Body) -> SyncBody {
+        SyncBody {
+            hint: http_body::Body::size_hint(&body),
+            ended: http_body::Body::is_end_stream(&body),
+            body: std::sync::Mutex::new(body),
+        }
+    }
 }
 
-/// Errors in ARM's shape, like the gateway's own.
-pub(crate) fn error(status: StatusCode, code: &str, message: &str) -> Response<Body> {
-    reply(status, json!({"error": {"code": code, "message": message}}))
+impl http_body::Body for SyncBody {
+    type Data = bytes::Bytes;
+    type Error = crate::upstream::client::BoxError;
+
+    fn poll_frame(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<bytes::Bytes>, Self::Error>>> {
+        let this = self.get_mut();
+        let body = this
+            .body
+            .get_mut()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let frame = std::pin::Pin::new(body).poll_frame(cx).map_err(Into::into);
+        if let std::task::Poll::Ready(None) = frame {
+            this.ended = true;
+        }
+        frame
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.ended
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.hint
+    }
 }

@@ -42,6 +42,10 @@ pub enum BuildError {
 
 pub struct Built {
     pub gateway: Arc<Gateway>,
+    /// What the admin listener serves from beside the gateway.
+    pub admin: super::admin::AdminParts,
+    /// What the reloader watches: the policy's files and the TLS certificate.
+    pub sources: super::reload::Sources,
     pub tls: Arc<rustls::ServerConfig>,
     /// The development CA clients must trust, when the gateway generated its certificate.
     pub ca_file: Option<PathBuf>,
@@ -232,19 +236,12 @@ pub async fn build(config: Config) -> Result<Built, BuildError> {
     let gateway = Gateway {
         auth: Authenticator::new(config.identity, keys, groups),
         policy: arc_swap::ArcSwap::from_pointee(config.policy),
-        policy_source: config
-            .source_path
-            .map(|config_path| super::reload::PolicySource {
-                config_path,
-                credentials: credential_names,
-            }),
         upstream,
         tokens,
         http,
         binder,
         masker,
         recorder,
-        store,
         approvals,
         sessions: crate::audit::session::Sessions::new(config.audit.session_idle),
         audit: config.audit.clone(),
@@ -258,11 +255,19 @@ pub async fn build(config: Config) -> Result<Built, BuildError> {
             config.limits.burst_per_principal,
         ),
         limits: config.limits,
-        certificate,
-        console,
     };
     Ok(Built {
         gateway: Arc::new(gateway),
+        admin: super::admin::AdminParts { store, console },
+        sources: super::reload::Sources {
+            policy: config
+                .source_path
+                .map(|config_path| super::reload::PolicySource {
+                    config_path,
+                    credentials: credential_names,
+                }),
+            certificate,
+        },
         tls,
         ca_file,
         lock,

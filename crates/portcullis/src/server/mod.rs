@@ -1,13 +1,14 @@
 //! The listeners: the agent-facing HTTPS listener (HTTP/2 and HTTP/1.1) that runs the
-//! pipeline, and the admin listener (health now; approvals and the console later).
-//! `run` takes already-bound listeners and a shutdown signal, so tests bind port 0.
+//! pipeline on plain hyper, and the admin listener (the admin API and the console, on axum:
+//! `admin.rs`). `run` takes already-bound listeners and a shutdown signal, so tests bind
+//! port 0.
 
 pub mod admin;
-pub(crate) mod approvals_api;
 pub mod build;
 pub mod reload;
 pub mod tls;
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -18,6 +19,7 @@ use hyper_util::server::conn::auto;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio_rustls::TlsAcceptor;
+use tower::ServiceExt;
 
 use crate::pipeline::{Gateway, handle};
 
@@ -34,20 +36,30 @@ pub struct Listeners {
 
 /// Serves both listeners until `shutdown` turns true; then stops accepting, lets every
 /// connection finish what it has started (HTTP/2 GOAWAY, HTTP/1.1 close after the current
-/// answer) and closes those still busy after `grace`.
+/// answer) and closes those still busy after `grace`. `admin` is what the admin listener
+/// serves from beside the gateway.
 pub async fn run(
     listeners: Listeners,
     tls: Arc<rustls::ServerConfig>,
     gateway: Arc<Gateway>,
+    admin: admin::AdminParts,
     shutdown: watch::Receiver<bool>,
     grace: Duration,
 ) {
     let acceptor = TlsAcceptor::from(tls);
+    let (service, forget) = admin::service(gateway.clone(), admin);
+    let forgetting = forget.map(|f| admin::forget_idle(f, shutdown.clone()));
     let admin = tokio::spawn(serve(
         listeners.admin,
         acceptor.clone(),
         shutdown.clone(),
-        Arc::new(|gw: Arc<Gateway>, req| Box::pin(admin::handle(gw, req))),
+        Arc::new(move |_, peer, req| {
+            let service = service.clone();
+            Box::pin(async move {
+                let Ok(response) = service.oneshot((peer, req)).await;
+                response.map(|body| admin::SyncBody::new(body).boxed())
+            })
+        }),
         gateway.clone(),
         grace,
     ));
@@ -55,17 +67,22 @@ pub async fn run(
         listeners.gateway,
         acceptor,
         shutdown,
-        Arc::new(|gw: Arc<Gateway>, req| Box::pin(handle(gw, req))),
+        Arc::new(|gw: Arc<Gateway>, _, req| Box::pin(handle(gw, req))),
         gateway,
         grace,
     )
     .await;
     let _ = admin.await;
+    if let Some(f) = forgetting {
+        let _ = f.await;
+    }
 }
 
+/// A listener's answer to one request, from a client at a peer address.
 type Handler = Arc<
     dyn Fn(
             Arc<Gateway>,
+            SocketAddr,
             http::Request<hyper::body::Incoming>,
         ) -> std::pin::Pin<
             Box<
@@ -95,13 +112,13 @@ async fn serve(
             permit = slots.clone().acquire_owned() => {
                 let permit = permit.expect("the semaphore is never closed");
                 tokio::select! {
-                    accepted = listener.accept() => accepted.map(|(tcp, _)| (tcp, permit)),
+                    accepted = listener.accept() => accepted.map(|(tcp, peer)| (tcp, peer, permit)),
                     _ = shutdown.changed() => break,
                 }
             }
             _ = shutdown.changed() => break,
         };
-        let (tcp, permit) = match accepted {
+        let (tcp, peer, permit) = match accepted {
             Ok(x) => x,
             Err(e) => {
                 tracing::warn!(error = %e, "accept failed");
@@ -124,7 +141,7 @@ async fn serve(
             else {
                 return;
             };
-            serve_connection(stream, handler, gateway, conn_shutdown, &limits).await;
+            serve_connection(stream, peer, handler, gateway, conn_shutdown, &limits).await;
         });
     }
     drop(listener);
@@ -145,6 +162,7 @@ async fn serve(
 /// request in flight and no bytes moving for `idle_timeout`) or, gracefully, at shutdown.
 async fn serve_connection(
     stream: tokio_rustls::server::TlsStream<tokio::net::TcpStream>,
+    peer: SocketAddr,
     handler: Handler,
     gateway: Arc<Gateway>,
     mut shutdown: watch::Receiver<bool>,
@@ -157,7 +175,7 @@ async fn serve_connection(
         // a held request or a long download is not idle; pings and stray bytes are.
         let guard = in_flight.begin();
         let head = req.method() == http::Method::HEAD;
-        let fut = handler(gateway.clone(), req);
+        let fut = handler(gateway.clone(), peer, req);
         async move {
             let response = fut.await;
             Ok::<_, std::convert::Infallible>(response.map(|body| {

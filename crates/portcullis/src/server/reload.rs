@@ -13,6 +13,15 @@ use std::time::{Duration, SystemTime};
 use crate::config::policy::{check_file_with, files_of};
 use crate::pipeline::Gateway;
 
+/// What the reloader watches, beside the gateway whose policy it swaps.
+#[derive(Default)]
+pub struct Sources {
+    /// Where the policy is reloaded from (none for gateways built in code).
+    pub policy: Option<PolicySource>,
+    /// The configured TLS certificate, reloaded when renewed (none with the development CA).
+    pub certificate: Option<Arc<super::tls::Certificate>>,
+}
+
 /// Where the running policy came from.
 pub struct PolicySource {
     pub config_path: PathBuf,
@@ -21,8 +30,8 @@ pub struct PolicySource {
 }
 
 /// Loads the policy again; swaps it in if valid. Returns the number of rules.
-pub fn reload(gw: &Gateway) -> Result<usize, Vec<String>> {
-    let Some(source) = &gw.policy_source else {
+pub fn reload(gw: &Gateway, source: Option<&PolicySource>) -> Result<usize, Vec<String>> {
+    let Some(source) = source else {
         return Err(vec![
             "this gateway was not started from a configuration file".into(),
         ]);
@@ -61,15 +70,16 @@ fn fingerprint(files: &[PathBuf]) -> Vec<Option<(SystemTime, u64)>> {
 /// Watches the policy's files every `every`, and SIGHUP, until `shutdown`.
 pub fn spawn(
     gw: Arc<Gateway>,
+    sources: Sources,
     every: Duration,
     mut shutdown: tokio::sync::watch::Receiver<bool>,
 ) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
-        let source = gw.policy_source.as_ref();
+        let source = sources.policy.as_ref();
         let mut files = source.map_or_else(Vec::new, |s| files_of(&s.config_path));
         let mut seen = fingerprint(&files);
         // A renewed certificate (cert-manager, certbot) is picked up the same way.
-        let cert_files: Vec<PathBuf> = gw
+        let cert_files: Vec<PathBuf> = sources
             .certificate
             .as_ref()
             .map_or_else(Vec::new, |c| vec![c.cert.clone(), c.key.clone()]);
@@ -93,7 +103,7 @@ pub fn spawn(
                 _ = signalled => true,
                 _ = shutdown.changed() => return,
             };
-            if let Some(c) = &gw.certificate {
+            if let Some(c) = &sources.certificate {
                 let now = fingerprint(&cert_files);
                 if forced || now != cert_seen {
                     cert_seen = now;
@@ -115,7 +125,7 @@ pub fn spawn(
                 // Remember what is about to be loaded *before* loading it: a change made while
                 // the reload runs then differs at the next tick instead of being missed.
                 seen = now;
-                let _ = reload(&gw);
+                let _ = reload(&gw, Some(source));
                 // The include chain may have changed with the files; a longer or shorter list
                 // differs from `seen` and is loaded again at the next tick.
                 files = files_of(&source.config_path);

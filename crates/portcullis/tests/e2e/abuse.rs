@@ -1531,3 +1531,66 @@ async fn two_hosts_for_one_request_are_refused() {
     let r = exchange(&env, req.as_bytes()).await.expect("an answer");
     assert_eq!(r.status, 200, "{}", r.text());
 }
+
+// === 8. the admin listener's per-client rate limit ===
+
+/// A client of the admin listener connecting from `from`, trusting the gateway's CA.
+fn admin_client_from(env: &Env, from: std::net::IpAddr) -> reqwest::Client {
+    let pem = std::fs::read(env.gw.ca_file.clone().unwrap()).unwrap();
+    reqwest::Client::builder()
+        .tls_built_in_root_certs(false)
+        .add_root_certificate(reqwest::Certificate::from_pem(&pem).unwrap())
+        .local_address(from)
+        .timeout(Duration::from_secs(30))
+        .build()
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flood_from_one_client_of_the_admin_listener_is_refused_429_and_others_are_not() {
+    // The default limits (`limits.admin_rate_per_client` 50/s, burst 200).
+    let env = Env::with(Setup::default()).await;
+    let url = format!("https://{}/healthz", env.gw.admin_addr);
+    let flooder = admin_client_from(&env, "127.0.0.1".parse().unwrap());
+    // Waves of concurrent requests over real sockets until one is refused (a slow machine
+    // refilling the bucket between waves changes nothing but how many it takes).
+    let started = Instant::now();
+    let mut sent = 0;
+    let refused = 'flood: loop {
+        let mut wave = tokio::task::JoinSet::new();
+        for _ in 0..50 {
+            let (c, u) = (flooder.clone(), url.clone());
+            wave.spawn(async move { c.get(u).send().await.unwrap() });
+        }
+        sent += 50;
+        while let Some(r) = wave.join_next().await {
+            let r = r.unwrap();
+            if r.status() == StatusCode::TOO_MANY_REQUESTS {
+                break 'flood r;
+            }
+            assert_eq!(r.status(), StatusCode::OK);
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "{sent} requests in a minute, none refused"
+        );
+    };
+    assert!(sent > 200, "the burst of 200 passes: {sent}");
+    let retry: u64 = refused.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(retry >= 1, "{retry}");
+    let b: Value = refused.json().await.unwrap();
+    assert_eq!(b["error"]["code"], "TooManyRequests", "ARM's shape: {b}");
+
+    // Another client (another loopback address) at the same moment is served.
+    let other = admin_client_from(&env, "127.0.0.2".parse().unwrap());
+    let r = other.get(&url).send().await.unwrap();
+    assert_eq!(
+        r.status(),
+        StatusCode::OK,
+        "another client is not throttled"
+    );
+}

@@ -23,8 +23,9 @@ fn rss_kib(pid: u32) -> u64 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_thousand_held_requests_all_complete_once_approved_in_bounded_memory() {
     let (sim, dir) = prepare(Setup {
-        // One agent sends them all at once: no per-principal rate limit here.
-        extra: "approvals:\n  hold: 300s\n  max_held: 5000\n  max_pending_per_principal: 0\nlimits:\n  rate_per_principal: 0\n",
+        // One agent sends them all at once, and one approver client approves them all: no
+        // per-principal rate limit here, nor a per-client one on the admin listener.
+        extra: "approvals:\n  hold: 300s\n  max_held: 5000\n  max_pending_per_principal: 0\nlimits:\n  rate_per_principal: 0\n  admin_rate_per_client: 0\n",
         ..Setup::default()
     })
     .await;
