@@ -127,6 +127,9 @@ upstream:
       client_secret: {{file: elevated.secret}}
 policy:
   include: policy.yaml
+# One agent drives every client: its per-principal rate limit would measure itself.
+limits:
+  rate_per_principal: 0
 "#,
         sim = sim.url(),
         tenant = sim.tenant_id(),
