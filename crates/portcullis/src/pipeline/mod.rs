@@ -157,7 +157,7 @@ async fn phases<B: RequestBody>(
         Held::Cleared(cleared) => cleared,
         Held::Answered(response) => return Ok(response),
     };
-    let (out, record) = send::prepare(gw, &ex, parts, cleared, trail);
+    let (out, record) = send::prepare(gw, ex, parts, cleared, trail);
     send::send(gw, &principal, out, record, trail.started)
         .await
         .map_err(send::Failure::into_error)

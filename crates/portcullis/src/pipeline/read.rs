@@ -35,8 +35,7 @@ pub(super) fn route<B>(
     let routed = match routed {
         Ok(r) => r,
         Err(e) => {
-            // Recorded too, in a session of its own (nobody is authenticated yet).
-            trail.ids.session = gw.sessions.of(req.headers(), None, trail.started);
+            trail.unroutable(gw, req);
             return Err(e);
         }
     };

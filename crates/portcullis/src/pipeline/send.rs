@@ -85,7 +85,7 @@ pub(super) async fn send(
 /// A cleared request as it goes out, and the record that goes before it.
 pub(super) fn prepare(
     gw: &Gateway,
-    ex: &Exchange,
+    ex: Exchange,
     parts: http::request::Parts,
     cleared: Box<Cleared>,
     trail: &Trail,
@@ -119,12 +119,12 @@ pub(super) fn prepare(
     let body = Limited::new(judged.body.forward, judged.body.cap).boxed();
     let out = Outbound {
         ids: trail.ids.clone(),
-        service: ex.routed.service.clone(),
+        service: ex.routed.service,
         method: parts.method,
-        path: ex.routed.path.clone(),
-        upstream_path: ex.routed.upstream_path.clone(),
-        query: ex.query.clone(),
-        gateway_base: ex.routed.gateway_base.clone(),
+        path: ex.routed.path,
+        upstream_path: ex.routed.upstream_path,
+        query: ex.query,
+        gateway_base: ex.routed.gateway_base,
         headers: parts.headers,
         body,
         credential,

@@ -64,8 +64,9 @@ impl Trail {
             },
             started: Instant::now(),
             method: req.method().clone(),
-            url: req.uri().to_string(),
-            path: req.uri().path().to_owned(),
+            // Set when the request is routed (or found unroutable, as sent).
+            url: String::new(),
+            path: String::new(),
             headers: record::audit_headers(req.headers()),
             service: Service::Arm,
             vault_audience: None,
@@ -75,6 +76,14 @@ impl Trail {
             decided: "none",
             inner: Vec::new(),
         }
+    }
+
+    /// The request cannot be routed: its records name it as sent.
+    pub fn unroutable<B>(&mut self, gw: &Gateway, req: &Request<B>) {
+        self.url = req.uri().to_string();
+        self.path = req.uri().path().to_owned();
+        // In a session of its own: nobody is authenticated yet.
+        self.ids.session = gw.sessions.of(req.headers(), None, self.started);
     }
 
     /// The request is routed: its records name the path and query forwarded.
