@@ -46,6 +46,7 @@ fn hotpath(c: &mut Criterion) {
     g.bench_function("metrics: one request counted", |b| {
         b.iter(|| {
             METRICS.request(
+                "allowed",
                 "allow",
                 Some("Microsoft.Compute/virtualMachines/read"),
                 200,

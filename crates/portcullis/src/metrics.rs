@@ -30,6 +30,15 @@ pub struct RequestLabels {
     pub status: u16,
 }
 
+/// What became of a request: `allowed` (forwarded), `allowed_after_approval` (forwarded
+/// once an approval let it through), `held` (held for approval and let go undecided: a
+/// long-running operation's `202`, `ApprovalPending`, `GatewayShuttingDown`; nothing sent)
+/// or `refused`. The same outcomes sessions count (audit/record.rs, `Outcome`).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OutcomeLabels {
+    pub outcome: &'static str,
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct DecisionLabels {
     pub decision: &'static str,
@@ -43,6 +52,7 @@ pub struct KindLabels {
 pub struct Metrics {
     registry: Registry,
     pub requests: Family<RequestLabels, Counter>,
+    pub outcomes: Family<OutcomeLabels, Counter>,
     pub request_seconds: Family<DecisionLabels, Histogram>,
     pub upstream_seconds: Histogram,
     pub held: Gauge,
@@ -74,6 +84,7 @@ impl Metrics {
         let mut registry = Registry::with_prefix("portcullis");
         let m = Metrics {
             requests: Family::default(),
+            outcomes: Family::default(),
             request_seconds: Family::new_with_constructor(latency_buckets),
             upstream_seconds: latency_buckets(),
             held: Gauge::default(),
@@ -100,6 +111,11 @@ impl Metrics {
             "requests",
             "Requests answered, by policy decision, Azure action and status",
             m.requests.clone(),
+        );
+        registry.register(
+            "request_outcomes",
+            "Requests answered, by outcome: allowed, allowed_after_approval, held (nothing sent; the approval pending) or refused",
+            m.outcomes.clone(),
         );
         registry.register(
             "request_duration_seconds",
@@ -177,6 +193,7 @@ impl Metrics {
     /// Counts one answered request.
     pub fn request(
         &self,
+        outcome: &'static str,
         decision: &'static str,
         action: Option<&str>,
         status: u16,
@@ -203,6 +220,9 @@ impl Metrics {
                 action,
                 status,
             })
+            .inc();
+        self.outcomes
+            .get_or_create(&OutcomeLabels { outcome })
             .inc();
         self.request_seconds
             .get_or_create(&DecisionLabels { decision })
@@ -255,13 +275,14 @@ mod tests {
         let m = Metrics::new();
         for i in 0..MAX_ACTIONS + 10 {
             m.request(
+                "allowed",
                 "allow",
                 Some(&format!("Microsoft.X/t{i}/read")),
                 200,
                 Duration::from_millis(1),
             );
         }
-        m.request("deny", None, 401, Duration::from_millis(1));
+        m.request("refused", "deny", None, 401, Duration::from_millis(1));
         let text = m.render();
         assert!(
             text.contains(
@@ -275,5 +296,10 @@ mod tests {
             )
         );
         assert!(text.contains("portcullis_request_duration_seconds_bucket"));
+        assert!(
+            text.contains(r#"portcullis_request_outcomes_total{outcome="allowed"} 522"#),
+            "{text}"
+        );
+        assert!(text.contains(r#"portcullis_request_outcomes_total{outcome="refused"} 1"#));
     }
 }

@@ -55,6 +55,19 @@ pub struct Approvals {
     /// True once shutdown began: held requests are let go with a retryable answer (their
     /// approvals stay in the store for the retry, on any replica).
     draining: watch::Sender<bool>,
+    /// Held requests let go because of shutdown, undecided: answered `202` with a status
+    /// URL, and answered `503 GatewayShuttingDown`. Counted by the pipeline as it answers
+    /// them, read once by `serve` for its last line.
+    let_go: [std::sync::atomic::AtomicU64; 2],
+}
+
+/// What became of the requests held when shutdown began ([`Approvals::let_go`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LetGo {
+    /// Answered `202` with a status URL (a long-running operation): the client polls on.
+    pub accepted: u64,
+    /// Answered `503 GatewayShuttingDown` with `Retry-After`: the client retries.
+    pub unavailable: u64,
 }
 
 /// A held request that may now go to Azure.
@@ -121,12 +134,32 @@ impl Approvals {
             feed,
             origin: uuid::Uuid::new_v4().simple().to_string(),
             draining: watch::Sender::new(false),
+            let_go: Default::default(),
         })
     }
 
-    /// Shutdown has begun: every held request answers now, retryably.
-    pub fn drain(&self) {
+    /// Shutdown has begun: every held request answers now, retryably. Returns how many were
+    /// held open at that moment.
+    pub fn drain(&self) -> usize {
         self.draining.send_replace(true);
+        self.config
+            .max_held
+            .saturating_sub(self.held.available_permits())
+    }
+
+    /// Counts a held request let go undecided because of shutdown (`accepted`: as a
+    /// long-running operation's `202`; otherwise `503 GatewayShuttingDown`).
+    pub fn let_go_at_shutdown(&self, accepted: bool) {
+        self.let_go[usize::from(!accepted)].fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// The held requests let go so far because of shutdown.
+    pub fn let_go(&self) -> LetGo {
+        let n = |i: usize| self.let_go[i].load(std::sync::atomic::Ordering::Relaxed);
+        LetGo {
+            accepted: n(0),
+            unavailable: n(1),
+        }
     }
 
     pub fn is_draining(&self) -> bool {

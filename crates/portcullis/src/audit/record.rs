@@ -15,8 +15,14 @@ pub enum Phase {
     Request,
     /// Azure's answer, as the agent got it (masked): committed before the answer completes.
     Response,
-    /// Refused by the gateway (unauthenticated, malformed, denied, held).
+    /// Refused by the gateway (unauthenticated, malformed, denied, an approval denied or
+    /// expired).
     Refused,
+    /// Held for approval and not decided within the hold: answered `202` with a status URL
+    /// (a long-running operation) or refused `ApprovalPending` / `GatewayShuttingDown`.
+    /// Nothing was sent to Azure, and the approval stays pending. Records written before
+    /// this phase existed say `refused` (see [`AuditRecord::outcome`]).
+    Held,
     /// Something happened to an approval: created, a vote, approved, denied, expired, used.
     Approval,
 }
@@ -65,6 +71,104 @@ pub struct AuditRecord {
     /// A batch's inner requests, each named and judged as if sent alone.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub inner: Vec<crate::azure::batch::InnerSummary>,
+}
+
+/// What became of a request, as sessions, replay and the console count it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// Forwarded to Azure; `after_approval` when an approval let it through.
+    Allowed { after_approval: bool },
+    /// Held for approval, not (yet) decided.
+    Held,
+    /// Refused by the gateway.
+    Refused,
+}
+
+/// How the gateway's messages began for a held request before [`Phase::Held`] existed
+/// (`ApprovalPending`, `GatewayShuttingDown`; pipeline/error.rs prefixes `Portcullis: `).
+/// The store's session summary matches the same texts (audit/store.rs, `HELD`).
+pub const LEGACY_HELD_REASONS: [&str; 2] = [
+    "Portcullis: This request waits for approval",
+    "Portcullis: This gateway is shutting down.",
+];
+
+impl AuditRecord {
+    /// What this record says became of its request: `None` for answers and approval
+    /// events. Records are hashed as written, so records from before [`Phase::Held`] are
+    /// read here: a refusal decided `approve` that was answered `201`/`202` as a
+    /// long-running operation, or with the `ApprovalPending`/`GatewayShuttingDown` text,
+    /// was a held request.
+    pub fn outcome(&self) -> Option<Outcome> {
+        match self.phase {
+            Phase::Request => Some(Outcome::Allowed {
+                after_approval: self.decision.as_deref() == Some("approve"),
+            }),
+            Phase::Held => Some(Outcome::Held),
+            Phase::Refused if self.legacy_held() => Some(Outcome::Held),
+            Phase::Refused => Some(Outcome::Refused),
+            Phase::Response | Phase::Approval => None,
+        }
+    }
+
+    fn legacy_held(&self) -> bool {
+        self.decision.as_deref() == Some("approve")
+            && (matches!(self.status, Some(201 | 202))
+                || self.reason.as_deref().is_some_and(|r| {
+                    LEGACY_HELD_REASONS
+                        .iter()
+                        .any(|p| r.get(..p.len()).is_some_and(|h| h.eq_ignore_ascii_case(p)))
+                }))
+    }
+}
+
+/// A session's requests counted by outcome. A request held, retried and then let through
+/// is one request, allowed after approval: held records count once per approval, and not
+/// at all once a request under that approval was forwarded in the session.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct Tally {
+    pub requests: i64,
+    pub allowed: i64,
+    /// Approvals (distinct) that let a forwarded request through.
+    pub after_approval: i64,
+    pub held: i64,
+    pub refused: i64,
+}
+
+impl Tally {
+    pub fn of<'a>(records: impl IntoIterator<Item = &'a AuditRecord>) -> Tally {
+        use std::collections::BTreeSet;
+        let mut t = Tally::default();
+        let (mut held, mut forwarded) = (BTreeSet::new(), BTreeSet::new());
+        for r in records {
+            match r.outcome() {
+                Some(Outcome::Allowed { after_approval }) => {
+                    t.allowed += 1;
+                    if after_approval && let Some(a) = &r.approval {
+                        forwarded.insert(a.as_str());
+                    }
+                }
+                Some(Outcome::Held) => {
+                    if let Some(a) = &r.approval {
+                        held.insert(a.as_str());
+                    }
+                }
+                Some(Outcome::Refused) => t.refused += 1,
+                None => {}
+            }
+        }
+        t.after_approval = forwarded.len() as i64;
+        t.held = held.difference(&forwarded).count() as i64;
+        t.requests = t.allowed + t.held + t.refused;
+        t
+    }
+
+    /// `N requests: A allowed (B after approval), H held, R refused`.
+    pub fn line(&self) -> String {
+        format!(
+            "{} requests: {} allowed ({} after approval), {} held, {} refused",
+            self.requests, self.allowed, self.after_approval, self.held, self.refused
+        )
+    }
 }
 
 impl AuditRecord {

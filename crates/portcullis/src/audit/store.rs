@@ -324,9 +324,18 @@ pub struct SessionSummary {
     pub principal: Option<String>,
     pub started: String,
     pub last: String,
-    /// Requests (forwarded or refused), not counting answer records.
+    /// What the agent asked for: `allowed + held + refused` (answers and approval events
+    /// are not requests; a request held, retried and let through counts once, as allowed).
     pub requests: i64,
+    /// Forwarded to Azure.
+    pub allowed: i64,
+    /// Of those, let through by an approval (distinct approvals).
+    pub after_approval: i64,
+    /// Held for approval and not forwarded in this session (distinct approvals).
+    pub held: i64,
+    /// Refused by the gateway (held requests are not refusals).
     pub refused: i64,
+    /// Of those, denied by policy.
     pub denied: i64,
 }
 
@@ -336,7 +345,8 @@ pub struct SessionFilter {
     pub principal: Option<String>,
     /// Sessions with a request at or after this time (RFC 3339).
     pub since: Option<String>,
-    /// `allow`, `deny`, `approve`, or `refused` (anything the gateway refused).
+    /// `allow`, `deny`, `approve` (decided so), `held` (a request still held) or `refused`
+    /// (anything the gateway refused).
     pub decision: Option<String>,
     /// Only the newest this many, newest first (default: all, oldest first).
     pub newest: Option<i64>,
@@ -676,25 +686,61 @@ impl Store {
         Ok(Some(mark))
     }
 
-    /// Sessions, oldest first.
+    /// Sessions, oldest first, their requests counted as [`Tally::of`] counts a timeline
+    /// (the same rules in SQL; a test holds them together).
+    ///
+    /// [`Tally::of`]: super::record::Tally::of
     pub async fn sessions(&self, f: &SessionFilter) -> Result<Vec<SessionSummary>, StoreError> {
         let order = match f.newest {
             Some(n) => format!("ORDER BY MIN(time) DESC LIMIT {}", n.max(1)),
             None => "ORDER BY MIN(time)".to_owned(),
         };
+        // Fields no generated column holds, read only for the few records that need them.
+        let field = |name: &str| match self.db {
+            Db::Sqlite(_) => format!("json_extract(record, '$.{name}')"),
+            Db::Postgres(_) => format!("((record::jsonb) ->> '{name}')"),
+        };
+        let (status, reason, approval) = (field("status"), field("reason"), field("approval"));
+        let [pending, shutting] = super::record::LEGACY_HELD_REASONS;
+        // 1 for a held record: phase `held`, or a refusal from before that phase that
+        // `AuditRecord::outcome` reads as held.
+        let held = format!(
+            "CASE WHEN phase = 'held' THEN 1 \
+                  WHEN phase = 'refused' AND decision = 'approve' \
+                   AND (CAST({status} AS TEXT) IN ('201', '202') \
+                        OR substr({reason}, 1, {}) = '{pending}' \
+                        OR substr({reason}, 1, {}) = '{shutting}') THEN 1 \
+                  ELSE 0 END",
+            pending.len(),
+            shutting.len()
+        );
+        let forwarded = format!(
+            "COUNT(DISTINCT CASE WHEN phase = 'request' AND decision = 'approve' THEN {approval} END)"
+        );
+        // Held approvals not forwarded later in the session: |held ∪ forwarded| - |forwarded|.
+        let still_held = format!(
+            "(COUNT(DISTINCT CASE WHEN ({held}) = 1 OR (phase = 'request' AND decision = 'approve') \
+                                  THEN {approval} END) - {forwarded})"
+        );
+        let refused = format!("SUM(CASE WHEN phase = 'refused' THEN 1 - ({held}) ELSE 0 END)");
         Ok(on!(self, pool => {
             sqlx::query(&format!(
                 "SELECT session, MIN(time), MAX(time), \
-                        CAST(SUM(CASE WHEN phase IN ('request', 'refused') THEN 1 ELSE 0 END) AS BIGINT), \
-                        CAST(SUM(CASE WHEN phase = 'refused' THEN 1 ELSE 0 END) AS BIGINT), \
+                        CAST(SUM(CASE WHEN phase = 'request' THEN 1 ELSE 0 END) AS BIGINT), \
+                        CAST({forwarded} AS BIGINT), \
+                        CAST({still_held} AS BIGINT), \
+                        CAST({refused} AS BIGINT), \
                         CAST(SUM(CASE WHEN phase = 'refused' AND decision = 'deny' THEN 1 ELSE 0 END) AS BIGINT), \
                         MAX(principal) \
                  FROM audit_records \
                  GROUP BY session \
                  HAVING (CAST($1 AS TEXT) IS NULL OR MAX(time) >= $1) \
                     AND (CAST($2 AS TEXT) IS NULL OR SUM(CASE WHEN principal = $2 THEN 1 ELSE 0 END) > 0) \
-                    AND (CAST($3 AS TEXT) IS NULL OR SUM(CASE WHEN decision = $3 \
-                         OR ($3 = 'refused' AND phase = 'refused') THEN 1 ELSE 0 END) > 0) \
+                    AND (CAST($3 AS TEXT) IS NULL \
+                         OR ($3 = 'held' AND {still_held} > 0) \
+                         OR ($3 = 'refused' AND {refused} > 0) \
+                         OR ($3 NOT IN ('held', 'refused') \
+                             AND SUM(CASE WHEN decision = $3 THEN 1 ELSE 0 END) > 0)) \
                  {order}"
             ))
             .bind(&f.since)
@@ -703,14 +749,20 @@ impl Store {
             .fetch_all(pool)
             .await?
             .iter()
-            .map(|r| SessionSummary {
-                id: r.col(0),
-                started: r.col(1),
-                last: r.col(2),
-                requests: r.col(3),
-                refused: r.col(4),
-                denied: r.col(5),
-                principal: r.col(6),
+            .map(|r| {
+                let (allowed, held, refused): (i64, i64, i64) = (r.col(3), r.col(5), r.col(6));
+                SessionSummary {
+                    id: r.col(0),
+                    started: r.col(1),
+                    last: r.col(2),
+                    requests: allowed + held + refused,
+                    allowed,
+                    after_approval: r.col(4),
+                    held,
+                    refused,
+                    denied: r.col(7),
+                    principal: r.col(8),
+                }
             })
             .collect()
         }))

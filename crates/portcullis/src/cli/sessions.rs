@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use anyhow::bail;
 
-use crate::audit::record::Phase;
+use crate::audit::record::{Outcome, Phase, Tally};
 use crate::audit::store::{FoundSession, SessionFilter};
 
 #[derive(clap::Args)]
@@ -33,12 +33,15 @@ enum SessionsCommand {
         /// Only sessions active since: RFC 3339, a date, or an age (`24h`).
         #[arg(long)]
         since: Option<String>,
-        /// Only sessions with a request decided so (allow, deny, approve) or refused.
-        #[arg(long)]
+        /// Only sessions with a request decided so (allow, deny, approve), still held for
+        /// approval (held) or refused by the gateway (refused).
+        #[arg(long, value_parser = ["allow", "deny", "approve", "held", "refused"])]
         decision: Option<String>,
     },
     /// One session's timeline.
     Replay {
+        /// The session: its id as `sessions list` shows it, or the name the agent gave it
+        /// (`x-portcullis-session`).
         id: String,
         /// Show the (masked) request and answer bodies too.
         #[arg(long)]
@@ -64,16 +67,18 @@ pub async fn run(args: SessionsArgs) -> anyhow::Result<()> {
                 newest: None,
             };
             println!(
-                "{:<44} {:<38} {:<27} {:>8} {:>8}",
-                "SESSION", "PRINCIPAL", "STARTED", "REQUESTS", "REFUSED"
+                "{:<44} {:<38} {:<27} {:>8} {:>7} {:>4} {:>7}",
+                "SESSION", "PRINCIPAL", "STARTED", "REQUESTS", "ALLOWED", "HELD", "REFUSED"
             );
             for s in store.sessions(&filter).await? {
                 println!(
-                    "{:<44} {:<38} {:<27} {:>8} {:>8}",
+                    "{:<44} {:<38} {:<27} {:>8} {:>7} {:>4} {:>7}",
                     s.id,
                     s.principal.as_deref().unwrap_or("-"),
                     s.started,
                     s.requests,
+                    s.allowed,
+                    s.held,
                     s.refused
                 );
             }
@@ -87,13 +92,15 @@ pub async fn run(args: SessionsArgs) -> anyhow::Result<()> {
                 ),
                 FoundSession::None => bail!("no session '{id}'"),
             };
+            let tally = Tally::of(timeline.iter().map(|l| &l.record));
             for l in timeline {
                 let r = &l.record;
-                let phase = match r.phase {
-                    Phase::Request => "→ sent",
-                    Phase::Response => "← answer",
-                    Phase::Refused => "✗ refused",
-                    Phase::Approval => "◆ approval",
+                let phase = match (r.phase, r.outcome()) {
+                    (_, Some(Outcome::Held)) => "⏸ held",
+                    (Phase::Request, _) => "→ sent",
+                    (Phase::Response, _) => "← answer",
+                    (Phase::Refused | Phase::Held, _) => "✗ refused",
+                    (Phase::Approval, _) => "◆ approval",
                 };
                 let upstream = r
                     .upstream_ms
@@ -108,7 +115,7 @@ pub async fn run(args: SessionsArgs) -> anyhow::Result<()> {
                     r.status.map_or("-".to_owned(), |s| s.to_string()),
                     r.latency_ms.map_or(String::new(), |ms| format!("{ms} ms")),
                 );
-                if matches!(r.phase, Phase::Refused | Phase::Approval)
+                if matches!(r.phase, Phase::Refused | Phase::Held | Phase::Approval)
                     && let Some(reason) = &r.reason
                 {
                     println!("      reason: {reason}");
@@ -123,6 +130,7 @@ pub async fn run(args: SessionsArgs) -> anyhow::Result<()> {
                     println!("      body{cut}: {body}");
                 }
             }
+            println!("{}", tally.line());
         }
     }
     Ok(())

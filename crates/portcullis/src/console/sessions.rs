@@ -9,9 +9,12 @@ use http::{StatusCode, Uri};
 use super::pages::{Chrome, arg, error_page, forbidden, render, unavailable, when};
 use super::{ConsoleState, Signed, Viewer, segment, unsegment};
 use crate::admin::AdminState;
-use crate::audit::record::Phase;
+use crate::audit::record::{Outcome, Phase};
 use crate::audit::store::SessionFilter;
 use crate::azure::words::in_words;
+
+/// What the decision filter offers (audit/store.rs, `SessionFilter::decision`).
+const DECISIONS: [&str; 5] = ["allow", "deny", "approve", "held", "refused"];
 
 /// The most sessions the sessions page lists (newest first; filters narrow it).
 const SESSIONS_SHOWN: i64 = 200;
@@ -70,6 +73,9 @@ struct SessionRow {
     started: String,
     last: String,
     requests: i64,
+    allowed: i64,
+    /// Held for approval and not forwarded (yet): not refusals.
+    held: i64,
     refused: i64,
     denied: i64,
 }
@@ -103,10 +109,10 @@ async fn sessions_page(
         }
     };
     if let Some(d) = &decision
-        && !["allow", "deny", "approve", "refused"].contains(&d.as_str())
+        && !DECISIONS.contains(&d.as_str())
     {
         error = Some(format!(
-            "decision '{d}' is not allow, deny, approve or refused"
+            "decision '{d}' is not allow, deny, approve, held or refused"
         ));
     }
     let rows = if error.is_some() {
@@ -131,6 +137,8 @@ async fn sessions_page(
                     started: when(&s.started),
                     last: when(&s.last),
                     requests: s.requests,
+                    allowed: s.allowed,
+                    held: s.held,
                     refused: s.refused,
                     denied: s.denied,
                 })
@@ -148,7 +156,7 @@ async fn sessions_page(
             chrome: Chrome::of(v, "sessions"),
             principal: principal.unwrap_or_default(),
             since: since.unwrap_or_default(),
-            decisions: ["allow", "deny", "approve", "refused"]
+            decisions: DECISIONS
                 .into_iter()
                 .map(|d| (d, decision.as_deref() == Some(d)))
                 .collect(),
@@ -221,17 +229,19 @@ async fn session_page(admin: &AdminState, v: &Viewer, id: &str, step: Option<usi
             Step {
                 n,
                 time: when(&r.time),
-                phase: match r.phase {
-                    Phase::Request => "sent to Azure",
-                    Phase::Response => "answer",
-                    Phase::Refused => "refused",
-                    Phase::Approval => "approval",
+                phase: match (r.phase, r.outcome()) {
+                    (_, Some(Outcome::Held)) => "held for approval",
+                    (Phase::Request, _) => "sent to Azure",
+                    (Phase::Response, _) => "answer",
+                    (Phase::Refused | Phase::Held, _) => "refused",
+                    (Phase::Approval, _) => "approval",
                 },
-                phase_class: match r.phase {
-                    Phase::Request => "sent",
-                    Phase::Response => "answer",
-                    Phase::Refused => "refused",
-                    Phase::Approval => "approval",
+                phase_class: match (r.phase, r.outcome()) {
+                    (_, Some(Outcome::Held)) => "held",
+                    (Phase::Request, _) => "sent",
+                    (Phase::Response, _) => "answer",
+                    (Phase::Refused | Phase::Held, _) => "refused",
+                    (Phase::Approval, _) => "approval",
                 },
                 method: r.method.clone(),
                 url: r.url.clone(),

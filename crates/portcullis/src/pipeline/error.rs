@@ -107,6 +107,12 @@ impl GatewayError {
         }
     }
 
+    /// A request held for approval and let go undecided (the approval stays pending): its
+    /// record is [`Phase::Held`](crate::audit::record::Phase::Held), not a refusal.
+    pub fn held(&self) -> bool {
+        matches!(self, GatewayError::Approval(r) if matches!(r.code, "ApprovalPending" | "GatewayShuttingDown"))
+    }
+
     pub fn status(&self) -> StatusCode {
         match self {
             GatewayError::Unauthenticated { .. } => StatusCode::UNAUTHORIZED,

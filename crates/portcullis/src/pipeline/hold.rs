@@ -48,7 +48,7 @@ pub(super) async fn hold(
     principal: &Principal,
     mut judged: Judged,
     parts: &Parts,
-    trail: &Trail,
+    trail: &mut Trail,
 ) -> Result<Held, GatewayError> {
     if judged.decision.effect != Effect::Approve {
         let credential = judged.decision.credential.clone();
@@ -99,9 +99,12 @@ pub(super) async fn hold(
                 body: &bytes,
                 unmask: &judged.decision.unmask,
             };
-            return operations::accepted(gw, ex, principal, pending, trail)
-                .await
-                .map(Held::Answered);
+            let answered = operations::accepted(gw, ex, principal, pending, trail).await?;
+            trail.held = true;
+            if r.code == "GatewayShuttingDown" {
+                gw.approvals.let_go_at_shutdown(true);
+            }
+            return Ok(Held::Answered(answered));
         }
         (Err(e), _) => return Err(e.into()),
     };

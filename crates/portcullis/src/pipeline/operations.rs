@@ -89,7 +89,7 @@ pub(super) async fn accepted(
     let (tenant, oid) = (&principal.tenant_id, &principal.object_id);
     let status_url = approval_url(gw, base, tenant, oid, &a.id, PollKind::Status);
     let result_url = approval_url(gw, base, tenant, oid, &a.id, PollKind::Result);
-    let mut record = trail.record(Phase::Refused);
+    let mut record = trail.record(Phase::Held);
     record.scope = Some(crate::policy::scope_display(p.operation));
     record.decision = Some("approve".into());
     record.rule = a.rule.clone();

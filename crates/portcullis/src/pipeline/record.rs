@@ -98,8 +98,9 @@ pub(super) async fn commit_answer(gw: &Gateway, record: AuditRecord) -> Result<(
     commit(gw, record).await.map(drop)
 }
 
-/// Records a refusal: the record as far as it got, with the error; a record that cannot be
-/// written is logged (the refusal stands either way).
+/// Records a refusal (or a request let go still held, [`GatewayError::held`]): the record as
+/// far as it got, with the error; a record that cannot be written is logged (the refusal
+/// stands either way).
 pub(super) async fn refused(
     gw: &Gateway,
     mut record: AuditRecord,
@@ -107,7 +108,11 @@ pub(super) async fn refused(
     service: &Service,
     started: Instant,
 ) {
-    record.phase = Phase::Refused;
+    record.phase = if e.held() {
+        Phase::Held
+    } else {
+        Phase::Refused
+    };
     record.status = Some(e.status().as_u16());
     record.reason = Some(e.message(service));
     record.latency_ms = Some(started.elapsed().as_millis() as u64);

@@ -45,6 +45,8 @@ pub(super) struct Trail {
     pub decided: &'static str,
     /// A batch's or deployment's inner requests as judged.
     pub inner: Vec<InnerSummary>,
+    /// Answered while held for approval (a long-running operation's `202`), not forwarded.
+    pub held: bool,
 }
 
 impl Trail {
@@ -75,6 +77,7 @@ impl Trail {
             scope: None,
             decided: "none",
             inner: Vec::new(),
+            held: false,
         }
     }
 
@@ -122,6 +125,13 @@ impl Trail {
         gw: &Gateway,
         outcome: Result<Response<Body>, GatewayError>,
     ) -> Response<Body> {
+        let outcome_label = match &outcome {
+            Ok(_) if self.held => "held",
+            Ok(_) if self.decided == "approve" => "allowed_after_approval",
+            Ok(_) => "allowed",
+            Err(e) if e.held() => "held",
+            Err(_) => "refused",
+        };
         let response = match outcome {
             Ok(r) => r,
             Err(e) => {
@@ -144,6 +154,9 @@ impl Trail {
                         record.rule = decision.rule.clone();
                     }
                     GatewayError::Approval(r) => {
+                        if r.code == "GatewayShuttingDown" {
+                            gw.approvals.let_go_at_shutdown(false);
+                        }
                         self.decided = "approve";
                         record.decision = Some("approve".to_owned());
                         record.rule = r.approval.rule.clone();
@@ -165,6 +178,7 @@ impl Trail {
             }
         };
         crate::metrics::METRICS.request(
+            outcome_label,
             self.decided,
             self.action.as_deref(),
             response.status().as_u16(),

@@ -403,3 +403,141 @@ async fn approvals_are_decided_and_consumed_once_on_both_backends() {
         );
     }
 }
+
+/// A held request is its own outcome, counted alike by the store's summary (SQL, both
+/// backends) and by a timeline's [`Tally`]: held records count once per approval, and not
+/// at all once that approval let a request through; records written before `Phase::Held`
+/// existed (refused, decided `approve`, answered 202 or `ApprovalPending`) count as held.
+#[tokio::test]
+async fn held_requests_count_as_held_not_refused_on_both_backends() {
+    use portcullis::audit::record::Tally;
+    let held = |i: usize, session: &str, approval: &str| {
+        let mut r = record(i, session, Phase::Held);
+        r.decision = Some("approve".into());
+        r.approval = Some(approval.into());
+        r.status = Some(202);
+        r
+    };
+    // As gateways before `Phase::Held` wrote them.
+    let legacy = |i: usize, session: &str, approval: &str, status: u16, reason: &str| {
+        let mut r = record(i, session, Phase::Refused);
+        r.decision = Some("approve".into());
+        r.approval = Some(approval.into());
+        r.status = Some(status);
+        r.reason = Some(reason.into());
+        r
+    };
+    let forwarded = |i: usize, session: &str, approval: &str| {
+        let mut r = record(i, session, Phase::Request);
+        r.decision = Some("approve".into());
+        r.approval = Some(approval.into());
+        r
+    };
+    let pending = "Portcullis: This request waits for approval a-3 (1 more approval(s) needed from group:ops; it expires at 2026-12-05T18:00:00Z). Nothing was sent to Azure.";
+    let records = vec![
+        // s-approved: held (202), polled on, forwarded by the poll, and its status polled.
+        held(1, "s-approved", "a-1"),
+        forwarded(2, "s-approved", "a-1"),
+        forwarded(3, "s-approved", "a-1"),
+        record(4, "s-approved", Phase::Request), // allow
+        // s-waiting: held three times for one approval (hold style, retried), never decided.
+        legacy(5, "s-waiting", "a-3", 403, pending),
+        legacy(6, "s-waiting", "a-3", 403, pending),
+        held(7, "s-waiting", "a-3"),
+        // A long-running answer from before `held`, and one let go at shutdown.
+        legacy(
+            8,
+            "s-waiting",
+            "a-4",
+            202,
+            "held for approval a-4; not decided within the hold",
+        ),
+        legacy(
+            9,
+            "s-waiting",
+            "a-5",
+            503,
+            "Portcullis: This gateway is shutting down. Approval a-5 stays pending",
+        ),
+        // s-refused: denied by policy, an approval denied by a person, unauthenticated.
+        record(10, "s-refused", Phase::Refused), // decided deny below
+        legacy(
+            11,
+            "s-refused",
+            "a-6",
+            403,
+            "Portcullis: alice denied approval a-6: no. Nothing was sent to Azure.",
+        ),
+        {
+            let mut r = record(12, "s-refused", Phase::Refused);
+            r.decision = None;
+            r.status = Some(401);
+            r
+        },
+    ];
+    let mut records = records;
+    records[9].decision = Some("deny".into());
+    for (store, _schema, _dir) in backends().await {
+        let b = store.backend();
+        let head = store.head("gw-h").await.unwrap();
+        store.append("gw-h", &head, &records).await.unwrap();
+        let sessions = store.sessions(&SessionFilter::default()).await.unwrap();
+        let got: Vec<(&str, i64, i64, i64, i64, i64, i64)> = sessions
+            .iter()
+            .map(|s| {
+                (
+                    s.id.as_str(),
+                    s.requests,
+                    s.allowed,
+                    s.after_approval,
+                    s.held,
+                    s.refused,
+                    s.denied,
+                )
+            })
+            .collect();
+        assert_eq!(
+            got,
+            [
+                ("s-approved", 3, 3, 1, 0, 0, 0),
+                ("s-waiting", 3, 0, 0, 3, 0, 0),
+                ("s-refused", 3, 0, 0, 0, 3, 1),
+            ],
+            "{b}"
+        );
+        // The timeline's count agrees with the store's.
+        for s in &sessions {
+            let links = store.session(&s.id).await.unwrap();
+            let t = Tally::of(links.iter().map(|l| &l.record));
+            assert_eq!(
+                (t.requests, t.allowed, t.after_approval, t.held, t.refused),
+                (s.requests, s.allowed, s.after_approval, s.held, s.refused),
+                "{b}: {}",
+                s.id
+            );
+        }
+        let filtered = |d: &'static str| {
+            let store = store.clone();
+            async move {
+                store
+                    .sessions(&SessionFilter {
+                        decision: Some(d.into()),
+                        ..Default::default()
+                    })
+                    .await
+                    .unwrap()
+                    .into_iter()
+                    .map(|s| s.id)
+                    .collect::<Vec<_>>()
+            }
+        };
+        assert_eq!(filtered("held").await, ["s-waiting"], "{b}");
+        assert_eq!(filtered("refused").await, ["s-refused"], "{b}");
+        assert_eq!(
+            filtered("approve").await,
+            ["s-approved", "s-waiting", "s-refused"],
+            "{b}"
+        );
+        assert_eq!(filtered("deny").await, ["s-refused"], "{b}");
+    }
+}
