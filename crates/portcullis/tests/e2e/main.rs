@@ -24,6 +24,7 @@ mod identity;
 mod lro;
 mod masking;
 mod operability;
+mod outcomes;
 mod pg_restart;
 mod policy_tools;
 mod postgres;
