@@ -37,16 +37,23 @@ enum ApprovalsCommand {
         wait: bool,
     },
     /// One approval, with the request as the agent sent it (secrets masked).
-    Show { id: String },
+    Show {
+        /// The approval's id, as `approvals list` shows it.
+        id: String,
+    },
     /// Approve a held request.
     Approve {
+        /// The approval's id, as `approvals list` shows it.
         id: String,
+        /// Why: kept with the vote in the audit trail.
         #[arg(long, short)]
         comment: Option<String>,
     },
     /// Deny a held request.
     Deny {
+        /// The approval's id, as `approvals list` shows it.
         id: String,
+        /// Why: kept with the vote in the audit trail, and told to the agent in its refusal.
         #[arg(long, short)]
         comment: Option<String>,
     },

@@ -85,7 +85,8 @@ enum AuditCommand {
     Prune {
         #[command(flatten)]
         store: StoreArgs,
-        /// e.g. `90d`.
+        /// Records older than this age go (e.g. `90d`), or before this time (RFC 3339, a
+        /// date).
         #[arg(long)]
         older_than: String,
         /// The checkpoint signing key, which signs the retention mark (a mark nobody signed

@@ -14,16 +14,21 @@ use clap::{Parser, Subcommand};
 #[command(
     name = "portcullis",
     version,
-    about = "An identity-aware gateway between AI agents and Azure"
+    about = "An identity-aware gateway between AI agents and Azure",
+    after_help = "Logs: --log-format text (for people) or json (one object per line, for collectors); \
+                  levels from RUST_LOG (default: info for serve, warn otherwise)."
 )]
 pub struct Cli {
-    /// Log lines as `text` (for people) or `json` (one object per line, for collectors).
-    /// Levels come from RUST_LOG (default: `info` for serve, `warn` otherwise).
+    /// Log lines as text (the default) or json.
+    // Global, so every subcommand's help lists it: one line there, values in the text.
     #[arg(
         long,
         global = true,
         env = "PORTCULLIS_LOG_FORMAT",
-        default_value = "text"
+        default_value = "text",
+        value_name = "FORMAT",
+        hide_default_value = true,
+        hide_possible_values = true
     )]
     log_format: LogFormat,
     #[command(subcommand)]
@@ -58,6 +63,12 @@ enum Command {
     /// Print the same wiring as `exec` for a shell to source; serves the token endpoint until
     /// stopped.
     Env(exec::EnvArgs),
+}
+
+/// How a failed command's error is printed: `error: ` once, then the error and its causes
+/// (`context: cause`), never a backtrace.
+pub fn error_text(e: &anyhow::Error) -> String {
+    format!("error: {e:#}")
 }
 
 pub async fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {

@@ -28,17 +28,18 @@ pub struct PolicyArgs {
 enum PolicyCommand {
     /// Validate policy files (or configuration files' policies); exit 1 on errors.
     Check {
+        /// Policy files, or configuration files (their policy is checked).
         #[arg(required = true)]
         files: Vec<PathBuf>,
     },
     /// Name a request as its Azure operation and show the decision and why.
     Explain {
         /// A configuration or policy file.
-        #[arg(long)]
+        #[arg(long, value_name = "FILE")]
         config: PathBuf,
         /// Principal attributes as rules write them (group:ai-agents, role:X, app:ID,
         /// user:ID, tenant:ID); repeat for several.
-        #[arg(long = "principal", conflicts_with = "token")]
+        #[arg(long = "principal", value_name = "ATTR", conflicts_with = "token")]
         principals: Vec<String>,
         /// An access token to read the principal from (not verified: explain is offline).
         #[arg(long)]
@@ -46,8 +47,8 @@ enum PolicyCommand {
         /// 'METHOD PATH?QUERY', e.g. 'DELETE /subscriptions/.../virtualMachines/vm1?api-version=2024-07-01'.
         #[arg(long)]
         request: String,
-        /// A JSON body for conditions that read request.body.
-        #[arg(long)]
+        /// A file holding the request's JSON body, for conditions that read request.body.
+        #[arg(long, value_name = "FILE")]
         body: Option<PathBuf>,
         /// The Host the request was sent to (for {vault}.vault.{public_host} routing).
         #[arg(long, default_value = "gateway")]
@@ -55,6 +56,8 @@ enum PolicyCommand {
     },
     /// Run policy test files; exit 1 on any failure.
     Test {
+        /// Test files: `policy:` (the policy under test, relative to the file) and `cases:`
+        /// (docs/policy.md).
         #[arg(required = true)]
         files: Vec<PathBuf>,
     },
@@ -118,10 +121,10 @@ fn check(files: &[PathBuf]) -> anyhow::Result<()> {
             }
             Err(errors) => {
                 failed += 1;
-                for e in errors {
+                for e in &errors {
                     println!("{e}");
                 }
-                println!("error: {} is not valid", f.display());
+                println!("invalid: {} ({} problem(s))", f.display(), errors.len());
             }
         }
     }
@@ -189,10 +192,7 @@ pub fn run_tests(
         let text =
             std::fs::read_to_string(f).with_context(|| format!("reading {}", f.display()))?;
         let t: TestFile = serde_saphyr::from_str(&text).map_err(|e| {
-            anyhow::anyhow!(
-                "{}",
-                e.to_string().replace("<input>", &f.display().to_string())
-            )
+            anyhow::anyhow!(crate::config::yaml_error(&e, &f.display().to_string()))
         })?;
         let base = f.parent().map(Path::to_path_buf).unwrap_or_default();
         let checked = load(&base.join(&t.policy))?;
@@ -230,14 +230,16 @@ pub fn run_tests(
                         Ok(())
                     } else {
                         Err(format!(
-                            "expected {} {}, got {} by {} ({})",
+                            "expected {}{}, got {} by {} ({})",
                             case.expect,
                             case.rule
                                 .as_deref()
-                                .map(|r| format!("by '{r}'"))
+                                .map(|r| format!(" by '{r}'"))
                                 .unwrap_or_default(),
                             explain::verdict(d.effect).to_lowercase(),
-                            d.rule.as_deref().unwrap_or("the default deny"),
+                            d.rule
+                                .as_deref()
+                                .map_or("the default deny".to_owned(), |r| format!("'{r}'")),
                             d.reason
                         ))
                     }

@@ -25,6 +25,16 @@ pub enum ConfigError {
     Invalid(Vec<String>),
 }
 
+/// A YAML parse error as the gateway prints it: naming `file`, without the parser's own
+/// `error: ` prefix (the command line adds one to whatever fails).
+pub fn yaml_error(e: &impl std::fmt::Display, file: &str) -> String {
+    let text = e.to_string().replace("<input>", file);
+    match text.strip_prefix("error: ") {
+        Some(rest) => rest.to_owned(),
+        None => text,
+    }
+}
+
 /// Parses YAML text; `file` names it in messages. Relative paths resolve against `base`.
 pub fn parse(
     text: &str,
@@ -32,8 +42,8 @@ pub fn parse(
     base: &Path,
     env: validate::Env<'_>,
 ) -> Result<Config, ConfigError> {
-    let raw: raw::RawConfig = serde_saphyr::from_str(text)
-        .map_err(|e| ConfigError::Parse(e.to_string().replace("<input>", file)))?;
+    let raw: raw::RawConfig =
+        serde_saphyr::from_str(text).map_err(|e| ConfigError::Parse(yaml_error(&e, file)))?;
     validate::validate(raw, file, base, env).map_err(ConfigError::Invalid)
 }
 

@@ -87,15 +87,15 @@ pub fn check_file_with(
     let text = std::fs::read_to_string(path).map_err(|e| vec![format!("{file}: {e}")])?;
     let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
     let generic: serde_json::Value =
-        serde_saphyr::from_str(&text).map_err(|e| vec![e.to_string().replace("<input>", &file)])?;
+        serde_saphyr::from_str(&text).map_err(|e| vec![super::yaml_error(&e, &file)])?;
     let checked = if generic.get("identity").is_some() {
-        let raw: super::raw::RawConfig = serde_saphyr::from_str(&text)
-            .map_err(|e| vec![e.to_string().replace("<input>", &file)])?;
+        let raw: super::raw::RawConfig =
+            serde_saphyr::from_str(&text).map_err(|e| vec![super::yaml_error(&e, &file)])?;
         let listed: BTreeSet<String> = raw.upstream.credentials.keys().cloned().collect();
         validate_policy(&file, &base, raw.policy, Some(running.unwrap_or(&listed)))
     } else {
-        let raw: RawPolicy = serde_saphyr::from_str(&text)
-            .map_err(|e| vec![e.to_string().replace("<input>", &file)])?;
+        let raw: RawPolicy =
+            serde_saphyr::from_str(&text).map_err(|e| vec![super::yaml_error(&e, &file)])?;
         validate_policy(&file, &base, raw, None)
     };
     if checked.errors.is_empty() {
@@ -160,8 +160,7 @@ fn collect(
             std::fs::read_to_string(&path)
                 .map_err(|e| format!("{file}: include: reading {inc_file}: {e}"))
                 .and_then(|text| {
-                    serde_saphyr::from_str(&text)
-                        .map_err(|e| e.to_string().replace("<input>", &inc_file))
+                    serde_saphyr::from_str(&text).map_err(|e| super::yaml_error(&e, &inc_file))
                 })
         };
         match parsed {
@@ -314,16 +313,19 @@ fn validate_rules(
         let line = spanned.referenced.line();
         let raw = spanned.value;
         let name = raw.name.clone();
+        // An unknown effect is one error: the checks that depend on the effect are skipped
+        // rather than judged against a guess (`effect: aprove` is not also "approval only
+        // applies to effect: approve").
         let effect = match raw.effect.as_str() {
-            "allow" => Effect::Allow,
-            "deny" => Effect::Deny,
-            "approve" => Effect::Approve,
+            "allow" => Some(Effect::Allow),
+            "deny" => Some(Effect::Deny),
+            "approve" => Some(Effect::Approve),
             other => {
                 r.error(
                     line,
                     format!("rule '{name}': effect '{other}' is not allow, approve or deny"),
                 );
-                Effect::Deny
+                None
             }
         };
         let mode = match raw.mode.as_deref() {
@@ -381,7 +383,7 @@ fn validate_rules(
                 .ok()
         });
         let approval = match (&raw.approval, effect) {
-            (Some(a), Effect::Approve) => {
+            (Some(a), Some(Effect::Approve)) => {
                 let mut spec = approval(r, line, &name, aliases, a);
                 spec.grant_window = raw.grant.as_ref().and_then(|g| match duration(&g.window) {
                     Ok(d) if !d.is_zero() => Some(d),
@@ -399,21 +401,21 @@ fn validate_rules(
                 });
                 Some(spec)
             }
-            (None, Effect::Approve) => {
+            (None, Some(Effect::Approve)) => {
                 r.error(
                     line,
                     format!("rule '{name}': an approve rule needs approval.approvers"),
                 );
                 None
             }
-            (Some(_), _) => {
+            (Some(_), Some(_)) => {
                 r.error(
                     line,
                     format!("rule '{name}': approval only applies to effect: approve"),
                 );
                 None
             }
-            (None, _) => None,
+            (_, None) | (None, _) => None,
         };
         if let (Some(c), Some(known)) = (&raw.credential, credentials)
             && !known.contains(c)
@@ -426,7 +428,7 @@ fn validate_rules(
                 ),
             );
         }
-        if raw.credential.is_some() && effect == Effect::Deny {
+        if raw.credential.is_some() && effect == Some(Effect::Deny) {
             r.error(
                 line,
                 format!(
@@ -439,7 +441,7 @@ fn validate_rules(
                 r.error(line, format!("rule '{name}': unmask: '{u}' is not a masking profile or detector (see docs/masking.md)"));
             }
         }
-        if !raw.unmask.is_empty() && effect != Effect::Allow {
+        if !raw.unmask.is_empty() && effect.is_some_and(|e| e != Effect::Allow) {
             r.error(
                 line,
                 format!("rule '{name}': unmask only applies to effect: allow"),
@@ -472,7 +474,8 @@ fn validate_rules(
         }
         rules.push(Rule {
             name,
-            effect,
+            // Unknown: an error is reported, so this rule never runs.
+            effect: effect.unwrap_or(Effect::Deny),
             principals,
             actions,
             not_actions,
@@ -581,6 +584,21 @@ mod tests {
                 "missing '{expected}' in:\n{joined}"
             );
         }
+    }
+
+    #[test]
+    fn an_unknown_effect_is_one_error_not_a_cascade() {
+        // The approval, credential and unmask checks depend on the effect: judged against a
+        // guess they would add errors that mislead (issue 21: "approval only applies to
+        // effect: approve" for a misspelled approve).
+        let (_, errors, warnings) = check(
+            "rules:\n  - name: a\n    effect: aprove\n    principals: ['*']\n    actions: ['*/write']\n    scopes: ['*']\n    approval: {approvers: ['*']}\n    credential: elevated\n    unmask: [storage-keys]\n",
+        );
+        assert_eq!(
+            errors,
+            ["p.yaml:2: rule 'a': effect 'aprove' is not allow, approve or deny"],
+            "{warnings:?}"
+        );
     }
 
     #[test]

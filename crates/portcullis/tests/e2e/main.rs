@@ -9,6 +9,7 @@ mod audit_attacks;
 mod az;
 mod batch;
 mod bypass;
+mod cli;
 mod console;
 mod crash;
 mod credentials;
