@@ -83,12 +83,16 @@ pub struct Running {
 }
 
 impl Running {
-    /// Graceful: readiness turns false and held requests are answered `503` with
-    /// `Retry-After` (their approvals stay pending for the retry, on any replica); the
+    /// Graceful: readiness turns false and held requests are let go undecided, their
+    /// approvals pending in the store: a request whose approval is presented as a
+    /// long-running operation (`approval.style` async, or auto for operations Azure clients
+    /// poll) is answered `202` with its status URL, which any replica sharing the store
+    /// answers, before or after a restart; any other is answered `503 GatewayShuttingDown`
+    /// with `Retry-After`, and its retry waits for the same approval, on any replica. The
     /// listeners stop accepting; in-flight requests get `listen.shutdown_grace` to finish;
     /// the audit writer commits what it was given and seals the chain.
-    pub async fn shutdown(self) {
-        self.approvals.drain();
+    pub async fn shutdown(self) -> Stopped {
+        let held = self.approvals.drain();
         if !self.delay.is_zero() {
             tracing::info!(delay = ?self.delay, "draining: unready, still accepting");
             tokio::time::sleep(self.delay).await;
@@ -102,29 +106,67 @@ impl Running {
             tracing::error!(error = %e, "the audit chain could not be sealed at shutdown");
         }
         drop(self.lock);
+        Stopped {
+            held,
+            let_go: self.approvals.let_go(),
+        }
     }
 }
 
-pub async fn wait_for_signal() -> anyhow::Result<()> {
+/// What a shutdown did with the requests held for approval.
+#[derive(Debug, Clone, Copy)]
+pub struct Stopped {
+    /// Held open when shutdown began.
+    pub held: usize,
+    /// How the held requests let go because of shutdown were answered (those held when it
+    /// began, and pending retries that came during `shutdown_delay`).
+    pub let_go: crate::approval::service::LetGo,
+}
+
+impl std::fmt::Display for Stopped {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let crate::approval::service::LetGo {
+            accepted,
+            unavailable,
+        } = self.let_go;
+        write!(f, "{} request(s) held for approval", self.held)?;
+        if accepted + unavailable == 0 {
+            return f.write_str(" at shutdown");
+        }
+        write!(
+            f,
+            " at shutdown; answered {accepted} with 202 and a status URL (polls go on, on any replica), \
+             {unavailable} with 503 GatewayShuttingDown (the client retries); their approvals stay pending"
+        )
+    }
+}
+
+/// Waits for Ctrl-C (SIGINT) or SIGTERM; says which.
+pub async fn wait_for_signal() -> anyhow::Result<&'static str> {
     #[cfg(unix)]
     {
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
         tokio::select! {
-            r = tokio::signal::ctrl_c() => r?,
-            _ = term.recv() => {}
+            r = tokio::signal::ctrl_c() => r.map(|()| "Ctrl-C").map_err(Into::into),
+            _ = term.recv() => Ok("SIGTERM"),
         }
     }
     #[cfg(not(unix))]
-    tokio::signal::ctrl_c().await?;
-    Ok(())
+    {
+        tokio::signal::ctrl_c().await?;
+        Ok("Ctrl-C")
+    }
 }
 
 pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let cfg = config::load(&args.config)?;
+    let rules = cfg.policy.rules.len();
     let running = start(cfg).await?;
     eprintln!(
-        "portcullis: gateway on https://{}, admin on https://{}",
-        running.gateway_addr, running.admin_addr
+        "portcullis: gateway on https://{}, admin on https://{}, policy from {} ({rules} rules)",
+        running.gateway_addr,
+        running.admin_addr,
+        args.config.display()
     );
     if let Some(ca) = &running.ca_file {
         eprintln!(
@@ -132,7 +174,9 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
             ca.display()
         );
     }
-    wait_for_signal().await?;
-    running.shutdown().await;
+    let signal = wait_for_signal().await?;
+    eprintln!("portcullis: {signal}: stopping");
+    let stopped = running.shutdown().await;
+    eprintln!("portcullis: stopped; {stopped}");
     Ok(())
 }

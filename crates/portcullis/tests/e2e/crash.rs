@@ -92,7 +92,8 @@ impl Gateway {
             let admin = text
                 .lines()
                 .find_map(|l| l.split_once(", admin on https://"))
-                .map(|(_, a)| a.trim());
+                .and_then(|(_, a)| a.split(',').next())
+                .map(str::trim);
             if let (Some(addr), Some(admin), Some(ca)) = (addr, admin, ca) {
                 gw.addr = addr.parse().unwrap();
                 gw.admin = admin.parse().unwrap();

@@ -181,6 +181,33 @@ async fn metrics_json_logs_and_a_graceful_sigterm() {
     let (s, h, b) = held.await.unwrap();
     assert_eq!(s, StatusCode::SERVICE_UNAVAILABLE, "{b}");
     assert_eq!(b["error"]["code"], "GatewayShuttingDown", "{b}");
+    // One line at start (where, and the policy), one at the signal, one when stopped,
+    // saying what the held request was answered.
+    let said = std::fs::read_to_string(&log_path).unwrap();
+    let said: Vec<&str> = said
+        .lines()
+        .filter(|l| l.starts_with("portcullis: "))
+        .collect();
+    let rules = portcullis::config::load(&dir.join("portcullis.yaml"))
+        .unwrap()
+        .policy
+        .rules
+        .len();
+    assert!(
+        said[0].ends_with(&format!(
+            ", policy from {} ({rules} rules)",
+            dir.join("portcullis.yaml").display()
+        )),
+        "{said:?}"
+    );
+    assert!(said.contains(&"portcullis: SIGTERM: stopping"), "{said:?}");
+    assert_eq!(
+        said.last(),
+        Some(
+            &"portcullis: stopped; 1 request(s) held for approval at shutdown; answered 0 with 202 and a status URL (polls go on, on any replica), 1 with 503 GatewayShuttingDown (the client retries); their approvals stay pending"
+        ),
+        "{said:?}"
+    );
     assert_eq!(h["retry-after"], "1");
     let approval = h["x-portcullis-approval"].to_str().unwrap().to_owned();
     assert!(
