@@ -831,3 +831,138 @@ async fn an_operation_whose_forward_fails_says_so_and_is_not_sent_again() {
         .await;
     assert_eq!(s, StatusCode::NOT_FOUND, "not sent again: {body}");
 }
+
+/// Shutdown with requests held (issue 21, point 6), one per `approval.style`: the
+/// long-running style answers its held request `202` with the status URL, which a
+/// restarted gateway answers from the store (pending, then approved and forwarded once);
+/// `style: hold` answers `503 GatewayShuttingDown` with `Retry-After: 1`, and the retry
+/// after the restart waits for the same approval. The gateway's last line says so.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_held_at_shutdown_are_answered_per_style_and_survive_the_restart() {
+    let (sim, dir) = prepare(Setup {
+        rules: rules(),
+        extra: "approvals:\n  hold: 60s\n  retry_after: 1s\n",
+        ..Setup::default()
+    })
+    .await;
+    let agent = sim.token("agent", GATEWAY_API).unwrap();
+    let alice = sim.token("alice", GATEWAY_API).unwrap();
+    let sub = sim.subscription_id();
+    let gw = Gateway::spawn(&dir, "first.log").await;
+    let first = gw.addr.to_string();
+    // Held open (no x-portcullis-wait: the whole 60 s hold) when SIGTERM comes.
+    let held = |name: &str| {
+        tokio::spawn(send(
+            gw.http
+                .put(format!("https://{}{}", gw.addr, account_path(&sub, name)))
+                .bearer_auth(&agent)
+                .json(&create_body()),
+        ))
+    };
+    let (lro, hold) = (held("heldatstop"), held("heldstyle"));
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let page = gw
+            .http
+            .get(format!("https://{}/metrics", gw.admin))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        if page.lines().any(|l| l == "portcullis_held_requests 2") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "never both held:\n{page}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let log = dir.join("first.log");
+    assert!(gw.terminate().await.success(), "a graceful stop exits 0");
+
+    // The long-running style: 202 and the gateway's own status and result URLs.
+    let (s, h, body) = lro.await.unwrap();
+    assert_eq!(s, StatusCode::ACCEPTED, "{body}");
+    let status_url = header(&h, "azure-asyncoperation").to_owned();
+    assert!(h.contains_key("location"), "{h:?}");
+    let lro_id = header(&h, "x-portcullis-approval").to_owned();
+    // `style: hold`: 503, retry.
+    let (s, h, body) = hold.await.unwrap();
+    assert_eq!(s, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+    assert_eq!(body["error"]["code"], "GatewayShuttingDown", "{body}");
+    assert_eq!(header(&h, "retry-after"), "1");
+    let hold_id = header(&h, "x-portcullis-approval").to_owned();
+    let said = std::fs::read_to_string(&log).unwrap();
+    assert!(
+        said.lines().any(|l| l == "portcullis: stopped; 2 request(s) held for approval at shutdown; answered 1 with 202 and a status URL (polls go on, on any replica), 1 with 503 GatewayShuttingDown (the client retries); their approvals stay pending"),
+        "{said}"
+    );
+    let arm_puts = |name: &str| {
+        sim.calls_since(0)
+            .into_iter()
+            .filter(|c| c.method == "PUT" && c.path.ends_with(&format!("/{name}")))
+            .count()
+    };
+    assert_eq!(
+        arm_puts("heldatstop") + arm_puts("heldstyle"),
+        0,
+        "nothing sent"
+    );
+
+    // Restarted: both approvals are pending in the store.
+    let gw = Gateway::spawn(&dir, "second.log").await;
+    let status_url = status_url.replace(&first, &gw.addr.to_string());
+    let (s, _, body) = send(gw.http.get(&status_url).bearer_auth(&agent)).await;
+    assert_eq!(s, StatusCode::OK, "{body}\n{}", gw.log());
+    assert_eq!(body["status"], "InProgress", "{body}");
+    let (s, h, body) = send(
+        gw.http
+            .put(format!(
+                "https://{}{}",
+                gw.addr,
+                account_path(&sub, "heldstyle")
+            ))
+            .bearer_auth(&agent)
+            .header("x-portcullis-wait", "0")
+            .json(&create_body()),
+    )
+    .await;
+    assert_eq!(s, StatusCode::FORBIDDEN, "{body}");
+    assert_eq!(body["error"]["code"], "ApprovalPending", "{body}");
+    assert_eq!(
+        header(&h, "x-portcullis-approval"),
+        hold_id,
+        "the same approval"
+    );
+    for id in [&lro_id, &hold_id] {
+        let (s, _, v) = send(
+            gw.http
+                .post(format!("https://{}/api/approvals/{id}/approve", gw.admin))
+                .bearer_auth(&alice)
+                .json(&json!({"comment": "after the restart"})),
+        )
+        .await;
+        assert_eq!(s, StatusCode::OK, "{v}");
+    }
+    let done = poll_until_done(&gw.http, &status_url, &agent).await;
+    assert_eq!(done["status"], "Succeeded", "{done}\n{}", gw.log());
+    let (s, _, body) = send(
+        gw.http
+            .put(format!(
+                "https://{}{}",
+                gw.addr,
+                account_path(&sub, "heldstyle")
+            ))
+            .bearer_auth(&agent)
+            .header("x-portcullis-wait", "0")
+            .json(&create_body()),
+    )
+    .await;
+    assert!(s.is_success(), "{s} {body}");
+    assert_eq!(
+        (arm_puts("heldatstop"), arm_puts("heldstyle")),
+        (1, 1),
+        "each once"
+    );
+    gw.terminate().await;
+}
