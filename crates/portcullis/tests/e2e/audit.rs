@@ -232,10 +232,15 @@ async fn a_scripted_session_replays_in_order() {
     let list = run(&["sessions", "list"]);
     assert!(list.contains("review-42"), "{list}");
     let replay = run(&["sessions", "replay", "review-42"]);
-    let lines: Vec<&str> = replay
+    let mut lines: Vec<&str> = replay
         .lines()
         .filter(|l| !l.trim_start().starts_with("reason:"))
         .collect();
+    assert_eq!(
+        lines.pop(),
+        Some("4 requests: 2 allowed (0 after approval), 0 held, 2 refused"),
+        "{replay}"
+    );
     let kinds: Vec<&str> = lines
         .iter()
         .map(|l| {

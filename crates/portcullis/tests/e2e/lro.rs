@@ -340,10 +340,10 @@ async fn a_pending_approval_is_answered_as_a_long_running_operation() {
     assert!(
         records
             .iter()
-            .any(|r| r.phase == portcullis::audit::record::Phase::Refused
+            .any(|r| r.phase == portcullis::audit::record::Phase::Held
                 && r.approval.as_deref() == Some(id.as_str())
                 && r.status == Some(202)),
-        "the 202 is recorded"
+        "the 202 is recorded, as held"
     );
     assert!(!contains(&store_bytes(&state), KEY));
 }
