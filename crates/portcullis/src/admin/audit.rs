@@ -12,7 +12,7 @@ use serde_json::{Value, json};
 
 use super::{AdminState, Caller, Reader, error, reply};
 use crate::audit::chain::Link;
-use crate::audit::store::{Cursor, FoundSession, SessionFilter, StoreError};
+use crate::audit::store::{Cursor, DECISIONS, FoundSession, SessionFilter, StoreError};
 
 /// The most records one `/api/records` page holds.
 const MAX_PAGE: i64 = 1000;
@@ -44,6 +44,12 @@ async fn sessions(
         Ok(t) => t,
         Err(e) => return bad(e),
     };
+    if q.decision
+        .as_deref()
+        .is_some_and(|d| !DECISIONS.contains(&d))
+    {
+        return bad(format!("decision must be one of {}", DECISIONS.join(", ")));
+    }
     let filter = SessionFilter {
         principal: q.principal.map(|p| p.to_ascii_lowercase()),
         since,

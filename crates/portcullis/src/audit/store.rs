@@ -339,6 +339,10 @@ pub struct SessionSummary {
     pub denied: i64,
 }
 
+/// What [`SessionFilter::decision`] takes (the CLI, the admin API and the console offer
+/// exactly these).
+pub const DECISIONS: [&str; 5] = ["allow", "deny", "approve", "held", "refused"];
+
 /// Filters for listing sessions.
 #[derive(Debug, Default, Clone)]
 pub struct SessionFilter {

@@ -35,7 +35,7 @@ enum SessionsCommand {
         since: Option<String>,
         /// Only sessions with a request decided so (allow, deny, approve), still held for
         /// approval (held) or refused by the gateway (refused).
-        #[arg(long, value_parser = ["allow", "deny", "approve", "held", "refused"])]
+        #[arg(long, value_parser = clap::builder::PossibleValuesParser::new(crate::audit::store::DECISIONS))]
         decision: Option<String>,
     },
     /// One session's timeline.

@@ -10,11 +10,8 @@ use super::pages::{Chrome, arg, error_page, forbidden, render, unavailable, when
 use super::{ConsoleState, Signed, Viewer, segment, unsegment};
 use crate::admin::AdminState;
 use crate::audit::record::{Outcome, Phase};
-use crate::audit::store::SessionFilter;
+use crate::audit::store::{DECISIONS, SessionFilter};
 use crate::azure::words::in_words;
-
-/// What the decision filter offers (audit/store.rs, `SessionFilter::decision`).
-const DECISIONS: [&str; 5] = ["allow", "deny", "approve", "held", "refused"];
 
 /// The most sessions the sessions page lists (newest first; filters narrow it).
 const SESSIONS_SHOWN: i64 = 200;

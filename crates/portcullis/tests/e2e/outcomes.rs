@@ -127,6 +127,10 @@ async fn held_approved_and_denied_requests_are_counted_apart() {
         );
     }
 
+    let (s, _, b) = send(admin("/api/sessions?decision=hold")).await;
+    assert_eq!(s, StatusCode::BAD_REQUEST, "{b}");
+    assert_eq!(b["error"]["code"], "InvalidParameter", "{b}");
+
     // The metrics: held apart from refused.
     let (s, _, page) = {
         let r = env
