@@ -152,6 +152,14 @@ fn the_demo_tour_works_as_printed() {
         replay.contains("◆ approval") && replay.contains("voted approve"),
         "the approval's history is in the session: {replay}"
     );
+    // The held create is held, not refused; approved and sent again, it is one request,
+    // allowed after approval (issue 21).
+    assert!(replay.contains("⏸ held"), "{replay}");
+    let count = replay.lines().last().unwrap_or_default();
+    assert!(
+        count.ends_with(" refused") && count.contains(" allowed (1 after approval), 0 held, "),
+        "{replay}"
+    );
     assert!(outputs[14].contains("chain intact"), "{}", outputs[14]);
     assert!(
         outputs[15].contains("\"id\":\"tour@"),
