@@ -199,7 +199,13 @@ async fn an_approve_rule_whose_condition_fails_at_runtime_holds() {
             env.arm_calls(since).is_empty(),
             "{what}: nothing reached Azure"
         );
-        let r = recorded_refusal(&env, &id).await;
+        // Held, not refused: its approval is pending (issue 21).
+        let r = env
+            .audit_records()
+            .await
+            .into_iter()
+            .find(|r| r.request_id == id && r.phase == Phase::Held)
+            .unwrap_or_else(|| panic!("{what}: no held record for request {id}"));
         assert_eq!(
             (r.status, r.decision.as_deref(), r.rule.as_deref()),
             (Some(403), Some("approve"), Some("hold-big-vms")),
