@@ -223,8 +223,10 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         return Ok(());
     }
     println!("Press Ctrl-C to stop.");
-    serve::wait_for_signal().await?;
-    running.shutdown().await;
+    let signal = serve::wait_for_signal().await?;
+    eprintln!("portcullis: {signal}: stopping");
+    let stopped = running.shutdown().await;
+    eprintln!("portcullis: stopped; {stopped}");
     Ok(())
 }
 
