@@ -1,5 +1,6 @@
 // Portcullis console: the one script of our own. Counts down "time left" on pending
-// approvals; everything else is server-rendered, with htmx for live updates.
+// approvals, dismisses a vote's confirmation in place and brings a new one into view;
+// everything else is server-rendered, with htmx for live updates.
 (function () {
   "use strict";
   function left(expires) {
@@ -27,9 +28,27 @@
     el.setAttribute("data-live", on ? "on" : "off");
   }
   document.addEventListener("htmx:sseOpen", function () {
-    live("Live: new requests appear here as they arrive.", true);
+    live("Live: new requests appear here.", true);
   });
   document.addEventListener("htmx:sseError", function () {
     live("Live updates interrupted; reconnecting…", false);
+  });
+
+  // A vote's confirmation: dismissed here (without this script, its form reloads the page
+  // without it); a new one is focused, so it is seen (and read out) wherever the vote was.
+  document.addEventListener("click", function (e) {
+    var b = e.target.closest && e.target.closest("button[data-dismiss]");
+    if (!b) return;
+    var c = document.getElementById(b.getAttribute("data-dismiss"));
+    if (!c) return;
+    e.preventDefault();
+    c.remove();
+  });
+  // After the vote's own swap has settled (the card it replaced held the focus).
+  document.addEventListener("htmx:afterSettle", function () {
+    var c = document.querySelector("#confirmations .confirmation:not([data-seen])");
+    if (!c) return;
+    c.setAttribute("data-seen", "");
+    c.focus();
   });
 })();

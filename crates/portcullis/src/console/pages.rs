@@ -16,6 +16,7 @@ use crate::admin::approvals::After;
 use crate::approval::{Approval, Status, VoteError};
 use crate::azure::words::in_words;
 use crate::pipeline::Gateway;
+use crate::policy::{Effect, split_reason};
 
 /// Approvals per page of a list (newest first); a link leads to the next page.
 const LIST_LIMIT: usize = 50;
@@ -191,9 +192,16 @@ pub struct Card {
     pub app: Option<String>,
     pub reason: Option<String>,
     pub rule: String,
+    /// What the rule does ("holds for approval ..."), or its whole reason when that cannot
+    /// be taken apart.
     pub rule_reason: String,
+    /// Where the rule is written (`file:line`): shown only on request.
+    pub rule_origin: Option<String>,
     pub method: String,
-    pub target: String,
+    /// The request's path when it is not the scope itself (an action under it, say): the
+    /// scope is shown once.
+    pub path: Option<String>,
+    pub query: String,
     pub body: Option<String>,
     /// The body's length as shown (whole: a held body is never cut).
     pub body_len: usize,
@@ -218,11 +226,8 @@ pub struct Card {
 fn card(a: &Approval, v: &Viewer) -> Card {
     let pending = a.status == Status::Pending;
     let decision = a.may_decide(&v.principal);
-    let mut target = a.request.path.clone();
-    if !a.request.query.is_empty() {
-        target.push('?');
-        target.push_str(&a.request.query);
-    }
+    let rule = a.rule.clone().unwrap_or_default();
+    let split = split_reason(&rule, Effect::Approve, &a.action, &a.scope, &a.rule_reason);
     Card {
         id: a.id.clone(),
         words: in_words(&a.action, &a.scope),
@@ -239,10 +244,14 @@ fn card(a: &Approval, v: &Viewer) -> Card {
         requester_id: a.principal.clone(),
         app: a.principal_app.clone(),
         reason: a.reason.clone(),
-        rule: a.rule.clone().unwrap_or_default(),
-        rule_reason: a.rule_reason.clone(),
+        rule_reason: split
+            .as_ref()
+            .map_or_else(|| a.rule_reason.clone(), |p| p.what.clone()),
+        rule_origin: split.map(|p| p.origin),
+        rule,
         method: a.request.method.clone(),
-        target,
+        path: (!a.request.path.eq_ignore_ascii_case(&a.scope)).then(|| a.request.path.clone()),
+        query: a.request.query.clone(),
         body: a.request.body.clone(),
         body_len: a.request.body.as_ref().map_or(0, String::len),
         highlights: a.request.highlights.clone(),
@@ -274,6 +283,81 @@ fn card(a: &Approval, v: &Viewer) -> Card {
     }
 }
 
+/// What a vote did, for the one who cast it: shown until they dismiss it, outside the live
+/// list (which is fetched again on every change) and, without JavaScript, on the page the
+/// vote's form leads to. Worked out from the approval as stored, never from the form.
+pub struct Confirmation {
+    pub id: String,
+    /// `approved` or `denied`.
+    pub verb: &'static str,
+    /// The operation in words.
+    pub what: String,
+    pub href: String,
+    pub have: usize,
+    pub quorum: u32,
+    /// What happens now, exactly.
+    pub next: String,
+}
+
+/// "30 min", "2 h", "1 h 30 min", "45 s".
+fn span(secs: u64) -> String {
+    let (h, m, s) = (secs / 3600, secs / 60 % 60, secs % 60);
+    match (h, m, s) {
+        (0, 0, s) => format!("{s} s"),
+        (0, m, 0) => format!("{m} min"),
+        (0, m, s) => format!("{m} min {s} s"),
+        (h, 0, _) => format!("{h} h"),
+        (h, m, _) => format!("{h} h {m} min"),
+    }
+}
+
+/// `v`'s vote on `a` and what it led to; `None` when `v` has not voted on it.
+fn confirmation(a: &Approval, v: &Viewer) -> Option<Confirmation> {
+    let mine = a.votes.iter().find(|x| x.voter == v.principal.object_id)?;
+    let approved = mine.vote == "approve";
+    let until = when(&a.expires);
+    let grant = a.grant_window_secs.map(|w| {
+        format!(
+            " Then, for {}, the same principal's {} on this scope passes without a new approval.",
+            span(w),
+            a.action
+        )
+    });
+    let next = match (approved, a.status) {
+        (false, _) => format!(
+            "refused: nothing is sent to Azure, and the agent is told it was denied (with your comment, if you wrote one). The same request stays refused until {until}."
+        ),
+        (true, Status::Pending) => {
+            let left = (a.quorum as usize).saturating_sub(a.approvals());
+            format!(
+                "{left} more approval{} needed before anything is sent to Azure (by {until}, or it expires).",
+                if left == 1 { " is" } else { "s are" }
+            )
+        }
+        (true, Status::Approved) => format!(
+            "the held request goes to Azure now, once (if the agent has stopped waiting, its next identical request or status poll does, until {until}).{}",
+            grant.unwrap_or_default()
+        ),
+        (true, Status::Consumed) => format!(
+            "the request has gone to Azure, once.{}",
+            grant.unwrap_or_default()
+        ),
+        (true, Status::Denied) => {
+            "another approver denied it: nothing is sent to Azure.".to_owned()
+        }
+        (true, Status::Expired) => "it expired first: nothing was sent to Azure.".to_owned(),
+    };
+    Some(Confirmation {
+        id: a.id.clone(),
+        verb: if approved { "approved" } else { "denied" },
+        what: in_words(&a.action, &a.scope),
+        href: format!("/console/approvals/{}", segment(&a.id)),
+        have: a.approvals(),
+        quorum: a.quorum,
+        next,
+    })
+}
+
 fn visible(gw: &Gateway, v: &Viewer, a: &Approval) -> bool {
     crate::admin::approvals::visible(gw, &v.principal, a)
 }
@@ -294,6 +378,8 @@ struct ApprovalsPage {
     /// Whether this is a later page (then it links back to the first).
     later: bool,
     first_url: &'static str,
+    /// Always none here: the region votes' confirmations are put in.
+    confirmations: Vec<Confirmation>,
 }
 
 #[derive(Template)]
@@ -325,6 +411,18 @@ struct ApprovalPage {
     empty: &'static str,
     csrf: String,
     more: Option<String>,
+    /// After a vote posted without JavaScript (`?voted`): what it did.
+    confirmations: Vec<Confirmation>,
+}
+
+/// A vote's answer to htmx: the card as it now is, and the confirmation put, out of band,
+/// above the list.
+#[derive(Template)]
+#[template(path = "console/voted.html")]
+struct Voted {
+    cards: Vec<Card>,
+    csrf: String,
+    confirmations: Vec<Confirmation>,
 }
 
 /// One page of the cards `v` may see, and the next page's cursor.
@@ -414,6 +512,7 @@ async fn approvals_page(
             more: next.map(|n| page_url(path, None, Some(&n))),
             later: after.is_some(),
             first_url: path,
+            confirmations: Vec::new(),
         },
     )
 }
@@ -471,8 +570,10 @@ pub async fn approval(
     State(s): State<ConsoleState>,
     signed: Signed,
     Path(id): Path<String>,
+    Query(args): Query<Vec<(String, String)>>,
 ) -> Response {
     let (gw, v) = (&s.admin.gateway, &signed.viewer);
+    let voted = args.iter().any(|(k, _)| k == "voted");
     match gw.approvals.store.approval(&id).await {
         Ok(Some(a)) if visible(gw, v, &a) => render(
             StatusCode::OK,
@@ -482,6 +583,11 @@ pub async fn approval(
                 empty: "",
                 csrf: v.csrf.clone(),
                 more: None,
+                confirmations: voted
+                    .then(|| confirmation(&a, v))
+                    .flatten()
+                    .into_iter()
+                    .collect(),
             },
         ),
         Ok(_) => error_page(
@@ -519,14 +625,17 @@ pub async fn vote(
     {
         Ok(a) if posted.signed.htmx => render(
             StatusCode::OK,
-            &CardsFragment {
+            &Voted {
                 cards: vec![card(&a, v)],
-                empty: "",
                 csrf: v.csrf.clone(),
-                more: None,
+                confirmations: confirmation(&a, v).into_iter().collect(),
             },
         ),
-        Ok(_) => redirect(&format!("/console/approvals/{id}")),
+        // Without JavaScript: to the approval's page, which shows what the vote did.
+        Ok(a) => redirect(&format!(
+            "/console/approvals/{}?voted=1#confirmations",
+            segment(&a.id)
+        )),
         Err(VoteError::NotFound(_)) => error_page(
             StatusCode::NOT_FOUND,
             "No such approval",

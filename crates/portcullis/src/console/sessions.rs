@@ -69,10 +69,12 @@ struct SessionRow {
     principal: String,
     started: String,
     last: String,
-    requests: i64,
-    refused: i64,
-    denied: i64,
+    /// The session's counts, named as [`COUNTS`] names them.
+    counts: Vec<(&'static str, i64)>,
 }
+
+/// What each session counts, in order: a column each on a desktop, side by side on a phone.
+const COUNTS: [&str; 3] = ["Requests", "Refused", "Denied"];
 
 #[derive(Template)]
 #[template(path = "console/sessions.html")]
@@ -85,6 +87,7 @@ struct SessionsPage {
     decisions: Vec<(&'static str, bool)>,
     error: Option<String>,
     rows: Vec<SessionRow>,
+    counts: [&'static str; 3],
 }
 
 async fn sessions_page(
@@ -130,9 +133,10 @@ async fn sessions_page(
                     principal: s.principal.unwrap_or_default(),
                     started: when(&s.started),
                     last: when(&s.last),
-                    requests: s.requests,
-                    refused: s.refused,
-                    denied: s.denied,
+                    counts: COUNTS
+                        .into_iter()
+                        .zip([s.requests, s.refused, s.denied])
+                        .collect(),
                 })
                 .collect(),
             Err(e) => return unavailable(e),
@@ -155,6 +159,7 @@ async fn sessions_page(
             decision: decision.unwrap_or_default(),
             error,
             rows,
+            counts: COUNTS,
         },
     )
 }
