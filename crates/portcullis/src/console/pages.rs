@@ -311,9 +311,10 @@ fn span(secs: u64) -> String {
     }
 }
 
-/// `v`'s vote on `a` and what it led to; `None` when `v` has not voted on it.
-fn confirmation(a: &Approval, v: &Viewer) -> Option<Confirmation> {
-    let mine = a.votes.iter().find(|x| x.voter == v.principal.object_id)?;
+/// The vote of `voter` (an object id) on `a` and what it led to; `None` when they have not
+/// voted on it.
+fn confirmation(a: &Approval, voter: &str) -> Option<Confirmation> {
+    let mine = a.votes.iter().find(|x| x.voter == voter)?;
     let approved = mine.vote == "approve";
     let until = when(&a.expires);
     let grant = a.grant_window_secs.map(|w| {
@@ -584,7 +585,7 @@ pub async fn approval(
                 csrf: v.csrf.clone(),
                 more: None,
                 confirmations: voted
-                    .then(|| confirmation(&a, v))
+                    .then(|| confirmation(&a, &v.principal.object_id))
                     .flatten()
                     .into_iter()
                     .collect(),
@@ -628,7 +629,9 @@ pub async fn vote(
             &Voted {
                 cards: vec![card(&a, v)],
                 csrf: v.csrf.clone(),
-                confirmations: confirmation(&a, v).into_iter().collect(),
+                confirmations: confirmation(&a, &v.principal.object_id)
+                    .into_iter()
+                    .collect(),
             },
         ),
         // Without JavaScript: to the approval's page, which shows what the vote did.
@@ -704,4 +707,109 @@ pub async fn events(State(s): State<ConsoleState>, signed: Signed) -> Response {
         }
     });
     crate::admin::events::answer(futures_util::StreamExt::chain(hello, changes), false)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{confirmation, span};
+    use crate::approval::Approval;
+
+    /// An approval of a storage create as the store keeps it, with `votes` and `status`.
+    fn approval(status: &str, quorum: u32, grant: Option<u64>, votes: &[(&str, &str)]) -> Approval {
+        serde_json::from_value(serde_json::json!({
+            "id": "ap1",
+            "status": status,
+            "principal": "agent-oid",
+            "principal_app": "agent-app",
+            "principal_name": null,
+            "action": "Microsoft.Storage/storageAccounts/write",
+            "scope": "/subscriptions/s1/resourceGroups/demo-rg/providers/Microsoft.Storage/storageAccounts/sa1",
+            "rule": "demo-approve-storage-create",
+            "rule_reason": "",
+            "request": {"method": "PUT", "path": "/x", "query": "", "headers": [], "body": null},
+            "digest": "d",
+            "reason": null,
+            "approvers": ["group:approvers"],
+            "quorum": quorum,
+            "credential": null,
+            "grant_window_secs": grant,
+            "session": "s",
+            "created": "2026-12-05T10:00:00Z",
+            "expires": "2026-12-05T10:10:00Z",
+            "decided": null,
+            "consumed": null,
+            "votes": votes.iter().map(|(who, vote)| serde_json::json!({
+                "voter": who, "voter_name": null, "vote": vote, "comment": null,
+                "time": "2026-12-05T10:01:00Z"
+            })).collect::<Vec<_>>(),
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn a_confirmation_says_exactly_what_the_vote_led_to() {
+        let what = "create or update storage account sa1 in demo-rg";
+        // One of two: nothing happens yet.
+        let c = confirmation(
+            &approval("pending", 2, None, &[("alice", "approve")]),
+            "alice",
+        )
+        .unwrap();
+        assert_eq!(
+            (c.verb, c.what.as_str(), c.have, c.quorum),
+            ("approved", what, 1, 2)
+        );
+        assert_eq!(
+            c.next,
+            "1 more approval is needed before anything is sent to Azure (by 2026-12-05 10:10:00 UTC, or it expires)."
+        );
+        // Quorum met: once, and with a grant window, for how long after.
+        let c = confirmation(
+            &approval("approved", 1, None, &[("alice", "approve")]),
+            "alice",
+        )
+        .unwrap();
+        assert!(
+            c.next
+                .starts_with("the held request goes to Azure now, once"),
+            "{}",
+            c.next
+        );
+        assert!(!c.next.contains("Then, for"), "{}", c.next);
+        let c = confirmation(
+            &approval("consumed", 1, Some(1800), &[("alice", "approve")]),
+            "alice",
+        )
+        .unwrap();
+        assert_eq!(
+            c.next,
+            "the request has gone to Azure, once. Then, for 30 min, the same principal's Microsoft.Storage/storageAccounts/write on this scope passes without a new approval."
+        );
+        // A deny refuses.
+        let c = confirmation(&approval("denied", 2, None, &[("bob", "deny")]), "bob").unwrap();
+        assert_eq!(c.verb, "denied");
+        assert!(
+            c.next.starts_with("refused: nothing is sent to Azure"),
+            "{}",
+            c.next
+        );
+        // Approved, but someone else denied.
+        let a = approval("denied", 2, None, &[("alice", "approve"), ("bob", "deny")]);
+        let c = confirmation(&a, "alice").unwrap();
+        assert_eq!(
+            c.next,
+            "another approver denied it: nothing is sent to Azure."
+        );
+        // Nobody else is told they voted.
+        assert!(confirmation(&a, "carol").is_none());
+    }
+
+    #[test]
+    fn spans_read_as_people_say_them() {
+        assert_eq!(span(45), "45 s");
+        assert_eq!(span(1800), "30 min");
+        assert_eq!(span(90), "1 min 30 s");
+        assert_eq!(span(7200), "2 h");
+        assert_eq!(span(5400), "1 h 30 min");
+    }
 }
