@@ -179,6 +179,25 @@ const scenarios = {
     say("denied", { confirmation: await confirmation.innerText() });
   },
 
+  // An approver's page is stale: another approver denied meanwhile. Their vote is not
+  // counted, and the page says so instead of doing nothing.
+  async stale(b) {
+    const page = await (await context(b, PHONE)).newPage();
+    const { id, words } = await wait("held");
+    await signIn(page, "alice", `/console/approvals/${id}`);
+    const card = page.locator("article.card", { hasText: words });
+    await card.waitFor();
+    await wait("denied-elsewhere");
+    await card.getByRole("button", { name: "Approve" }).click();
+    const notice = page.locator("#confirmations .confirmation-refused");
+    await notice.waitFor();
+    const text = await notice.innerText();
+    if (!(await notice.evaluate((n) => n === document.activeElement))) fail("the notice is not focused");
+    await notice.getByRole("button", { name: "Dismiss" }).click();
+    await notice.waitFor({ state: "detached" });
+    say("not-counted", { text });
+  },
+
   // A signed-in reader who is not among the approvers sees the request, with no buttons;
   // a hostile agent's reason is shown as the text it is.
   async nonapprover(b) {

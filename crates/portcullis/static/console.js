@@ -44,6 +44,35 @@
     e.preventDefault();
     c.remove();
   });
+  // A vote refused (decided meanwhile by someone else, voted already, not allowed): htmx
+  // swaps nothing for an error, so its page's message is put above the list, as text.
+  document.addEventListener("htmx:responseError", function (e) {
+    var path = e.detail.requestConfig && e.detail.requestConfig.path;
+    if (!/^\/console\/approvals\/[^/]+\/(approve|deny)$/.test(path || "")) return;
+    var list = document.getElementById("confirmations");
+    if (!list) return;
+    var doc = new DOMParser().parseFromString(e.detail.xhr.responseText, "text/html");
+    var title = doc.querySelector("h1"), message = doc.querySelector("main p");
+    var n = document.createElement("div");
+    n.className = "confirmation confirmation-refused";
+    n.id = "refused-" + Date.now();
+    n.setAttribute("tabindex", "-1");
+    var p = document.createElement("p");
+    var b = document.createElement("b");
+    b.textContent = "Not counted: " + (title ? title.textContent : "the vote failed");
+    p.appendChild(b);
+    p.appendChild(document.createTextNode(" " + (message ? message.textContent : "") + " Reload to see it as it is now."));
+    var d = document.createElement("button");
+    d.type = "button";
+    d.className = "dismiss";
+    d.setAttribute("data-dismiss", n.id);
+    d.textContent = "Dismiss";
+    n.appendChild(p);
+    n.appendChild(d);
+    list.insertBefore(n, list.firstChild);
+    n.focus();
+  });
+
   // After the vote's own swap has settled (the card it replaced held the focus).
   document.addEventListener("htmx:afterSettle", function () {
     var c = document.querySelector("#confirmations .confirmation:not([data-seen])");

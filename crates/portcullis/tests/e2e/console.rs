@@ -13,7 +13,7 @@ use reqwest::StatusCode;
 use serde_json::{Value, json};
 
 use crate::approvals::{
-    CREATE, Delivery, account, admin_url, code, put_request, puts_to, receiver, wait_pending,
+    CREATE, Delivery, account, admin_url, code, put_request, puts_to, receiver, vote, wait_pending,
     within,
 };
 use crate::{Env, Setup, leak, send};
@@ -333,6 +333,28 @@ async fn a_reader_who_is_not_an_approver_sees_no_decision_buttons_and_agent_mark
     let seen = browser.expect("DONE no-buttons").await;
     assert_eq!(seen["buttons"], 0);
     assert_eq!(seen["why"], HOSTILE);
+    browser.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_vote_on_a_stale_page_says_it_was_not_counted() {
+    let env = console_env(None).await;
+    let name = "consolestale";
+    let id = held(&env, name, None).await;
+    let mut browser = Browser::start(&env, "stale");
+    browser.expect("WAIT held").await;
+    browser.answer(json!({ "id": id, "words": words(name) }));
+    browser.expect("WAIT denied-elsewhere").await;
+    let (s, _, b) = vote(&env, "bob", &id, "deny", "no").await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    browser.answer(json!({}));
+    let said = browser.expect("DONE not-counted").await;
+    let text = said["text"].as_str().unwrap();
+    assert!(
+        text.contains("Not counted: Already decided")
+            && text.contains(&format!("approval {id} is denied, not pending")),
+        "{text}"
+    );
     browser.finish().await;
 }
 
