@@ -315,6 +315,13 @@ const scenarios = {
       await page.locator("#explained").waitFor();
       found[`/console/policy (explained) ${vp.width}px`] = await axe(page);
     }
+    // A vote's confirmation, on a phone.
+    await page.setViewportSize(PHONE);
+    await page.goto(`${CONSOLE}/console/approvals`);
+    await page.locator('#live[data-live="on"]').waitFor();
+    await page.locator("article.card", { hasText: words }).getByRole("button", { name: "Approve" }).click();
+    await page.locator("#confirmations .confirmation").waitFor();
+    found[`a vote's confirmation ${PHONE.width}px`] = await axe(page);
     const bad = Object.entries(found).filter(([, v]) => v.length > 0);
     say("audited", { pages: Object.keys(found).length, violations: Object.fromEntries(bad) });
   },

@@ -687,7 +687,7 @@ async fn every_page_passes_wcag_checks_at_phone_and_desktop_widths() {
     let vm = vm1_delete(&env);
     browser.answer(json!({ "words": words(name), "request": vm }));
     let audited = browser.expect("DONE audited").await;
-    assert_eq!(audited["pages"], 10, "{audited}");
+    assert_eq!(audited["pages"], 11, "{audited}");
     assert_eq!(
         audited["violations"],
         json!({}),
