@@ -205,7 +205,9 @@ pub struct Card {
     pub body: Option<String>,
     /// The body's length as shown (whole: a held body is never cut).
     pub body_len: usize,
-    /// The settings to look at first, the risky ones leading.
+    /// The settings that weaken the resource: shown before the decision.
+    pub risks: Vec<crate::approval::highlights::Highlight>,
+    /// The other settings to look at, among the details.
     pub highlights: Vec<crate::approval::highlights::Highlight>,
     pub votes: Vec<VoteView>,
     pub have: usize,
@@ -254,7 +256,20 @@ fn card(a: &Approval, v: &Viewer) -> Card {
         query: a.request.query.clone(),
         body: a.request.body.clone(),
         body_len: a.request.body.as_ref().map_or(0, String::len),
-        highlights: a.request.highlights.clone(),
+        risks: a
+            .request
+            .highlights
+            .iter()
+            .filter(|h| h.risk.is_some())
+            .cloned()
+            .collect(),
+        highlights: a
+            .request
+            .highlights
+            .iter()
+            .filter(|h| h.risk.is_none())
+            .cloned()
+            .collect(),
         votes: a
             .votes
             .iter()
