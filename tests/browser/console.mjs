@@ -93,9 +93,9 @@ async function axe(page) {
 
 const scenarios = {
   // An approver on a phone sees a held request appear live: what is asked, by whom, why and
-  // the decision controls on the first screen. They
-  // approve with a comment; the agent's request completes (checked by the test); the
-  // confirmation stays through the live list's refreshes until dismissed.
+  // the decision controls on the first screen. They approve with a comment; the agent's
+  // request completes (checked by the test); the confirmation stays through the live
+  // list's refreshes until dismissed.
   async approve(b) {
     const page = await (await context(b, PHONE)).newPage();
     await signIn(page, process.env.APPROVER || "alice");

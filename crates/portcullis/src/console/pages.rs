@@ -435,7 +435,7 @@ struct ApprovalPage {
 /// above the list.
 #[derive(Template)]
 #[template(path = "console/voted.html")]
-struct Voted {
+struct VotedFragment {
     cards: Vec<Card>,
     csrf: String,
     confirmations: Vec<Confirmation>,
@@ -641,7 +641,7 @@ pub async fn vote(
     {
         Ok(a) if posted.signed.htmx => render(
             StatusCode::OK,
-            &Voted {
+            &VotedFragment {
                 cards: vec![card(&a, v)],
                 csrf: v.csrf.clone(),
                 confirmations: confirmation(&a, &v.principal.object_id)
