@@ -92,34 +92,67 @@ async function axe(page) {
 }
 
 const scenarios = {
-  // An approver sees a held request appear live, approves it with a comment; the agent's
-  // request completes (checked by the test); the history shows the decision.
+  // An approver on a phone sees a held request appear live: what is asked, by whom, why and
+  // the decision controls on the first screen. They approve with a comment; the agent's
+  // request completes (checked by the test); the confirmation stays through the live
+  // list's refreshes until dismissed.
   async approve(b) {
-    const page = await (await context(b)).newPage();
+    const page = await (await context(b, PHONE)).newPage();
     await signIn(page, process.env.APPROVER || "alice");
     const loaded = loads(page);
     // The page says when its event stream is connected: only then is the request held.
     await page.locator('#live[data-live="on"]').waitFor();
-    const { words } = await wait("held");
-    const card = page.locator("article.card", { hasText: words });
+    const { words, reason, scope } = await wait("held");
+    const card = page.locator("article.card", { hasText: words }).first();
     await card.waitFor();
     if (loaded.count !== 0) fail(`the page reloaded ${loaded.count} time(s) to show the request`);
     const text = await card.innerText();
-    for (const want of [words, "hold-storage-create", "e2e: needs a storage account", "Microsoft.Storage/storageAccounts/write"]) {
+    for (const want of [words, "demo-approve-storage-create", "Microsoft.Storage/storageAccounts/write", reason]) {
       if (!text.includes(want)) fail(`the card does not show '${want}':\n${text}`);
     }
-    await card.locator("summary").click();
+    // The scope once; the rule's file only on request.
+    const times = text.split(scope).length - 1;
+    if (times !== 1) fail(`the scope appears ${times} times:\n${text}`);
+    if (/policy\.yaml/.test(text)) fail(`the rule's file shows before it is asked for:\n${text}`);
+    await card.locator("details.origin summary").click();
+    if (!/policy\.yaml:\d+/.test(await card.locator("details.origin").innerText())) fail("no rule file on request");
+    // Approve within the first screen of the first card (the test asserts it; where it
+    // ends on the page is reported too).
+    await page.evaluate(() => window.scrollTo(0, 0));
+    const first = page.locator("article.card").first();
+    const approve = first.getByRole("button", { name: "Approve" });
+    const cardBox = await first.boundingBox();
+    const box = await approve.boundingBox();
+    const height = page.viewportSize().height;
+    say("first-screen", { approveBottom: box.y + box.height - cardBox.y, pageBottom: box.y + box.height, height });
+    await card.locator("details.body summary").click();
     if (!(await card.locator("pre.body").innerText()).includes("Standard_LRS")) fail("the card does not show the request body");
+    await card.locator("details.body summary").click();
+    await card.locator("details.origin summary").click();
+    await page.evaluate(() => window.scrollTo(0, 0));
     await shot(page, "pending");
     await card.locator("textarea").fill("ok: ticket 4711");
     await card.getByRole("button", { name: "Approve" }).click();
-    // Decided: it shows as approved, then leaves the pending list (live, as everyone's does).
+    const confirmation = page.locator("#confirmations .confirmation", { hasText: words });
+    await confirmation.waitFor();
+    const said = await confirmation.innerText();
+    if (!(await confirmation.evaluate((c) => c === document.activeElement))) fail("the confirmation is not focused");
+    // Decided: it leaves the pending list (live, as everyone's does).
     await page.waitForFunction(
-      (w) => ![...document.querySelectorAll("article.card")].some(
-        (c) => c.innerText.includes(w) && /pending/i.test(c.querySelector(".badge").innerText)),
+      (w) => ![...document.querySelectorAll("#approval-list article.card")].some((c) => c.innerText.includes(w)),
       words,
     );
-    say("approved");
+    await shot(page, "confirmation");
+    say("approved", { confirmation: said });
+    // A new request arrives: the list is fetched again; the confirmation stays.
+    const next = await wait("another");
+    await page.locator("#approval-list article.card", { hasText: next.words }).waitFor();
+    if (!(await confirmation.isVisible())) fail("the confirmation went with the live refresh");
+    if (loaded.count !== 0) fail(`the page reloaded ${loaded.count} time(s)`);
+    await confirmation.getByRole("button", { name: /Dismiss/ }).click();
+    await confirmation.waitFor({ state: "detached" });
+    if (loaded.count !== 0) fail("dismissing reloaded the page");
+    say("kept", { reloads: loaded.count });
     await wait("forwarded");
     await page.goto(`${CONSOLE}/console/approvals/history`);
     const decided = page.locator("article.card", { hasText: words });
@@ -141,20 +174,46 @@ const scenarios = {
     await card.locator("textarea").fill("not in prod");
     await card.getByRole("button", { name: "Deny" }).click();
     await page.locator("article.card .badge", { hasText: /denied/i }).waitFor();
-    say("denied");
+    const confirmation = page.locator("#confirmations .confirmation");
+    await confirmation.waitFor();
+    say("denied", { confirmation: await confirmation.innerText() });
   },
 
-  // A signed-in reader who is not among the approvers sees the request, with no buttons.
+  // An approver's page is stale: another approver denied meanwhile. Their vote is not
+  // counted, and the page says so instead of doing nothing.
+  async stale(b) {
+    const page = await (await context(b, PHONE)).newPage();
+    const { id, words } = await wait("held");
+    await signIn(page, "alice", `/console/approvals/${id}`);
+    const card = page.locator("article.card", { hasText: words });
+    await card.waitFor();
+    await wait("denied-elsewhere");
+    await card.getByRole("button", { name: "Approve" }).click();
+    const notice = page.locator("#confirmations .confirmation-refused");
+    await notice.waitFor();
+    const text = await notice.innerText();
+    if (!(await notice.evaluate((n) => n === document.activeElement))) fail("the notice is not focused");
+    await notice.getByRole("button", { name: "Dismiss" }).click();
+    await notice.waitFor({ state: "detached" });
+    say("not-counted", { text });
+  },
+
+  // A signed-in reader who is not among the approvers sees the request, with no buttons;
+  // a hostile agent's reason is shown as the text it is.
   async nonapprover(b) {
-    const page = await (await context(b)).newPage();
-    const { words } = await wait("held");
+    const page = await (await context(b, PHONE)).newPage();
+    const { words, reason } = await wait("held");
     await signIn(page, process.env.VIEWER || "carol");
     const card = page.locator("article.card", { hasText: words });
     await card.waitFor();
+    // No element of the agent's making, and the text exactly as sent.
+    if ((await page.locator("main img, main b:has-text('approve me')").count()) !== 0) fail("the agent's markup became elements");
+    const why = await card.locator("dl.lead dd").nth(2).innerText();
+    if (why !== reason) fail(`the reason is not shown as sent: ${JSON.stringify(why)}`);
     const buttons = await page.getByRole("button", { name: /approve|deny/i }).count();
     if (buttons !== 0) fail(`a non-approver sees ${buttons} decision button(s)`);
     if (!(await card.innerText()).includes("You cannot decide this")) fail("no explanation for the missing buttons");
-    say("no-buttons", { buttons });
+    say("no-buttons", { buttons, why });
   },
 
   // Forged POSTs: without the CSRF token, and with it from another origin.
@@ -191,6 +250,19 @@ const scenarios = {
     const { principal } = await wait("session");
     await signIn(page, "alice", "/console/sessions");
     await shot(page, "sessions");
+    // On a phone each session is a card: nothing wider than the screen, every count on it.
+    await page.setViewportSize(PHONE);
+    const fit = await page.evaluate(() => {
+      const w = document.documentElement.clientWidth;
+      const cells = [...document.querySelectorAll("tbody td")].map((td) => td.getBoundingClientRect().right);
+      return { width: w, scroll: document.documentElement.scrollWidth, right: Math.max(...cells), cells: cells.length };
+    });
+    if (fit.cells === 0 || fit.scroll > fit.width || fit.right > fit.width) fail(`the sessions list overflows a phone: ${JSON.stringify(fit)}`);
+    const counts = await page.locator("tbody tr").first().locator("td.count").allInnerTexts();
+    if (counts.length < 3) fail(`counts missing on a phone: ${counts}`);
+    await page.setViewportSize(DESKTOP);
+    if (!(await page.getByRole("columnheader", { name: "Denied" }).isVisible())) fail("no table on a desktop");
+    say("sessions-fit", fit);
     await page.getByLabel("Principal (object id)").fill(principal);
     await page.getByLabel("Decision").selectOption("refused");
     await page.getByRole("button", { name: "Filter" }).click();
@@ -243,6 +315,13 @@ const scenarios = {
       await page.locator("#explained").waitFor();
       found[`/console/policy (explained) ${vp.width}px`] = await axe(page);
     }
+    // A vote's confirmation, on a phone.
+    await page.setViewportSize(PHONE);
+    await page.goto(`${CONSOLE}/console/approvals`);
+    await page.locator('#live[data-live="on"]').waitFor();
+    await page.locator("article.card", { hasText: words }).getByRole("button", { name: "Approve" }).click();
+    await page.locator("#confirmations .confirmation").waitFor();
+    found[`a vote's confirmation ${PHONE.width}px`] = await axe(page);
     const bad = Object.entries(found).filter(([, v]) => v.length > 0);
     say("audited", { pages: Object.keys(found).length, violations: Object.fromEntries(bad) });
   },

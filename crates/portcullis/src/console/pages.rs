@@ -16,6 +16,7 @@ use crate::admin::approvals::After;
 use crate::approval::{Approval, Status, VoteError};
 use crate::azure::words::in_words;
 use crate::pipeline::Gateway;
+use crate::policy::{Effect, split_reason};
 
 /// Approvals per page of a list (newest first); a link leads to the next page.
 const LIST_LIMIT: usize = 50;
@@ -191,13 +192,22 @@ pub struct Card {
     pub app: Option<String>,
     pub reason: Option<String>,
     pub rule: String,
+    /// What the rule does ("holds for approval ..."), or its whole reason when that cannot
+    /// be taken apart.
     pub rule_reason: String,
+    /// Where the rule is written (`file:line`): shown only on request.
+    pub rule_origin: Option<String>,
     pub method: String,
-    pub target: String,
+    /// The request's path when it is not the scope itself (an action under it, say): the
+    /// scope is shown once.
+    pub path: Option<String>,
+    pub query: String,
     pub body: Option<String>,
     /// The body's length as shown (whole: a held body is never cut).
     pub body_len: usize,
-    /// The settings to look at first, the risky ones leading.
+    /// The settings that weaken the resource: shown before the decision.
+    pub risks: Vec<crate::approval::highlights::Highlight>,
+    /// The other settings to look at, among the details.
     pub highlights: Vec<crate::approval::highlights::Highlight>,
     pub votes: Vec<VoteView>,
     pub have: usize,
@@ -218,11 +228,8 @@ pub struct Card {
 fn card(a: &Approval, v: &Viewer) -> Card {
     let pending = a.status == Status::Pending;
     let decision = a.may_decide(&v.principal);
-    let mut target = a.request.path.clone();
-    if !a.request.query.is_empty() {
-        target.push('?');
-        target.push_str(&a.request.query);
-    }
+    let rule = a.rule.clone().unwrap_or_default();
+    let split = split_reason(&rule, Effect::Approve, &a.action, &a.scope, &a.rule_reason);
     Card {
         id: a.id.clone(),
         words: in_words(&a.action, &a.scope),
@@ -239,13 +246,30 @@ fn card(a: &Approval, v: &Viewer) -> Card {
         requester_id: a.principal.clone(),
         app: a.principal_app.clone(),
         reason: a.reason.clone(),
-        rule: a.rule.clone().unwrap_or_default(),
-        rule_reason: a.rule_reason.clone(),
+        rule_reason: split
+            .as_ref()
+            .map_or_else(|| a.rule_reason.clone(), |p| p.what.clone()),
+        rule_origin: split.map(|p| p.origin),
+        rule,
         method: a.request.method.clone(),
-        target,
+        path: (!a.request.path.eq_ignore_ascii_case(&a.scope)).then(|| a.request.path.clone()),
+        query: a.request.query.clone(),
         body: a.request.body.clone(),
         body_len: a.request.body.as_ref().map_or(0, String::len),
-        highlights: a.request.highlights.clone(),
+        risks: a
+            .request
+            .highlights
+            .iter()
+            .filter(|h| h.risk.is_some())
+            .cloned()
+            .collect(),
+        highlights: a
+            .request
+            .highlights
+            .iter()
+            .filter(|h| h.risk.is_none())
+            .cloned()
+            .collect(),
         votes: a
             .votes
             .iter()
@@ -274,6 +298,82 @@ fn card(a: &Approval, v: &Viewer) -> Card {
     }
 }
 
+/// What a vote did, for the one who cast it: shown until they dismiss it, outside the live
+/// list (which is fetched again on every change) and, without JavaScript, on the page the
+/// vote's form leads to. Worked out from the approval as stored, never from the form.
+pub struct Confirmation {
+    pub id: String,
+    /// `approved` or `denied`.
+    pub verb: &'static str,
+    /// The operation in words.
+    pub what: String,
+    pub href: String,
+    pub have: usize,
+    pub quorum: u32,
+    /// What happens now, exactly.
+    pub next: String,
+}
+
+/// "30 min", "2 h", "1 h 30 min", "45 s".
+fn span(secs: u64) -> String {
+    let (h, m, s) = (secs / 3600, secs / 60 % 60, secs % 60);
+    match (h, m, s) {
+        (0, 0, s) => format!("{s} s"),
+        (0, m, 0) => format!("{m} min"),
+        (0, m, s) => format!("{m} min {s} s"),
+        (h, 0, _) => format!("{h} h"),
+        (h, m, _) => format!("{h} h {m} min"),
+    }
+}
+
+/// The vote of `voter` (an object id) on `a` and what it led to; `None` when they have not
+/// voted on it.
+fn confirmation(a: &Approval, voter: &str) -> Option<Confirmation> {
+    let mine = a.votes.iter().find(|x| x.voter == voter)?;
+    let approved = mine.vote == "approve";
+    let until = when(&a.expires);
+    let grant = a.grant_window_secs.map(|w| {
+        format!(
+            " Then, for {}, the same principal's {} on this scope passes without a new approval.",
+            span(w),
+            a.action
+        )
+    });
+    let next = match (approved, a.status) {
+        (false, _) => format!(
+            "refused: nothing is sent to Azure, and the agent is told it was denied (with your comment, if you wrote one). The same request stays refused until {until}."
+        ),
+        (true, Status::Pending) => {
+            let left = (a.quorum as usize).saturating_sub(a.approvals());
+            format!(
+                "{left} more approval{} needed before anything is sent to Azure (by {until}, or it expires).",
+                if left == 1 { " is" } else { "s are" }
+            )
+        }
+        (true, Status::Approved) => format!(
+            "the held request goes to Azure now, once (if the agent has stopped waiting, its next identical request or status poll does, until {until}).{}",
+            grant.unwrap_or_default()
+        ),
+        (true, Status::Consumed) => format!(
+            "the request has gone to Azure, once.{}",
+            grant.unwrap_or_default()
+        ),
+        (true, Status::Denied) => {
+            "another approver denied it: nothing is sent to Azure.".to_owned()
+        }
+        (true, Status::Expired) => "it expired first: nothing was sent to Azure.".to_owned(),
+    };
+    Some(Confirmation {
+        id: a.id.clone(),
+        verb: if approved { "approved" } else { "denied" },
+        what: in_words(&a.action, &a.scope),
+        href: format!("/console/approvals/{}", segment(&a.id)),
+        have: a.approvals(),
+        quorum: a.quorum,
+        next,
+    })
+}
+
 fn visible(gw: &Gateway, v: &Viewer, a: &Approval) -> bool {
     crate::admin::approvals::visible(gw, &v.principal, a)
 }
@@ -294,6 +394,8 @@ struct ApprovalsPage {
     /// Whether this is a later page (then it links back to the first).
     later: bool,
     first_url: &'static str,
+    /// Always none here: the region votes' confirmations are put in.
+    confirmations: Vec<Confirmation>,
 }
 
 #[derive(Template)]
@@ -325,6 +427,18 @@ struct ApprovalPage {
     empty: &'static str,
     csrf: String,
     more: Option<String>,
+    /// After a vote posted without JavaScript (`?voted`): what it did.
+    confirmations: Vec<Confirmation>,
+}
+
+/// A vote's answer to htmx: the card as it now is, and the confirmation put, out of band,
+/// above the list.
+#[derive(Template)]
+#[template(path = "console/voted.html")]
+struct VotedFragment {
+    cards: Vec<Card>,
+    csrf: String,
+    confirmations: Vec<Confirmation>,
 }
 
 /// One page of the cards `v` may see, and the next page's cursor.
@@ -414,6 +528,7 @@ async fn approvals_page(
             more: next.map(|n| page_url(path, None, Some(&n))),
             later: after.is_some(),
             first_url: path,
+            confirmations: Vec::new(),
         },
     )
 }
@@ -471,8 +586,10 @@ pub async fn approval(
     State(s): State<ConsoleState>,
     signed: Signed,
     Path(id): Path<String>,
+    Query(args): Query<Vec<(String, String)>>,
 ) -> Response {
     let (gw, v) = (&s.admin.gateway, &signed.viewer);
+    let voted = args.iter().any(|(k, _)| k == "voted");
     match gw.approvals.store.approval(&id).await {
         Ok(Some(a)) if visible(gw, v, &a) => render(
             StatusCode::OK,
@@ -482,6 +599,11 @@ pub async fn approval(
                 empty: "",
                 csrf: v.csrf.clone(),
                 more: None,
+                confirmations: voted
+                    .then(|| confirmation(&a, &v.principal.object_id))
+                    .flatten()
+                    .into_iter()
+                    .collect(),
             },
         ),
         Ok(_) => error_page(
@@ -519,14 +641,19 @@ pub async fn vote(
     {
         Ok(a) if posted.signed.htmx => render(
             StatusCode::OK,
-            &CardsFragment {
+            &VotedFragment {
                 cards: vec![card(&a, v)],
-                empty: "",
                 csrf: v.csrf.clone(),
-                more: None,
+                confirmations: confirmation(&a, &v.principal.object_id)
+                    .into_iter()
+                    .collect(),
             },
         ),
-        Ok(_) => redirect(&format!("/console/approvals/{id}")),
+        // Without JavaScript: to the approval's page, which shows what the vote did.
+        Ok(a) => redirect(&format!(
+            "/console/approvals/{}?voted=1#confirmations",
+            segment(&a.id)
+        )),
         Err(VoteError::NotFound(_)) => error_page(
             StatusCode::NOT_FOUND,
             "No such approval",
@@ -595,4 +722,109 @@ pub async fn events(State(s): State<ConsoleState>, signed: Signed) -> Response {
         }
     });
     crate::admin::events::answer(futures_util::StreamExt::chain(hello, changes), false)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{confirmation, span};
+    use crate::approval::Approval;
+
+    /// An approval of a storage create as the store keeps it, with `votes` and `status`.
+    fn approval(status: &str, quorum: u32, grant: Option<u64>, votes: &[(&str, &str)]) -> Approval {
+        serde_json::from_value(serde_json::json!({
+            "id": "ap1",
+            "status": status,
+            "principal": "agent-oid",
+            "principal_app": "agent-app",
+            "principal_name": null,
+            "action": "Microsoft.Storage/storageAccounts/write",
+            "scope": "/subscriptions/s1/resourceGroups/demo-rg/providers/Microsoft.Storage/storageAccounts/sa1",
+            "rule": "demo-approve-storage-create",
+            "rule_reason": "",
+            "request": {"method": "PUT", "path": "/x", "query": "", "headers": [], "body": null},
+            "digest": "d",
+            "reason": null,
+            "approvers": ["group:approvers"],
+            "quorum": quorum,
+            "credential": null,
+            "grant_window_secs": grant,
+            "session": "s",
+            "created": "2026-12-05T10:00:00Z",
+            "expires": "2026-12-05T10:10:00Z",
+            "decided": null,
+            "consumed": null,
+            "votes": votes.iter().map(|(who, vote)| serde_json::json!({
+                "voter": who, "voter_name": null, "vote": vote, "comment": null,
+                "time": "2026-12-05T10:01:00Z"
+            })).collect::<Vec<_>>(),
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn a_confirmation_says_exactly_what_the_vote_led_to() {
+        let what = "create or update storage account sa1 in demo-rg";
+        // One of two: nothing happens yet.
+        let c = confirmation(
+            &approval("pending", 2, None, &[("alice", "approve")]),
+            "alice",
+        )
+        .unwrap();
+        assert_eq!(
+            (c.verb, c.what.as_str(), c.have, c.quorum),
+            ("approved", what, 1, 2)
+        );
+        assert_eq!(
+            c.next,
+            "1 more approval is needed before anything is sent to Azure (by 2026-12-05 10:10:00 UTC, or it expires)."
+        );
+        // Quorum met: once, and with a grant window, for how long after.
+        let c = confirmation(
+            &approval("approved", 1, None, &[("alice", "approve")]),
+            "alice",
+        )
+        .unwrap();
+        assert!(
+            c.next
+                .starts_with("the held request goes to Azure now, once"),
+            "{}",
+            c.next
+        );
+        assert!(!c.next.contains("Then, for"), "{}", c.next);
+        let c = confirmation(
+            &approval("consumed", 1, Some(1800), &[("alice", "approve")]),
+            "alice",
+        )
+        .unwrap();
+        assert_eq!(
+            c.next,
+            "the request has gone to Azure, once. Then, for 30 min, the same principal's Microsoft.Storage/storageAccounts/write on this scope passes without a new approval."
+        );
+        // A deny refuses.
+        let c = confirmation(&approval("denied", 2, None, &[("bob", "deny")]), "bob").unwrap();
+        assert_eq!(c.verb, "denied");
+        assert!(
+            c.next.starts_with("refused: nothing is sent to Azure"),
+            "{}",
+            c.next
+        );
+        // Approved, but someone else denied.
+        let a = approval("denied", 2, None, &[("alice", "approve"), ("bob", "deny")]);
+        let c = confirmation(&a, "alice").unwrap();
+        assert_eq!(
+            c.next,
+            "another approver denied it: nothing is sent to Azure."
+        );
+        // Nobody else is told they voted.
+        assert!(confirmation(&a, "carol").is_none());
+    }
+
+    #[test]
+    fn spans_read_as_people_say_them() {
+        assert_eq!(span(45), "45 s");
+        assert_eq!(span(1800), "30 min");
+        assert_eq!(span(90), "1 min 30 s");
+        assert_eq!(span(7200), "2 h");
+        assert_eq!(span(5400), "1 h 30 min");
+    }
 }

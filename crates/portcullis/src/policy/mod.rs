@@ -13,6 +13,6 @@ mod rule;
 pub use aliases::Aliases;
 pub use matcher::PrincipalMatcher;
 pub use rule::{
-    ActionPattern, ApprovalSpec, DEFAULT_MAX_BODY, Decision, Effect, Mode, Near, Policy, Rule,
-    ScopePattern, Style, scope_display,
+    ActionPattern, ApprovalSpec, DEFAULT_MAX_BODY, Decision, Effect, Mode, Near, Policy,
+    ReasonParts, Rule, ScopePattern, Style, scope_display, split_reason,
 };

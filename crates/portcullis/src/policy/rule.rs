@@ -328,6 +328,41 @@ pub fn scope_display(op: &Operation) -> String {
     }
 }
 
+/// A deciding rule's reason taken apart again, for people reading it on a small screen (the
+/// console): what the rule does, and where it is written (a file path they rarely need).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReasonParts {
+    /// "holds for approval Microsoft.Storage/storageAccounts/write", with any note after it;
+    /// the scope left out (it is shown beside).
+    pub what: String,
+    /// `file:line`.
+    pub origin: String,
+}
+
+/// Splits the reason [`Policy::decide`] wrote when `rule` decided `effect` for `action` on
+/// `scope`; `None` for any other shape (a batch's combined reason, say), shown whole then.
+/// The rule's own words are found whole, so neither an odd path nor a name an agent chose
+/// inside the scope can shift where the origin ends.
+pub fn split_reason(
+    rule: &str,
+    effect: Effect,
+    action: &str,
+    scope: &str,
+    reason: &str,
+) -> Option<ReasonParts> {
+    let rest = reason.strip_prefix(&format!("rule '{rule}' ("))?;
+    let said = format!(") {} {action} on {scope}", effect.verb());
+    let end = rest.find(&said)?;
+    let note = &rest[end + said.len()..];
+    if !(note.is_empty() || note.starts_with("; ")) {
+        return None;
+    }
+    Some(ReasonParts {
+        what: format!("{} {action}{note}", effect.verb()),
+        origin: rest[..end].to_owned(),
+    })
+}
+
 /// A rule that did not decide, and why: what `policy explain` and refusals show.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Near {
@@ -582,6 +617,35 @@ mod tests {
 
     const VM: &str =
         "/subscriptions/s1/resourceGroups/demo-rg/providers/Microsoft.Compute/virtualMachines/vm1";
+
+    #[test]
+    fn a_reason_splits_into_what_the_rule_does_and_where_it_is_written() {
+        let mut r = rule(
+            "hold-vms",
+            Effect::Approve,
+            &["Microsoft.Compute/virtualMachines/write"],
+            &["/subscriptions/*/resourceGroups/demo-rg"],
+        );
+        r.origin = "/etc/portcullis/odd) holds for approval (dir)/policy.yaml:7".into();
+        let p = Policy::new(vec![r], 1 << 20);
+        let d = p.decide(&principal(&["g1"]), &op("PUT", VM));
+        let action = "Microsoft.Compute/virtualMachines/write";
+        let split =
+            |rule: &str, reason: &str| split_reason(rule, Effect::Approve, action, VM, reason);
+        let parts = split("hold-vms", &d.reason).expect(&d.reason);
+        assert_eq!(
+            parts.origin,
+            "/etc/portcullis/odd) holds for approval (dir)/policy.yaml:7"
+        );
+        assert_eq!(
+            parts.what,
+            "holds for approval Microsoft.Compute/virtualMachines/write"
+        );
+        // Another rule's name, or a reason of another shape: shown whole.
+        assert_eq!(split("other", &d.reason), None);
+        assert_eq!(split("hold-vms", "no rule allows x"), None);
+        assert_eq!(split("hold-vms", &format!("{}x", d.reason)), None);
+    }
 
     #[test]
     fn glob_semantics() {

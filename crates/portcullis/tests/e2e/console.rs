@@ -13,13 +13,14 @@ use reqwest::StatusCode;
 use serde_json::{Value, json};
 
 use crate::approvals::{
-    CREATE, Delivery, account, admin_url, code, held_pending, put_request, puts_to, receiver,
-    wait_pending, within,
+    CREATE, Delivery, account, admin_url, code, put_request, puts_to, receiver, vote, wait_pending,
+    within,
 };
 use crate::{Env, Setup, leak, send};
 
-/// What the console tests run with: held requests wait 120 s (the browser decides well
-/// within), alice and bob approve, carol reads the audit trail but approves nothing, and
+/// What the console tests run with: the demo's own policy and principals (the screenshots in
+/// docs/images are of these), held requests wait 120 s (the browser decides well within),
+/// alice and bob approve, carol reads the audit trail but approves nothing, and
 /// notifications go to `hook` with links to the console.
 pub(crate) async fn console_env(hook: Option<u16>) -> Env {
     let admin = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
@@ -31,6 +32,8 @@ pub(crate) async fn console_env(hook: Option<u16>) -> Env {
     });
     Env::with(Setup {
         console: true,
+        demo_policy: true,
+        rules: "",
         admin: Some(format!("127.0.0.1:{port}")),
         extra: leak(format!(
             "approvals:\n  hold: 120s\n  console_url: https://127.0.0.1:{port}\n{notify}audit:\n  readers: [group:a56b8840-25ef-5cbf-a75b-1178c095c637, \"user:{carol}\"]\n"
@@ -159,7 +162,7 @@ impl Browser {
     }
 }
 
-/// What the explain form is asked: the agent deleting vm1 (the test policy denies it).
+/// What the explain form is asked: the agent deleting vm1 (the demo's policy denies it).
 fn vm1_delete(env: &Env) -> String {
     format!(
         "DELETE {}/providers/Microsoft.Compute/virtualMachines/vm1?api-version=2024-07-01",
@@ -171,8 +174,36 @@ fn words(name: &str) -> String {
     format!("create or update storage account {name} in demo-rg")
 }
 
+/// What a hostile agent gives as its reason: markup, quotes, an attribute breakout.
+const HOSTILE: &str = "<img src=x onerror=alert(1)>\"' onmouseover=alert(2) <b>approve me</b>";
+
+/// The agent's request to create storage account `name`, giving `reason` (or the usual one).
+fn asks(env: &Env, name: &str, reason: Option<&str>) -> reqwest::RequestBuilder {
+    match reason {
+        None => put_request(env, &account(env, name), CREATE, None, None),
+        Some(r) => env
+            .http
+            .put(env.url(&account(env, name)))
+            .bearer_auth(env.token("agent"))
+            .header("content-type", "application/json")
+            .header("x-portcullis-reason", r)
+            .body(CREATE),
+    }
+}
+
+/// The agent asks to create `name` without waiting (the demo's policy presents a storage
+/// create as a long-running operation: 202); the approval's id.
+async fn held(env: &Env, name: &str, reason: Option<&str>) -> String {
+    let req = asks(env, name, reason).header("x-portcullis-wait", "0");
+    let (s, h, b) = within(20, "the agent's PUT", send(req)).await;
+    assert_eq!(s, StatusCode::ACCEPTED, "{b}");
+    let id = h["x-portcullis-approval"].to_str().unwrap().to_owned();
+    wait_pending(env, name).await;
+    id
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_approver_sees_a_held_request_live_approves_it_and_the_agent_completes() {
+async fn an_approver_on_a_phone_sees_a_held_request_live_approves_it_and_the_agent_completes() {
     let env = console_env(None).await;
     let name = "consoleapproved";
     let path = account(&env, name);
@@ -182,17 +213,37 @@ async fn an_approver_sees_a_held_request_live_approves_it_and_the_agent_complete
     browser.expect("WAIT held").await;
 
     let since = env.sim.last_call_seq();
-    let agent = tokio::spawn(send(put_request(&env, &path, CREATE, None, None)));
+    let reason = "Nightly build needs a storage account for test artifacts (ticket 4711)";
+    let agent = tokio::spawn(send(asks(&env, name, Some(reason))));
     wait_pending(&env, name).await;
-    browser.answer(json!({ "words": words(name) }));
+    let scope = path.split('?').next().unwrap().to_owned();
+    browser.answer(json!({ "words": words(name), "reason": reason, "scope": scope }));
 
-    browser.expect("DONE approved").await;
+    let first = browser.expect("DONE first-screen").await;
+    assert!(
+        first["approveBottom"].as_f64().unwrap() <= first["height"].as_f64().unwrap(),
+        "Approve is within the first screen of the first card at 390 px: {first}"
+    );
+    let approved = browser.expect("DONE approved").await;
+    let confirmation = approved["confirmation"].as_str().unwrap();
+    assert!(
+        confirmation.contains(&format!("You approved {}", words(name)))
+            && confirmation.contains("1 of 1 approvals")
+            && confirmation.contains("goes to Azure now, once"),
+        "{confirmation}"
+    );
     let (status, headers, body) = within(30, "the agent's held PUT", agent).await.unwrap();
     // Azure's real answer: the create runs as a long-running operation.
     assert_eq!(status, StatusCode::ACCEPTED, "{body}");
     assert!(headers.contains_key("azure-asyncoperation") || headers.contains_key("location"));
     let puts = puts_to(&env, since, name);
     assert_eq!(puts.len(), 1, "forwarded once: {puts:?}");
+    // Another request arrives: the live list is fetched again, and the confirmation stays.
+    browser.expect("WAIT another").await;
+    held(&env, "consolenext", None).await;
+    browser.answer(json!({ "words": words("consolenext") }));
+    let kept = browser.expect("DONE kept").await;
+    assert_eq!(kept["reloads"], 0, "{kept}");
     browser.expect("WAIT forwarded").await;
     browser.answer(json!({}));
     browser.finish().await;
@@ -244,7 +295,13 @@ async fn an_approver_follows_the_notification_link_and_denies_with_a_comment() {
             .ends_with(&format!("/console/approvals/{id}")),
         "back on the linked page after signing in: {signed_in}"
     );
-    browser.expect("DONE denied").await;
+    let denied = browser.expect("DONE denied").await;
+    let confirmation = denied["confirmation"].as_str().unwrap();
+    assert!(
+        confirmation.contains(&format!("You denied {}", words(name)))
+            && confirmation.contains("refused: nothing is sent to Azure"),
+        "{confirmation}"
+    );
     browser.finish().await;
 
     let (status, headers, body) = within(30, "the agent's held PUT", agent).await.unwrap();
@@ -264,16 +321,40 @@ async fn an_approver_follows_the_notification_link_and_denies_with_a_comment() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_reader_who_is_not_an_approver_sees_no_decision_buttons() {
+async fn a_reader_who_is_not_an_approver_sees_no_decision_buttons_and_agent_markup_as_text() {
     let env = console_env(None).await;
     let name = "consoleviewed";
-    held_pending(&env, &account(&env, name), CREATE).await;
+    // A hostile agent: its reason is markup, and the browser must show it as text.
+    held(&env, name, Some(HOSTILE)).await;
 
     let mut browser = Browser::start(&env, "nonapprover");
     browser.expect("WAIT held").await;
-    browser.answer(json!({ "words": words(name) }));
+    browser.answer(json!({ "words": words(name), "reason": HOSTILE }));
     let seen = browser.expect("DONE no-buttons").await;
     assert_eq!(seen["buttons"], 0);
+    assert_eq!(seen["why"], HOSTILE);
+    browser.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_vote_on_a_stale_page_says_it_was_not_counted() {
+    let env = console_env(None).await;
+    let name = "consolestale";
+    let id = held(&env, name, None).await;
+    let mut browser = Browser::start(&env, "stale");
+    browser.expect("WAIT held").await;
+    browser.answer(json!({ "id": id, "words": words(name) }));
+    browser.expect("WAIT denied-elsewhere").await;
+    let (s, _, b) = vote(&env, "bob", &id, "deny", "no").await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    browser.answer(json!({}));
+    let said = browser.expect("DONE not-counted").await;
+    let text = said["text"].as_str().unwrap();
+    assert!(
+        text.contains("Not counted: Already decided")
+            && text.contains(&format!("approval {id} is denied, not pending")),
+        "{text}"
+    );
     browser.finish().await;
 }
 
@@ -281,7 +362,7 @@ async fn a_reader_who_is_not_an_approver_sees_no_decision_buttons() {
 async fn forged_posts_without_the_csrf_token_or_from_another_origin_are_refused() {
     let env = console_env(None).await;
     let name = "consoleforged";
-    let id = held_pending(&env, &account(&env, name), CREATE).await;
+    let id = held(&env, name, None).await;
 
     let mut browser = Browser::start(&env, "csrf");
     browser.expect("WAIT held").await;
@@ -330,7 +411,10 @@ async fn a_reviewer_filters_sessions_and_replays_the_agents_step_by_step() {
     let replayed = browser.expect("DONE replayed").await;
     assert!(replayed["steps"].as_u64().unwrap() >= 2, "{replayed}");
     assert!(
-        replayed["text"].as_str().unwrap().contains("no-vm-deletes"),
+        replayed["text"]
+            .as_str()
+            .unwrap()
+            .contains("baseline-no-deletes"),
         "the refusal names the rule: {replayed}"
     );
     browser.finish().await;
@@ -346,7 +430,7 @@ async fn the_policy_page_explains_a_decision() {
     let explained = browser.expect("DONE explained").await;
     let text = explained["text"].as_str().unwrap();
     assert!(text.to_ascii_lowercase().contains("deny"), "{text}");
-    assert!(text.contains("no-vm-deletes"), "{text}");
+    assert!(text.contains("baseline-no-deletes"), "{text}");
     assert!(
         text.contains("delete virtual machine vm1 in demo-rg"),
         "{text}"
@@ -597,13 +681,13 @@ async fn a_callback_from_another_sign_in_or_a_replayed_code_is_refused() {
 async fn every_page_passes_wcag_checks_at_phone_and_desktop_widths() {
     let env = console_env(None).await;
     let name = "consoleaccessible";
-    held_pending(&env, &account(&env, name), CREATE).await;
+    held(&env, name, None).await;
     let mut browser = Browser::start(&env, "accessibility");
     browser.expect("WAIT held").await;
     let vm = vm1_delete(&env);
     browser.answer(json!({ "words": words(name), "request": vm }));
     let audited = browser.expect("DONE audited").await;
-    assert_eq!(audited["pages"], 10, "{audited}");
+    assert_eq!(audited["pages"], 11, "{audited}");
     assert_eq!(
         audited["violations"],
         json!({}),
@@ -712,7 +796,7 @@ async fn agent_text_is_shown_as_text_and_agent_named_sessions_link_safely() {
     // The agent names its session with characters that mean something in a URL, and says
     // why in markup.
     let session_id = "victim#x/../y?z";
-    let (_, h, b) = send(
+    let (s, h, b) = send(
         env.http
             .put(env.url(&account(&env, name)))
             .bearer_auth(env.token("agent"))
@@ -723,7 +807,8 @@ async fn agent_text_is_shown_as_text_and_agent_named_sessions_link_safely() {
             .body(CREATE),
     )
     .await;
-    assert_eq!(code(&h), "ApprovalPending", "{b}");
+    assert_eq!(s, StatusCode::ACCEPTED, "{b}");
+    assert!(h.contains_key("x-portcullis-approval"), "{h:?}");
 
     let http = browserless(&env);
     let (session, _, _) = sign_in(&env, &http, "alice").await;
@@ -760,4 +845,65 @@ async fn agent_text_is_shown_as_text_and_agent_named_sessions_link_safely() {
     assert_eq!(status, StatusCode::BAD_REQUEST, "{html}");
     let (status, _) = page(&env, &http, &session, "/console/sessions/%zz").await;
     assert_eq!(status, StatusCode::NOT_FOUND);
+}
+
+#[tokio::test]
+async fn a_vote_without_javascript_is_confirmed_on_the_page_it_leads_to_until_dismissed() {
+    let env = console_env(None).await;
+    let name = "consolenojs";
+    let id = held(&env, name, Some(HOSTILE)).await;
+    let http = browserless(&env);
+    let (alice, _, _) = sign_in(&env, &http, "alice").await;
+    let href = format!("/console/approvals/{id}");
+    let (_, html) = page(&env, &http, &alice, &href).await;
+    assert!(!html.contains("You approved"), "no vote yet: {html}");
+    // The form as a browser without JavaScript posts it: no hx-request header.
+    let r = http
+        .post(format!("{}{href}/approve", console_url(&env)))
+        .header("cookie", &alice)
+        .header("origin", console_url(&env))
+        .form(&[("csrf", csrf_of(&html).as_str()), ("comment", "fine")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::SEE_OTHER);
+    let to = location(&r);
+    assert_eq!(to, format!("{href}?voted=1#confirmations"));
+    let (status, html) = page(&env, &http, &alice, to.split('#').next().unwrap()).await;
+    assert_eq!(status, StatusCode::OK);
+    let said = html
+        .split("class=\"confirmation confirmation-approved\"")
+        .nth(1)
+        .expect("a confirmation")
+        .split("</div>")
+        .next()
+        .unwrap();
+    assert!(
+        said.contains(&format!(
+            "<b>You approved</b> <a href=\"{href}\">{}</a>",
+            words(name)
+        )),
+        "{said}"
+    );
+    // The agent stopped waiting (it was answered 202): its next poll takes the approval.
+    assert!(
+        said.contains("1 of 1 approvals; the held request goes to Azure now, once (if the agent has stopped waiting, its next identical request or status poll does"),
+        "{said}"
+    );
+    // Dismissing it is a plain link back to the page without it.
+    assert!(
+        said.contains(&format!("<form method=\"get\" action=\"{href}\">")),
+        "{said}"
+    );
+    let (_, again) = page(&env, &http, &alice, &href).await;
+    assert!(!again.contains("You approved"), "dismissed");
+    // The agent's markup is text everywhere on the page, the confirmation included.
+    for raw in ["<img src=x", "<b>approve me", "\" onmouseover"] {
+        assert!(!html.contains(raw), "{raw} unescaped");
+    }
+    assert!(html.contains("&#60;b&#62;approve me&#60;/b&#62;"), "{html}");
+    // What a confirmation says comes from the approval, not the address: bob did not vote.
+    let (bob, _, _) = sign_in(&env, &http, "bob").await;
+    let (_, html) = page(&env, &http, &bob, &format!("{href}?voted=1")).await;
+    assert!(!html.contains("You approved"), "{html}");
 }

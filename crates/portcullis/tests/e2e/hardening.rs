@@ -257,9 +257,19 @@ async fn the_approver_sees_the_whole_body_and_the_risky_settings_first() {
         },
     })
     .to_string();
-    let id =
-        crate::approvals::held_pending(&env, &crate::approvals::account(&env, "widelyopen"), &body)
-            .await;
+    // The console's setup runs the demo's policy: a storage create waits as a long-running
+    // operation (202), not ApprovalPending.
+    let path = crate::approvals::account(&env, "widelyopen");
+    let (s, h, b) = crate::send(crate::approvals::put_request(
+        &env,
+        &path,
+        &body,
+        Some(0),
+        None,
+    ))
+    .await;
+    assert_eq!(s, reqwest::StatusCode::ACCEPTED, "{b}");
+    let id = h["x-portcullis-approval"].to_str().unwrap().to_owned();
     let a = crate::approvals::approval(&env, &id).await;
     let shown = a["request"]["body"].as_str().unwrap();
     let doc: Value = serde_json::from_str(shown).expect("the whole body, as JSON");
@@ -284,18 +294,18 @@ async fn the_approver_sees_the_whole_body_and_the_risky_settings_first() {
         a["request"]["highlights"]
     );
 
-    // The console card puts them above everything else, and holds the body whole.
+    // The console card puts the risky ones before the decision, and holds the body whole.
     let http = crate::console::browserless(&env);
     let (session, _, _) = crate::console::sign_in(&env, &http, "alice").await;
     let (s, html) =
         crate::console::page(&env, &http, &session, &format!("/console/approvals/{id}")).await;
     assert_eq!(s, StatusCode::OK);
     let settings = html
-        .find("Settings to check")
+        .find("Settings to check first")
         .expect("the settings section");
     assert!(
-        settings < html.find("Asked by").unwrap(),
-        "settings come first"
+        settings < html.find("class=\"approve\"").unwrap(),
+        "the risky settings come before the decision"
     );
     assert!(html.contains("anyone on the internet may read public containers"));
     assert!(html.contains("TLS older than 1.2 is accepted"));

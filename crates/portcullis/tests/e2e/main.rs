@@ -108,6 +108,9 @@ pub struct Setup {
     pub console: bool,
     /// The admin listener's address (`127.0.0.1:0`: any free port).
     pub admin: Option<String>,
+    /// Run the demo's own policy (`policies/demo.yaml` and the pack it includes) instead of
+    /// the tests' `policy.yaml`.
+    pub demo_policy: bool,
 }
 
 impl Default for Setup {
@@ -122,6 +125,7 @@ impl Default for Setup {
             vault_audience: false,
             console: false,
             admin: None,
+            demo_policy: false,
         }
     }
 }
@@ -164,7 +168,18 @@ pub async fn prepare(setup: Setup) -> (Simulator, PathBuf) {
         &dir.join("elevated.secret"),
         app("portcullis-elevated").secret.as_deref().unwrap(),
     );
-    write(&dir.join("policy.yaml"), include_str!("policy.yaml"));
+    if setup.demo_policy {
+        write(
+            &dir.join("policy.yaml"),
+            include_str!("../../../../policies/demo.yaml"),
+        );
+        write(
+            &dir.join("agent-baseline.yaml"),
+            include_str!("../../../../policies/agent-baseline.yaml"),
+        );
+    } else {
+        write(&dir.join("policy.yaml"), include_str!("policy.yaml"));
+    }
     let api = sim.config().api_for(GATEWAY_API).unwrap().app_id;
     let credential = match &setup.credential {
         Some(make) => make(&sim, &dir),
