@@ -87,7 +87,7 @@ struct SessionsPage {
     decisions: Vec<(&'static str, bool)>,
     error: Option<String>,
     rows: Vec<SessionRow>,
-    counts: [&'static str; 3],
+    counts: [&'static str; 5],
 }
 
 async fn sessions_page(
