@@ -375,8 +375,13 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     println!();
     let here = std::env::current_dir().context("the current directory")?;
     println!(
-        "In another terminal, in {}, paste the tour (README.md, \"A tour\"):",
-        here.display()
+        "In another terminal, in {}, paste the tour (README.md, \"A tour\"{}):",
+        here.display(),
+        if args.dir == Path::new(DEFAULT_DIR) {
+            ""
+        } else {
+            ", loading --dir's demo.env"
+        }
     );
     println!();
     print!("{}", tour(&args.dir, &env_path));
