@@ -19,10 +19,10 @@ const DEMO_POLICY: &str = include_str!("../../../../policies/demo.yaml");
 /// The pack the demo policy includes.
 const AGENT_BASELINE: &str = include_str!("../../../../policies/agent-baseline.yaml");
 /// The tour the demo prints, word for word as README.md's "A tour".
-pub const TOUR: &str = include_str!("tour.sh");
+const TOUR: &str = include_str!("tour.sh");
 /// Where the demo keeps its files unless `--dir` says otherwise; the tour's first line loads
 /// `{DEFAULT_DIR}/demo.env`.
-pub const DEFAULT_DIR: &str = ".portcullis/demo";
+const DEFAULT_DIR: &str = ".portcullis/demo";
 /// Digests of the policy copies the demo wrote, so that it replaces only copies nobody edited.
 const SHIPPED_DIGESTS: &str = "shipped.sha256";
 
