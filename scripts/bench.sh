@@ -6,6 +6,21 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+# Help is only help: nothing installed, nothing built.
+for arg in "$@"; do
+    case "$arg" in
+    -h | --help)
+        echo "usage: scripts/bench.sh [OPTIONS]"
+        echo
+        echo "Installs nginx and wrk if missing (Debian packages; as root), builds the release"
+        echo "binaries, then runs bench/harness.py with OPTIONS; about 11 minutes from a clean"
+        echo "clone on 2 cores. Results: bench/results/latest.{md,json}."
+        echo
+        exec python3 bench/harness.py --help
+        ;;
+    esac
+done
+
 need() { command -v "$1" >/dev/null 2>&1; }
 missing=()
 need nginx || missing+=(nginx-light)

@@ -44,7 +44,7 @@ enum LogFormat {
 #[derive(Subcommand)]
 enum Command {
     /// Run everything on this machine with no Azure account: the embedded Azure simulator
-    /// (and, as it is built, the gateway in front of it), with a short tour.
+    /// and the gateway in front of it, with a tour to paste (README.md, "A tour").
     Demo(demo::DemoArgs),
     /// Run the gateway with a configuration file.
     Serve(serve::ServeArgs),
