@@ -322,6 +322,9 @@ pub enum FoundSession {
 pub struct SessionSummary {
     pub id: String,
     pub principal: Option<String>,
+    /// The principal's name and kind, as a record of the session keeps them
+    /// (`AuditRecord::principal_name`), for people to read beside the id.
+    pub principal_name: Option<String>,
     pub started: String,
     pub last: String,
     /// Requests (forwarded or refused), not counting answer records.
@@ -682,13 +685,18 @@ impl Store {
             Some(n) => format!("ORDER BY MIN(time) DESC LIMIT {}", n.max(1)),
             None => "ORDER BY MIN(time)".to_owned(),
         };
+        // Not a column: only this list reads it, from the record's own text.
+        let name = match &self.db {
+            Db::Sqlite(_) => "json_extract(record, '$.principal_name')",
+            Db::Postgres(_) => "((record::jsonb) ->> 'principal_name')",
+        };
         Ok(on!(self, pool => {
             sqlx::query(&format!(
                 "SELECT session, MIN(time), MAX(time), \
                         CAST(SUM(CASE WHEN phase IN ('request', 'refused') THEN 1 ELSE 0 END) AS BIGINT), \
                         CAST(SUM(CASE WHEN phase = 'refused' THEN 1 ELSE 0 END) AS BIGINT), \
                         CAST(SUM(CASE WHEN phase = 'refused' AND decision = 'deny' THEN 1 ELSE 0 END) AS BIGINT), \
-                        MAX(principal) \
+                        MAX(principal), MAX({name}) \
                  FROM audit_records \
                  GROUP BY session \
                  HAVING (CAST($1 AS TEXT) IS NULL OR MAX(time) >= $1) \
@@ -711,6 +719,7 @@ impl Store {
                 refused: r.col(4),
                 denied: r.col(5),
                 principal: r.col(6),
+                principal_name: r.col(7),
             })
             .collect()
         }))

@@ -294,9 +294,16 @@ pub(crate) fn principal(
             app_id,
             groups,
             roles: strings("roles"),
-            display_name: s("name")
-                .or_else(|| s("upn"))
-                .or_else(|| s("preferred_username")),
+            // For people only: an app's registration names it, a user's account; whoever
+            // controls those chose the text, so it is cleaned before anything shows it.
+            display_name: match kind {
+                PrincipalKind::User => s("name")
+                    .or_else(|| s("preferred_username"))
+                    .or_else(|| s("upn")),
+                _ => s("app_displayname").or_else(|| s("name")),
+            }
+            .as_deref()
+            .and_then(super::names::clean),
             token_version: version,
         },
         overage,

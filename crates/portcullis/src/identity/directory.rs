@@ -1,0 +1,272 @@
+//! Display names from the directory, for principals whose token names nobody (a service
+//! principal calling an organisation's API gets ids only) and for groups: Microsoft Graph
+//! `GET /v1.0/servicePrincipals/{id}` and `GET /v1.0/groups/{id}`, with the credential the
+//! groups-overage lookup uses, which needs `Application.Read.All` and `GroupMember.Read.All`
+//! (or `Directory.Read.All`), application permissions (docs/deployment.md).
+//! <https://learn.microsoft.com/graph/api/serviceprincipal-get>
+//! <https://learn.microsoft.com/graph/api/group-get>
+//!
+//! Names are for people: they are looked up where something is shown (an approval created,
+//! a refusal's message, the admin API and console reads), never to decide and never on every
+//! request. A lookup is bounded ([`LOOKUP_BOUND`]); one that fails or is slow leaves the id
+//! alone, "(name unavailable)", and Graph is left alone for [`NEGATIVE_TTL`] after an error,
+//! so an outage costs at most one bounded wait per minute.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use http::{HeaderMap, HeaderValue, Method, StatusCode};
+
+use super::names::clean;
+use super::settings::OverageConfig;
+use crate::upstream::client::{ClientError, HttpClient};
+use crate::upstream::credential::TokenProvider;
+
+/// The longest a lookup may delay what waits for it (a token from the credential included).
+pub const LOOKUP_BOUND: Duration = Duration::from_millis(1500);
+/// How long a name found is kept: names change rarely, and a stale one is still beside its id.
+pub const TTL: Duration = Duration::from_secs(3600);
+/// How long "no name" is kept: an object Graph does not know, or any failure.
+pub const NEGATIVE_TTL: Duration = Duration::from_secs(60);
+/// Entries kept at most, so ids an agent makes up cannot grow memory unbounded.
+pub const MAX_ENTRIES: usize = 10_000;
+
+/// What the directory calls an object, and what kind it is ("app", "managed identity",
+/// "group").
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DirectoryName {
+    pub name: String,
+    pub kind: &'static str,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum Collection {
+    ServicePrincipals,
+    Groups,
+}
+
+struct Entry {
+    at: Instant,
+    found: Option<DirectoryName>,
+}
+
+impl Entry {
+    fn fresh(&self) -> bool {
+        self.at.elapsed()
+            < if self.found.is_some() {
+                TTL
+            } else {
+                NEGATIVE_TTL
+            }
+    }
+}
+
+/// How Graph is reached: where, with which credential.
+struct Graph {
+    cfg: OverageConfig,
+    http: HttpClient,
+    tokens: Arc<TokenProvider>,
+}
+
+pub struct Directory {
+    /// `None`: no Graph configured (`identity.groups_overage`); names come from tokens and
+    /// policy aliases only.
+    graph: Option<Graph>,
+    /// Names by (collection, lowercased object id), found or not. Filled by lookups, read by
+    /// every place that shows a name; bounded by [`MAX_ENTRIES`].
+    cache: Mutex<HashMap<(Collection, String), Entry>>,
+    /// Until when Graph is not asked at all, after a lookup failed (not a 404).
+    resting_until: Mutex<Option<Instant>>,
+    /// Object ids [`Directory::warm`] is looking up, so a burst starts one lookup each;
+    /// each task removes its own when done.
+    in_flight: Mutex<HashSet<String>>,
+}
+
+impl Directory {
+    pub fn new(graph: Option<(OverageConfig, HttpClient, Arc<TokenProvider>)>) -> Directory {
+        Directory {
+            graph: graph.map(|(cfg, http, tokens)| Graph { cfg, http, tokens }),
+            cache: Mutex::new(HashMap::new()),
+            resting_until: Mutex::new(None),
+            in_flight: Mutex::new(HashSet::new()),
+        }
+    }
+
+    /// No Graph: every lookup answers `None` at once.
+    pub fn none() -> Directory {
+        Directory::new(None)
+    }
+
+    /// A service principal's (app's or managed identity's) display name.
+    pub async fn service_principal(&self, object_id: &str) -> Option<DirectoryName> {
+        self.lookup(Collection::ServicePrincipals, object_id).await
+    }
+
+    /// A group's display name.
+    pub async fn group(&self, object_id: &str) -> Option<DirectoryName> {
+        self.lookup(Collection::Groups, object_id).await
+    }
+
+    /// A service principal's name if one is already known (no lookup): what a record
+    /// written on the request path may use.
+    pub fn known_service_principal(&self, object_id: &str) -> Option<DirectoryName> {
+        let key = (
+            Collection::ServicePrincipals,
+            object_id.to_ascii_lowercase(),
+        );
+        self.cache
+            .lock()
+            .expect("directory cache lock")
+            .get(&key)
+            .filter(|e| e.fresh())
+            .and_then(|e| e.found.clone())
+    }
+
+    /// Looks a service principal's name up in the background, unless it is known, being
+    /// looked up, or Graph is not configured: the first request of a principal whose token
+    /// names nobody is not delayed, and the records after it carry the name.
+    pub fn warm(self: &Arc<Self>, object_id: &str) {
+        if self.graph.is_none() {
+            return;
+        }
+        let id = object_id.to_ascii_lowercase();
+        let key = (Collection::ServicePrincipals, id.clone());
+        if self
+            .cache
+            .lock()
+            .expect("directory cache lock")
+            .get(&key)
+            .is_some_and(Entry::fresh)
+            || !self
+                .in_flight
+                .lock()
+                .expect("directory in-flight lock")
+                .insert(id.clone())
+        {
+            return;
+        }
+        let me = self.clone();
+        tokio::spawn(async move {
+            me.service_principal(&id).await;
+            me.in_flight
+                .lock()
+                .expect("directory in-flight lock")
+                .remove(&id);
+        });
+    }
+
+    /// Entries held (for tests).
+    pub fn cached(&self) -> usize {
+        self.cache.lock().expect("directory cache lock").len()
+    }
+
+    async fn lookup(&self, collection: Collection, object_id: &str) -> Option<DirectoryName> {
+        let graph = self.graph.as_ref()?;
+        let id = object_id.to_ascii_lowercase();
+        if !crate::ids::is_guid(&id) {
+            return None;
+        }
+        let key = (collection, id);
+        if let Some(e) = self.cache.lock().expect("directory cache lock").get(&key)
+            && e.fresh()
+        {
+            return e.found.clone();
+        }
+        if self
+            .resting_until
+            .lock()
+            .expect("directory rest lock")
+            .is_some_and(|t| Instant::now() < t)
+        {
+            return None;
+        }
+        let found = match tokio::time::timeout(LOOKUP_BOUND, fetch(graph, collection, &key.1)).await
+        {
+            Ok(Ok(found)) => found,
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, "a display name could not be read from Graph; ids are shown alone for a while");
+                self.rest();
+                None
+            }
+            Err(_) => {
+                tracing::warn!(
+                    bound_ms = LOOKUP_BOUND.as_millis() as u64,
+                    "Graph did not answer a display-name lookup in time; ids are shown alone for a while"
+                );
+                self.rest();
+                None
+            }
+        };
+        let mut cache = self.cache.lock().expect("directory cache lock");
+        if cache.len() >= MAX_ENTRIES {
+            cache.retain(|_, e| e.fresh());
+            if cache.len() >= MAX_ENTRIES {
+                cache.clear();
+            }
+        }
+        cache.insert(
+            key,
+            Entry {
+                at: Instant::now(),
+                found: found.clone(),
+            },
+        );
+        found
+    }
+
+    fn rest(&self) {
+        *self.resting_until.lock().expect("directory rest lock") =
+            Some(Instant::now() + NEGATIVE_TTL);
+    }
+}
+
+/// One Graph read: `Ok(None)` when Graph does not know the object (404, or a 400 for an id
+/// it refuses), `Err` for anything else.
+async fn fetch(
+    graph: &Graph,
+    collection: Collection,
+    id: &str,
+) -> Result<Option<DirectoryName>, String> {
+    let token = graph
+        .tokens
+        .token(&graph.cfg.credential, &graph.cfg.graph_resource)
+        .await
+        .map_err(|e| e.to_string())?;
+    let (segment, select) = match collection {
+        Collection::ServicePrincipals => {
+            ("servicePrincipals", "id,displayName,servicePrincipalType")
+        }
+        Collection::Groups => ("groups", "id,displayName"),
+    };
+    let url = format!(
+        "{}/v1.0/{segment}/{id}?$select={select}",
+        graph.cfg.graph_url.trim_end_matches('/')
+    );
+    let mut headers = HeaderMap::new();
+    let bearer = HeaderValue::from_str(&format!("Bearer {}", token.expose()))
+        .map_err(|_| "the Graph token is not header text".to_owned())?;
+    headers.insert(http::header::AUTHORIZATION, bearer);
+    let answer = match graph.http.json(Method::GET, &url, headers, None).await {
+        Ok(a) => a,
+        Err(ClientError::Status { status, .. })
+            if status == StatusCode::NOT_FOUND || status == StatusCode::BAD_REQUEST =>
+        {
+            return Ok(None);
+        }
+        Err(e) => return Err(e.to_string()),
+    };
+    let Some(name) = answer["displayName"].as_str().and_then(clean) else {
+        return Ok(None);
+    };
+    let kind = match collection {
+        Collection::Groups => "group",
+        Collection::ServicePrincipals
+            if answer["servicePrincipalType"].as_str() == Some("ManagedIdentity") =>
+        {
+            "managed identity"
+        }
+        Collection::ServicePrincipals => "app",
+    };
+    Ok(Some(DirectoryName { name, kind }))
+}
