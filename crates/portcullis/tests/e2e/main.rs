@@ -23,6 +23,7 @@ mod held;
 mod identity;
 mod lro;
 mod masking;
+mod names;
 mod operability;
 mod pg_restart;
 mod policy_tools;
