@@ -270,3 +270,187 @@ async fn fetch(
     };
     Ok(Some(DirectoryName { name, kind }))
 }
+
+#[cfg(test)]
+mod tests {
+    //! Lookups against the simulator's Graph over TLS, with the gateway's own credential.
+
+    use std::collections::HashMap;
+    use std::path::PathBuf;
+
+    use azure_sim::{Faults, SimOptions, Simulator};
+
+    use super::*;
+    use crate::secret::Secret;
+    use crate::upstream::settings::CredentialConfig;
+
+    struct Setup {
+        sim: Simulator,
+        directory: Directory,
+        dir: PathBuf,
+    }
+
+    impl Drop for Setup {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
+    }
+
+    async fn setup() -> Setup {
+        let sim = Simulator::start(SimOptions::default()).await.unwrap();
+        let dir = std::env::temp_dir().join(format!("pc-directory-test-{}", uuid::Uuid::new_v4()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let ca = dir.join("ca.pem");
+        std::fs::write(&ca, sim.ca_pem()).unwrap();
+        let http = HttpClient::new(&[ca], Duration::from_secs(10)).unwrap();
+        let app = sim
+            .config()
+            .principal("portcullis-baseline")
+            .unwrap()
+            .clone();
+        let credentials = HashMap::from([(
+            "baseline".to_owned(),
+            CredentialConfig::ClientSecret {
+                authority: sim.url().to_owned(),
+                tenant: sim.tenant_id(),
+                client_id: app.app_id.unwrap().to_string(),
+                secret: Secret::new(app.secret.unwrap()),
+            },
+        )]);
+        let tokens = Arc::new(TokenProvider::new(http.clone(), credentials));
+        let cfg = OverageConfig {
+            graph_url: sim.url().to_owned(),
+            graph_resource: "https://graph.microsoft.com".into(),
+            credential: "baseline".into(),
+            cache_ttl: Duration::from_secs(60),
+        };
+        Setup {
+            directory: Directory::new(Some((cfg, http, tokens))),
+            sim,
+            dir,
+        }
+    }
+
+    fn graph_calls(s: &Setup) -> usize {
+        s.sim
+            .calls_since(0)
+            .iter()
+            .filter(|c| c.path.starts_with("/v1.0/"))
+            .count()
+    }
+
+    #[tokio::test]
+    async fn names_are_found_cached_and_absent_ones_remembered() {
+        let s = setup().await;
+        let agent = s
+            .sim
+            .config()
+            .principal("agent")
+            .unwrap()
+            .object_id
+            .to_string();
+        let mi = s
+            .sim
+            .config()
+            .principal("gateway-identity")
+            .unwrap()
+            .object_id
+            .to_string();
+        let alice = s
+            .sim
+            .config()
+            .principal("alice")
+            .unwrap()
+            .object_id
+            .to_string();
+        let group = azure_sim::config::derived_id("group", "approvers").to_string();
+
+        let found = s.directory.service_principal(&agent.to_uppercase()).await;
+        assert_eq!(
+            found,
+            Some(DirectoryName {
+                name: "build-agent".into(),
+                kind: "app"
+            })
+        );
+        assert_eq!(
+            s.directory.service_principal(&mi).await.unwrap().kind,
+            "managed identity"
+        );
+        assert_eq!(
+            s.directory.group(&group).await,
+            Some(DirectoryName {
+                name: "Cloud Approvers".into(),
+                kind: "group"
+            })
+        );
+        // A person is not a service principal: Graph's 404, remembered.
+        assert_eq!(s.directory.service_principal(&alice).await, None);
+        let calls = graph_calls(&s);
+        assert_eq!(calls, 4);
+        // Every answer, found or not, is served from the cache.
+        s.directory.service_principal(&agent).await;
+        s.directory.service_principal(&alice).await;
+        s.directory.group(&group).await;
+        assert_eq!(graph_calls(&s), calls);
+        assert_eq!(
+            s.directory.known_service_principal(&agent).unwrap().name,
+            "build-agent"
+        );
+        assert_eq!(s.directory.cached(), 4);
+        // What is not an object id is never sent to Graph.
+        assert_eq!(s.directory.group("../users").await, None);
+        assert_eq!(graph_calls(&s), calls);
+    }
+
+    #[tokio::test]
+    async fn a_slow_graph_costs_one_bounded_wait_then_rests() {
+        let s = setup().await;
+        let agent = s
+            .sim
+            .config()
+            .principal("agent")
+            .unwrap()
+            .object_id
+            .to_string();
+        let other = s
+            .sim
+            .config()
+            .principal("other-agent")
+            .unwrap()
+            .object_id
+            .to_string();
+        // Get the credential's token first: the bound is for Graph itself here.
+        let group = azure_sim::config::derived_id("group", "approvers").to_string();
+        s.directory.group(&group).await.unwrap();
+        s.sim
+            .set_faults(Faults {
+                path_prefix: Some("/v1.0/".into()),
+                latency_ms: 10_000,
+                ..Default::default()
+            })
+            .unwrap();
+        let started = Instant::now();
+        assert_eq!(s.directory.service_principal(&agent).await, None);
+        let waited = started.elapsed();
+        assert!(
+            waited >= LOOKUP_BOUND && waited < LOOKUP_BOUND + Duration::from_secs(1),
+            "{waited:?}"
+        );
+        // Resting: another id is not even asked for.
+        let started = Instant::now();
+        assert_eq!(s.directory.service_principal(&other).await, None);
+        assert!(started.elapsed() < Duration::from_millis(100));
+    }
+
+    #[tokio::test]
+    async fn without_graph_nothing_is_looked_up() {
+        let d = Directory::none();
+        assert_eq!(
+            d.service_principal("93eb7a24-0000-4000-8000-000000000001")
+                .await,
+            None
+        );
+        assert_eq!(d.cached(), 0);
+    }
+}
