@@ -12,11 +12,12 @@
 //! alone, "(name unavailable)", and Graph is left alone for [`NEGATIVE_TTL`] after an error,
 //! so an outage costs at most one bounded wait per minute.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use http::{HeaderMap, HeaderValue, Method, StatusCode};
+use tokio::sync::OnceCell;
 
 use super::names::clean;
 use super::settings::OverageConfig;
@@ -78,9 +79,9 @@ pub struct Directory {
     cache: Mutex<HashMap<(Collection, String), Entry>>,
     /// Until when Graph is not asked at all, after a lookup failed (not a 404).
     resting_until: Mutex<Option<Instant>>,
-    /// Object ids [`Directory::warm`] is looking up, so a burst starts one lookup each;
-    /// each task removes its own when done.
-    in_flight: Mutex<HashSet<String>>,
+    /// Lookups under way, by object: callers of the same one share its answer. The first
+    /// caller to finish removes it (after the answer is cached).
+    in_flight: Mutex<HashMap<(Collection, String), Arc<OnceCell<Option<DirectoryName>>>>>,
 }
 
 impl Directory {
@@ -89,7 +90,7 @@ impl Directory {
             graph: graph.map(|(cfg, http, tokens)| Graph { cfg, http, tokens }),
             cache: Mutex::new(HashMap::new()),
             resting_until: Mutex::new(None),
-            in_flight: Mutex::new(HashSet::new()),
+            in_flight: Mutex::new(HashMap::new()),
         }
     }
 
@@ -138,21 +139,17 @@ impl Directory {
             .expect("directory cache lock")
             .get(&key)
             .is_some_and(Entry::fresh)
-            || !self
+            || self
                 .in_flight
                 .lock()
                 .expect("directory in-flight lock")
-                .insert(id.clone())
+                .contains_key(&key)
         {
             return;
         }
         let me = self.clone();
         tokio::spawn(async move {
             me.service_principal(&id).await;
-            me.in_flight
-                .lock()
-                .expect("directory in-flight lock")
-                .remove(&id);
         });
     }
 
@@ -181,23 +178,25 @@ impl Directory {
         {
             return None;
         }
-        let found = match tokio::time::timeout(LOOKUP_BOUND, fetch(graph, collection, &key.1)).await
+        // One lookup per object at a time: a burst of held requests from one new agent
+        // waits for the same answer instead of each asking Graph.
+        let cell = self
+            .in_flight
+            .lock()
+            .expect("directory in-flight lock")
+            .entry(key.clone())
+            .or_default()
+            .clone();
+        let found = cell
+            .get_or_init(|| self.fetch_bounded(graph, collection, &key.1))
+            .await
+            .clone();
         {
-            Ok(Ok(found)) => found,
-            Ok(Err(e)) => {
-                tracing::warn!(error = %e, "a display name could not be read from Graph; ids are shown alone for a while");
-                self.rest();
-                None
+            let mut in_flight = self.in_flight.lock().expect("directory in-flight lock");
+            if in_flight.get(&key).is_some_and(|c| Arc::ptr_eq(c, &cell)) {
+                in_flight.remove(&key);
             }
-            Err(_) => {
-                tracing::warn!(
-                    bound_ms = LOOKUP_BOUND.as_millis() as u64,
-                    "Graph did not answer a display-name lookup in time; ids are shown alone for a while"
-                );
-                self.rest();
-                None
-            }
-        };
+        }
         let mut cache = self.cache.lock().expect("directory cache lock");
         if cache.len() >= MAX_ENTRIES {
             cache.retain(|_, e| e.fresh());
@@ -213,6 +212,31 @@ impl Directory {
             },
         );
         found
+    }
+
+    /// One Graph read within [`LOOKUP_BOUND`]; a failure or a timeout rests Graph.
+    async fn fetch_bounded(
+        &self,
+        graph: &Graph,
+        collection: Collection,
+        id: &str,
+    ) -> Option<DirectoryName> {
+        match tokio::time::timeout(LOOKUP_BOUND, fetch(graph, collection, id)).await {
+            Ok(Ok(found)) => found,
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, "a display name could not be read from Graph; ids are shown alone for a while");
+                self.rest();
+                None
+            }
+            Err(_) => {
+                tracing::warn!(
+                    bound_ms = LOOKUP_BOUND.as_millis() as u64,
+                    "Graph did not answer a display-name lookup in time; ids are shown alone for a while"
+                );
+                self.rest();
+                None
+            }
+        }
     }
 
     fn rest(&self) {
@@ -441,6 +465,28 @@ mod tests {
         let started = Instant::now();
         assert_eq!(s.directory.service_principal(&other).await, None);
         assert!(started.elapsed() < Duration::from_millis(100));
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn a_burst_for_one_object_asks_graph_once() {
+        let s = Arc::new(setup().await);
+        let agent = s
+            .sim
+            .config()
+            .principal("agent")
+            .unwrap()
+            .object_id
+            .to_string();
+        let tasks: Vec<_> = (0..32)
+            .map(|_| {
+                let (s, agent) = (s.clone(), agent.clone());
+                tokio::spawn(async move { s.directory.service_principal(&agent).await })
+            })
+            .collect();
+        for t in tasks {
+            assert_eq!(t.await.unwrap().unwrap().name, "build-agent");
+        }
+        assert_eq!(graph_calls(&s), 1);
     }
 
     #[tokio::test]

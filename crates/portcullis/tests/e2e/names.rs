@@ -428,3 +428,56 @@ async fn hostile_names_are_cleaned_and_never_stand_without_the_id() {
     let line = out.lines().find(|l| l.contains(&id)).unwrap();
     assert!(line.contains(&agent[..8]), "{line}");
 }
+
+#[tokio::test]
+async fn the_console_shows_names_escaped_and_with_their_ids() {
+    let mut sim_config = azure_sim::SimConfig::default();
+    for p in &mut sim_config.principals {
+        if p.name == "agent" {
+            p.display_name = "<b>Alice Example</b>\u{202E}\u{200B}".into();
+        }
+    }
+    let admin = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = admin.local_addr().unwrap().port();
+    drop(admin);
+    let env = Env::with(Setup {
+        sim_config,
+        console: true,
+        admin: Some(format!("127.0.0.1:{port}")),
+        extra: leak(format!(
+            "approvals:\n  hold: 120s\n  console_url: https://127.0.0.1:{port}\naudit:\n  readers: [\"group:{}\"]\n",
+            group_id("approvers")
+        )),
+        ..Default::default()
+    })
+    .await;
+    let agent = oid(&env, "agent");
+    let id = held_pending(&env, &account(&env, "consolenames"), CREATE).await;
+
+    let http = super::console::browserless(&env);
+    let (session, _, _) = super::console::sign_in(&env, &http, "alice").await;
+    let (status, html) =
+        super::console::page(&env, &http, &session, &format!("/console/approvals/{id}")).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(!html.contains("<b>Alice"), "markup is escaped");
+    assert!(
+        html.contains("&#60;b&#62;Alice Example&#60;/b&#62; (app)"),
+        "{html}"
+    );
+    assert!(!html.contains('\u{202E}') && !html.contains('\u{200B}'));
+    assert!(html.contains(&agent), "the id beside the name");
+    assert!(
+        html.contains(&format!("approvers (group, {})", group_id("approvers"))),
+        "{html}"
+    );
+
+    // The sessions list: the name recorded (or found) beside the whole id.
+    let (status, list) = super::console::page(&env, &http, &session, "/console/sessions").await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(
+        list.contains(&format!(
+            "&#60;b&#62;Alice Example&#60;/b&#62; (app) {agent}"
+        )),
+        "{list}"
+    );
+}
