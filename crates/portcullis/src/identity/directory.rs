@@ -47,6 +47,12 @@ enum Collection {
     Groups,
 }
 
+/// An object: which collection, and its lowercased id.
+type Key = (Collection, String);
+
+/// A lookup under way; everyone who asks for the same object waits on it.
+type Lookup = Arc<OnceCell<Option<DirectoryName>>>;
+
 struct Entry {
     at: Instant,
     found: Option<DirectoryName>,
@@ -81,7 +87,7 @@ pub struct Directory {
     resting_until: Mutex<Option<Instant>>,
     /// Lookups under way, by object: callers of the same one share its answer. The first
     /// caller to finish removes it (after the answer is cached).
-    in_flight: Mutex<HashMap<(Collection, String), Arc<OnceCell<Option<DirectoryName>>>>>,
+    in_flight: Mutex<HashMap<Key, Lookup>>,
 }
 
 impl Directory {
