@@ -16,6 +16,16 @@ use uuid::Uuid;
 const ID_NAMESPACE: Uuid = Uuid::from_u128(0x6d1f_2a5e_8a7b_4c3d_9e0f_a1b2_c3d4_e5f6);
 
 /// A stable GUID for a named thing of a kind (`tenant`, `app`, `group`...).
+/// A group's display name in the directory: the demo's groups have people's names for them
+/// (so a policy alias and Graph's name can be told apart), others are called by their name.
+pub fn group_display_name(name: &str) -> String {
+    match name {
+        "approvers" => "Cloud Approvers".to_owned(),
+        "ai-agents" => "AI Agents".to_owned(),
+        other => other.to_owned(),
+    }
+}
+
 pub fn derived_id(kind: &str, name: &str) -> Uuid {
     Uuid::new_v5(
         &ID_NAMESPACE,
@@ -169,6 +179,12 @@ fn default_principals() -> Vec<RawPrincipal> {
         secret: None,
         display_name: None,
     };
+    // What a tenant's directory would call them: an app registration's display name is what
+    // its owner typed, a person's is their full name.
+    let named = |mut r: RawPrincipal, display: &str| {
+        r.display_name = Some(display.to_owned());
+        r
+    };
     use PrincipalKind::*;
     // An agent in more than 200 groups: its tokens carry the overage claim instead.
     let mut overage_groups: Vec<String> = vec!["ai-agents".into()];
@@ -177,14 +193,20 @@ fn default_principals() -> Vec<RawPrincipal> {
     vec![
         p("portcullis-baseline", App, &[], &[]),
         p("portcullis-elevated", App, &[], &[]),
-        p("agent", App, &["ai-agents"], &["Agent.Invoke"]),
-        p("other-agent", App, &[], &[]),
+        named(
+            p("agent", App, &["ai-agents"], &["Agent.Invoke"]),
+            "build-agent",
+        ),
+        named(p("other-agent", App, &[], &[]), "report-agent"),
         // The approver console's app registration: people sign in through it.
-        p("portcullis-console", App, &[], &[]),
-        p("overage-agent", App, &overage_refs, &["Agent.Invoke"]),
-        p("alice", User, &["approvers"], &[]),
-        p("bob", User, &["approvers"], &[]),
-        p("carol", User, &[], &[]),
+        named(p("portcullis-console", App, &[], &[]), "Portcullis console"),
+        named(
+            p("overage-agent", App, &overage_refs, &["Agent.Invoke"]),
+            "fleet-agent",
+        ),
+        named(p("alice", User, &["approvers"], &[]), "Alice Example"),
+        named(p("bob", User, &["approvers"], &[]), "Bob Example"),
+        named(p("carol", User, &[], &[]), "Carol Example"),
         p("gateway-identity", ManagedIdentity, &[], &[]),
     ]
 }
@@ -365,6 +387,16 @@ impl SimConfig {
         self.principals.iter().find(|p| {
             p.app_id
                 .is_some_and(|id| id.to_string().eq_ignore_ascii_case(app_id))
+        })
+    }
+
+    /// A group's name (as principals list it) by its object id.
+    pub fn group_by_object_id(&self, oid: &str) -> Option<&str> {
+        self.principals.iter().find_map(|p| {
+            p.groups
+                .iter()
+                .position(|g| g.to_string().eq_ignore_ascii_case(oid))
+                .map(|i| p.group_names[i].as_str())
         })
     }
 

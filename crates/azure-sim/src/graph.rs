@@ -1,6 +1,9 @@
 //! The slice of Microsoft Graph a gateway needs: resolving group membership when a token
-//! carries the groups-overage claim instead of `groups`.
+//! carries the groups-overage claim instead of `groups`, and the display names of service
+//! principals and groups, for people to read.
 //! <https://learn.microsoft.com/graph/api/directoryobject-getmemberobjects>
+//! <https://learn.microsoft.com/graph/api/serviceprincipal-get>
+//! <https://learn.microsoft.com/graph/api/group-get>
 
 use http::{Method, StatusCode};
 use serde_json::json;
@@ -59,6 +62,9 @@ pub fn handle(sim: &Sim, segments: &[String], req: &SimRequest) -> (SimResponse,
                 }
             }
         }
+        ["v1.0", collection @ ("serviceprincipals" | "groups"), id] => {
+            get_object(sim, collection, id, req)
+        }
         _ => graph_error(
             StatusCode::NOT_FOUND,
             "Request_UnsupportedQuery",
@@ -66,4 +72,67 @@ pub fn handle(sim: &Sim, segments: &[String], req: &SimRequest) -> (SimResponse,
         ),
     };
     (response, Some(caller))
+}
+
+/// `GET /v1.0/servicePrincipals/{id}` or `/v1.0/groups/{id}`: the object in Graph's shape
+/// (the properties a reader of names asks for), or Graph's own errors.
+fn get_object(sim: &Sim, collection: &str, id: &str, req: &SimRequest) -> SimResponse {
+    if req.method != Method::GET {
+        return graph_error(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "Request_BadRequest",
+            "The simulator serves only GET here.",
+        );
+    }
+    if uuid::Uuid::parse_str(id).is_err() {
+        return graph_error(
+            StatusCode::BAD_REQUEST,
+            "Request_BadRequest",
+            &format!("Invalid object identifier '{id}'."),
+        );
+    }
+    let not_found = || {
+        graph_error(
+            StatusCode::NOT_FOUND,
+            "Request_ResourceNotFound",
+            &format!(
+                "Resource '{id}' does not exist or one of its queried reference-property objects are not present."
+            ),
+        )
+    };
+    let body = if collection == "groups" {
+        let Some(name) = sim.config.group_by_object_id(id) else {
+            return not_found();
+        };
+        json!({
+            "@odata.context": "https://graph.microsoft.com/v1.0/$metadata#groups/$entity",
+            "id": id,
+            "displayName": crate::config::group_display_name(name),
+            "mailEnabled": false,
+            "securityEnabled": true,
+            "groupTypes": [],
+        })
+    } else {
+        // People are users, not service principals.
+        let Some(p) = sim
+            .config
+            .principal_by_object_id(id)
+            .filter(|p| p.kind != crate::config::PrincipalKind::User)
+        else {
+            return not_found();
+        };
+        json!({
+            "@odata.context": "https://graph.microsoft.com/v1.0/$metadata#servicePrincipals/$entity",
+            "id": p.object_id,
+            "appId": p.app_id,
+            "displayName": p.display_name,
+            "servicePrincipalType": if p.kind == crate::config::PrincipalKind::ManagedIdentity {
+                "ManagedIdentity"
+            } else {
+                "Application"
+            },
+            "accountEnabled": true,
+        })
+    };
+    SimResponse::json(StatusCode::OK, &body)
 }

@@ -123,6 +123,12 @@ pub fn issue(sim: &Sim, req: Issue<'_>) -> Issued {
         }
         PrincipalKind::App | PrincipalKind::ManagedIdentity => {
             c.insert("idtyp".into(), json!("app"));
+            // Entra names the calling app only in tokens for Microsoft's own APIs (ARM,
+            // Graph...); an organisation's API, such as the gateway's, gets the ids alone and
+            // looks the name up in Graph.
+            if FIRST_PARTY_APIS.contains(&req.api.name.as_str()) {
+                c.insert("app_displayname".into(), json!(p.display_name));
+            }
             if p.kind == PrincipalKind::ManagedIdentity {
                 c.insert(
                     "xms_mirid".into(),
@@ -439,6 +445,9 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 
 /// Body of `POST /_sim/token`: a token for any configured principal, as the tests and the
 /// demo need for human approvers and for hostile variations.
+/// The simulator's APIs that stand for Microsoft's own services.
+const FIRST_PARTY_APIS: &[&str] = &["arm", "keyvault", "graph", "storage"];
+
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct MintRequest {

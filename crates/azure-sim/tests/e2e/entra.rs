@@ -410,3 +410,93 @@ async fn minted_variants_for_hostile_token_tests() {
         )
     );
 }
+
+fn claims_of(token: &str) -> Value {
+    let payload = token.split('.').nth(1).unwrap();
+    serde_json::from_slice(
+        &base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(payload)
+            .unwrap(),
+    )
+    .unwrap()
+}
+
+#[tokio::test]
+async fn apps_are_named_in_tokens_for_microsofts_apis_only() {
+    let env = Env::start().await;
+    assert_eq!(
+        claims_of(&env.token("agent", ARM))["app_displayname"],
+        "build-agent"
+    );
+    // An organisation's own API gets ids only, as from Entra.
+    assert!(
+        claims_of(&env.token("agent", "api://portcullis"))
+            .get("app_displayname")
+            .is_none()
+    );
+    let alice = claims_of(&env.token("alice", "api://portcullis"));
+    assert_eq!(alice["name"], "Alice Example");
+}
+
+#[tokio::test]
+async fn graph_names_service_principals_and_groups_in_its_own_shapes() {
+    let env = Env::start().await;
+    let graph = env.token("portcullis-baseline", "https://graph.microsoft.com");
+    let get = |path: String| {
+        let url = env.url(&path);
+        let req = env.http.get(url).bearer_auth(&graph);
+        async move { send(req).await }
+    };
+    let agent = env.sim.config().principal("agent").unwrap().clone();
+    let (s, _, body) = get(format!("/v1.0/servicePrincipals/{}", agent.object_id)).await;
+    assert_eq!(s, StatusCode::OK, "{body}");
+    assert_eq!(body["displayName"], "build-agent");
+    assert_eq!(body["servicePrincipalType"], "Application");
+    assert_eq!(body["appId"], agent.app_id.unwrap().to_string());
+    assert!(
+        body["@odata.context"]
+            .as_str()
+            .unwrap()
+            .ends_with("#servicePrincipals/$entity")
+    );
+    let mi = env
+        .sim
+        .config()
+        .principal("gateway-identity")
+        .unwrap()
+        .object_id;
+    let (_, _, body) = get(format!("/v1.0/servicePrincipals/{mi}")).await;
+    assert_eq!(body["servicePrincipalType"], "ManagedIdentity");
+
+    let group = azure_sim::config::derived_id("group", "approvers");
+    let (s, _, body) = get(format!("/v1.0/groups/{group}")).await;
+    assert_eq!(s, StatusCode::OK, "{body}");
+    assert_eq!(body["displayName"], "Cloud Approvers");
+    assert_eq!(body["id"], group.to_string());
+
+    // Graph's errors: an unknown object, a person asked for as a service principal, an id
+    // that is not one, and a write.
+    let alice = env.sim.config().principal("alice").unwrap().object_id;
+    for path in [
+        format!("/v1.0/groups/{}", uuid::Uuid::new_v4()),
+        format!("/v1.0/servicePrincipals/{alice}"),
+    ] {
+        let (s, _, body) = get(path).await;
+        assert_eq!(s, StatusCode::NOT_FOUND);
+        assert_eq!(body["error"]["code"], "Request_ResourceNotFound", "{body}");
+    }
+    let (s, _, body) = get("/v1.0/groups/not-an-id".into()).await;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+    assert_eq!(body["error"]["code"], "Request_BadRequest");
+    let (s, _, _) = send(
+        env.http
+            .patch(env.url(&format!("/v1.0/groups/{group}")))
+            .bearer_auth(&graph)
+            .json(&json!({"displayName": "x"})),
+    )
+    .await;
+    assert_eq!(s, StatusCode::METHOD_NOT_ALLOWED);
+    // Without a Graph token, nothing.
+    let (s, _, _) = send(env.http.get(env.url(&format!("/v1.0/groups/{group}")))).await;
+    assert_eq!(s, StatusCode::UNAUTHORIZED);
+}

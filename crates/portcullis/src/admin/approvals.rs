@@ -157,6 +157,19 @@ pub(super) fn shown(a: &Approval, p: &Principal) -> Value {
     let mut v = serde_json::to_value(a).expect("an approval serializes");
     v["may_decide"] = json!(a.status == Status::Pending && a.may_decide(p).is_ok());
     v["approvals"] = json!(a.approvals());
+    // For people, beside the ids (which stay as they were): the requester, each approver
+    // and each voter by name, kind and id.
+    v["requester"] = json!(a.requester());
+    v["approver_names"] = json!(a.approvers_shown());
+    if let Some(votes) = v["votes"].as_array_mut() {
+        for (shown, vote) in votes.iter_mut().zip(&a.votes) {
+            shown["voter_display"] = json!(crate::identity::names::with_id(
+                vote.voter_name.as_deref(),
+                None,
+                &vote.voter
+            ));
+        }
+    }
     v
 }
 

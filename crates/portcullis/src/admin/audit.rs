@@ -12,7 +12,9 @@ use serde_json::{Value, json};
 
 use super::{AdminState, Caller, Reader, error, reply};
 use crate::audit::chain::Link;
-use crate::audit::store::{Cursor, DECISIONS, FoundSession, SessionFilter, StoreError};
+use crate::audit::store::{
+    Cursor, DECISIONS, FoundSession, SessionFilter, SessionSummary, StoreError,
+};
 
 /// The most records one `/api/records` page holds.
 const MAX_PAGE: i64 = 1000;
@@ -57,8 +59,39 @@ async fn sessions(
         newest: None,
     };
     match s.store.sessions(&filter).await {
-        Ok(list) => reply(StatusCode::OK, json!({"value": list})),
+        Ok(mut list) => {
+            name_sessions(&s.gateway, &mut list).await;
+            reply(StatusCode::OK, json!({"value": list}))
+        }
         Err(e) => unavailable(e),
+    }
+}
+
+/// Names the principals of sessions whose records named nobody (an app's token to the
+/// gateway carries ids only): from the directory, every lookup at once, so the list waits
+/// at most one `directory::LOOKUP_BOUND`. Sessions it cannot name keep `principal_name`
+/// empty: their readers see the id and "(name unavailable)".
+pub async fn name_sessions(gw: &crate::pipeline::Gateway, list: &mut [SessionSummary]) {
+    let unnamed: std::collections::BTreeSet<String> = list
+        .iter()
+        .filter(|s| s.principal_name.is_none())
+        .filter_map(|s| s.principal.clone())
+        .collect();
+    if unnamed.is_empty() {
+        return;
+    }
+    let directory = &gw.auth.directory;
+    let found: std::collections::HashMap<String, String> =
+        futures_util::future::join_all(unnamed.into_iter().map(|id| async move {
+            let d = directory.service_principal(&id).await?;
+            Some((id, crate::identity::names::labelled(&d.name, d.kind)))
+        }))
+        .await
+        .into_iter()
+        .flatten()
+        .collect();
+    for s in list.iter_mut().filter(|s| s.principal_name.is_none()) {
+        s.principal_name = s.principal.as_ref().and_then(|p| found.get(p).cloned());
     }
 }
 

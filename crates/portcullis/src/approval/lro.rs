@@ -322,7 +322,7 @@ pub fn in_progress_body(path: &str, a: &super::Approval) -> serde_json::Value {
         format!(
             "Waiting for approval {}: {left} more approval(s) needed from {}; it expires at {}. Nothing has been sent to Azure yet.",
             a.id,
-            a.approvers.join(", "),
+            a.approvers_shown().join(", "),
             a.expires
         )
     } else {
@@ -338,6 +338,7 @@ pub fn in_progress_body(path: &str, a: &super::Approval) -> serde_json::Value {
         "message": message,
         "expiresOn": a.expires,
         "approvers": a.approvers,
+        "approverNames": a.approvers_shown(),
         "quorum": a.quorum,
         "approvals": a.approvals(),
     });

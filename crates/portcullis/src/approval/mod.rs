@@ -9,12 +9,15 @@
 //!   expiry, and the change feed the admin API streams.
 //! - `notify.rs`: webhooks (signed JSON, Slack, Teams), retried, never blocking.
 //! - `highlights.rs`: the settings in a held write an approver should see first.
+//! - `names.rs`: the requester's and the approvers' names, from the token, the policy's
+//!   aliases and the directory, kept with the approval for people to read.
 //! - `lro.rs`: a pending approval presented as a long-running operation (which operations
 //!   Azure clients poll, the held request and handover sealed at rest).
 
 pub mod highlights;
 pub mod lro;
 pub mod model;
+pub mod names;
 pub mod notify;
 pub mod service;
 pub mod store;

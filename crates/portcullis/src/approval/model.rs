@@ -2,7 +2,8 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::identity::principal::Principal;
+use crate::identity::names;
+use crate::identity::principal::{Principal, PrincipalKind};
 use crate::policy::PrincipalMatcher;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -75,7 +76,11 @@ pub struct Approval {
     /// The requester's object id, app (client) id and name.
     pub principal: String,
     pub principal_app: Option<String>,
+    /// For people: the token's name, or the directory's (`identity/directory.rs`), cleaned.
     pub principal_name: Option<String>,
+    /// What kind of principal asked (absent in approvals stored before it was kept).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub principal_kind: Option<PrincipalKind>,
     pub action: String,
     pub scope: String,
     /// The rule that asked for approval, and its reason.
@@ -89,6 +94,10 @@ pub struct Approval {
     pub reason: Option<String>,
     /// Who may decide, as resolved matchers (`group:<id>`, `role:<name>`...).
     pub approvers: Vec<String>,
+    /// The same, for people: each by the policy's alias or the directory's name, with its id
+    /// ("approvers (group, a56b…)"), in the order of `approvers`. Never read to decide.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub approver_names: Vec<String>,
     pub quorum: u32,
     /// The upstream credential an approved forward uses.
     pub credential: Option<String>,
@@ -159,6 +168,26 @@ impl Approval {
             .iter()
             .filter_map(|s| PrincipalMatcher::parse(&Default::default(), s).ok())
             .collect()
+    }
+
+    /// The requester for people: "build-agent (app, 93eb…)", or the id with "(name
+    /// unavailable)".
+    pub fn requester(&self) -> String {
+        names::with_id(
+            self.principal_name.as_deref(),
+            self.principal_kind.map(PrincipalKind::label),
+            &self.principal,
+        )
+    }
+
+    /// Who may decide, for people: the names kept with the approval, or (for one stored
+    /// before names were kept) the matchers themselves.
+    pub fn approvers_shown(&self) -> Vec<String> {
+        if self.approver_names.len() == self.approvers.len() {
+            self.approver_names.clone()
+        } else {
+            self.approvers.clone()
+        }
     }
 
     pub fn approvals(&self) -> usize {

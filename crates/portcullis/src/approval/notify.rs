@@ -161,10 +161,8 @@ fn words(a: &Approval) -> String {
 }
 
 fn headline(event: &str, a: &Approval) -> String {
-    let who = a
-        .principal_name
-        .clone()
-        .unwrap_or_else(|| a.principal.clone());
+    // The name with its kind and id: a copycat name cannot pass for another principal.
+    let who = a.requester();
     match event {
         "created" => format!("{who} asks to {}", words(a)),
         "approved" => format!("Approved: {} by {who}", words(a)),
@@ -228,11 +226,14 @@ pub fn payload(format: Format, event: &str, a: &Approval, console_url: Option<&s
                 "status": a.status,
                 "principal": a.principal,
                 "principal_name": a.principal_name,
+                "principal_kind": a.principal_kind,
+                "requester": a.requester(),
                 "action": a.action,
                 "scope": a.scope,
                 "rule": a.rule,
                 "reason": a.reason,
                 "approvers": a.approvers,
+                "approver_names": a.approvers_shown(),
                 "quorum": a.quorum,
                 "approvals": a.approvals(),
                 "created": a.created,
@@ -248,9 +249,10 @@ pub fn payload(format: Format, event: &str, a: &Approval, console_url: Option<&s
             // The agent chose much of this text: escaped, so it cannot become a link.
             let e = slack_escape;
             let mut t = format!(
-                "*{}*\nReason: {}\nApproval `{}`",
+                "*{}*\nReason: {}\nApprovers: {}\nApproval `{}`",
                 e(&text),
                 e(&reason),
+                e(&a.approvers_shown().join(", ")),
                 a.id
             );
             if !risks.is_empty() {
@@ -271,6 +273,7 @@ pub fn payload(format: Format, event: &str, a: &Approval, console_url: Option<&s
                     {"type": "FactSet", "facts": [
                         {"title": "Action", "value": teams_escape(&a.action)},
                         {"title": "Scope", "value": teams_escape(&a.scope)},
+                        {"title": "Approvers", "value": teams_escape(&a.approvers_shown().join(", "))},
                         {"title": "Reason", "value": teams_escape(&reason)},
                         {"title": "Settings to check", "value": if risks.is_empty() { "none flagged".to_owned() } else { teams_escape(&risks) }},
                         {"title": "Approval", "value": a.id},

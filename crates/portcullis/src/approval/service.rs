@@ -440,7 +440,7 @@ impl Approvals {
                         "This request waits for approval {} ({} more approval(s) needed from {}; it expires at {}). Nothing was sent to Azure. Retry the same request (optionally with header x-portcullis-approval: {}) to wait again; once approved it goes through.",
                         a.id,
                         left,
-                        a.approvers.join(", "),
+                        a.approvers_shown().join(", "),
                         a.expires,
                         a.id
                     ),
@@ -479,7 +479,7 @@ impl Approvals {
             .votes
             .iter()
             .filter(|v| v.vote == "approve")
-            .map(|v| v.voter_name.clone().unwrap_or_else(|| v.voter.clone()))
+            .map(|v| crate::identity::names::with_id(v.voter_name.as_deref(), None, &v.voter))
             .collect();
         Ok(Some(Hold {
             credential: a.credential.clone(),
@@ -621,6 +621,12 @@ impl Approvals {
             Some(n) => n.voter_id.clone(),
             None => a.principal.clone(),
         });
+        if vote.is_none() {
+            r.principal_name = a.principal_name.as_deref().map(|n| match a.principal_kind {
+                Some(k) => crate::identity::names::labelled(n, k.label()),
+                None => n.to_owned(),
+            });
+        }
         r.reason = Some(match &vote {
             Some(VoteNote { voter, vote: v, .. }) => format!(
                 "approval {}: {} voted {}{} (now {})",
@@ -670,7 +676,7 @@ struct VoteNote {
 pub fn denied_message(a: &Approval) -> String {
     let denial = a.votes.iter().find(|v| v.vote == "deny");
     let by = denial
-        .map(|v| v.voter_name.clone().unwrap_or_else(|| v.voter.clone()))
+        .map(|v| crate::identity::names::with_id(v.voter_name.as_deref(), None, &v.voter))
         .unwrap_or_else(|| "an approver".into());
     let comment = denial
         .and_then(|v| v.comment.clone())

@@ -36,6 +36,10 @@ pub struct AuditRecord {
     pub session: String,
     pub phase: Phase,
     pub principal: Option<String>,
+    /// For people reading the trail: the principal's name and kind as its token gave them
+    /// ("build-agent (app)"), when it did. Never used to decide or to find records.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub principal_name: Option<String>,
     pub action: Option<String>,
     pub scope: Option<String>,
     pub decision: Option<String>,
@@ -186,6 +190,7 @@ impl AuditRecord {
             session,
             phase,
             principal: None,
+            principal_name: None,
             action: None,
             scope: None,
             decision: None,
@@ -265,6 +270,7 @@ impl AuditRecord {
         }
         for t in [
             &mut self.principal,
+            &mut self.principal_name,
             &mut self.action,
             &mut self.scope,
             &mut self.decision,

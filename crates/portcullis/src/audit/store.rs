@@ -322,6 +322,9 @@ pub enum FoundSession {
 pub struct SessionSummary {
     pub id: String,
     pub principal: Option<String>,
+    /// The principal's name and kind, as a record of the session keeps them
+    /// (`AuditRecord::principal_name`), for people to read beside the id.
+    pub principal_name: Option<String>,
     pub started: String,
     pub last: String,
     /// What the agent asked for: `allowed + held + refused` (answers and approval events
@@ -727,6 +730,11 @@ impl Store {
                                   THEN {approval} END) - {forwarded})"
         );
         let refused = format!("SUM(CASE WHEN phase = 'refused' THEN 1 - ({held}) ELSE 0 END)");
+        // Not a column: only this list reads it, from the record's own text.
+        let name = match &self.db {
+            Db::Sqlite(_) => "json_extract(record, '$.principal_name')",
+            Db::Postgres(_) => "((record::jsonb) ->> 'principal_name')",
+        };
         Ok(on!(self, pool => {
             sqlx::query(&format!(
                 "SELECT session, MIN(time), MAX(time), \
@@ -735,7 +743,7 @@ impl Store {
                         CAST({still_held} AS BIGINT), \
                         CAST({refused} AS BIGINT), \
                         CAST(SUM(CASE WHEN phase = 'refused' AND decision = 'deny' THEN 1 ELSE 0 END) AS BIGINT), \
-                        MAX(principal) \
+                        MAX(principal), MAX({name}) \
                  FROM audit_records \
                  GROUP BY session \
                  HAVING (CAST($1 AS TEXT) IS NULL OR MAX(time) >= $1) \
@@ -766,6 +774,7 @@ impl Store {
                     refused,
                     denied: r.col(7),
                     principal: r.col(8),
+                    principal_name: r.col(9),
                 }
             })
             .collect()

@@ -106,9 +106,24 @@ impl Api {
     }
 }
 
+/// "build-agent (app)": the requester's name with its kind, as the API gives them.
+fn requester_label(a: &Value) -> Option<String> {
+    let name = a["principal_name"].as_str()?;
+    Some(match a["principal_kind"].as_str() {
+        Some("managed_identity") => format!("{name} (managed identity)"),
+        Some(kind) => format!("{name} ({kind})"),
+        None => name.to_owned(),
+    })
+}
+
+/// A text field for the terminal: no control or invisible characters.
+fn text(v: &Value) -> String {
+    crate::identity::names::printable(v.as_str().unwrap_or("-"))
+}
+
 fn row(a: &Value) -> String {
     format!(
-        "{:<36}  {:<9} {:<4} {:<52} {:<30} {:>3}/{:<3} {}",
+        "{:<36}  {:<9} {:<4} {:<52} {:<46} {:>3}/{:<3} {}",
         a["id"].as_str().unwrap_or("-"),
         a["status"].as_str().unwrap_or("-"),
         if a["may_decide"] == json!(true) {
@@ -117,10 +132,7 @@ fn row(a: &Value) -> String {
             ""
         },
         a["action"].as_str().unwrap_or("-"),
-        a["principal_name"]
-            .as_str()
-            .or(a["principal"].as_str())
-            .unwrap_or("-"),
+        super::sessions::principal_cell(a["principal"].as_str(), requester_label(a).as_deref()),
         a["approvals"],
         a["quorum"],
         a["expires"].as_str().unwrap_or("-"),
@@ -129,7 +141,7 @@ fn row(a: &Value) -> String {
 
 fn header() -> String {
     format!(
-        "{:<36}  {:<9} {:<4} {:<52} {:<30} {:>7} {}",
+        "{:<36}  {:<9} {:<4} {:<52} {:<46} {:>7} {}",
         "ID", "STATUS", "CAN", "ACTION", "REQUESTER", "VOTES", "EXPIRES"
     )
 }
@@ -138,13 +150,13 @@ fn show(a: &Value) {
     let line = |k: &str, v: &str| println!("{k:<12} {v}");
     line("id", a["id"].as_str().unwrap_or("-"));
     line("status", a["status"].as_str().unwrap_or("-"));
+    // Server-made, from cleaned names, with the id: printed without any control character.
     line(
         "requester",
-        &format!(
-            "{} ({})",
-            a["principal_name"].as_str().unwrap_or("-"),
-            a["principal"].as_str().unwrap_or("-")
-        ),
+        &match a["requester"].as_str() {
+            Some(_) => text(&a["requester"]),
+            None => format!("{} (name unavailable)", text(&a["principal"])),
+        },
     );
     line("action", a["action"].as_str().unwrap_or("-"));
     line("scope", a["scope"].as_str().unwrap_or("-"));
@@ -161,8 +173,10 @@ fn show(a: &Value) {
         "approvers",
         &format!(
             "{} (quorum {}, {} so far)",
-            a["approvers"]
+            a["approver_names"]
                 .as_array()
+                .filter(|v| !v.is_empty())
+                .or(a["approvers"].as_array())
                 .map(|v| v
                     .iter()
                     .filter_map(Value::as_str)
@@ -210,10 +224,11 @@ fn show(a: &Value) {
                 "{} {} by {}{}",
                 v["time"].as_str().unwrap_or("-"),
                 v["vote"].as_str().unwrap_or("-"),
-                v["voter_name"]
-                    .as_str()
-                    .or(v["voter"].as_str())
-                    .unwrap_or("-"),
+                text(if v["voter_display"].is_string() {
+                    &v["voter_display"]
+                } else {
+                    &v["voter"]
+                }),
                 v["comment"]
                     .as_str()
                     .map(|c| format!(": {c}"))

@@ -101,6 +101,9 @@ identity:
   # The gateway's API, its client id, and what host-named vaults challenge for.
   audiences: [api://portcullis, {api}, "https://vault.localhost"]
   ca_file: sim/ca.pem
+  # Microsoft Graph, for groups past a token's limit and for the names people read
+  # (apps' tokens to the gateway carry ids only).
+  groups_overage: {{graph_url: {sim}, credential: baseline}}
 
 upstream:
   arm_url: {sim}

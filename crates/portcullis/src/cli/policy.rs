@@ -91,7 +91,10 @@ pub fn run(args: PolicyArgs) -> anyhow::Result<()> {
                 None => None,
             };
             let (op, decision) = evaluate(&checked.policy, &principal, &request, &host, body)?;
-            print!("{}", explanation(&principal, &op, &decision));
+            print!(
+                "{}",
+                explanation(&checked.policy.aliases, &principal, &op, &decision)
+            );
             Ok(())
         }
         PolicyCommand::Test { files } => test(&files),

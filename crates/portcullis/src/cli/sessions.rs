@@ -67,14 +67,14 @@ pub async fn run(args: SessionsArgs) -> anyhow::Result<()> {
                 newest: None,
             };
             println!(
-                "{:<44} {:<38} {:<27} {:>8} {:>7} {:>4} {:>7}",
+                "{:<44} {:<46} {:<27} {:>8} {:>7} {:>4} {:>7}",
                 "SESSION", "PRINCIPAL", "STARTED", "REQUESTS", "ALLOWED", "HELD", "REFUSED"
             );
             for s in store.sessions(&filter).await? {
                 println!(
-                    "{:<44} {:<38} {:<27} {:>8} {:>7} {:>4} {:>7}",
+                    "{:<44} {:<46} {:<27} {:>8} {:>7} {:>4} {:>7}",
                     s.id,
-                    s.principal.as_deref().unwrap_or("-"),
+                    principal_cell(s.principal.as_deref(), s.principal_name.as_deref()),
                     s.started,
                     s.requests,
                     s.allowed,
@@ -134,4 +134,51 @@ pub async fn run(args: SessionsArgs) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// A principal in a table: "build-agent (app) 93eb7a24" (the name as recorded, cleaned again
+/// for the terminal and cut to fit, then the id's first characters), or the whole id and
+/// "(name unavailable)".
+pub(super) fn principal_cell(id: Option<&str>, name: Option<&str>) -> String {
+    use crate::identity::names::{clean, short_id};
+    let Some(id) = id else {
+        return "-".to_owned();
+    };
+    match name.and_then(clean) {
+        Some(n) => {
+            let n: String = if n.chars().count() > 36 {
+                n.chars().take(35).chain(['…']).collect()
+            } else {
+                n
+            };
+            format!("{n} {}", short_id(id))
+        }
+        None => format!("{id} (name unavailable)"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::principal_cell;
+
+    #[test]
+    fn principals_are_named_in_tables() {
+        let id = "93eb7a24-0000-4000-8000-000000000001";
+        assert_eq!(
+            principal_cell(Some(id), Some("build-agent (app)")),
+            "build-agent (app) 93eb7a24"
+        );
+        assert_eq!(
+            principal_cell(Some(id), None),
+            format!("{id} (name unavailable)")
+        );
+        let cell = principal_cell(Some(id), Some("\x1b[2J\u{202E}x\ny"));
+        assert_eq!(
+            cell, "[2Jx y 93eb7a24",
+            "no escape, override or new line reaches a terminal"
+        );
+        let long = principal_cell(Some(id), Some(&"n".repeat(500)));
+        assert!(long.chars().count() <= 36 + 9, "{long}");
+        assert_eq!(principal_cell(None, Some("x")), "-");
+    }
 }

@@ -15,6 +15,7 @@ use crate::admin::AdminState;
 use crate::admin::approvals::After;
 use crate::approval::{Approval, Status, VoteError};
 use crate::azure::words::in_words;
+use crate::identity::names;
 use crate::pipeline::Gateway;
 use crate::policy::{Effect, split_reason};
 
@@ -223,6 +224,8 @@ pub struct Card {
     pub link_session: bool,
     pub created: String,
     pub inner: Vec<String>,
+    /// Who may decide, by name with kind and id ("approvers (group, a56b…)").
+    pub approvers: Vec<String>,
 }
 
 fn card(a: &Approval, v: &Viewer) -> Card {
@@ -236,13 +239,14 @@ fn card(a: &Approval, v: &Viewer) -> Card {
         action: a.action.clone(),
         scope: a.scope.clone(),
         status: a.status.as_str(),
-        requester: a.principal_name.clone().unwrap_or_else(|| {
-            if a.principal_app.is_some() {
-                "a service principal".into()
-            } else {
-                "an unnamed principal".into()
-            }
-        }),
+        // The name with its kind; the id is beside it (`requester_id`), so a copied name
+        // cannot pass for another principal. Askama escapes it.
+        requester: match (&a.principal_name, a.principal_kind) {
+            (Some(n), Some(k)) => names::labelled(n, k.label()),
+            (Some(n), None) => n.clone(),
+            (None, Some(k)) => format!("{} (name unavailable)", k.label()),
+            (None, None) => "name unavailable".into(),
+        },
         requester_id: a.principal.clone(),
         app: a.principal_app.clone(),
         reason: a.reason.clone(),
@@ -274,7 +278,7 @@ fn card(a: &Approval, v: &Viewer) -> Card {
             .votes
             .iter()
             .map(|x| VoteView {
-                who: x.voter_name.clone().unwrap_or_else(|| x.voter.clone()),
+                who: names::with_id(x.voter_name.as_deref(), None, &x.voter),
                 vote: x.vote.clone(),
                 comment: x.comment.clone(),
                 time: when(&x.time),
@@ -295,6 +299,7 @@ fn card(a: &Approval, v: &Viewer) -> Card {
             .iter()
             .map(|i| serde_json::to_string(i).unwrap_or_default())
             .collect(),
+        approvers: a.approvers_shown(),
     }
 }
 

@@ -210,7 +210,7 @@ fn explain(
             .rule
             .clone()
             .unwrap_or_else(|| "(none: the default deny)".into()),
-        text: crate::policy::explain::explanation(&p, &op, &d),
+        text: crate::policy::explain::explanation(&policy.aliases, &p, &op, &d),
         scope,
     })
 }

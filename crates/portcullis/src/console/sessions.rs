@@ -122,23 +122,28 @@ async fn sessions_page(
             newest: Some(SESSIONS_SHOWN),
         };
         match admin.store.sessions(&filter).await {
-            Ok(list) => list
-                .into_iter()
-                .map(|s| SessionRow {
-                    href: format!("/console/sessions/{}", segment(&s.id)),
-                    shown: crate::audit::session::name_of(&s.id)
-                        .map_or(s.id.as_str(), |(n, _)| n)
-                        .to_owned(),
-                    named: crate::audit::session::name_of(&s.id).is_some(),
-                    principal: s.principal.unwrap_or_default(),
-                    started: when(&s.started),
-                    last: when(&s.last),
-                    counts: COUNTS
-                        .into_iter()
-                        .zip([s.requests, s.allowed, s.held, s.refused, s.denied])
-                        .collect(),
-                })
-                .collect(),
+            Ok(mut list) => {
+                crate::admin::audit::name_sessions(&admin.gateway, &mut list).await;
+                list.into_iter()
+                    .map(|s| SessionRow {
+                        href: format!("/console/sessions/{}", segment(&s.id)),
+                        shown: crate::audit::session::name_of(&s.id)
+                            .map_or(s.id.as_str(), |(n, _)| n)
+                            .to_owned(),
+                        named: crate::audit::session::name_of(&s.id).is_some(),
+                        principal: shown_principal(
+                            s.principal.as_deref(),
+                            s.principal_name.as_deref(),
+                        ),
+                        started: when(&s.started),
+                        last: when(&s.last),
+                        counts: COUNTS
+                            .into_iter()
+                            .zip([s.requests, s.allowed, s.held, s.refused, s.denied])
+                            .collect(),
+                    })
+                    .collect()
+            }
             Err(e) => return unavailable(e),
         }
     };
@@ -213,10 +218,12 @@ async fn session_page(admin: &AdminState, v: &Viewer, id: &str, step: Option<usi
     }
     let total = links.len();
     let replay = step.map(|s| s.min(total - 1));
-    let principal = links
-        .iter()
-        .find_map(|l| l.record.principal.clone())
-        .unwrap_or_default();
+    let principal = shown_principal(
+        links.iter().find_map(|l| l.record.principal.as_deref()),
+        links
+            .iter()
+            .find_map(|l| l.record.principal_name.as_deref()),
+    );
     let steps = links
         .iter()
         .enumerate()
@@ -280,4 +287,16 @@ async fn session_page(admin: &AdminState, v: &Viewer, id: &str, step: Option<usi
             replay,
         },
     )
+}
+
+/// A session's principal for its readers: "build-agent (app) 93eb7a24-…" (the recorded name,
+/// cleaned, then the whole id), or the id with "(name unavailable)". Askama escapes it.
+fn shown_principal(id: Option<&str>, name: Option<&str>) -> String {
+    let Some(id) = id else {
+        return String::new();
+    };
+    match name.and_then(crate::identity::names::clean) {
+        Some(n) => format!("{n} {id}"),
+        None => format!("{id} (name unavailable)"),
+    }
 }

@@ -16,6 +16,7 @@ use jsonwebtoken::{Algorithm, Validation};
 use serde_json::Value;
 
 use super::jwks::{KeyCache, KeyError};
+use super::names;
 use super::principal::{Principal, PrincipalKind};
 use super::settings::{IdentityConfig, TenantMode};
 use crate::ids::is_guid;
@@ -294,11 +295,84 @@ pub(crate) fn principal(
             app_id,
             groups,
             roles: strings("roles"),
-            display_name: s("name")
-                .or_else(|| s("upn"))
-                .or_else(|| s("preferred_username")),
+            // For people only: an app's registration names it, a user's account; whoever
+            // controls those chose the text, so it is cleaned before anything shows it.
+            display_name: match kind {
+                PrincipalKind::User => s("name")
+                    .or_else(|| s("preferred_username"))
+                    .or_else(|| s("upn")),
+                _ => s("app_displayname").or_else(|| s("name")),
+            }
+            .as_deref()
+            .and_then(names::clean),
             token_version: version,
         },
         overage,
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    const OID: &str = "93eb7a24-0000-4000-8000-000000000001";
+
+    fn name_of(claims: Value) -> (PrincipalKind, Option<String>) {
+        let mut c = claims;
+        c["oid"] = json!(OID);
+        let (p, _) = principal(&c, "t", 2).unwrap();
+        (p.kind, p.display_name)
+    }
+
+    #[test]
+    fn a_users_name_comes_from_name_then_preferred_username_then_upn() {
+        let user = |extra: Value| {
+            let mut c = json!({"scp": "user_impersonation"});
+            c.as_object_mut()
+                .unwrap()
+                .extend(extra.as_object().unwrap().clone());
+            name_of(c)
+        };
+        assert_eq!(
+            user(json!({"name": "Alice Example", "preferred_username": "alice@contoso"})),
+            (PrincipalKind::User, Some("Alice Example".into()))
+        );
+        assert_eq!(
+            user(json!({"preferred_username": "alice@contoso", "upn": "a@c"})).1,
+            Some("alice@contoso".into())
+        );
+        assert_eq!(
+            user(json!({"upn": "alice@contoso"})).1,
+            Some("alice@contoso".into())
+        );
+        // An app's display name in a user's token is not the user's.
+        assert_eq!(user(json!({"app_displayname": "build-agent"})).1, None);
+    }
+
+    #[test]
+    fn an_apps_name_comes_from_app_displayname_and_is_cleaned() {
+        assert_eq!(
+            name_of(json!({"idtyp": "app", "app_displayname": "build-agent"})),
+            (PrincipalKind::App, Some("build-agent".into()))
+        );
+        assert_eq!(
+            name_of(json!({"idtyp": "app", "xms_mirid": "/x", "app_displayname": "gw-mi"})),
+            (PrincipalKind::ManagedIdentity, Some("gw-mi".into()))
+        );
+        // Tokens for an organisation's own API name nobody: the directory is asked later.
+        assert_eq!(name_of(json!({"idtyp": "app"})).1, None);
+        let (_, hostile) = name_of(json!({
+            "idtyp": "app",
+            "app_displayname": format!("ok\u{202E}\x1b[0m\n{}", "x".repeat(5000)),
+        }));
+        let hostile = hostile.unwrap();
+        assert!(hostile.starts_with("ok[0m x"), "{hostile}");
+        assert!(hostile.chars().count() <= names::MAX_NAME_CHARS + 1);
+        assert_eq!(
+            name_of(json!({"idtyp": "app", "app_displayname": "\u{200B}\n"})).1,
+            None
+        );
+    }
 }

@@ -1,8 +1,10 @@
 //! Identify: the agent's Entra ID token, validated, becomes a `Principal`.
 
 pub mod cache;
+pub mod directory;
 pub mod jwks;
 pub mod jwt;
+pub mod names;
 pub mod overage;
 pub mod principal;
 pub mod settings;
@@ -31,6 +33,9 @@ pub struct Authenticator {
     groups: Option<GroupResolver>,
     /// Tokens already verified (`cache.rs`): a repeat is answered without RS256.
     cache: TokenCache,
+    /// Display names from Graph for people to read (`directory.rs`); never consulted by
+    /// `authenticate`.
+    pub directory: Arc<directory::Directory>,
 }
 
 impl Authenticator {
@@ -54,7 +59,14 @@ impl Authenticator {
             keys,
             groups,
             cache: TokenCache::new(max_entries),
+            directory: Arc::new(directory::Directory::none()),
         }
+    }
+
+    /// With display names looked up in `directory`.
+    pub fn with_directory(mut self, directory: directory::Directory) -> Authenticator {
+        self.directory = Arc::new(directory);
+        self
     }
 
     /// Tokens held in the cache (for tests and benchmarks).
@@ -75,6 +87,10 @@ impl Authenticator {
             overage,
             expires,
         } = jwt::validate(&self.cfg, &self.keys, token).await?;
+        // A name for the records' readers, fetched beside the request, never before it.
+        if principal.display_name.is_none() && principal.kind != principal::PrincipalKind::User {
+            self.directory.warm(&principal.object_id);
+        }
         let mut fresh_until = Instant::now() + cache::LIFETIME;
         if overage {
             // Without the groups, group rules cannot be judged: refuse rather than guess.

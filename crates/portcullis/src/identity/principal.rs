@@ -25,18 +25,29 @@ pub struct Principal {
     pub groups: Vec<String>,
     /// App roles (`roles`).
     pub roles: Vec<String>,
-    /// For people to read: `name`, `upn` or `preferred_username`. Never used to decide.
+    /// For people to read: a user's `name`, `preferred_username` or `upn`, an app's
+    /// `app_displayname`, cleaned (`names::clean`). Never used to decide.
     pub display_name: Option<String>,
     /// 1 or 2.
     pub token_version: u8,
 }
 
 impl Principal {
-    /// How the principal is named in messages: the display name with the object id.
+    /// How the principal is named in messages: the display name with its kind and the
+    /// object id ("build-agent (app, 93eb…)"), or the id with "(name unavailable)".
     pub fn describe(&self) -> String {
-        match &self.display_name {
-            Some(n) => format!("{n} ({})", self.object_id),
-            None => self.object_id.clone(),
-        }
+        super::names::with_id(
+            self.display_name.as_deref(),
+            Some(self.kind.label()),
+            &self.object_id,
+        )
+    }
+
+    /// The name with its kind, as an audit record keeps it ("build-agent (app)"), when the
+    /// token named the principal.
+    pub fn labelled_name(&self) -> Option<String> {
+        self.display_name
+            .as_deref()
+            .map(|n| super::names::labelled(n, self.kind.label()))
     }
 }

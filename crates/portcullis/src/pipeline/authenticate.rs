@@ -29,6 +29,13 @@ pub(super) async fn request<B>(
     );
     let principal = authenticated?;
     trail.principal = Some(principal.object_id.clone());
+    // For the records' readers: the token's name, or one the directory already knows.
+    trail.principal_name = principal.labelled_name().or_else(|| {
+        gw.auth
+            .directory
+            .known_service_principal(&principal.object_id)
+            .map(|d| crate::identity::names::labelled(&d.name, d.kind))
+    });
     if let Err(wait) = gw.limiter.take(&principal.object_id) {
         return Err(GatewayError::Throttled {
             retry_after: (wait.as_secs_f64().ceil() as u64).max(1),

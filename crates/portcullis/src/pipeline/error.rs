@@ -89,7 +89,29 @@ impl From<HoldError> for GatewayError {
     }
 }
 
+/// The caller as a refusal names it: "build-agent (app)", or "(name unavailable)" (the
+/// object id follows in the message either way).
+fn caller_name(p: &Principal) -> String {
+    p.labelled_name()
+        .unwrap_or_else(|| format!("{} (name unavailable)", p.kind.label()))
+}
+
 impl GatewayError {
+    /// A refusal's reader learns who was refused by name: a principal whose token named
+    /// nobody is looked up in the directory (bounded and cached; only for refusals, which
+    /// are shown, never for requests that pass).
+    pub async fn name_principal(&mut self, directory: &crate::identity::directory::Directory) {
+        if let GatewayError::Forbidden { principal, .. } = self
+            && principal.display_name.is_none()
+            && principal.kind != crate::identity::principal::PrincipalKind::User
+        {
+            principal.display_name = directory
+                .service_principal(&principal.object_id)
+                .await
+                .map(|d| d.name);
+        }
+    }
+
     /// A bundle (batch or deployment) that may not pass as a whole.
     pub fn from_bundle(refusal: crate::policy::bundle::Refusal, principal: &Principal) -> Self {
         match refusal {
@@ -185,18 +207,16 @@ impl GatewayError {
                 decision,
             } => match service {
                 Service::KeyVault { vault } => format!(
-                    "Caller is not authorized to perform action on resource.\r\nCaller: appid={};oid={}\r\nAction: '{}'\r\nResource: 'vault:{vault}'\r\nDecisionReason: {}",
+                    "Caller is not authorized to perform action on resource.\r\nCaller: appid={};oid={};name={}\r\nAction: '{}'\r\nResource: 'vault:{vault}'\r\nDecisionReason: {}",
                     principal.app_id.as_deref().unwrap_or("-"),
                     principal.object_id,
+                    caller_name(principal),
                     operation.action,
                     decision.reason
                 ),
                 Service::Arm => format!(
                     "The client '{}' with object id '{}' does not have authorization to perform action '{}' over scope '{}' or the scope is invalid. Portcullis: {}.",
-                    principal
-                        .display_name
-                        .as_deref()
-                        .unwrap_or(&principal.object_id),
+                    caller_name(principal),
                     principal.object_id,
                     operation.action,
                     scope_display(operation),
@@ -264,6 +284,8 @@ impl GatewayError {
                     "status": a.status,
                     "expiresOn": a.expires,
                     "approvers": a.approvers,
+                    "approverNames": a.approvers_shown(),
+                    "requester": a.requester(),
                     "quorum": a.quorum,
                     "approvals": a.approvals(),
                     "rule": a.rule,

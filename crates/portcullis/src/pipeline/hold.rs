@@ -70,6 +70,19 @@ pub(super) async fn hold(
     };
     let mut request = held_request(gw, ex, principal, &judged, parts, trail, &bytes)?;
     request.draft.inner = trail.inner.clone();
+    // Names for the people who will read it; bounded, and never part of what is decided.
+    crate::approval::names::name(
+        &gw.auth.directory,
+        &gw.policy.load().aliases,
+        principal,
+        judged
+            .decision
+            .approval
+            .as_ref()
+            .map_or(&[][..], |s| &s.approvers[..]),
+        &mut request.draft,
+    )
+    .await;
     // Operations Azure clients poll are answered, once the hold runs out, as ARM answers a
     // long-running operation; the SDK's poller then waits for the human. Not batches: their
     // answers are masked per inner request, which only this request's own forward knows
@@ -170,6 +183,7 @@ fn held_request(
         principal: principal.object_id.clone(),
         principal_app: principal.app_id.clone(),
         principal_name: principal.display_name.clone(),
+        principal_kind: Some(principal.kind),
         action: operation.action.clone(),
         scope: crate::policy::scope_display(operation),
         rule: decision.rule.clone(),
@@ -197,6 +211,8 @@ fn held_request(
                     .collect()
             })
             .unwrap_or_default(),
+        // Named after drafting (`approval::names`), for people.
+        approver_names: Vec::new(),
         quorum: spec.map_or(1, |s| s.quorum),
         credential: decision.credential.clone(),
         grant_window_secs: spec.and_then(|s| s.grant_window).map(|w| w.as_secs()),

@@ -518,6 +518,7 @@ impl Poll<'_> {
             format!("{upstream_path}{sep}{query}"),
         );
         record.principal = Some(self.principal.object_id.clone());
+        record.principal_name = self.principal.labelled_name();
         record.action = Some(operation.action.clone());
         record.scope = Some(crate::policy::scope_display(operation));
         record.decision = Some("approve".into());

@@ -39,6 +39,8 @@ pub(super) struct Trail {
     /// The audience a vault reached by its host name challenges for.
     vault_audience: Option<String>,
     pub principal: Option<String>,
+    /// The principal's name and kind as the token gave them, for the record's readers.
+    pub principal_name: Option<String>,
     pub action: Option<String>,
     pub scope: Option<String>,
     /// What policy decided (`none` until it has).
@@ -73,6 +75,7 @@ impl Trail {
             service: Service::Arm,
             vault_audience: None,
             principal: None,
+            principal_name: None,
             action: None,
             scope: None,
             decided: "none",
@@ -111,6 +114,7 @@ impl Trail {
             self.url.clone(),
         );
         record.principal = self.principal.clone();
+        record.principal_name = self.principal_name.clone();
         record.action = self.action.clone();
         record.scope = self.scope.clone();
         record.headers = self.headers.clone();
@@ -134,7 +138,8 @@ impl Trail {
         };
         let response = match outcome {
             Ok(r) => r,
-            Err(e) => {
+            Err(mut e) => {
+                e.name_principal(&gw.auth.directory).await;
                 let mut record = AuditRecord::new(
                     self.ids.request_id.clone(),
                     self.ids.session.clone(),
@@ -143,6 +148,7 @@ impl Trail {
                     std::mem::take(&mut self.url),
                 );
                 record.principal = self.principal.clone();
+                record.principal_name = self.principal_name.take();
                 record.action = self.action.clone();
                 record.scope = self.scope.take();
                 record.headers = std::mem::take(&mut self.headers);

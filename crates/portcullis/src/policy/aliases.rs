@@ -15,3 +15,19 @@ pub struct Aliases {
     /// Name → ARM scope patterns.
     pub scopes: BTreeMap<String, Vec<String>>,
 }
+
+impl Aliases {
+    /// The name the policy gives a matcher's id (`approvers` for `group:a56b…`), if any.
+    pub fn name_of(&self, m: &super::PrincipalMatcher) -> Option<&str> {
+        use super::PrincipalMatcher::*;
+        let (map, id) = match m {
+            Group(id) => (&self.groups, id),
+            User(id) => (&self.users, id),
+            App(id) => (&self.apps, id),
+            _ => return None,
+        };
+        map.iter()
+            .find(|(_, v)| v.eq_ignore_ascii_case(id))
+            .map(|(k, _)| k.as_str())
+    }
+}

@@ -151,20 +151,39 @@ pub fn verdict(e: Effect) -> &'static str {
     }
 }
 
-/// The decision and why, as `policy explain` prints it and the console shows it.
-pub fn explanation(p: &Principal, op: &Operation, d: &Decision) -> String {
+/// The decision and why, as `policy explain` prints it and the console shows it. Principals,
+/// groups and approvers are named by the policy's aliases (or the token's name), each with
+/// its id; offline there is no directory to ask.
+pub fn explanation(aliases: &Aliases, p: &Principal, op: &Operation, d: &Decision) -> String {
     let mut out = String::new();
-    let kind = match p.kind {
-        PrincipalKind::User => "user",
-        PrincipalKind::App => "app",
-        PrincipalKind::ManagedIdentity => "managed identity",
+    let alias = match p.kind {
+        PrincipalKind::User => aliases.name_of(&PrincipalMatcher::User(p.object_id.clone())),
+        _ => None,
     };
+    let name = alias.or(p.display_name.as_deref());
     out.push_str(&format!(
-        "principal   {kind} {} (tenant {})\n",
-        p.object_id, p.tenant_id
+        "principal   {} (tenant {})\n",
+        crate::identity::names::printable(&crate::identity::names::with_id(
+            name,
+            Some(p.kind.label()),
+            &p.object_id
+        )),
+        p.tenant_id
     ));
+    if let Some(app) = &p.app_id {
+        let m = PrincipalMatcher::App(app.clone());
+        out.push_str(&format!("  app       {}\n", m.shown(aliases.name_of(&m))));
+    }
     if !p.groups.is_empty() {
-        out.push_str(&format!("  groups    {}\n", p.groups.join(", ")));
+        let groups: Vec<String> = p
+            .groups
+            .iter()
+            .map(|g| {
+                let m = PrincipalMatcher::Group(g.clone());
+                m.shown(aliases.name_of(&m))
+            })
+            .collect();
+        out.push_str(&format!("  groups    {}\n", groups.join(", ")));
     }
     if !p.roles.is_empty() {
         out.push_str(&format!("  roles     {}\n", p.roles.join(", ")));
@@ -187,7 +206,11 @@ pub fn explanation(p: &Principal, op: &Operation, d: &Decision) -> String {
     if let Some(a) = &d.approval {
         out.push_str(&format!(
             "approvers   {} (quorum {}, timeout {}s)\n",
-            a.approvers_display.join(", "),
+            a.approvers
+                .iter()
+                .map(|m| m.shown(aliases.name_of(m)))
+                .collect::<Vec<_>>()
+                .join(", "),
             a.quorum,
             a.timeout.as_secs()
         ));

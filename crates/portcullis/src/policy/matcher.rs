@@ -67,6 +67,23 @@ impl PrincipalMatcher {
     }
 }
 
+impl PrincipalMatcher {
+    /// The matcher for people: `name` (the policy's alias or the directory's name) with the
+    /// kind and id beside it ("approvers (group, a56b…)"), or the id with "(name
+    /// unavailable)"; roles and tenants say what they are.
+    pub fn shown(&self, name: Option<&str>) -> String {
+        use crate::identity::names::with_id;
+        match self {
+            PrincipalMatcher::Any => "anyone".to_owned(),
+            PrincipalMatcher::Group(g) => with_id(name, Some("group"), g),
+            PrincipalMatcher::User(u) => with_id(name, Some("user"), u),
+            PrincipalMatcher::App(a) => with_id(name, Some("app id"), a),
+            PrincipalMatcher::Role(r) => format!("app role {r}"),
+            PrincipalMatcher::Tenant(t) => format!("anyone in tenant {t}"),
+        }
+    }
+}
+
 /// The resolved form (`group:{object id}`): how an approval stores its approvers, read back
 /// with [`PrincipalMatcher::parse`].
 impl fmt::Display for PrincipalMatcher {
@@ -107,6 +124,26 @@ mod tests {
                 Ok(m)
             );
         }
+    }
+
+    #[test]
+    fn matchers_are_shown_by_name_with_their_ids() {
+        let mut aliases = Aliases::default();
+        aliases.groups.insert("approvers".into(), GROUP.into());
+        let m = PrincipalMatcher::Group(GROUP.into());
+        assert_eq!(aliases.name_of(&m), Some("approvers"));
+        assert_eq!(
+            m.shown(aliases.name_of(&m)),
+            format!("approvers (group, {GROUP})")
+        );
+        assert_eq!(m.shown(None), format!("{GROUP} (group, name unavailable)"));
+        let other = PrincipalMatcher::User(GROUP.into());
+        assert_eq!(aliases.name_of(&other), None, "aliases are per kind");
+        assert_eq!(
+            PrincipalMatcher::Role("Approver".into()).shown(None),
+            "app role Approver"
+        );
+        assert_eq!(PrincipalMatcher::Any.shown(None), "anyone");
     }
 
     #[test]

@@ -9,6 +9,7 @@ use std::time::Duration;
 use crate::azure::rewrite::Binder;
 use crate::config::{Config, TenantMode};
 use crate::identity::Authenticator;
+use crate::identity::directory::Directory;
 use crate::identity::jwks::KeyCache;
 use crate::identity::overage::GroupResolver;
 use crate::mask::Masker;
@@ -113,6 +114,14 @@ pub async fn build(config: Config) -> Result<Built, BuildError> {
         .overage
         .clone()
         .map(|o| GroupResolver::new(o, http.clone(), tokens.clone()));
+    // Display names through the same Graph credential, for people to read.
+    let directory = Directory::new(
+        config
+            .identity
+            .overage
+            .clone()
+            .map(|o| (o, http.clone(), tokens.clone())),
+    );
     let challenge_authority = match &config.identity.tenant {
         TenantMode::Single(t) | TenantMode::Multi(t) => {
             format!("{}/{t}", config.identity.authority)
@@ -234,7 +243,7 @@ pub async fn build(config: Config) -> Result<Built, BuildError> {
         None => None,
     };
     let gateway = Gateway {
-        auth: Authenticator::new(config.identity, keys, groups),
+        auth: Authenticator::new(config.identity, keys, groups).with_directory(directory),
         policy: arc_swap::ArcSwap::from_pointee(config.policy),
         upstream,
         tokens,

@@ -346,11 +346,31 @@ async fn upstream_tokens_are_cached_and_refreshed_before_expiry() {
             .filter(|c| c.service == azure_sim::Service::Entra && c.path.ends_with("/token"))
             .count()
     };
+    // The agent's token names it, so the gateway asks Graph for no name (which would take a
+    // Graph token from the same endpoint): only ARM's tokens are counted here.
+    let named_agent = |env: &Env| {
+        let mut claims = serde_json::Map::new();
+        claims.insert("app_displayname".into(), json!("build-agent"));
+        env.sim
+            .mint(azure_sim::MintRequest {
+                principal: "agent".into(),
+                audience: crate::GATEWAY_API.into(),
+                version: None,
+                lifetime_secs: None,
+                not_before_offset_secs: 0,
+                client_app: None,
+                claims,
+                unpublished_key: false,
+            })
+            .unwrap()
+    };
     let env = Env::start().await;
+    let token = named_agent(&env);
     let since = env.sim.last_call_seq();
     for _ in 0..3 {
         let (s, _, _) = env
-            .agent(
+            .call(
+                Some(&token),
                 Method::GET,
                 &format!("{}?api-version=2022-09-01", env.rg()),
                 None,
@@ -374,10 +394,12 @@ async fn upstream_tokens_are_cached_and_refreshed_before_expiry() {
         ..Setup::default()
     })
     .await;
+    let token = named_agent(&env);
     let since = env.sim.last_call_seq();
     for _ in 0..3 {
         let (s, _, _) = env
-            .agent(
+            .call(
+                Some(&token),
                 Method::GET,
                 &format!("{}?api-version=2022-09-01", env.rg()),
                 None,

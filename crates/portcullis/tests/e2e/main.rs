@@ -24,6 +24,7 @@ mod held;
 mod identity;
 mod lro;
 mod masking;
+mod names;
 mod operability;
 mod outcomes;
 mod pg_restart;

@@ -138,8 +138,14 @@ fn policy_explain_says_what_and_why() {
         out.contains("decision    APPROVAL REQUIRED by rule 'demo-approve-storage-create'"),
         "{out}"
     );
+    assert!(out.contains("credential  elevated"), "{out}");
+    // Groups and approvers by the policy's aliases, each with its id.
+    let approvers = azure_sim::config::derived_id("group", "approvers");
+    let agents = azure_sim::config::derived_id("group", "ai-agents");
     assert!(
-        out.contains("credential  elevated") && out.contains("approvers   group:approvers"),
+        out.contains(&format!("approvers   approvers (group, {approvers})"))
+            && out.contains(&format!("agents (group, {agents})"))
+            && out.contains("principal   explained principal (app, "),
         "{out}"
     );
     let (ok, out) = portcullis(&[

@@ -56,6 +56,10 @@ fn record(i: usize, session: &str, phase: Phase) -> AuditRecord {
         format!("/subscriptions/s/resourceGroups/rg{i}?api-version=2022-09-01"),
     );
     r.principal = Some("p-1".into());
+    // The second session's records name their principal (from i = 4 on).
+    if i >= 4 {
+        r.principal_name = Some("build-agent (app)".into());
+    }
     r.decision = Some(if i.is_multiple_of(3) { "deny" } else { "allow" }.into());
     r
 }
@@ -118,6 +122,13 @@ async fn chains_checkpoints_retention_and_queries_behave_alike_on_both_backends(
         assert_eq!(sessions[0].requests, 3, "{b}");
         assert_eq!(sessions[0].refused, 1, "{b}");
         assert_eq!(sessions[0].denied, 1, "{b}");
+        // The name comes from the records' own text, on either backend.
+        assert_eq!(sessions[0].principal_name, None, "{b}");
+        assert_eq!(
+            sessions[1].principal_name.as_deref(),
+            Some("build-agent (app)"),
+            "{b}"
+        );
         let denied = store
             .sessions(&SessionFilter {
                 decision: Some("refused".into()),
@@ -199,6 +210,7 @@ fn approval(id: &str, principal: &str, digest: &str, expires: &str) -> Approval 
         principal: principal.into(),
         principal_app: None,
         principal_name: None,
+        principal_kind: None,
         action: "Microsoft.Storage/storageAccounts/write".into(),
         scope: "/subscriptions/s/resourceGroups/rg".into(),
         rule: Some("r".into()),
@@ -214,6 +226,7 @@ fn approval(id: &str, principal: &str, digest: &str, expires: &str) -> Approval 
         digest: digest.into(),
         reason: None,
         approvers: vec!["*".into()],
+        approver_names: Vec::new(),
         quorum: 2,
         credential: None,
         grant_window_secs: None,
