@@ -125,9 +125,9 @@ impl AuditRecord {
     }
 }
 
-/// A session's requests counted by outcome. A request held, retried and then let through
-/// is one request, allowed after approval: held records count once per approval, and not
-/// at all once a request under that approval was forwarded in the session.
+/// A session's requests counted by outcome. Held records count once per approval (an
+/// agent retrying while it waits is still one held request); a request held and then let
+/// through counts both ways, as it happened: once held, once allowed after approval.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
 pub struct Tally {
     pub requests: i64,
@@ -161,7 +161,7 @@ impl Tally {
             }
         }
         t.after_approval = forwarded.len() as i64;
-        t.held = held.difference(&forwarded).count() as i64;
+        t.held = held.len() as i64;
         t.requests = t.allowed + t.held + t.refused;
         t
     }

@@ -328,13 +328,14 @@ pub struct SessionSummary {
     pub started: String,
     pub last: String,
     /// What the agent asked for: `allowed + held + refused` (answers and approval events
-    /// are not requests; a request held, retried and let through counts once, as allowed).
+    /// are not requests). A request held, then approved and let through, is two: held
+    /// (once, however often it was retried while pending) and allowed after approval.
     pub requests: i64,
     /// Forwarded to Azure.
     pub allowed: i64,
     /// Of those, let through by an approval (distinct approvals).
     pub after_approval: i64,
-    /// Held for approval and not forwarded in this session (distinct approvals).
+    /// Held for approval (distinct approvals), whether or not later let through.
     pub held: i64,
     /// Refused by the gateway (held requests are not refusals).
     pub refused: i64,
@@ -352,7 +353,7 @@ pub struct SessionFilter {
     pub principal: Option<String>,
     /// Sessions with a request at or after this time (RFC 3339).
     pub since: Option<String>,
-    /// `allow`, `deny`, `approve` (decided so), `held` (a request still held) or `refused`
+    /// `allow`, `deny`, `approve` (decided so), `held` (a request held for approval) or `refused`
     /// (anything the gateway refused).
     pub decision: Option<String>,
     /// Only the newest this many, newest first (default: all, oldest first).
@@ -724,11 +725,9 @@ impl Store {
         let forwarded = format!(
             "COUNT(DISTINCT CASE WHEN phase = 'request' AND decision = 'approve' THEN {approval} END)"
         );
-        // Held approvals not forwarded later in the session: |held ∪ forwarded| - |forwarded|.
-        let still_held = format!(
-            "(COUNT(DISTINCT CASE WHEN ({held}) = 1 OR (phase = 'request' AND decision = 'approve') \
-                                  THEN {approval} END) - {forwarded})"
-        );
+        // Approvals that held a request in the session (retries of one held request count
+        // once), whether or not it was later let through.
+        let held_count = format!("COUNT(DISTINCT CASE WHEN ({held}) = 1 THEN {approval} END)");
         let refused = format!("SUM(CASE WHEN phase = 'refused' THEN 1 - ({held}) ELSE 0 END)");
         // Not a column: only this list reads it, from the record's own text.
         let name = match &self.db {
@@ -740,7 +739,7 @@ impl Store {
                 "SELECT session, MIN(time), MAX(time), \
                         CAST(SUM(CASE WHEN phase = 'request' THEN 1 ELSE 0 END) AS BIGINT), \
                         CAST({forwarded} AS BIGINT), \
-                        CAST({still_held} AS BIGINT), \
+                        CAST({held_count} AS BIGINT), \
                         CAST({refused} AS BIGINT), \
                         CAST(SUM(CASE WHEN phase = 'refused' AND decision = 'deny' THEN 1 ELSE 0 END) AS BIGINT), \
                         MAX(principal), MAX({name}) \
@@ -749,7 +748,7 @@ impl Store {
                  HAVING (CAST($1 AS TEXT) IS NULL OR MAX(time) >= $1) \
                     AND (CAST($2 AS TEXT) IS NULL OR SUM(CASE WHEN principal = $2 THEN 1 ELSE 0 END) > 0) \
                     AND (CAST($3 AS TEXT) IS NULL \
-                         OR ($3 = 'held' AND {still_held} > 0) \
+                         OR ($3 = 'held' AND {held_count} > 0) \
                          OR ($3 = 'refused' AND {refused} > 0) \
                          OR ($3 NOT IN ('held', 'refused') \
                              AND SUM(CASE WHEN decision = $3 THEN 1 ELSE 0 END) > 0)) \

@@ -33,8 +33,8 @@ enum SessionsCommand {
         /// Only sessions active since: RFC 3339, a date, or an age (`24h`).
         #[arg(long)]
         since: Option<String>,
-        /// Only sessions with a request decided so (allow, deny, approve), still held for
-        /// approval (held) or refused by the gateway (refused).
+        /// Only sessions with a request decided so (allow, deny, approve), held for approval
+        /// (held) or refused by the gateway (refused).
         #[arg(long, value_parser = clap::builder::PossibleValuesParser::new(crate::audit::store::DECISIONS))]
         decision: Option<String>,
     },

@@ -30,9 +30,9 @@ portcullis policy explain --config "$DEMO_DIR/portcullis.yaml" --principal group
     --request "PUT /subscriptions/$DEMO_SUBSCRIPTION/resourceGroups/demo-rg/providers/Microsoft.Storage/storageAccounts/s1?api-version=2023-05-01"
 # what reached "Azure", and as whom: the gateway's identities, never the agent's
 curl -s --cacert "$SIM_CA" "$SIM_URL/_sim/calls" | jq -c '.calls[] | {method, path, caller: .caller.name, status}'
-# all of it is on the record: the agent's session replayed (bodies masked; the create held,
-# then approved and forwarded, counts as allowed after approval; a session an agent names is
-# its own: tour@<the agent's object id>), then the hash chains verified
+# all of it is on the record: the agent's session replayed (bodies masked; the create counts
+# as held, then as allowed after approval; a session an agent names is its own:
+# tour@<the agent's object id>), then the hash chains verified
 portcullis sessions replay "tour@$AGENT_OID" --bodies --state-dir "$DEMO_DIR/state"
 portcullis audit verify --state-dir "$DEMO_DIR/state"
 # the same trail through the admin API, for approvers (audit.readers)

@@ -395,21 +395,21 @@ fn the_tour_works_as_written() {
     );
 
     // A held request is its own outcome, neither allowed nor refused; held, approved and sent
-    // again, the create is one request, allowed after approval (the approval's count).
+    // again, the create counts as it happened: once held, once allowed after approval.
     assert!(
         record.contains("⏸ held")
             && record
                 .lines()
-                .any(|l| l == "4 requests: 3 allowed (1 after approval), 0 held, 1 refused"),
-        "the replay shows the create held, then counts it allowed after approval: {record}"
+                .any(|l| l == "5 requests: 3 allowed (1 after approval), 1 held, 1 refused"),
+        "the replay counts the create held, then allowed after approval: {record}"
     );
     assert!(
-        tour_session.contains("\"requests\":4")
+        tour_session.contains("\"requests\":5")
             && tour_session.contains("\"allowed\":3")
             && tour_session.contains("\"after_approval\":1")
-            && tour_session.contains("\"held\":0")
+            && tour_session.contains("\"held\":1")
             && tour_session.contains("\"refused\":1"),
-        "the admin API counts the approved create as allowed after approval: {tour_session}"
+        "the admin API counts the create held, then allowed after approval: {tour_session}"
     );
 }
 

@@ -1,5 +1,5 @@
 //! Held as its own outcome (issue 21, point 3): a request held for approval is counted as
-//! held, not refused; once approved and forwarded it counts as allowed after approval.
+//! held, not refused; once approved and forwarded it also counts as allowed after approval.
 //! Over real sockets: the gateway, the admin API, `/metrics` and `portcullis sessions`.
 
 use reqwest::{Method, StatusCode};
@@ -85,7 +85,8 @@ async fn held_approved_and_denied_requests_are_counted_apart() {
     let rg = format!("{}?api-version=2022-09-01", env.rg());
     assert_eq!(agent(&env, Method::GET, &rg).await, StatusCode::OK);
 
-    // Six requests sent; the approved one's two tries and its forward are one request.
+    // Five requests as the trail counts them: the approved one held (its two tries are one
+    // held request) and then allowed after approval; one held and never decided; a denial.
     // The admin API.
     let admin = |path: &str| {
         env.http
@@ -114,7 +115,7 @@ async fn held_approved_and_denied_requests_are_counted_apart() {
             &s0["held"],
             &s0["refused"]
         ),
-        (&4.into(), &2.into(), &1.into(), &1.into(), &1.into()),
+        (&5.into(), &2.into(), &1.into(), &2.into(), &1.into()),
         "{s0}"
     );
     for (decision, found) in [("held", 1), ("refused", 1), ("allow", 1)] {
@@ -171,7 +172,7 @@ async fn held_approved_and_denied_requests_are_counted_apart() {
     assert_eq!(out.matches("✗ refused").count(), 1, "{out}");
     assert_eq!(
         out.lines().last(),
-        Some("4 requests: 2 allowed (1 after approval), 1 held, 1 refused"),
+        Some("5 requests: 2 allowed (1 after approval), 2 held, 1 refused"),
         "{out}"
     );
     let (ok, out) = cli(&["sessions", "list"]);
@@ -188,7 +189,7 @@ async fn held_approved_and_denied_requests_are_counted_apart() {
     assert!(
         row.split_whitespace()
             .collect::<Vec<_>>()
-            .ends_with(&["4", "2", "1", "1"]),
+            .ends_with(&["5", "2", "2", "1"]),
         "{out}"
     );
     let (ok, out) = cli(&["sessions", "list", "--decision", "held"]);
