@@ -16,6 +16,7 @@ use crate::admin::approvals::After;
 use crate::approval::{Approval, Status, VoteError};
 use crate::azure::words::in_words;
 use crate::identity::names;
+use crate::identity::principal::PrincipalKind;
 use crate::pipeline::Gateway;
 use crate::policy::{Effect, split_reason};
 
@@ -191,6 +192,9 @@ pub struct Card {
     pub requester: String,
     pub requester_id: String,
     pub app: Option<String>,
+    /// The app is the requester itself (an app or managed identity calling as itself), not
+    /// an application a user signed in through: its client id, not another party.
+    pub app_is_requester: bool,
     pub reason: Option<String>,
     pub rule: String,
     /// What the rule does ("holds for approval ..."), or its whole reason when that cannot
@@ -249,6 +253,10 @@ fn card(a: &Approval, v: &Viewer) -> Card {
         },
         requester_id: a.principal.clone(),
         app: a.principal_app.clone(),
+        app_is_requester: matches!(
+            a.principal_kind,
+            Some(PrincipalKind::App | PrincipalKind::ManagedIdentity)
+        ),
         reason: a.reason.clone(),
         rule_reason: split
             .as_ref()
