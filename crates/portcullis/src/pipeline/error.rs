@@ -212,7 +212,7 @@ impl GatewayError {
                     principal.object_id,
                     caller_name(principal),
                     operation.action,
-                    decision.reason
+                    told(decision, operation)
                 ),
                 Service::Arm => format!(
                     "The client '{}' with object id '{}' does not have authorization to perform action '{}' over scope '{}' or the scope is invalid. Portcullis: {}.",
@@ -220,7 +220,7 @@ impl GatewayError {
                     principal.object_id,
                     operation.action,
                     scope_display(operation),
-                    decision.reason
+                    told(decision, operation)
                 ),
             },
             GatewayError::Approval(r) => format!("Portcullis: {}", r.message),
@@ -267,9 +267,13 @@ impl GatewayError {
         let kv = matches!(ctx.service, Service::KeyVault { .. });
         let detail = match self {
             GatewayError::Forbidden { .. } if kv => Some(json!({"code": "ForbiddenByRbac"})),
-            GatewayError::Forbidden { decision, .. } => Some(json!([{
+            GatewayError::Forbidden {
+                decision,
+                operation,
+                ..
+            } => Some(json!([{
                 "type": "PortcullisDecision",
-                "info": {"rule": decision.rule, "reason": decision.reason},
+                "info": {"rule": decision.rule, "reason": told(decision, operation)},
             }])),
             GatewayError::TooManyPendingApprovals { .. } if kv => {
                 Some(json!({"code": "TooManyPendingApprovals"}))
@@ -320,5 +324,25 @@ impl GatewayError {
             },
         }
         .write(ctx)
+    }
+}
+
+/// The decision's reason as the agent reads it: the rule by name and what it does, without
+/// the file and line it is written at. The gateway's paths are none of the agent's business;
+/// operators find the rule by name (`policy explain`, the console's policy page, which show
+/// where it is written). The refusal's record holds what the agent was told, and the rule.
+fn told(decision: &Decision, operation: &Operation) -> String {
+    let parts = decision.rule.as_deref().and_then(|rule| {
+        crate::policy::split_reason(
+            rule,
+            decision.effect,
+            &operation.action,
+            &scope_display(operation),
+            &decision.reason,
+        )
+    });
+    match parts {
+        Some(p) => decision.reason.replacen(&format!(" ({})", p.origin), "", 1),
+        None => decision.reason.clone(),
     }
 }

@@ -94,6 +94,13 @@ async fn a_vm_delete_is_refused_in_arms_shape_and_never_forwarded() {
         body["error"]["additionalInfo"][0]["info"]["rule"],
         "no-vm-deletes"
     );
+    // The rule by name, never where the gateway keeps its policy files.
+    let policy_dir = env.dir.to_string_lossy().into_owned();
+    let said = body.to_string();
+    assert!(
+        !said.contains(".yaml:") && !said.contains(&policy_dir),
+        "the agent is not told the policy's file and line: {said}"
+    );
     assert!(env.arm_calls(since).is_empty(), "nothing reached ARM");
     assert!(env.sim.resource_exists(&format!(
         "/subscriptions/{}/resourceGroups/demo-rg/providers/Microsoft.Compute/virtualMachines/vm1",
