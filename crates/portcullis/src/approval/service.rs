@@ -315,16 +315,33 @@ impl Approvals {
         let approval = match existing {
             Some(a) => a,
             None => {
-                // An overdue approval of this request must not block a new one.
-                self.expire_overdue().await;
                 let a = req.draft.clone();
                 let limit = self.config.max_pending_per_principal;
-                match self
+                let mut inserted = self
                     .store
                     .insert_approval(&a, limit, &now())
                     .await
-                    .map_err(store_err)?
+                    .map_err(store_err)?;
+                // The place is taken but by nothing live: an overdue approval of this request
+                // the sweeper has not reached yet. Expire it now and ask again, once. (Not
+                // before every insert: that is a second write transaction, a second fsync, for
+                // every held request.)
+                if inserted == Inserted::Exists
+                    && self
+                        .store
+                        .live_approval(&p.object_id, &draft.digest, &now())
+                        .await
+                        .map_err(store_err)?
+                        .is_none()
                 {
+                    self.expire_overdue().await;
+                    inserted = self
+                        .store
+                        .insert_approval(&a, limit, &now())
+                        .await
+                        .map_err(store_err)?;
+                }
+                match inserted {
                     Inserted::New => {
                         tracing::info!(approval = %a.id, principal = %a.principal, action = %a.action, "request held for approval");
                         self.changed(&a.id, "created", None).await;
