@@ -8,7 +8,7 @@ use futures_util::future::join_all;
 
 use super::Approval;
 use crate::identity::directory::Directory;
-use crate::identity::principal::{Principal, PrincipalKind};
+use crate::identity::principal::Principal;
 use crate::policy::{Aliases, PrincipalMatcher};
 
 /// Fills `draft`'s requester name (when the token had none) and its approvers' names.
@@ -21,16 +21,7 @@ pub async fn name(
     draft: &mut Approval,
 ) {
     draft.principal_kind = Some(principal.kind);
-    let requester = async {
-        match (&principal.display_name, principal.kind) {
-            (Some(n), _) => Some(n.clone()),
-            (None, PrincipalKind::User) => None,
-            (None, _) => directory
-                .service_principal(&principal.object_id)
-                .await
-                .map(|d| d.name),
-        }
-    };
+    let requester = directory.principal_name(principal);
     let approvers = join_all(matchers.iter().map(|m| shown(directory, aliases, m)));
     let (requester, approvers) = tokio::join!(requester, approvers);
     draft.principal_name = requester;

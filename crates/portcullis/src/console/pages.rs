@@ -245,12 +245,10 @@ fn card(a: &Approval, v: &Viewer) -> Card {
         status: a.status.as_str(),
         // The name with its kind; the id is beside it (`requester_id`), so a copied name
         // cannot pass for another principal. Askama escapes it.
-        requester: match (&a.principal_name, a.principal_kind) {
-            (Some(n), Some(k)) => names::labelled(n, k.label()),
-            (Some(n), None) => n.clone(),
-            (None, Some(k)) => format!("{} (name unavailable)", k.label()),
-            (None, None) => "name unavailable".into(),
-        },
+        requester: names::labelled_or_unavailable(
+            a.principal_name.as_deref(),
+            a.principal_kind.map(PrincipalKind::label),
+        ),
         requester_id: a.principal.clone(),
         app: a.principal_app.clone(),
         app_is_requester: matches!(

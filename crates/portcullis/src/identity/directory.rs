@@ -20,6 +20,7 @@ use http::{HeaderMap, HeaderValue, Method, StatusCode};
 use tokio::sync::OnceCell;
 
 use super::names::clean;
+use super::principal::{Principal, PrincipalKind};
 use super::settings::OverageConfig;
 use crate::upstream::client::{ClientError, HttpClient};
 use crate::upstream::credential::TokenProvider;
@@ -108,6 +109,16 @@ impl Directory {
     /// A service principal's (app's or managed identity's) display name.
     pub async fn service_principal(&self, object_id: &str) -> Option<DirectoryName> {
         self.lookup(Collection::ServicePrincipals, object_id).await
+    }
+
+    /// A principal's name for people: its token's, else, for an app or managed identity,
+    /// the directory's (a person's is never looked up: that needs User.Read.All).
+    pub async fn principal_name(&self, p: &Principal) -> Option<String> {
+        match (&p.display_name, p.kind) {
+            (Some(n), _) => Some(n.clone()),
+            (None, PrincipalKind::User) => None,
+            (None, _) => self.service_principal(&p.object_id).await.map(|d| d.name),
+        }
     }
 
     /// A group's display name.
@@ -361,6 +372,16 @@ mod tests {
         }
     }
 
+    /// A simulated principal's object id.
+    fn oid(s: &Setup, name: &str) -> String {
+        s.sim
+            .config()
+            .principal(name)
+            .unwrap()
+            .object_id
+            .to_string()
+    }
+
     fn graph_calls(s: &Setup) -> usize {
         s.sim
             .calls_since(0)
@@ -372,27 +393,9 @@ mod tests {
     #[tokio::test]
     async fn names_are_found_cached_and_absent_ones_remembered() {
         let s = setup().await;
-        let agent = s
-            .sim
-            .config()
-            .principal("agent")
-            .unwrap()
-            .object_id
-            .to_string();
-        let mi = s
-            .sim
-            .config()
-            .principal("gateway-identity")
-            .unwrap()
-            .object_id
-            .to_string();
-        let alice = s
-            .sim
-            .config()
-            .principal("alice")
-            .unwrap()
-            .object_id
-            .to_string();
+        let agent = oid(&s, "agent");
+        let mi = oid(&s, "gateway-identity");
+        let alice = oid(&s, "alice");
         let group = azure_sim::config::derived_id("group", "approvers").to_string();
 
         let found = s.directory.service_principal(&agent.to_uppercase()).await;
@@ -436,20 +439,8 @@ mod tests {
     #[tokio::test]
     async fn a_slow_graph_costs_one_bounded_wait_then_rests() {
         let s = setup().await;
-        let agent = s
-            .sim
-            .config()
-            .principal("agent")
-            .unwrap()
-            .object_id
-            .to_string();
-        let other = s
-            .sim
-            .config()
-            .principal("other-agent")
-            .unwrap()
-            .object_id
-            .to_string();
+        let agent = oid(&s, "agent");
+        let other = oid(&s, "other-agent");
         // Get the credential's token first: the bound is for Graph itself here.
         let group = azure_sim::config::derived_id("group", "approvers").to_string();
         s.directory.group(&group).await.unwrap();
@@ -476,13 +467,7 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
     async fn a_burst_for_one_object_asks_graph_once() {
         let s = Arc::new(setup().await);
-        let agent = s
-            .sim
-            .config()
-            .principal("agent")
-            .unwrap()
-            .object_id
-            .to_string();
+        let agent = oid(&s, "agent");
         let tasks: Vec<_> = (0..32)
             .map(|_| {
                 let (s, agent) = (s.clone(), agent.clone());

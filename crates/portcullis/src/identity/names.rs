@@ -88,6 +88,17 @@ pub fn labelled(name: &str, kind: &str) -> String {
     format!("{name} ({kind})")
 }
 
+/// A name with its kind, for a text that shows the id beside it: "build-agent (app)", or
+/// "app (name unavailable)".
+pub fn labelled_or_unavailable(name: Option<&str>, kind: Option<&str>) -> String {
+    match (name, kind) {
+        (Some(n), Some(k)) => labelled(n, k),
+        (Some(n), None) => n.to_owned(),
+        (None, Some(k)) => format!("{k} (name unavailable)"),
+        (None, None) => "name unavailable".into(),
+    }
+}
+
 /// A name with its kind and the object id beside it, for every text a person reads:
 /// "build-agent (app, 93eb…)", "Alice Example (user, 5c1f…)", and when no name is known,
 /// "93eb… (app, name unavailable)".
@@ -172,6 +183,16 @@ mod tests {
             format!("{id} (app, name unavailable)")
         );
         assert_eq!(with_id(None, None, id), format!("{id} (name unavailable)"));
+        // Without the id, for texts that show it beside the name.
+        assert_eq!(
+            labelled_or_unavailable(Some("build-agent"), Some("app")),
+            "build-agent (app)"
+        );
+        assert_eq!(
+            labelled_or_unavailable(None, Some("app")),
+            "app (name unavailable)"
+        );
+        assert_eq!(labelled_or_unavailable(None, None), "name unavailable");
         assert_eq!(
             labelled("Alice Example", PrincipalKind::User.label()),
             "Alice Example (user)"

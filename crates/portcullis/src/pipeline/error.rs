@@ -92,8 +92,7 @@ impl From<HoldError> for GatewayError {
 /// The caller as a refusal names it: "build-agent (app)", or "(name unavailable)" (the
 /// object id follows in the message either way).
 fn caller_name(p: &Principal) -> String {
-    p.labelled_name()
-        .unwrap_or_else(|| format!("{} (name unavailable)", p.kind.label()))
+    crate::identity::names::labelled_or_unavailable(p.display_name.as_deref(), Some(p.kind.label()))
 }
 
 impl GatewayError {
@@ -103,12 +102,8 @@ impl GatewayError {
     pub async fn name_principal(&mut self, directory: &crate::identity::directory::Directory) {
         if let GatewayError::Forbidden { principal, .. } = self
             && principal.display_name.is_none()
-            && principal.kind != crate::identity::principal::PrincipalKind::User
         {
-            principal.display_name = directory
-                .service_principal(&principal.object_id)
-                .await
-                .map(|d| d.name);
+            principal.display_name = directory.principal_name(principal).await;
         }
     }
 
