@@ -23,14 +23,11 @@ use crate::{Env, Setup, leak, send};
 /// alice and bob approve, carol reads the audit trail but approves nothing, and
 /// notifications go to `hook` with links to the console.
 pub(crate) async fn console_env(hook: Option<u16>) -> Env {
-    let admin = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = admin.local_addr().unwrap().port();
-    drop(admin);
     let carol = azure_sim::config::derived_id("principal", "carol");
     let notify = hook.map_or(String::new(), |p| {
         format!("  notify:\n    - {{url: \"http://127.0.0.1:{p}/hook\", format: json}}\n")
     });
-    Env::with(Setup {
+    Env::with_admin_port(|port| Setup {
         console: true,
         demo_policy: true,
         rules: "",

@@ -245,6 +245,30 @@ impl Env {
     }
 
     pub async fn with(setup: Setup) -> Env {
+        Self::starting(setup).await.unwrap()
+    }
+
+    /// A gateway whose configuration names its admin listener's port before it starts (the
+    /// console's own URL and sign-in redirect): `setup` is given a port that was free a
+    /// moment ago. A test running beside this one can take it first; then the gateway cannot
+    /// bind it, and another port is tried.
+    pub async fn with_admin_port(mut setup: impl FnMut(u16) -> Setup) -> Env {
+        let mut last = None;
+        for _ in 0..5 {
+            let port = std::net::TcpListener::bind("127.0.0.1:0")
+                .and_then(|l| l.local_addr())
+                .unwrap()
+                .port();
+            match Self::starting(setup(port)).await {
+                Ok(env) => return env,
+                Err(e) if format!("{e:#}").contains("Address already in use") => last = Some(e),
+                Err(e) => panic!("{e:#}"),
+            }
+        }
+        panic!("no free admin port in five tries: {:#}", last.unwrap())
+    }
+
+    async fn starting(setup: Setup) -> anyhow::Result<Env> {
         let (sim, dir) = prepare(setup).await;
         let config = dir.join("portcullis.yaml");
         let cfg = portcullis::config::load(&config).unwrap_or_else(|e| {
@@ -253,9 +277,9 @@ impl Env {
                 std::fs::read_to_string(&config).unwrap_or_default()
             )
         });
-        let gw = start(cfg).await.unwrap();
+        let gw = start(cfg).await?;
         let http = client(gw.ca_file.as_ref().unwrap(), None);
-        Env { sim, gw, http, dir }
+        Ok(Env { sim, gw, http, dir })
     }
 
     pub fn url(&self, path: &str) -> String {

@@ -437,11 +437,8 @@ async fn the_console_shows_names_escaped_and_with_their_ids() {
             p.display_name = "<b>Alice Example</b>\u{202E}\u{200B}".into();
         }
     }
-    let admin = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = admin.local_addr().unwrap().port();
-    drop(admin);
-    let env = Env::with(Setup {
-        sim_config,
+    let env = Env::with_admin_port(|port| Setup {
+        sim_config: sim_config.clone(),
         console: true,
         admin: Some(format!("127.0.0.1:{port}")),
         extra: leak(format!(
